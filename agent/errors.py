@@ -1,0 +1,28 @@
+"""Errors a user can act on.
+
+A ``ChaperoneError`` carries one plain sentence that says what is wrong and
+what to do; the command line prints it to stderr without a traceback and
+exits with ``exit_code``.
+"""
+
+
+class ChaperoneError(Exception):
+    """A problem the user can fix; ``str(err)`` is the sentence to show."""
+
+    exit_code = 2
+
+
+class HomeError(ChaperoneError):
+    """The home folder is missing, unreadable or not writable."""
+
+
+class KeyFileError(ChaperoneError):
+    """The device key is missing, damaged or readable by others."""
+
+
+class UsageError(ChaperoneError):
+    """The user's input is wrong (a bad argument, an unknown id)."""
+
+
+class AgentUnavailable(ChaperoneError):
+    """No agent answers on the home's socket."""
