@@ -1,0 +1,112 @@
+"""OpenSSH certificates (PROTOCOL.certkeys), read with cryptography's parser.
+
+``Certificate.from_blob`` checks the CA's signature; ``authority_problem``
+applies OpenSSH's ``sshkey_cert_check_authority`` rules for user logins and
+signatures: a user certificate, ``valid_after <= now < valid_before``, a
+non-empty principal list, and the wanted name among the principals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
+
+from agent.sshkeys import CERT_SUFFIX, KeyFormatError, blob_type, fingerprint, line_to_blob, load_identity
+
+FOREVER = 2**64 - 1
+
+
+class CertificateError(ValueError):
+    """The certificate is malformed or its CA signature does not match."""
+
+
+def _blob_of(public_key) -> bytes:
+    line = public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return line_to_blob(line.decode("ascii"))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def is_certificate_blob(blob: bytes) -> bool:
+    try:
+        return blob_type(blob).endswith(CERT_SUFFIX)
+    except KeyFormatError:
+        return False
+
+
+@dataclass(frozen=True)
+class Certificate:
+    blob: bytes
+    key_blob: bytes  # the certified (plain) public key
+    ca_blob: bytes  # the signing CA's public key
+    is_user: bool
+    key_id: str
+    principals: tuple[str, ...]
+    valid_after: int
+    valid_before: int  # exclusive; FOREVER when unlimited
+    critical_options: dict[str, str]
+    extensions: dict[str, str]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key_blob)
+
+    @property
+    def ca_fingerprint(self) -> str:
+        return fingerprint(self.ca_blob)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> "Certificate":
+        """Parse a certificate and check its CA signature; CertificateError otherwise."""
+        try:
+            cert = load_identity(blob)
+            if not isinstance(cert, SSHCertificate):
+                raise CertificateError("the key is not a certificate")
+            ca_key = cert.signature_key()
+            cert.verify_cert_signature()
+            cert_type = cert.type
+            fields = dict(
+                key_blob=_blob_of(cert.public_key()),
+                ca_blob=_blob_of(ca_key),
+                key_id=_text(cert.key_id),
+                principals=tuple(_text(p) for p in cert.valid_principals),
+                critical_options={_text(k): _text(v) for k, v in cert.critical_options.items()},
+                extensions={_text(k): _text(v) for k, v in cert.extensions.items()},
+            )
+        except CertificateError:
+            raise
+        except InvalidSignature as exc:
+            raise CertificateError("the certificate's CA signature does not match") from exc
+        except (KeyFormatError, ValueError, TypeError) as exc:
+            raise CertificateError("the certificate is malformed") from exc
+        except Exception as exc:  # cryptography's UnsupportedAlgorithm (e.g. a DSA CA)
+            raise CertificateError("the certificate uses an unsupported algorithm") from exc
+        return cls(
+            blob=blob,
+            is_user=cert_type == SSHCertificateType.USER,
+            valid_after=cert.valid_after,
+            valid_before=cert.valid_before,
+            **fields,
+        )
+
+    def authority_problem(self, now: int, name: str | None) -> str | None:
+        """Why this certificate may not act as ``name`` at ``now``, or None if it may.
+
+        ``name`` None skips the principal check (the list must still be non-empty).
+        """
+        if not self.is_user:
+            return "it is not a user certificate"
+        if now < self.valid_after:
+            return "it is not valid yet"
+        if now >= self.valid_before:
+            return "it has expired"
+        if not self.principals:
+            return "it lists no principals"
+        if name is not None and name not in self.principals:
+            return f"{name!r} is not among its principals"
+        return None
