@@ -1,0 +1,193 @@
+"""The state of the watched trees at session start, kept up to date as events arrive.
+
+- :class:`TreeIndex`: a compact signature of every path (inode, size, mtime,
+  mode) per folder. Rescanning a subtree against it yields the operations that
+  happened there, which answers inotify overflows, folders that could not be
+  watched, and the final check at session end.
+- :class:`ContentBaseline`: SHA-256 (and, for text configuration files, the
+  text) of the files whose "before" a record must show; the text stays in
+  memory only, capped per file and in total.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from agent.capture.bursts import Op
+
+Signature = int
+
+
+def signature(st: os.stat_result) -> Signature:
+    """What identifies a path's state; a folder's own listing changes are not modifications."""
+    if stat.S_ISDIR(st.st_mode):
+        return hash((st.st_ino, stat.S_IFMT(st.st_mode)))
+    return hash((st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+
+
+@dataclass
+class Entry:
+    sig: Signature
+    is_dir: bool
+
+
+class TreeIndex:
+    """``{folder: {name: signature}}`` for every folder below the roots; symlinks are never followed."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[bytes, dict[bytes, Entry]] = {}
+        self._inodes: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return sum(len(e) for e in self._dirs.values())
+
+    def folders(self) -> dict[bytes, int]:
+        """Each indexed folder and its inode number."""
+        return dict(self._inodes)
+
+    def scan(self, root: bytes, on_file: Callable[[bytes, os.stat_result], None] | None = None) -> int:
+        """Index ``root`` and everything below it; returns the number of paths."""
+        count = 0
+        for folder, entries, _ in self._walk(root, on_file):
+            self._dirs[folder] = entries
+            count += len(entries)
+        return count
+
+    def rescan(self, root: bytes) -> list[Op]:
+        """The operations that explain the difference between the index and the tree now."""
+        ops: list[Op] = []
+        seen: set[bytes] = set()
+        for folder, entries, _ in self._walk(root, None):
+            seen.add(folder)
+            old = self._dirs.get(folder, {})
+            for name, entry in entries.items():
+                before = old.get(name)
+                path = os.path.join(folder, name)
+                if before is None:
+                    ops.append(Op("created", path, entry.is_dir, via="rescan"))
+                elif before.is_dir != entry.is_dir:
+                    ops.append(Op("deleted", path, before.is_dir, via="rescan"))
+                    ops.append(Op("created", path, entry.is_dir, via="rescan"))
+                elif before.sig != entry.sig and not entry.is_dir:
+                    ops.append(Op("modified", path, False, via="rescan"))
+            for name, before in old.items():
+                if name not in entries:
+                    ops.append(Op("deleted", os.path.join(folder, name), before.is_dir, via="rescan"))
+            self._dirs[folder] = entries
+        prefix = root.rstrip(b"/") + b"/"
+        for folder in [f for f in self._dirs if (f == root or f.startswith(prefix)) and f not in seen]:
+            for name, before in self._dirs.pop(folder).items():
+                ops.append(Op("deleted", os.path.join(folder, name), before.is_dir, via="rescan"))
+            self._inodes.pop(folder, None)
+        return ops
+
+    def update(self, path: bytes, st: os.stat_result | None) -> None:
+        """Record what an individual event showed (``None``: the path is gone)."""
+        folder, name = os.path.split(path)
+        entries = self._dirs.get(folder)
+        if entries is None:
+            return
+        if st is None:
+            gone = entries.pop(name, None)
+            if gone is not None and gone.is_dir:
+                self.forget(path)
+            return
+        is_dir = stat.S_ISDIR(st.st_mode)
+        entries[name] = Entry(signature(st), is_dir)
+        if is_dir and path not in self._dirs:
+            self.scan(path)
+
+    def forget(self, root: bytes) -> None:
+        prefix = root.rstrip(b"/") + b"/"
+        for folder in [f for f in self._dirs if f == root or f.startswith(prefix)]:
+            del self._dirs[folder]
+            self._inodes.pop(folder, None)
+
+    def _walk(
+        self, root: bytes, on_file: Callable[[bytes, os.stat_result], None] | None
+    ) -> Iterator[tuple[bytes, dict[bytes, Entry], int]]:
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                folder_st = os.lstat(folder)
+                if not stat.S_ISDIR(folder_st.st_mode):
+                    continue
+                scanner = os.scandir(folder)
+            except OSError:
+                continue  # vanished or unreadable: its parent's listing says what is known
+            entries: dict[bytes, Entry] = {}
+            with scanner:
+                for item in scanner:
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    is_dir = stat.S_ISDIR(st.st_mode)
+                    entries[item.name] = Entry(signature(st), is_dir)
+                    if is_dir:
+                        stack.append(item.path)
+                    elif on_file is not None and stat.S_ISREG(st.st_mode):
+                        on_file(item.path, st)
+            self._inodes[folder] = folder_st.st_ino
+            yield folder, entries, folder_st.st_ino
+
+
+@dataclass
+class Known:
+    sha256: str | None
+    text: str | None = None  # only for text configuration files within the caps
+
+
+class ContentBaseline:
+    """The last known content of files: from the start of the session, then from each record (thread-safe)."""
+
+    def __init__(self, *, max_file_bytes: int = 1 << 20, max_total_bytes: int = 64 << 20, max_entries: int = 200_000):
+        self.max_file_bytes = max_file_bytes
+        self.max_total_bytes = max_total_bytes
+        self.max_entries = max_entries
+        self._at_start: dict[bytes, Known] = {}
+        self._latest: dict[bytes, Known] = {}
+        self._text_bytes = 0
+        self._lock = threading.Lock()
+
+    def remember_start(self, path: bytes, sha256: str | None, text: str | None) -> None:
+        with self._lock:
+            self._at_start[path] = Known(sha256, self._capped(text))
+
+    def remember(self, path: bytes, sha256: str | None, text: str | None) -> None:
+        with self._lock:
+            self._drop_latest(path)
+            if len(self._latest) >= self.max_entries:
+                self._drop_latest(next(iter(self._latest)))
+            self._latest[path] = Known(sha256, self._capped(text))
+
+    def forget(self, path: bytes) -> None:
+        """``path`` is gone (deleted or moved away)."""
+        with self._lock:
+            self._drop_latest(path)
+            self._latest[path] = Known(None)
+
+    def last(self, path: bytes) -> Known | None:
+        """What we last knew of ``path``: its latest record, else the start of the session."""
+        with self._lock:
+            return self._latest.get(path) or self._at_start.get(path)
+
+    def started_with(self) -> list[bytes]:
+        with self._lock:
+            return list(self._at_start)
+
+    def _drop_latest(self, path: bytes) -> None:
+        old = self._latest.pop(path, None)
+        if old is not None and old.text is not None:
+            self._text_bytes -= len(old.text)
+
+    def _capped(self, text: str | None) -> str | None:
+        if text is None or len(text) > self.max_file_bytes or self._text_bytes + len(text) > self.max_total_bytes:
+            return None
+        self._text_bytes += len(text)
+        return text

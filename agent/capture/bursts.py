@@ -1,0 +1,138 @@
+"""Coalescing bursts of file operations without losing count of any.
+
+Operations arrive in time windows (default 250 ms). At the end of a window,
+each folder's operations either stay individual (they become one ``file``
+record each) or, when a folder had ``threshold`` or more operations in the
+window, or is already bursting, they join that folder's burst. A burst ends
+when its folder is quiet for one window, or after ``max_burst_s``; it becomes
+one ``file-burst`` record with counts per kind and a SHA-256 over the sorted
+names. A window also has a global budget of individual operations; beyond it
+the busiest folders are coalesced, so the work per window stays bounded.
+
+A file's creation is usually followed by the close of its first write: that
+close is part of the creation, not a separate modification, and is folded into
+it while the creation is still pending here. Every other operation is counted
+exactly once, either as an individual operation or in a burst's counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+KINDS = ("created", "modified", "deleted", "moved")
+
+
+@dataclass
+class Op:
+    """One file operation as the watcher saw it."""
+
+    op: str  # created / modified / deleted / moved
+    path: bytes
+    is_dir: bool = False
+    dest: bytes | None = None
+    via: str | None = None  # "move-in" / "move-out" / "rescan" ...
+    seq: int = 0  # arrival order, set by the coalescer
+
+    @property
+    def folder(self) -> bytes:
+        return os.path.dirname(self.path)
+
+
+@dataclass
+class Burst:
+    """The operations of one folder, coalesced."""
+
+    folder: bytes
+    started: float
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    names: set[bytes] = field(default_factory=set)
+    _awaiting_close: set[bytes] = field(default_factory=set)
+    last_active: float = 0.0
+
+    def add(self, op: Op) -> None:
+        name = os.path.basename(op.path)
+        if op.op == "modified" and name in self._awaiting_close:
+            self._awaiting_close.discard(name)  # the creation's own first write
+            return
+        if op.op == "created" and not op.is_dir and op.via is None:
+            self._awaiting_close.add(name)
+        self.counts[op.op] += 1
+        self.names.add(name)
+
+    @property
+    def ops(self) -> int:
+        return sum(self.counts.values())
+
+    def names_sha256(self) -> str:
+        return hashlib.sha256(b"\0".join(sorted(self.names))).hexdigest()
+
+
+class BurstCoalescer:
+    """Decides, window by window, which operations are recorded one by one."""
+
+    def __init__(self, *, window: float = 0.25, threshold: int = 200, budget: int = 2000, max_burst_s: float = 2.0):
+        self.window = window
+        self.threshold = threshold
+        self.budget = budget
+        self.max_burst_s = max_burst_s
+        self._pending: dict[bytes, list[Op]] = defaultdict(list)
+        self._awaiting_close: set[bytes] = set()  # pending individual creations
+        self._bursts: dict[bytes, Burst] = {}
+        self._window_start: float | None = None
+        self._seq = 0
+
+    def add(self, op: Op, now: float) -> None:
+        if self._window_start is None:
+            self._window_start = now
+        self._seq += 1
+        op.seq = self._seq
+        if op.op == "modified" and op.path in self._awaiting_close:
+            self._awaiting_close.discard(op.path)
+            return
+        if op.op == "created" and not op.is_dir and op.via is None:
+            self._awaiting_close.add(op.path)
+        self._pending[op.folder].append(op)
+
+    def due(self, now: float) -> bool:
+        """Whether the current window is over (a burst in progress keeps windows ticking)."""
+        return self._window_start is not None and now - self._window_start >= self.window
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending and not self._bursts
+
+    def flush(self, now: float, *, final: bool = False) -> tuple[list[Op], list[Burst]]:
+        """Close the current window: the individual operations, and the bursts that ended."""
+        pending, self._pending = self._pending, defaultdict(list)
+        self._awaiting_close = set()
+        self._window_start = None if final else now
+        individual: list[Op] = []
+        coalesce = {f for f, ops in pending.items() if f in self._bursts or len(ops) >= self.threshold}
+        calm = sorted((f for f in pending if f not in coalesce), key=lambda f: len(pending[f]))
+        budget = self.budget
+        for folder in calm:
+            if len(pending[folder]) <= budget:
+                budget -= len(pending[folder])
+                individual.extend(pending[folder])
+            else:
+                coalesce.add(folder)
+        for folder in coalesce:
+            burst = self._bursts.get(folder)
+            if burst is None:
+                burst = self._bursts[folder] = Burst(folder, started=now)
+            for op in pending[folder]:
+                burst.add(op)
+            burst.last_active = now
+        ended = []
+        for folder, burst in list(self._bursts.items()):
+            if final or folder not in pending or now - burst.started >= self.max_burst_s:
+                del self._bursts[folder]
+                if burst.ops:
+                    ended.append(burst)
+        if not self._bursts:
+            self._window_start = None
+        individual.sort(key=lambda op: op.seq)
+        return individual, ended
