@@ -1,0 +1,359 @@
+"""Writing a session's journal: hash-chained lines, group commit, signed checkpoints.
+
+Each record is built as one canonical line and written with a single
+``os.write`` on an ``O_APPEND`` descriptor, under a lock, so concurrent
+appends never interleave. Records are synced in groups by a background
+thread (every ~200 ms); the types in ``SYNC_TYPES`` are synced before
+``append`` returns. While records flow, the same thread writes a signed
+checkpoint every ``checkpoint_interval`` seconds.
+
+If a write fails (disk full, read-only, I/O error) the file is cut back to the
+last good record, so it stays a valid journal, and ``JournalError`` says what
+happened in one sentence.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import threading
+import time
+from json.encoder import c_make_encoder, encode_basestring
+from pathlib import Path
+
+from agent import __version__
+from agent.canonical import MAX_SAFE_INT, check_canonical, canonical_unchecked
+from agent.journal.format import (
+    MAX_LINE,
+    SIGNED_TYPES,
+    UNSIGNED_FIELDS,
+    ZERO_HASH,
+    JournalError,
+    UtcClock,
+    checkpoint_message,
+    line_hash,
+)
+from agent.journal.reader import scan_journal
+
+SYNC_INTERVAL = 0.2
+CHECKPOINT_INTERVAL = 5.0
+_RESERVED_SEAL_FIELDS = frozenset({"count", "head", "session", "seq", "ts", "type"}) | UNSIGNED_FIELDS
+
+
+def _reject(value):
+    raise TypeError(f"{type(value).__name__} values are not allowed in the journal")
+
+
+# The C encoder behind agent.canonical, built once (json.JSONEncoder.encode
+# builds it on every call): byte-identical to canonical_unchecked.
+_encode_c = c_make_encoder(None, _reject, encode_basestring, None, ":", ",", True, False, False)
+
+
+def _encode_data(data: dict) -> str:
+    """Canonical JSON of a record's data, after a cheap check of its top level
+    (nested values get the full check): no floats, huge ints, non-ASCII keys."""
+    if type(data) is not dict:
+        raise TypeError("a record's data must be a dict")
+    for key, value in data.items():
+        if type(key) is not str or not key.isascii():
+            check_canonical(data)  # raises with the reason
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            continue
+        if kind is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            continue
+        check_canonical(value)
+    return "".join(_encode_c(data, 0))
+
+
+def _error_sentence(path: Path, exc: OSError) -> str:
+    why = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EFBIG: "the file is too large for this system",
+        errno.EROFS: "the file system is read-only",
+        errno.EIO: "an input/output error occurred",
+        errno.EACCES: "permission was denied",
+        errno.EPERM: "permission was denied",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return (f"Cannot write the journal {path}: {why}; it is kept valid up to its last good record, "
+            "so free space or fix the disk and try again.")
+
+
+class Journal:
+    """An open session journal. Thread-safe; see docs/ARCHITECTURE.md ("The journal")."""
+
+    SYNC_TYPES = frozenset(
+        {"journal-start", "request", "decision", "session-start", "session-end", "recovery", "checkpoint", "seal"}
+    )
+
+    def __init__(self, path: Path, session_id: str, device_key, fd: int, *, seq: int, head: str, size: int,
+                 sync_interval: float, checkpoint_interval: float) -> None:
+        self.path = Path(path)
+        self.session = session_id
+        self.recovered: dict | None = None
+        self._key = device_key
+        self._fd = fd
+        self._seq = seq
+        self._head = head
+        self._size = size
+        self._sealed = False
+        self._closed = False
+        self._lock = threading.Lock()
+        self._clock = UtcClock()
+        self._session_json = json.dumps(session_id)
+        self._type_json: dict[str, str] = {}
+        self._unsynced = False
+        self._since_checkpoint = 0
+        self._failure: JournalError | None = None
+        self._sync_interval = sync_interval
+        self._checkpoint_interval = checkpoint_interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._background, name=f"journal-{session_id}", daemon=True)
+        self._thread.start()
+
+    # --- opening ------------------------------------------------------------
+    @classmethod
+    def create(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
+               checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
+        """Start a new journal: seq 0 ``journal-start``, then a checkpoint."""
+        path = Path(path)
+        fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
+        journal = cls(path, session_id, device_key, fd, seq=0, head=ZERO_HASH, size=0,
+                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval)
+        try:
+            journal.append("journal-start", {
+                "device": device_key.fingerprint,
+                "principal": device_key.principal,
+                "software": f"chaperone {__version__}",
+            })
+            journal.checkpoint()
+        except BaseException:
+            journal.close()
+            raise
+        return journal
+
+    @classmethod
+    def open(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
+             checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
+        """Reopen a journal after a stop or a crash.
+
+        A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
+        (kept), the file is cut to its last good record, and a ``recovery``
+        record followed by a checkpoint is appended. ``journal.recovered``
+        holds the recovery record's data.
+        """
+        path = Path(path)
+        fd = cls._open_fd(path, 0)
+        try:
+            scan = scan_journal(path, session_id)
+            if scan.sealed:
+                raise JournalError(f"The journal {path} is sealed; a sealed session cannot be reopened.")
+            set_aside = cls._set_aside(path, fd, scan.good_size) if scan.bad_reason else None
+        except BaseException:
+            os.close(fd)
+            raise
+        journal = cls(path, session_id, device_key, fd, seq=scan.next_seq, head=scan.head, size=scan.good_size,
+                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval)
+        try:
+            if scan.next_seq == 0:  # nothing good was left: start the chain again
+                journal.append("journal-start", {
+                    "device": device_key.fingerprint,
+                    "principal": device_key.principal,
+                    "software": f"chaperone {__version__}",
+                })
+            recovered = {"set_aside": set_aside, "last_seq": scan.last_seq, "last_ts": scan.last_ts}
+            journal.append("recovery", recovered)
+            journal.checkpoint()
+            journal.recovered = recovered
+        except BaseException:
+            journal.close()
+            raise
+        return journal
+
+    @staticmethod
+    def _open_fd(path: Path, flags: int) -> int:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | flags, 0o600)
+        except FileExistsError:
+            raise JournalError(f"The journal {path} already exists; open it instead of creating it.") from None
+        except FileNotFoundError:
+            raise JournalError(f"There is no journal at {path}.") from None
+        except OSError as exc:
+            raise JournalError(_error_sentence(path, exc).split(";")[0] + ".") from None
+
+    @staticmethod
+    def _set_aside(path: Path, fd: int, good_size: int) -> dict:
+        """Copy the bad tail to the first free ``<name>.torn-<n>``, then cut the journal."""
+        n = 1
+        while path.with_name(f"{path.name}.torn-{n}").exists():
+            n += 1
+        torn = path.with_name(f"{path.name}.torn-{n}")
+        try:
+            with open(path, "rb") as src, open(torn, "xb") as dst:
+                src.seek(good_size)
+                digest = hashlib.sha256()
+                size = 0
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.chmod(torn, 0o600)
+            os.ftruncate(fd, good_size)
+            os.fsync(fd)
+        except OSError as exc:
+            raise JournalError(_error_sentence(path, exc)) from None
+        return {"file": torn.name, "bytes": size, "sha256": digest.hexdigest()}
+
+    # --- state ----------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        """The seq the next record will get."""
+        return self._seq
+
+    @property
+    def head(self) -> str:
+        """The hash of the last line written (the next record's ``prev``)."""
+        return self._head
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealed
+
+    # --- writing --------------------------------------------------------------
+    def append(self, type: str, data: dict, sync: bool | None = None) -> int:
+        """Write one record; return its seq. Thread-safe."""
+        if type in SIGNED_TYPES:
+            raise ValueError(f"use checkpoint() or seal() to write a {type!r} record")
+        body = _encode_data(data)
+        seq = self._write(type, body)
+        if sync or (sync is None and type in self.SYNC_TYPES):
+            self._sync()
+        return seq
+
+    def checkpoint(self) -> int:
+        """Write a signed checkpoint over the chain head now, and sync it."""
+        return self._signed("checkpoint", {})
+
+    def seal(self, data: dict | None = None) -> int:
+        """Write the final signed ``seal``; nothing can be appended after it."""
+        extra = dict(data or {})
+        clash = _RESERVED_SEAL_FIELDS.intersection(extra)
+        if clash:
+            raise ValueError(f"a seal cannot carry the fields {sorted(clash)}")
+        return self._signed("seal", extra)
+
+    def _signed(self, type: str, extra: dict) -> int:
+        _encode_data(extra)  # reject what canonical JSON cannot hold
+        with self._lock:
+            self._check_writable()
+            seq, ts = self._seq, self._clock.now()
+            data = {**extra, "count": seq, "head": self._head, "key": self._key.fingerprint}
+            record = {"data": data, "seq": seq, "session": self.session, "ts": ts, "type": type}
+            data["sig"] = self._key.sign(checkpoint_message(record))
+            self._write_locked(type, canonical_unchecked(data).decode("utf-8"), seq, ts)
+            self._since_checkpoint = 0
+            if type == "seal":
+                self._sealed = True
+        self._sync()
+        return seq
+
+    def _write(self, type: str, body: str) -> int:
+        with self._lock:
+            self._check_writable()
+            seq = self._seq
+            self._write_locked(type, body, seq, self._clock.now())
+            self._since_checkpoint += 1
+            return seq
+
+    def _write_locked(self, type: str, body: str, seq: int, ts: str) -> None:
+        type_json = self._type_json.get(type)
+        if type_json is None:
+            if not isinstance(type, str) or not type:
+                raise ValueError("a record's type must be a non-empty string")
+            type_json = self._type_json[type] = json.dumps(type, ensure_ascii=False)
+        text = (f'{{"data":{body},"prev":"{self._head}","seq":{seq},"session":{self._session_json},'
+                f'"ts":"{ts}","type":{type_json},"v":1}}\n')
+        try:
+            line = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a record's text is not valid Unicode (it holds a lone surrogate)") from None
+        if len(line) > MAX_LINE:
+            raise ValueError(f"a {type!r} record of {len(line)} bytes is larger than the journal's limit of {MAX_LINE}")
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            self._cut_back()
+            raise JournalError(_error_sentence(self.path, exc)) from None
+        self._head = line_hash(line)
+        self._seq = seq + 1
+        self._size += len(line)
+        self._unsynced = True
+
+    def _cut_back(self) -> None:
+        """Remove a partly written record so the file ends with the last good one."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            pass  # the next open() sets the torn tail aside
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise JournalError(f"The journal of session {self.session} is closed.")
+        if self._sealed:
+            raise JournalError(f"The journal of session {self.session} is sealed; nothing can be added to it.")
+        if self._failure is not None:
+            raise self._failure
+
+    def _sync(self) -> None:
+        try:
+            self._unsynced = False
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._failure = JournalError(_error_sentence(self.path, exc))
+            raise self._failure from None
+
+    # --- the background thread ---------------------------------------------
+    def _background(self) -> None:
+        last_checkpoint = time.monotonic()
+        while not self._stop.wait(self._sync_interval):
+            try:
+                if self._since_checkpoint and time.monotonic() - last_checkpoint >= self._checkpoint_interval:
+                    self.checkpoint()
+                    last_checkpoint = time.monotonic()
+                elif self._unsynced:
+                    self._sync()
+            except JournalError:
+                return  # recorded in _failure (or the journal is sealed/closed); appends report it
+
+    # --- closing ----------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the background thread and sync. Does not seal."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._lock:
+            self._closed = True
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            os.close(self._fd)
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Journal {self.session} seq={self._seq} sealed={self._sealed}>"

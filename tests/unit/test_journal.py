@@ -1,0 +1,314 @@
+"""The journal writer: canonical chained lines, group commit, checkpoints, seal, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from agent.canonical import canonical_bytes
+from agent.journal import Journal, JournalError, checkpoint_message, line_hash, verify_journal
+from agent.journal.format import ZERO_HASH
+from tests.conftest import require_program
+
+FILE_DATA = {
+    "op": "modified", "path": "/etc/ssh/sshd_config", "kind": "file", "size": 3301,
+    "sha256_before": "a" * 64, "sha256_after": "b" * 64, "secret": False,
+    "attribution": {"pid": 4242, "exe": "/usr/bin/vim", "user": "alice", "how": "fanotify"},
+    "diff": "--- a\n+++ b\n@@ -1 +1 @@\n-PermitRootLogin no\n+PermitRootLogin yes\n",
+}
+
+
+def lines_of(path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def records_of(path) -> list[dict]:
+    return [json.loads(line) for line in lines_of(path)]
+
+
+@pytest.fixture
+def jpath(home):
+    return home.journal_path("s-1")
+
+
+def test_create_append_seal_gives_a_canonical_chain(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key) as j:
+        assert j.append("note", {"author": "tech", "text": "hello ✓"}) == 2
+        assert j.append("file", FILE_DATA) == 3
+        assert j.seal({"reason": "customer"}) == 4
+        assert j.sealed and j.seq == 5
+    lines = lines_of(jpath)
+    records = [json.loads(line) for line in lines]
+    assert [r["type"] for r in records] == ["journal-start", "checkpoint", "note", "file", "seal"]
+    assert [r["seq"] for r in records] == [0, 1, 2, 3, 4]
+    assert records[0]["prev"] == ZERO_HASH
+    for before, record in zip(lines, records[1:]):
+        assert record["prev"] == line_hash(before)
+    for line, record in zip(lines, records):
+        assert canonical_bytes(record) + b"\n" == line
+        assert record["v"] == 1 and record["session"] == "s-1"
+        assert record["ts"].endswith("Z") and len(record["ts"]) == 27
+    assert records[0]["data"]["device"] == device_key.fingerprint
+    assert records[4]["data"]["reason"] == "customer"
+    assert records[3]["data"] == FILE_DATA
+    assert jpath.stat().st_mode & 0o777 == 0o600
+    assert jpath.parent.stat().st_mode & 0o777 == 0o700
+    check = verify_journal(jpath)
+    assert check.ok, check.reason
+    assert (check.records, check.checkpoints, check.unsealed, check.session) == (5, 2, 0, "s-1")
+
+
+def test_checkpoint_signs_the_documented_bytes(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key) as j:
+        j.append("note", {"author": "t", "text": "x"})
+        j.checkpoint()
+    cp = records_of(jpath)[-1]
+    expected = canonical_bytes({"count": 3, "head": cp["prev"], "session": "s-1", "seq": 3,
+                                "ts": cp["ts"], "type": "checkpoint"})
+    assert checkpoint_message(cp) == expected
+    assert cp["data"]["sig"] == device_key.sign(expected)
+    assert cp["data"]["key"] == device_key.fingerprint and cp["data"]["count"] == 3
+
+
+def test_ssh_keygen_accepts_a_checkpoint_signature(tmp_path, home, jpath, device_key):
+    require_program("ssh-keygen")
+    with Journal.create(jpath, "s-1", device_key) as j:
+        j.append("note", {"author": "t", "text": "x"})
+        j.seal({"reason": "technician"})
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(device_key.allowed_signers_line() + "\n")
+    for record in records_of(jpath):
+        if record["type"] not in ("checkpoint", "seal"):
+            continue
+        sig = tmp_path / "cp.sig"
+        sig.write_text(record["data"]["sig"])
+        cmd = ["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", device_key.principal,
+               "-n", "chaperone-session", "-s", str(sig)]
+        good = subprocess.run(cmd, input=checkpoint_message(record), capture_output=True)
+        assert good.returncode == 0, good.stderr
+        record["data"]["count"] += 1
+        bad = subprocess.run(cmd, input=checkpoint_message(record), capture_output=True)
+        assert bad.returncode != 0
+
+
+def test_sync_types_and_seal_rules(jpath, device_key):
+    assert {"journal-start", "request", "decision", "session-start", "session-end", "recovery",
+            "checkpoint", "seal"} == Journal.SYNC_TYPES
+    with Journal.create(jpath, "s-1", device_key) as j:
+        with pytest.raises(ValueError):
+            j.append("seal", {})
+        with pytest.raises(ValueError, match="cannot carry"):
+            j.seal({"sig": "forged"})
+        j.seal()
+        with pytest.raises(JournalError, match="sealed"):
+            j.append("note", {"text": "late"})
+        with pytest.raises(JournalError, match="sealed"):
+            j.checkpoint()
+    with pytest.raises(JournalError, match="sealed"):
+        Journal.open(jpath, "s-1", device_key)
+    with pytest.raises(JournalError, match="already exists"):
+        Journal.create(jpath, "s-1", device_key)
+
+
+@pytest.mark.parametrize("bad", [
+    {"x": 1.5}, {"x": [1, {"y": 0.1}]}, {"x": 2**60}, {"x": "lone \udc80"}, {1: "int key"},
+    {"é": "non-ascii key"}, {"x": b"bytes"}, {"x": {"y": object()}},
+])
+def test_values_outside_canonical_json_are_refused_and_nothing_is_written(jpath, device_key, bad):
+    with Journal.create(jpath, "s-1", device_key) as j:
+        before = jpath.read_bytes()
+        with pytest.raises((ValueError, TypeError)):
+            j.append("note", bad)
+        assert jpath.read_bytes() == before and j.seq == 2
+        j.seal()
+    assert verify_journal(jpath).ok
+
+
+def test_concurrent_appends_never_interleave(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key, checkpoint_interval=0.01, sync_interval=0.005) as j:
+        def worker(n):
+            for i in range(300):
+                j.append("file", {**FILE_DATA, "size": n * 1000 + i})
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        j.seal()
+    records = records_of(jpath)
+    sizes = sorted(r["data"]["size"] for r in records if r["type"] == "file")
+    assert sizes == sorted(n * 1000 + i for n in range(4) for i in range(300))
+    check = verify_journal(jpath)
+    assert check.ok, check.reason
+
+
+def test_background_thread_checkpoints_while_records_flow(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key, checkpoint_interval=0.05, sync_interval=0.01) as j:
+        deadline = time.monotonic() + 10
+        while sum(r["type"] == "checkpoint" for r in records_of(jpath)) < 3 and time.monotonic() < deadline:
+            j.append("note", {"author": "t", "text": "tick"})
+            time.sleep(0.01)
+        count = sum(r["type"] == "checkpoint" for r in records_of(jpath))
+        assert count >= 3
+        # no records flowing: no new checkpoints
+        time.sleep(0.2)
+        idle = sum(r["type"] == "checkpoint" for r in records_of(jpath))
+        time.sleep(0.2)
+        assert sum(r["type"] == "checkpoint" for r in records_of(jpath)) == idle
+        j.seal()
+    assert verify_journal(jpath).ok
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 64 KiB tmpfs, to fill the disk for real."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mnt)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_keeps_the_journal_valid_and_says_so(tiny_tmpfs, device_key):
+    path = tiny_tmpfs / "s" / "session.jsonl"
+    j = Journal.create(path, "s-1", device_key)
+    filler = {**FILE_DATA, "diff": "x" * 3000}
+    with pytest.raises(JournalError) as err:
+        for _ in range(1000):
+            j.append("file", filler)
+    message = str(err.value)
+    assert "disk is full" in message and message.count(".") <= 2 and "\n" not in message
+    good_seq = j.seq
+    assert path.read_bytes().endswith(b"\n")
+    assert len(lines_of(path)) == good_seq
+    j.close()
+    # Valid up to the last good record (only the seal is missing); with room
+    # again, reopening records the gap and seals it.
+    check = verify_journal(path)
+    assert not check.ok and check.unsealed == good_seq and "no seal" in check.reason
+    subprocess.run(["mount", "-o", "remount,size=1m", str(tiny_tmpfs)], check=True)
+    with Journal.open(path, "s-1", device_key) as j2:
+        assert j2.recovered["set_aside"] is None and j2.recovered["last_seq"] == good_seq - 1
+        j2.seal()
+    assert verify_journal(path).ok
+
+
+def test_reopen_sets_a_torn_tail_aside_and_recovers(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key) as j:
+        for i in range(5):
+            j.append("note", {"author": "t", "text": f"n{i}"})
+    good = jpath.read_bytes()
+    torn = b'{"data":{"author":"t","text":"half'
+    with open(jpath, "ab") as fh:
+        fh.write(torn)
+    with Journal.open(jpath, "s-1", device_key) as j:
+        rec = j.recovered
+        assert rec["set_aside"]["file"] == "session.jsonl.torn-1"
+        assert rec["set_aside"]["bytes"] == len(torn)
+        assert rec["last_seq"] == 6
+        j.seal({"reason": "recovery"})
+    assert (jpath.parent / "session.jsonl.torn-1").read_bytes() == torn
+    assert jpath.read_bytes().startswith(good)
+    types = [r["type"] for r in records_of(jpath)]
+    assert types[-3:] == ["recovery", "checkpoint", "seal"]
+    assert verify_journal(jpath).ok
+
+
+def test_reopen_sets_aside_a_tail_that_does_not_chain(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key) as j:
+        j.append("note", {"author": "t", "text": "kept"})
+    lines = lines_of(jpath)
+    jpath.write_bytes(b"".join(lines + [lines[-1]]))  # a duplicated record
+    with open(jpath.with_name("session.jsonl.torn-1"), "wb") as fh:
+        fh.write(b"an older torn file")
+    with Journal.open(jpath, "s-1", device_key) as j:
+        assert j.recovered["set_aside"]["file"] == "session.jsonl.torn-2"
+        j.seal()
+    assert jpath.with_name("session.jsonl.torn-1").read_bytes() == b"an older torn file"
+    assert jpath.with_name("session.jsonl.torn-2").read_bytes() == lines[-1]
+    assert verify_journal(jpath).ok
+
+
+def test_reopen_of_a_cleanly_closed_journal_records_the_gap(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key) as j:
+        j.append("note", {"author": "t", "text": "before"})
+    last_ts = records_of(jpath)[-1]["ts"]
+    with Journal.open(jpath, "s-1", device_key) as j:
+        assert j.recovered == {"set_aside": None, "last_seq": 2, "last_ts": last_ts}
+        j.seal()
+    assert not list(jpath.parent.glob("*.torn-*"))
+    assert verify_journal(jpath).ok
+
+
+def test_reopen_of_an_empty_or_garbage_file_restarts_the_chain(jpath, device_key):
+    jpath.parent.mkdir(parents=True)
+    jpath.write_bytes(b"not a journal\n")
+    with Journal.open(jpath, "s-1", device_key) as j:
+        assert j.recovered["set_aside"]["bytes"] == 14 and j.recovered["last_seq"] is None
+        j.seal()
+    assert [r["type"] for r in records_of(jpath)][:2] == ["journal-start", "recovery"]
+    assert verify_journal(jpath).ok
+
+
+def test_missing_journal_and_unwritable_place_are_one_sentence(tmp_path, device_key):
+    with pytest.raises(JournalError, match="There is no journal"):
+        Journal.open(tmp_path / "nope" / "session.jsonl", "s", device_key)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(JournalError, match="Cannot write the journal"):
+        Journal.create(blocker / "s" / "session.jsonl", "s", device_key)
+
+
+_BURST_CHILD = r"""
+import sys
+from agent.devicekey import DeviceKey
+from agent.home import Home
+from agent.journal import Journal
+home = Home(sys.argv[1])
+j = Journal.create(home.journal_path("s-kill"), "s-kill", DeviceKey.load(home), checkpoint_interval=0.05)
+print("ready", flush=True)
+data = {"op": "created", "path": "/tmp/x", "kind": "file", "size": 1, "sha256_after": "c" * 64}
+while True:
+    j.append("file", data)
+"""
+
+
+def test_sigkill_mid_burst_then_recovery_seal_export_verify(home, device_key):
+    path = home.journal_path("s-kill")
+    child = subprocess.Popen([sys.executable, "-c", _BURST_CHILD, str(home.path)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        deadline = time.monotonic() + 30
+        while path.stat().st_size < 200_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert child.returncode == -9
+    # SIGKILL cannot split one write(2); a power cut can. Leave the torn bytes
+    # it would leave, so recovery has a tail to set aside.
+    torn = lines_of(path)[-1][:37]
+    with open(path, "ab") as fh:
+        fh.write(torn)
+    with Journal.open(path, "s-kill", device_key) as j:
+        assert j.recovered["set_aside"]["bytes"] == len(torn)
+        j.seal({"reason": "recovery"})
+    assert path.with_name("session.jsonl.torn-1").read_bytes() == torn
+    check = verify_journal(path)
+    assert check.ok and check.records > 1000 and check.checkpoints >= 3, check.reason
+
+    from agent.bundle import export_bundle, verify_bundle
+
+    out = export_bundle(home, "s-kill", home.path.parent / "kill.zip")
+    verdict = verify_bundle(out, fingerprint=device_key.fingerprint)
+    assert verdict.genuine and verdict.pinned, verdict.reason
