@@ -1,0 +1,1 @@
+"""The agent service: a Unix-socket server speaking JSON lines, and its client."""

@@ -1,0 +1,153 @@
+"""``AgentClient``: the blocking client of the local API (CLI, tray, ssh-authorize).
+
+Use it off the GUI thread. Each ``call`` opens its own connection, so one
+client may be shared between threads; ``subscribe`` holds a connection of its
+own until ``close``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+from agent.errors import AgentUnavailable, ChaperoneError
+from agent.home import Home
+from agent.service.protocol import encode
+
+MAX_RESPONSE = 64 * 1024 * 1024
+
+
+class AgentError(ChaperoneError):
+    """The agent answered with an error; ``code`` is the protocol's error code."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+class AgentClient:
+    def __init__(self, home: Home, timeout: float = 5.0):
+        self.home = home
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._subscriptions: list[socket.socket] = []
+
+    def _connect(self, timeout: float | None) -> socket.socket:
+        path = self.home.socket_path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise AgentUnavailable(
+                f"No agent is running for {self.home.path}; start one with 'chaperone agent --home {self.home.path}'."
+            ) from None
+        except PermissionError:
+            sock.close()
+            raise AgentUnavailable(f"You may not connect to the agent's socket {path}; ask its owner.") from None
+        except OSError as exc:
+            sock.close()
+            raise AgentUnavailable(f"Cannot reach the agent at {path}: {exc.strerror or exc}.") from None
+        return sock
+
+    def call(self, op: str, **params):
+        """Send one request and return its result; raise AgentError on an error response.
+
+        A ``timeout`` parameter (as ``wait`` takes) lengthens the socket timeout to match.
+        The session's ``id`` parameter travels as ``session`` on the wire, where ``id``
+        is the message's own id that the response echoes.
+        """
+        if "id" in params:
+            params["session"] = params.pop("id")
+        io_timeout = self.timeout
+        if isinstance(params.get("timeout"), (int, float)):
+            io_timeout = max(io_timeout, params["timeout"] + 5.0)
+        msg_id = next(self._ids)
+        sock = self._connect(io_timeout)
+        try:
+            sock.sendall(encode({"op": op, "id": msg_id, **params}))
+            reader = _LineReader(sock)
+            while True:
+                reply = reader.next()
+                if reply is None:
+                    raise AgentUnavailable("The agent closed the connection without answering; is it stopping?")
+                if reply.get("id") == msg_id:
+                    break
+        except socket.timeout:
+            raise AgentUnavailable(f"The agent did not answer within {io_timeout:g} s.") from None
+        except (ConnectionResetError, BrokenPipeError):
+            raise AgentUnavailable("The agent closed the connection without answering; is it stopping?") from None
+        finally:
+            sock.close()
+        if reply.get("ok"):
+            return reply.get("result")
+        raise AgentError(str(reply.get("error") or "The agent refused the request."), str(reply.get("code")))
+
+    def subscribe(self) -> Iterator[dict]:
+        """Events ``{"event", "data"}`` as they come, until ``close()`` or the agent stops."""
+        sock = self._connect(self.timeout)
+        with self._lock:
+            self._subscriptions.append(sock)
+        try:
+            sock.sendall(encode({"op": "subscribe", "id": 0}))
+            reader = _LineReader(sock)
+            reply = reader.next()
+            if reply is None or not reply.get("ok"):
+                raise AgentError(str((reply or {}).get("error") or "The agent refused the subscription."),
+                                 str((reply or {}).get("code")))
+            sock.settimeout(None)
+            while True:
+                try:
+                    message = reader.next()
+                except OSError:  # closed by close() from another thread
+                    return
+                if message is None:
+                    return
+                if "event" in message:
+                    yield message
+        finally:
+            with self._lock:
+                if sock in self._subscriptions:
+                    self._subscriptions.remove(sock)
+            sock.close()
+
+    def close(self) -> None:
+        """Stop every subscription of this client (safe from any thread)."""
+        with self._lock:
+            subs = list(self._subscriptions)
+        for sock in subs:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _LineReader:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def next(self) -> dict | None:
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self.buf[:nl])
+                del self.buf[: nl + 1]
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    raise AgentUnavailable("The agent sent a message that is not JSON; is this a Chaperone agent?") from None
+                if isinstance(value, dict):
+                    return value
+                continue
+            if len(self.buf) > MAX_RESPONSE:
+                raise AgentUnavailable("The agent sent an oversized message.")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk

@@ -1,0 +1,50 @@
+"""Who is on the other end of a Unix socket (SO_PEERCRED), and what they may do."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+
+from agent.service.protocol import OPEN_OPS
+
+_UCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+    @property
+    def user(self) -> str:
+        return user_name(self.uid)
+
+    def who(self) -> dict:
+        """``{"uid", "user"}`` as journal records name a person."""
+        return {"uid": self.uid, "user": self.user}
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    """The peer's credentials, as the kernel saw them when it connected."""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return Peer(pid, uid, gid)
+
+
+def may(op: str, peer: Peer, owner_uid: int) -> bool:
+    """The home's owner and root may do everything; others only the open operations."""
+    return peer.uid in (0, owner_uid) or op in OPEN_OPS
+
+
+def home_owner(path: os.PathLike) -> int:
+    return os.stat(path).st_uid

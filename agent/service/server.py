@@ -1,0 +1,282 @@
+"""The agent service: one asyncio loop serving the local API on ``home/agent.sock``.
+
+Each connection sends JSON lines and gets one response per line, in order.
+``subscribe`` turns a connection into an event stream. Every connection's
+peer credentials are read once (SO_PEERCRED) and checked on every operation.
+
+Bad input never stops the agent: a line that is not UTF-8 or not JSON, or an
+unknown operation, gets an error response and the connection goes on; a line
+longer than 1 MiB gets ``too-large`` and the connection is closed (its end
+cannot be found safely); a client that hangs up mid-line is simply dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import sys
+
+from agent import __version__
+from agent.errors import ChaperoneError, HomeError
+from agent.home import Home
+from agent.service import protocol
+from agent.service.lock import AgentLock
+from agent.service.peercred import Peer, home_owner, may, peer_of
+from agent.service.protocol import MAX_MESSAGE, ProtocolError
+from agent.session.manager import SessionManager, default_capture_factory
+
+log = logging.getLogger("chaperone.agent")
+
+MAX_CONNECTIONS = 2048
+SUBSCRIBER_QUEUE = 1000
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, with the terminating NUL
+WRITE_TIMEOUT = 10.0
+
+
+def check_socket_path(home: Home) -> None:
+    size = len(os.fsencode(home.socket_path))
+    if size > SOCKET_PATH_MAX:
+        raise HomeError(
+            f"The home path {home.path} is too long for the agent's socket ({size} bytes; "
+            f"the limit is {SOCKET_PATH_MAX}); pass a shorter --home."
+        )
+
+
+def _raise_fd_limit(wanted: int = 8192) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class _Subscriber:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+
+    def offer(self, message: bytes | None) -> bool:
+        """Queue a message; False if this subscriber fell too far behind."""
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+
+class AgentService:
+    """The service around a SessionManager: socket, permissions, events, stop."""
+
+    def __init__(self, home: Home, device_key, *, consent_timeout: float = 120.0,
+                 capture_factory=default_capture_factory):
+        self.home = home
+        self.owner_uid = home_owner(home.path)
+        self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
+                                      capture_factory=capture_factory)
+        self._subscribers: set[_Subscriber] = set()
+        self._connections = 0
+        self._stop = asyncio.Event()
+        self._handlers = {
+            "ping": self._ping, "status": self._status, "request": self._request, "pending": self._pending,
+            "decide": self._decide, "wait": self._wait, "end": self._end, "note": self._note,
+            "sessions": self._sessions,
+        }
+
+    # --- events -------------------------------------------------------------------------------
+    def publish(self, name: str, data: dict) -> None:
+        message = protocol.event(name, data)
+        for sub in list(self._subscribers):
+            if not sub.offer(message):
+                log.warning("a subscriber fell %d events behind; disconnecting it", SUBSCRIBER_QUEUE)
+                self._subscribers.discard(sub)
+                sub.queue.get_nowait()  # make room for the close sentinel
+                sub.offer(None)
+
+    # --- life -------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, ready=None) -> None:
+        loop = asyncio.get_running_loop()
+        check_socket_path(self.home)
+        await self.manager.start()
+        path = self.home.socket_path
+        path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+        try:
+            server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1,
+                                                     backlog=1024)
+        finally:
+            os.umask(old_umask)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        print(f"chaperone agent: listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+        try:
+            await self._stop.wait()
+        finally:
+            self.publish("agent-stopping", {})
+            server.close()
+            await self.manager.stop()
+            for sub in list(self._subscribers):
+                sub.offer(None)
+            self._subscribers.clear()
+            try:
+                await asyncio.wait_for(server.wait_closed(), 5.0)
+            except asyncio.TimeoutError:
+                pass
+            path.unlink(missing_ok=True)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    # --- connections ---------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connections >= MAX_CONNECTIONS:
+            writer.write(protocol.error(None, "unavailable", "The agent has too many connections; try again."))
+            await self._close(writer)
+            return
+        self._connections += 1
+        try:
+            peer = peer_of(writer.get_extra_info("socket"))
+            while not self._stop.is_set():
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break  # the client hung up (perhaps mid-message): nothing to answer
+                except asyncio.LimitOverrunError:
+                    writer.write(protocol.error(None, "too-large",
+                                                f"The message is larger than {MAX_MESSAGE // 1024} KiB."))
+                    break
+                if line.strip() == b"":
+                    continue
+                subscribed, reply = await self._dispatch(line, peer)
+                writer.write(reply)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                if subscribed:
+                    await self._stream_events(reader, writer)
+                    break
+        except (ConnectionError, asyncio.TimeoutError, OSError):
+            pass
+        finally:
+            self._connections -= 1
+            await self._close(writer)
+
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        try:
+            if not writer.is_closing():
+                await asyncio.wait_for(writer.drain(), 1.0)
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        except (ConnectionError, asyncio.TimeoutError, OSError):
+            pass
+
+    async def _stream_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sub = _Subscriber()
+        self._subscribers.add(sub)
+
+        async def pump() -> None:
+            while (message := await sub.queue.get()) is not None:
+                writer.write(message)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+
+        async def hang_up() -> None:
+            while await reader.read(65536):
+                pass  # a subscriber has nothing more to say; we only watch for it leaving
+
+        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(hang_up())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._subscribers.discard(sub)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _dispatch(self, line: bytes, peer: Peer) -> tuple[bool, bytes]:
+        """(whether this starts a subscription, the response line)."""
+        try:
+            msg = protocol.decode_request(line)
+        except ProtocolError as exc:
+            return False, protocol.error(protocol.request_id_of(line), exc.code, str(exc))
+        if not may(msg.op, peer, self.owner_uid):
+            return False, protocol.error(
+                msg.id, "forbidden",
+                f"Only the owner of {self.home.path} or root may use '{msg.op}'; you are {peer.user}.",
+            )
+        if msg.op == "subscribe":
+            if self._stop.is_set():
+                return False, protocol.error(msg.id, "unavailable", "The agent is stopping.")
+            return True, protocol.ok(msg.id, {"subscribed": True})
+        try:
+            result = await self._handlers[msg.op](msg.params, peer)
+        except ProtocolError as exc:
+            return False, protocol.error(msg.id, exc.code, str(exc))
+        except ChaperoneError as exc:  # e.g. a journal that cannot be written
+            return False, protocol.error(msg.id, "unavailable", str(exc))
+        except Exception:  # noqa: BLE001 - a bug must not stop the agent
+            log.exception("internal error in %s", msg.op)
+            return False, protocol.error(msg.id, "unavailable",
+                                        "The agent failed on this request (an internal error; see its log).")
+        return False, protocol.ok(msg.id, result)
+
+    # --- operations -------------------------------------------------------------------------------
+    async def _ping(self, params, peer):
+        return {"version": __version__, "pid": os.getpid()}
+
+    async def _status(self, params, peer):
+        return self.manager.status()
+
+    async def _request(self, params, peer):
+        if "request_file" in params:
+            return await self.manager.submit(request_file=params["request_file"], source="file", peer=peer)
+        source = params.get("source", "cli")
+        if source not in ("cli", "ssh"):
+            raise ProtocolError("bad-request", "The source must be \"cli\" or \"ssh\".")
+        return await self.manager.submit(fields=params.get("request"), source=source, peer=peer)
+
+    async def _pending(self, params, peer):
+        return self.manager.pending()
+
+    async def _decide(self, params, peer):
+        return await self.manager.decide(_session_id(params, required=True), params.get("decision"),
+                                         params.get("how", "terminal"), peer)
+
+    async def _wait(self, params, peer):
+        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30))
+
+    async def _end(self, params, peer):
+        return await self.manager.end(_session_id(params), params.get("reason", "customer"), peer)
+
+    async def _note(self, params, peer):
+        return self.manager.note(_session_id(params), params.get("text"), peer)
+
+    async def _sessions(self, params, peer):
+        return self.manager.sessions()
+
+
+def _session_id(params: dict, required: bool = False) -> str | None:
+    sid = params.get("session")
+    if sid is None and not required:
+        return None
+    if not isinstance(sid, str) or not sid or len(sid) > 64:
+        raise ProtocolError("bad-request", "Give the session's id (as 'chaperone pending' or 'status' shows it).")
+    return sid
+
+
+def run_agent(home: Home, consent_timeout: float = 120.0) -> int:
+    """``chaperone agent``: run in the foreground until SIGTERM or SIGINT; 0 on a clean stop."""
+    from agent.devicekey import DeviceKey
+
+    check_socket_path(home)
+    device_key, _ = DeviceKey.init(home)
+    home.settings()  # a broken settings file stops the agent now, not at the first request
+    logging.basicConfig(level=logging.INFO, format="chaperone agent: %(levelname)s %(message)s", stream=sys.stderr)
+    _raise_fd_limit()
+    with AgentLock(home):
+        async def main() -> None:
+            await AgentService(home, device_key, consent_timeout=consent_timeout).run()
+
+        asyncio.run(main())
+    print("chaperone agent: stopped.", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,1 @@
+"""Sessions: requests, the consent lifecycle and the manager that runs them."""

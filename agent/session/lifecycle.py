@@ -1,0 +1,54 @@
+"""The session lifecycle: which state may follow which.
+
+::
+
+    requested ─┬─▶ allowed ─▶ active ─▶ ended ─▶ sealed
+               ├─▶ refused   (the customer said no, or a policy did)
+               └─▶ expired   (nobody answered in time: a refusal)
+
+An allowed session whose capture cannot start, or an agent stop between
+"allowed" and "active", may go straight to ``ended``. Refused and expired
+requests are sealed too, but keep their state in the history.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class State(str, Enum):
+    REQUESTED = "requested"
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+    ACTIVE = "active"
+    ENDED = "ended"
+    SEALED = "sealed"
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.REQUESTED: frozenset({State.ALLOWED, State.REFUSED, State.EXPIRED}),
+    State.ALLOWED: frozenset({State.ACTIVE, State.ENDED}),
+    State.ACTIVE: frozenset({State.ENDED}),
+    State.ENDED: frozenset({State.SEALED}),
+    State.REFUSED: frozenset(),
+    State.EXPIRED: frozenset(),
+    State.SEALED: frozenset(),
+}
+
+DECIDED = frozenset({State.ALLOWED, State.REFUSED, State.EXPIRED, State.ACTIVE, State.ENDED, State.SEALED})
+LIVE = frozenset({State.ALLOWED, State.ACTIVE})
+
+END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery")
+DECISION_HOWS = ("click", "terminal", "timeout", "policy")
+
+
+class LifecycleError(ValueError):
+    """A transition the lifecycle does not allow."""
+
+
+def advance(current: State, new: State) -> State:
+    """``new`` if it may follow ``current``; else LifecycleError."""
+    if new not in TRANSITIONS[current]:
+        raise LifecycleError(f"a session cannot go from {current.value} to {new.value}")
+    return new

@@ -1,0 +1,632 @@
+"""SessionManager: requests, consent, timers, capture and the journal of each session.
+
+It runs on the agent's asyncio loop: every state change happens on the loop
+thread, so no locks guard the sessions. Slow work (capture's prepare/stop,
+the SSH hooks) runs in threads via ``asyncio.to_thread``. Each step is a
+journal record first and an event for subscribers second.
+
+Timing rules:
+
+- no decision within ``consent_timeout`` seconds is a refusal (state ``expired``);
+- the customer is warned 5 minutes before the limit (halfway through
+  sessions shorter than 10 minutes), and the session ends at the limit;
+- one session at a time: other requests wait as pending, and allowing one
+  while another session is live is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+from agent.errors import ChaperoneError
+from agent.home import Home
+from agent.service.peercred import Peer
+from agent.service.protocol import ProtocolError
+from agent.session.lifecycle import END_REASONS, State, advance
+from agent.session.request import (
+    RequestError,
+    SessionRequest,
+    Verification,
+    parse_request_file,
+    parse_rfc3339,
+    rfc3339,
+    unverified,
+    utc_now,
+    verify_request,
+    watch_flags,
+)
+from agent.text import escape, show
+
+log = logging.getLogger("chaperone.session")
+
+WARNING_LEAD_S = 300
+MAX_PENDING = 16
+MAX_NOTE_CHARS = 4000
+ACTIVITY_INTERVAL = 0.1
+ACTIVITY_BATCH_CAP = 200
+# Test-only: CHAPERONE_CAPTURE=off runs sessions without capture (journaled as a capture-error).
+CAPTURE_ENV = "CHAPERONE_CAPTURE"
+_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+
+Publish = Callable[[str, dict], None]
+
+
+def warning_lead_s(duration_s: float) -> float:
+    """Seconds before the limit at which the customer is warned."""
+    return WARNING_LEAD_S if duration_s >= 2 * WARNING_LEAD_S else duration_s / 2
+
+
+def new_session_id(now: datetime, taken: Callable[[str], bool]) -> str:
+    """``s-20261122-7KQ3XZ``: short, URL-safe, sortable by day, unique in this home."""
+    while True:
+        suffix = "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+        sid = f"s-{now:%Y%m%d}-{suffix}"
+        if not taken(sid):
+            return sid
+
+
+def default_capture_factory(sink, watch_paths, technician_pids):
+    """The real capture (agent.capture.Capture)."""
+    if os.environ.get(CAPTURE_ENV) == "off":
+        raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
+    from agent.capture import Capture
+
+    return Capture(sink, watch_paths, state_dir=sink.state_dir, technician_pids=technician_pids)
+
+
+def default_watch_paths() -> list[str]:
+    try:
+        from agent.capture import default_watch_paths as capture_defaults
+    except ImportError:
+        return [str(Path.home()), "/etc"]
+    return list(capture_defaults())
+
+
+def _ssh_hooks():
+    """agent.ssh.lifecycle, when that part is installed."""
+    try:
+        from agent.ssh import lifecycle
+    except ImportError:
+        return None
+    return lifecycle
+
+
+class SessionSink:
+    """Where capture (and the manager, once a session runs) sends records.
+
+    ``emit`` is thread-safe: it appends to the journal at once, and forwards
+    the record to subscribers as ``activity`` events batched every ~100 ms.
+    Beyond ``ACTIVITY_BATCH_CAP`` records in a batch, records are counted in
+    ``coalesced`` instead of sent (they are all in the journal).
+    """
+
+    def __init__(self, journal, loop: asyncio.AbstractEventLoop, publish: Publish, state_dir: Path):
+        self.journal = journal
+        self.state_dir = state_dir
+        self._loop = loop
+        self._publish = publish
+        self._lock = threading.Lock()
+        self._items: list[dict] = []
+        self._coalesced = 0
+        self._scheduled = False
+
+    def emit(self, type: str, data: dict) -> int:
+        seq = self.journal.append(type, data)
+        item = {**data, "type": type, "ts": rfc3339(utc_now()), "seq": seq}
+        with self._lock:
+            if len(self._items) < ACTIVITY_BATCH_CAP:
+                self._items.append(item)
+            else:
+                self._coalesced += 1
+            schedule = not self._scheduled
+            self._scheduled = True
+        if schedule:
+            try:
+                self._loop.call_soon_threadsafe(self._loop.call_later, ACTIVITY_INTERVAL, self.flush)
+            except RuntimeError:  # the loop is closed: the records are journaled, nobody listens
+                pass
+        return seq
+
+    def flush(self) -> None:
+        with self._lock:
+            items, coalesced = self._items, self._coalesced
+            self._items, self._coalesced, self._scheduled = [], 0, False
+        if items or coalesced:
+            self._publish("activity", {"items": items, "coalesced": coalesced})
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    request: SessionRequest
+    source: str
+    verification: Verification
+    flags: list[str]
+    journal: object
+    state: State
+    requested: str
+    expires_at: str
+    until: datetime | None = None
+    started: str | None = None
+    sink: SessionSink | None = None
+    capture: object | None = None
+    activation: asyncio.Task | None = None
+    finishing: asyncio.Task | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, type: str, data: dict) -> int:
+        if self.sink is not None:
+            return self.sink.emit(type, data)
+        return self.journal.append(type, data)
+
+    def cancel_timers(self) -> None:
+        for t in self.timers:
+            t.cancel()
+        self.timers.clear()
+
+    def summary(self) -> dict:
+        r = self.request
+        return {"id": self.id, "technician": r.technician, "email": r.email, "org": r.org, "ticket": r.ticket,
+                "started": self.started, "until": rfc3339(self.until) if self.until else None,
+                "capabilities": list(r.capabilities), "watch": list(r.watch)}
+
+    def pending_item(self) -> dict:
+        r = self.request
+        return {"id": self.id, "technician": r.technician, "email": r.email, "org": r.org, "ticket": r.ticket,
+                "reason": r.reason, "duration_s": r.duration_s, "capabilities": list(r.capabilities),
+                "watch": list(r.watch), "verified": self.verification.verified,
+                "verification": self.verification.to_dict(), "flags": list(self.flags),
+                "expires_at": self.expires_at, "requested": self.requested, "source": self.source,
+                "ssh": r.ssh}
+
+    def hook_view(self) -> dict:
+        """What the SSH hooks get: the summary, the request's ssh details and the state."""
+        return {**self.summary(), "source": self.source, "ssh": self.request.ssh, "state": self.state.value}
+
+
+class SessionManager:
+    def __init__(self, home: Home, device_key, *, publish: Publish, consent_timeout: float = 120.0,
+                 capture_factory=default_capture_factory, history=None):
+        from agent.history import History
+
+        self.home = home
+        self.device_key = device_key
+        self.consent_timeout = consent_timeout
+        self.capture_factory = capture_factory
+        self.history = history if history is not None else History(home)
+        self._publish = publish
+        self._sessions: dict[str, Session] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+
+    # --- queries -------------------------------------------------------------------
+    def _live(self) -> Session | None:
+        return next((s for s in self._sessions.values() if s.state in (State.ALLOWED, State.ACTIVE)), None)
+
+    def _pending(self) -> list[Session]:
+        return [s for s in self._sessions.values() if s.state is State.REQUESTED]
+
+    def status(self) -> dict:
+        live, pending = self._live(), self._pending()
+        state = "active" if live else "pending" if pending else "idle"
+        return {"state": state, "session": live.id if live else None,
+                "active": live.summary() if live else None, "pending": len(pending)}
+
+    def pending(self) -> list[dict]:
+        return [s.pending_item() for s in self._pending()]
+
+    def sessions(self) -> list[dict]:
+        return self.history.list()
+
+    # --- requests ---------------------------------------------------------------------
+    async def submit(self, *, fields=None, request_file=None, source: str = "cli", peer: Peer | None = None) -> dict:
+        """A new request: journal it, then either refuse it by policy or hold it for a decision."""
+        if self._stopping:
+            raise ProtocolError("unavailable", "The agent is stopping; try again when it is back.")
+        now = utc_now()
+        request, verification = self._validated(fields, request_file, source, now)
+        if len(self._pending()) >= MAX_PENDING:
+            raise ProtocolError(
+                "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
+            )
+        try:
+            settings = self.home.settings()
+        except ChaperoneError as exc:
+            raise ProtocolError("unavailable", str(exc)) from None
+        if not request.watch:
+            request = replace(request, watch=tuple(default_watch_paths()))
+        flags = request.text_flags() + watch_flags(request.watch)
+        if source == "file" and not verification.verified:
+            flags.append("the request file's signer is not trusted")
+
+        sid = new_session_id(now, lambda i: i in self._sessions or self.home.session_dir(i).exists())
+        expires = now + timedelta(seconds=self.consent_timeout)
+        session = Session(id=sid, request=request, source=source, verification=verification, flags=flags,
+                          journal=self._create_journal(sid), state=State.REQUESTED, requested=rfc3339(now),
+                          expires_at=rfc3339(expires))
+        data = {**request.fields(), "source": source, "verification": verification.to_dict(), "flags": flags,
+                "requested_by": peer.who() if peer else None}
+        for transient in ("created", "expires"):
+            data.pop(transient, None)
+        session.journal.append("request", data)
+        self._sessions[sid] = session
+        self.history.upsert(
+            sid, state="requested", technician=request.technician, email=request.email, org=request.org,
+            ticket=request.ticket, reason=request.reason, duration_s=request.duration_s,
+            capabilities=list(request.capabilities), watch=list(request.watch), verified=verification.verified,
+            signer=verification.principal if verification.verified else None,
+            key_fingerprint=verification.fingerprint, flags=flags, requested=session.requested,
+            journal=str(session.journal.path),
+        )
+        if settings.get("require_verified") and not verification.verified:
+            await self._refuse(session, State.REFUSED, "policy", None,
+                               f"This computer accepts only verified requests, and this one is "
+                               f"{verification.detail}")
+        else:
+            session.timers.append(
+                self._loop.call_later(self.consent_timeout, lambda: self._spawn(self._expire(session)))
+            )
+            self._publish("consent-needed", session.pending_item())
+        return {"id": sid, "verification": verification.to_dict(), "flags": flags, "state": session.state.value,
+                "expires_at": session.expires_at}
+
+    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification]:
+        try:
+            if request_file is not None:
+                if not isinstance(request_file, str):
+                    raise RequestError("The request_file must be the request file's text.")
+                parsed = parse_request_file(request_file, now=now)
+                return parsed.request, self._verify(parsed.request, parsed.signature, parsed.signed_bytes, now)
+            if fields is None:
+                raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
+            request = SessionRequest.from_fields(fields)
+            return request, unverified("the request is not signed.")
+        except RequestError as exc:
+            raise ProtocolError("bad-request", str(exc)) from None
+
+    def _verify(self, request, signature, signed, now) -> Verification:
+        from agent.trust import TrustError, TrustStore
+
+        try:
+            store = TrustStore.load(self.home.trusted_technicians_path)
+        except TrustError as exc:
+            return unverified(f"the trusted technicians cannot be read ({str(exc).rstrip('.')})")
+        return verify_request(request, signature, signed, store, now=now)
+
+    def _create_journal(self, sid: str):
+        from agent.journal import Journal
+
+        path = self.home.journal_path(sid)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Journal.create(path, sid, self.device_key)
+
+    # --- decisions ------------------------------------------------------------------------
+    def _decidable(self, sid: str) -> Session:
+        session = self._sessions.get(sid)
+        if session is None:
+            past = self.history.get(sid) if isinstance(sid, str) else None
+            if past:
+                raise ProtocolError("conflict", f"Request {escape(sid)} was already decided (it is {past['state']}).")
+            raise ProtocolError("not-found", f"There is no request {escape(str(sid))[:40]}; see 'chaperone pending'.")
+        if session.state is not State.REQUESTED:
+            raise ProtocolError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
+        return session
+
+    async def decide(self, sid, decision: str, how: str, peer: Peer) -> dict:
+        if decision not in ("allow", "deny"):
+            raise ProtocolError("bad-request", "The decision must be \"allow\" or \"deny\".")
+        if how not in ("click", "terminal"):
+            raise ProtocolError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
+        session = self._decidable(sid)
+        if decision == "deny":
+            await self._refuse(session, State.REFUSED, how, peer.who(), "The customer refused.")
+            return {"id": sid, "state": session.state.value}
+        live = self._live()
+        if live is not None:
+            raise ProtocolError("conflict", f"Session {live.id} is still running; end it before allowing another.")
+        self._allow(session, how, peer.who())
+        return {"id": sid, "state": session.state.value}
+
+    def _allow(self, session: Session, how: str, by: dict) -> None:
+        r = session.request
+        now = utc_now()
+        session.cancel_timers()
+        session.until = now + timedelta(seconds=r.duration_s)
+        granted = {"capabilities": list(r.capabilities), "watch": list(r.watch), "until": rfc3339(session.until)}
+        session.journal.append("decision", {"decision": "allow", "how": how, "by": by, "granted": granted,
+                                            "reason": "The customer allowed the session."})
+        session.journal.checkpoint()
+        session.state = advance(session.state, State.ALLOWED)
+        self.history.upsert(session.id, state="allowed", decided=rfc3339(now), decided_by=by, how=how,
+                            until=granted["until"])
+        session.decided.set()
+        self._publish("consent-decided", {"id": session.id, "state": "allowed"})
+        session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id))
+        session.activation = self._spawn(self._activate(session))
+
+    async def _refuse(self, session: Session, state: State, how: str, by: dict | None, reason: str) -> None:
+        session.cancel_timers()
+        session.journal.append("decision", {"decision": "deny", "how": how, "by": by, "granted": None,
+                                            "reason": reason})
+        session.state = advance(session.state, state)
+        now = rfc3339(utc_now())
+        self.history.upsert(session.id, state=state.value, decided=now, decided_by=by, how=how)
+        session.decided.set()
+        self._publish("consent-decided", {"id": session.id, "state": state.value})
+        await asyncio.to_thread(session.journal.seal, {"reason": state.value})
+        session.journal.close()
+        self.history.upsert(session.id, sealed=True)
+        self._sessions.pop(session.id, None)
+
+    async def _expire(self, session: Session, reason: str = "Nobody answered in time; no answer is a refusal.",
+                      how: str = "timeout") -> None:
+        if session.state is State.REQUESTED:
+            await self._refuse(session, State.EXPIRED, how, None, reason)
+
+    async def wait(self, sid, timeout) -> dict:
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
+            raise ProtocolError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+        session = self._sessions.get(sid) if isinstance(sid, str) else None
+        if session is None:
+            past = self.history.get(sid) if isinstance(sid, str) else None
+            if not past:
+                raise ProtocolError("not-found", f"There is no request {escape(str(sid))[:40]}.")
+            return {"id": sid, "state": past["state"]}
+        try:
+            await asyncio.wait_for(session.decided.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return {"id": sid, "state": session.state.value}
+
+    # --- running sessions -----------------------------------------------------------------
+    async def _activate(self, session: Session, resumed: bool = False) -> None:
+        """Start capture off the loop, then mark the session active and arm its timers."""
+        await self._start_capture(session)
+        if session.state is not State.ALLOWED and not resumed:
+            return  # ended while capture was starting
+        if not resumed:
+            session.started = rfc3339(utc_now())
+            session.record("session-start", {"until": rfc3339(session.until),
+                                             "capabilities": list(session.request.capabilities),
+                                             "watch": list(session.request.watch)})
+            session.state = advance(session.state, State.ACTIVE)
+            self.history.upsert(session.id, state="active", started=session.started)
+        self._arm_timers(session)
+        self._publish("session-started", session.summary())
+
+    async def _start_capture(self, session: Session) -> None:
+        hooks = _ssh_hooks() if session.source == "ssh" else None
+        pids = (lambda: hooks.technician_pids(session.hook_view())) if hooks else None
+        try:
+            capture = self.capture_factory(session.sink, list(session.request.watch), pids)
+            session.capture = capture
+            await asyncio.to_thread(capture.prepare)
+        except Exception as exc:  # noqa: BLE001 - capture is optional; the session must still be recorded
+            log.warning("capture did not start for %s: %s", session.id, exc)
+            session.record("capture-error", {"what": "capture", "path": None,
+                                             "error": f"{type(exc).__name__}: {exc}"})
+
+    def _arm_timers(self, session: Session) -> None:
+        remaining = (session.until - utc_now()).total_seconds()
+        lead = warning_lead_s(session.request.duration_s)
+        if remaining > lead:
+            session.timers.append(self._loop.call_later(remaining - lead, self._warn, session))
+        session.timers.append(self._loop.call_later(
+            max(0.0, remaining), lambda: self._spawn(self.finish(session, "time-limit", None))
+        ))
+
+    def _warn(self, session: Session) -> None:
+        if session.state is not State.ACTIVE:
+            return
+        remaining = max(0, round((session.until - utc_now()).total_seconds()))
+        session.record("time-warning", {"remaining_s": remaining})
+        self._publish("time-warning", {"id": session.id, "remaining_s": remaining})
+
+    def note(self, sid, text, peer: Peer) -> dict:
+        session = self._target(sid, "add a note to")
+        if not isinstance(text, str) or not text.strip():
+            raise ProtocolError("bad-request", "The note is empty; give its text.")
+        if len(text) > MAX_NOTE_CHARS:
+            raise ProtocolError("bad-request", f"The note is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
+        data = {"author": peer.user, "uid": peer.uid, "text": text}
+        flag = show(text).flag("the note")
+        if flag:
+            data["flags"] = [flag]
+        return {"id": session.id, "seq": session.record("note", data)}
+
+    def _target(self, sid, doing: str) -> Session:
+        live = self._live()
+        if sid is None:
+            if live is None:
+                raise ProtocolError("conflict", f"No session is running, so there is nothing to {doing}.")
+            return live
+        if live is None or live.id != sid:
+            past = self.history.get(sid) if isinstance(sid, str) else None
+            if past:
+                raise ProtocolError("conflict", f"Session {escape(sid)} is not running (it is {past['state']}).")
+            raise ProtocolError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
+        return live
+
+    async def end(self, sid, reason: str, peer: Peer) -> dict:
+        if reason not in ("customer", "technician"):
+            raise ProtocolError("bad-request", "The end reason must be \"customer\" or \"technician\".")
+        session = self._target(sid, "end")
+        await self.finish(session, reason, peer.who())
+        return {"id": session.id, "state": session.state.value}
+
+    async def finish(self, session: Session, reason: str, by: dict | None) -> None:
+        """End a live session and seal it; concurrent callers share the same ending."""
+        if session.finishing is None:
+            session.finishing = asyncio.ensure_future(self._finish(session, reason, by))
+        await asyncio.shield(session.finishing)
+
+    async def _finish(self, session: Session, reason: str, by: dict | None) -> None:
+        assert reason in END_REASONS
+        if session.activation is not None and session.activation is not asyncio.current_task():
+            await asyncio.shield(session.activation)  # let capture finish starting, then stop it
+        session.cancel_timers()
+        ended = rfc3339(utc_now())
+        session.record("session-end", {"reason": reason, "by": by})
+        session.state = advance(session.state, State.ENDED)
+        self.history.upsert(session.id, state="ended", ended=ended, end_reason=reason)
+        self._publish("session-ended", {"id": session.id, "reason": reason})
+        await self._run_ssh_hook(session)
+        if session.capture is not None:
+            try:
+                await asyncio.to_thread(session.capture.stop)
+            except Exception as exc:  # noqa: BLE001 - journal it and still seal
+                session.record("capture-error", {"what": "capture-stop", "path": None,
+                                                 "error": f"{type(exc).__name__}: {exc}"})
+        session.sink.flush()
+        await asyncio.to_thread(session.journal.seal, {"reason": reason})
+        session.journal.close()
+        session.state = advance(session.state, State.SEALED)
+        self.history.upsert(session.id, state="sealed", sealed=True)
+        self._sessions.pop(session.id, None)
+
+    async def _run_ssh_hook(self, session: Session) -> None:
+        hooks = _ssh_hooks() if session.source == "ssh" else None
+        if hooks is None:
+            return
+        try:
+            settings = self.home.settings()
+        except ChaperoneError:
+            settings = {}
+        try:
+            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(), settings, session.sink.emit)
+        except Exception as exc:  # noqa: BLE001 - never lose the seal over a hook
+            session.record("capture-error", {"what": "ssh-session-end", "path": None,
+                                             "error": f"{type(exc).__name__}: {exc}"})
+
+    # --- start, stop, recovery -------------------------------------------------------------
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session task failed", exc_info=task.exception())
+
+    async def start(self) -> None:
+        """Take over from a previous run: resume, end or expire what it left unsealed."""
+        self._loop = asyncio.get_running_loop()
+        for row in self.history.list():
+            if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed"):
+                try:
+                    await self._recover(row)
+                except ChaperoneError as exc:
+                    log.error("cannot recover session %s: %s", row.get("id"), exc)
+
+    async def _recover(self, row: dict) -> None:
+        from agent.journal import Journal, JournalError
+
+        sid = row["id"]
+        path = self.home.journal_path(sid)
+        facts = journal_facts(path)
+        try:
+            journal = Journal.open(path, sid, self.device_key)
+        except (JournalError, FileNotFoundError) as exc:
+            # Sealed before the crash (history lagged behind), or the journal is gone.
+            state = "sealed" if facts.get("sealed") else row["state"]
+            self.history.upsert(sid, state=state, sealed=bool(facts.get("sealed")),
+                                end_reason=row.get("end_reason") or "recovery")
+            log.warning("session %s: %s", sid, exc)
+            return
+        if "request" not in facts:  # torn before the request was written: nothing to resume
+            journal.append("recovery", {"gap_s": None, "resumed": False})
+            await asyncio.to_thread(journal.seal, {"reason": "recovery"})
+            journal.close()
+            self.history.upsert(sid, state="expired", sealed=True, end_reason="recovery")
+            return
+        request = SessionRequest.from_fields(facts["request"], minimum_duration_s=1)
+        verification = Verification(**{k: facts["request"]["verification"][k]
+                                       for k in ("verified", "principal", "fingerprint", "detail")})
+        session = Session(id=sid, request=request, source=facts["request"].get("source", "cli"),
+                          verification=verification, flags=facts["request"].get("flags", []), journal=journal,
+                          state=State(row["state"]), requested=row.get("requested") or "",
+                          expires_at=rfc3339(utc_now()))
+        self._sessions[sid] = session
+        now = utc_now()
+        gap_s = round((now - parse_rfc3339(facts["last_ts"])).total_seconds()) if facts.get("last_ts") else None
+        if session.state is State.REQUESTED:
+            await self._expire(session, "The agent stopped before anyone decided.", how="policy")
+            return
+        session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid))
+        session.until = parse_rfc3339(facts["until"]) if facts.get("until") else now
+        session.started = facts.get("started")
+        if session.state is State.ENDED:
+            journal.append("recovery", {"gap_s": gap_s, "resumed": False})
+            await asyncio.to_thread(journal.seal, {"reason": row.get("end_reason") or "recovery"})
+            journal.close()
+            session.state = State.SEALED
+            self.history.upsert(sid, state="sealed", sealed=True)
+            self._sessions.pop(sid, None)
+            return
+        resume = session.until > now
+        journal.append("recovery", {"gap_s": gap_s, "resumed": resume})
+        if resume:  # active goes on recording; allowed (capture was starting) starts now
+            session.activation = self._spawn(self._activate(session, resumed=session.state is State.ACTIVE))
+            await asyncio.shield(session.activation)
+        else:
+            await self.finish(session, "recovery", None)
+
+    async def stop(self) -> None:
+        """The agent is stopping: end the live session, expire pending requests, seal everything."""
+        self._stopping = True
+        for session in list(self._sessions.values()):
+            if session.state is State.REQUESTED:
+                await self._expire(session, "The agent stopped before anyone decided.", how="policy")
+            elif session.state in (State.ALLOWED, State.ACTIVE):
+                await self.finish(session, "agent-stopped", None)
+            elif session.finishing is not None:
+                await asyncio.shield(session.finishing)
+        for task in list(self._tasks):
+            if not task.done():
+                task.cancel()
+
+
+def journal_facts(path: Path) -> dict:
+    """What recovery needs from a journal: the request, the grant, the start and the last time."""
+    facts: dict = {}
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return facts
+    with fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn tail; Journal.open sets it aside
+            if not isinstance(record, dict):
+                continue
+            data = record.get("data") or {}
+            facts["last_ts"] = record.get("ts", facts.get("last_ts"))
+            kind = record.get("type")
+            if kind == "request":
+                facts["request"] = data
+            elif kind == "decision" and data.get("granted"):
+                facts["until"] = data["granted"].get("until")
+            elif kind == "session-start":
+                facts["started"] = record.get("ts")
+            elif kind == "seal":
+                facts["sealed"] = True
+    return facts

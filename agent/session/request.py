@@ -1,0 +1,404 @@
+"""Session requests: what a technician asks for, validated, signed and verified.
+
+A request names the technician (name and email), the organisation, the
+ticket, the reason, the duration, the capabilities asked for and the paths to
+watch. Everything in it is untrusted: :meth:`SessionRequest.from_fields`
+checks types, sizes and ranges and gives one plain sentence for the first
+problem.
+
+A *request file* is what a technician sends to the customer::
+
+    {"format": "chaperone-request/1",
+     "request": {...fields, "created": "...", "expires": "..."},
+     "signature": "-----BEGIN SSH SIGNATURE-----…" or null}
+
+The signature is an SSHSIG (namespace ``chaperone-request``) over the
+canonical JSON bytes of ``request``, made with ``ssh-keygen -Y sign`` so that
+any key type and OpenSSH certificates work. It is checked against the home's
+``trusted_technicians`` for the principal equal to the request's email.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from agent.canonical import canonical_bytes
+from agent.errors import UsageError
+from agent.text import escape, show
+
+NAMESPACE = "chaperone-request"
+FILE_FORMAT = "chaperone-request/1"
+FILE_MAX_BYTES = 64 * 1024
+FILE_LIFETIME = timedelta(hours=24)
+
+CAPABILITIES = ("files", "shell", "admin")
+DEFAULT_CAPABILITIES = ("files", "shell")
+DEFAULT_DURATION_S = 30 * 60
+MAX_DURATION_S = 8 * 3600
+MIN_DURATION_S = 60
+# Test-only: lets end-to-end tests run sessions of a few seconds.
+MIN_DURATION_ENV = "CHAPERONE_MIN_DURATION"
+
+_LIMITS = {"technician": 128, "email": 254, "org": 128, "ticket": 64, "reason": 1000}
+MAX_WATCH_PATHS = 32
+MAX_PATH_CHARS = 4096
+_SSH_FIELDS = ("user", "key_fingerprint", "key_type")
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+_TECHNICIAN = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
+_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+
+
+class RequestError(UsageError):
+    """A request is malformed, out of range or its file cannot be used."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        try:
+            value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        except ValueError:
+            raise RequestError(f"{escape(str(text))[:40]!r} is not an RFC 3339 time.") from None
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def min_duration_s() -> int:
+    """The shortest session allowed: 60 s, or less when tests set CHAPERONE_MIN_DURATION."""
+    raw = os.environ.get(MIN_DURATION_ENV)
+    if raw and raw.isdigit() and int(raw) >= 1:
+        return min(int(raw), MIN_DURATION_S)
+    return MIN_DURATION_S
+
+
+def parse_duration(text: str) -> int:
+    """Seconds from ``"30m"``, ``"1h30m"``, ``"90s"`` or a bare number of minutes."""
+    raw = text.strip().lower()
+    if raw.isdigit():
+        return int(raw) * 60
+    match = _DURATION.match(raw)
+    if not raw or not match:
+        raise RequestError(f"The duration {escape(text)[:40]!r} is not understood; write it like 30m, 2h or 1h30m.")
+    return int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60 + int(match["s"] or 0)
+
+
+def parse_technician(text: str) -> tuple[str, str | None]:
+    """``"Alice Example <alice@example.com>"`` -> (name, email); a bare name has no email."""
+    match = _TECHNICIAN.match(text)
+    if match:
+        return match["name"], match["email"].strip()
+    return text.strip(), None
+
+
+def format_duration(seconds: int) -> str:
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    parts = [f"{h} h" if h else "", f"{m} min" if m else "", f"{s} s" if s else ""]
+    return " ".join(p for p in parts if p) or "0 s"
+
+
+def _text(data: dict, name: str, *, required: bool = True) -> str | None:
+    value = data.get(name)
+    if value is None or value == "":
+        if required:
+            raise RequestError(f"The request has no {name}; give one.")
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"The request's {name} must be text.")
+    _require_valid_unicode(value, name)
+    limit = _LIMITS[name]
+    if len(value) > limit:
+        raise RequestError(f"The request's {name} is {len(value)} characters long; the limit is {limit}.")
+    if not value.strip():
+        raise RequestError(f"The request's {name} is blank; give one.")
+    return value
+
+
+def _require_valid_unicode(value: str, name: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"The request's {name} is not valid text (it holds a lone surrogate).") from None
+
+
+def _duration(data: dict, minimum: int) -> int:
+    value = data.get("duration_s", DEFAULT_DURATION_S)
+    if value is None:
+        value = DEFAULT_DURATION_S
+    if type(value) is not int:
+        raise RequestError("The request's duration_s must be a whole number of seconds.")
+    if not minimum <= value <= MAX_DURATION_S:
+        raise RequestError(
+            f"The duration {format_duration(value) if value > 0 else value} is out of range; "
+            f"ask for between {format_duration(minimum)} and {format_duration(MAX_DURATION_S)}."
+        )
+    return value
+
+
+def _capabilities(data: dict) -> tuple[str, ...]:
+    value = data.get("capabilities") or list(DEFAULT_CAPABILITIES)
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise RequestError("The request's capabilities must be a list of names.")
+    unknown = [c for c in value if c not in CAPABILITIES]
+    if unknown:
+        raise RequestError(
+            f"Unknown capability {escape(unknown[0])[:40]!r}; choose from {', '.join(CAPABILITIES)}."
+        )
+    return tuple(c for c in CAPABILITIES if c in value)
+
+
+def _watch(data: dict) -> tuple[str, ...]:
+    value = data.get("watch") or []
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise RequestError("The request's watch paths must be a list of paths.")
+    if len(value) > MAX_WATCH_PATHS:
+        raise RequestError(f"The request names {len(value)} watch paths; the limit is {MAX_WATCH_PATHS}.")
+    paths: list[str] = []
+    for p in value:
+        _require_valid_unicode(p, "watch path")
+        if "\x00" in p or len(p) > MAX_PATH_CHARS:
+            raise RequestError(f"The watch path {escape(p)[:80]!r} is not a usable path.")
+        if not os.path.isabs(p):
+            raise RequestError(f"The watch path {escape(p)[:80]!r} is relative; give an absolute path.")
+        norm = os.path.normpath(p)
+        if norm not in paths:
+            paths.append(norm)
+    return tuple(paths)
+
+
+def _ssh(data: dict) -> dict | None:
+    value = data.get("ssh")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(k), str) and len(value[k]) <= 256 for k in _SSH_FIELDS
+    ):
+        raise RequestError("The request's ssh details must give user, key_fingerprint and key_type as text.")
+    for k in _SSH_FIELDS:
+        _require_valid_unicode(value[k], f"ssh {k}")
+    return {k: value[k] for k in _SSH_FIELDS}
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """A validated request. Its text fields are raw (evidence); display them via agent.text."""
+
+    technician: str
+    email: str | None
+    org: str
+    ticket: str
+    reason: str
+    duration_s: int = DEFAULT_DURATION_S
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    watch: tuple[str, ...] = ()
+    created: str | None = None
+    expires: str | None = None
+    ssh: dict | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_fields(cls, data: object, *, minimum_duration_s: int | None = None) -> "SessionRequest":
+        """Validate untrusted fields (a JSON object); raise RequestError with one sentence."""
+        if not isinstance(data, dict):
+            raise RequestError("The request must be a JSON object of fields.")
+        email = _text(data, "email", required=False)
+        if email is not None and not _EMAIL.match(email):
+            raise RequestError(f"The email {escape(email)[:80]!r} is not an email address.")
+        created, expires = data.get("created"), data.get("expires")
+        for name, value in (("created", created), ("expires", expires)):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise RequestError(f"The request's {name} must be an RFC 3339 time.")
+                parse_rfc3339(value)
+        return cls(
+            technician=_text(data, "technician"),
+            email=email,
+            org=_text(data, "org"),
+            ticket=_text(data, "ticket"),
+            reason=_text(data, "reason"),
+            duration_s=_duration(data, min_duration_s() if minimum_duration_s is None else minimum_duration_s),
+            capabilities=_capabilities(data),
+            watch=_watch(data),
+            created=created,
+            expires=expires,
+            ssh=_ssh(data),
+        )
+
+    def fields(self) -> dict:
+        """The JSON fields (what is signed in a request file, and sent to the agent)."""
+        out = {
+            "technician": self.technician,
+            "email": self.email,
+            "org": self.org,
+            "ticket": self.ticket,
+            "reason": self.reason,
+            "duration_s": self.duration_s,
+            "capabilities": list(self.capabilities),
+            "watch": list(self.watch),
+        }
+        if self.created:
+            out["created"] = self.created
+        if self.expires:
+            out["expires"] = self.expires
+        if self.ssh:
+            out["ssh"] = dict(self.ssh)
+        return out
+
+    def signed_bytes(self) -> bytes:
+        return canonical_bytes(self.fields())
+
+    def text_flags(self) -> list[str]:
+        """"<field> contains unusual characters (…)" for each hostile-looking field."""
+        flags = []
+        for name in ("technician", "email", "org", "ticket", "reason"):
+            value = getattr(self, name)
+            if value:
+                flag = show(value).flag(name)
+                if flag:
+                    flags.append(flag)
+        for path in self.watch:
+            flag = show(path).flag(f"watch path {escape(path)}")
+            if flag:
+                flags.append(flag)
+        return flags
+
+    def display_name(self) -> str:
+        """``Alice Example (Acme IT)``, escaped."""
+        return f"{escape(self.technician)} ({escape(self.org)})"
+
+
+def watch_flags(paths: tuple[str, ...] | list[str]) -> list[str]:
+    """Flags for watch paths the agent cannot watch (kept in the request; the customer sees why)."""
+    flags = []
+    for p in paths:
+        if not os.path.lexists(p):
+            flags.append(f"watch path {escape(p)} does not exist")
+        elif not os.access(p, os.R_OK):
+            flags.append(f"watch path {escape(p)} cannot be read by the agent")
+    return flags
+
+
+# --- request files ------------------------------------------------------------
+
+
+def stamp(request: SessionRequest, now: datetime | None = None) -> SessionRequest:
+    """The request with ``created`` and ``expires`` set, ready to sign into a file."""
+    now = now or utc_now()
+    return replace(request, created=rfc3339(now), expires=rfc3339(now + FILE_LIFETIME))
+
+
+def sign_with_ssh_keygen(message: bytes, key_path: str | os.PathLike) -> str:
+    """An armored SSHSIG by ``ssh-keygen -Y sign``; uses ``KEY-cert.pub`` when it sits beside KEY."""
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise RequestError("Signing needs OpenSSH's ssh-keygen; install OpenSSH (8.1 or later).")
+    key = Path(key_path).expanduser()
+    if not key.exists():
+        raise RequestError(f"The signing key {key} does not exist; pass --sign-key with your SSH private key.")
+    cert = Path(str(key) + "-cert.pub")
+    use = cert if not str(key).endswith("-cert.pub") and cert.exists() else key
+    proc = subprocess.run(
+        [keygen, "-Y", "sign", "-q", "-n", NAMESPACE, "-f", str(use), "-"],
+        input=message, capture_output=True, timeout=120,
+    )
+    if proc.returncode != 0 or not proc.stdout.startswith(b"-----BEGIN SSH SIGNATURE-----"):
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RequestError(
+            f"ssh-keygen could not sign with {key}: {detail[-1] if detail else 'no reason given'}."
+        )
+    return proc.stdout.decode("ascii")
+
+
+def request_file_text(request: SessionRequest, signature: str | None) -> str:
+    doc = {"format": FILE_FORMAT, "request": request.fields(), "signature": signature}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+@dataclass(frozen=True)
+class RequestFile:
+    request: SessionRequest
+    signature: str | None
+    signed_bytes: bytes
+
+
+def parse_request_file(text: str, *, now: datetime | None = None,
+                       minimum_duration_s: int | None = None) -> RequestFile:
+    """Parse and validate a request file's text; expired files are refused."""
+    if len(text.encode("utf-8", "surrogatepass")) > FILE_MAX_BYTES:
+        raise RequestError(f"The request file is larger than {FILE_MAX_BYTES // 1024} KiB; it is not a request file.")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RequestError("The request file is not valid JSON; ask the technician for a new one.") from None
+    if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT or not isinstance(doc.get("request"), dict):
+        raise RequestError(f"This is not a Chaperone request file (expected format {FILE_FORMAT}).")
+    signature = doc.get("signature")
+    if signature is not None and (not isinstance(signature, str) or len(signature) > 16384):
+        raise RequestError("The request file's signature is malformed; ask the technician for a new one.")
+    request = SessionRequest.from_fields(doc["request"], minimum_duration_s=minimum_duration_s)
+    if request.expires and parse_rfc3339(request.expires) < (now or utc_now()):
+        raise RequestError(
+            f"The request file expired at {request.expires}; ask the technician for a new one."
+        )
+    return RequestFile(request, signature, canonical_bytes(doc["request"]))
+
+
+# --- verification -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    verified: bool
+    principal: str | None
+    fingerprint: str | None
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"verified": self.verified, "principal": self.principal,
+                "fingerprint": self.fingerprint, "detail": self.detail}
+
+
+def unverified(why: str, principal: str | None = None, fingerprint: str | None = None) -> Verification:
+    return Verification(False, principal, fingerprint, f"NOT VERIFIED: {why}")
+
+
+def verify_request(request: SessionRequest, signature: str | None, signed: bytes, trust_store,
+                   now: datetime | None = None) -> Verification:
+    """Whether the request was signed by a key trusted for its email."""
+    from agent import sshsig
+    from agent.sshkeys import fingerprint as key_fingerprint
+    from agent.trust import TrustError
+
+    if signature is None:
+        return unverified("the request is not signed.")
+    if not request.email:
+        return unverified("the request names no email to check its signature against.")
+    try:
+        signer = key_fingerprint(sshsig.verify(signature, NAMESPACE, signed).public_key_blob)
+    except ValueError:  # SignatureError, or a key blob we cannot read
+        raise RequestError(
+            "The request's signature does not match its content; it may have been altered, "
+            "so ask the technician for a new one."
+        ) from None
+    try:
+        ident = trust_store.verify_signature(signature, NAMESPACE, signed, request.email, now=now)
+    except TrustError as exc:
+        return unverified(str(exc).rstrip("."), request.email, signer)
+    detail = f"verified: {request.display_name()}, key {ident.fingerprint}"
+    if ident.via_ca:
+        detail += f", certificate {escape(ident.key_id or '')!r} from a trusted authority"
+    return Verification(True, ident.principal, ident.fingerprint, detail)
