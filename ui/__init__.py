@@ -1,0 +1,1 @@
+"""The Chaperone tray app (PySide6): presentation only; it talks to the agent through the local API."""

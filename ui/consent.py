@@ -1,0 +1,351 @@
+"""Asking the customer: the consent dialog and the queue of pending requests.
+
+The dialog shows everything needed to decide, escaped and in plain text. No
+answer is a "no": Deny is the default button, Escape and closing the window
+deny, and when the countdown runs out the dialog closes and the agent records
+the refusal itself (the UI never claims a click that did not happen).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from agent import text as agent_text
+from ui.icons import state_icon
+from ui.timefmt import countdown, parse_ts, spoken_duration
+from ui.widgets import Banner, PlainLabel, PlainTextBox, clip, heading_font, monospace_font, shown, shown_multiline
+
+ALLOW, DENY, TIMEOUT = "allow", "deny", "timeout"
+
+
+def request_flags(item: dict) -> list[str]:
+    """The agent's flags for a request, plus the UI's own check of the text fields."""
+    flags = [str(f) for f in item.get("flags") or [] if f]
+    for field, what in (("technician", "technician"), ("org", "organisation"), ("ticket", "ticket"), ("reason", "reason")):
+        value = item.get(field)
+        if isinstance(value, str):
+            flag = agent_text.show(value).flag(what)
+            if flag and not any(flag.split(" (")[0] in f for f in flags):
+                flags.append(flag)
+    return flags
+
+
+def is_verified(item: dict) -> bool:
+    verification = item.get("verification") if isinstance(item.get("verification"), dict) else {}
+    return bool(item.get("verified", verification.get("verified", False)))
+
+
+def _listed(values: object, empty: str) -> str:
+    if isinstance(values, (list, tuple)) and values:
+        return "\n".join(shown(v) for v in values)
+    return empty
+
+
+class ConsentDialog(QDialog):
+    """One technician's request; emits ``decided(request_id, "allow"|"deny"|"timeout")`` once."""
+
+    decided = Signal(str, str)
+
+    TITLE = "Chaperone — a technician asks to connect"
+
+    def __init__(
+        self,
+        item: dict,
+        parent: QWidget | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        allow_delay_ms: int = 1000,
+    ):
+        super().__init__(parent)
+        self.item = item
+        self.request_id = str(item.get("id", ""))
+        self._clock = clock
+        self._deadline = parse_ts(item.get("expires_at"))
+        self._finished = False
+        self.decision: str | None = None
+
+        self.setWindowTitle(self.TITLE)
+        self.setWindowIcon(state_icon("consent"))
+        self.setWindowFlag(Qt.WindowType.WindowStaysOnTopHint, True)
+        self.setWindowFlag(Qt.WindowType.WindowContextHelpButtonHint, False)
+        self.setMinimumWidth(540)
+        self.setMaximumWidth(720)
+        self._build()
+        self._tick_timer = QTimer(self)
+        self._tick_timer.setInterval(250)
+        self._tick_timer.timeout.connect(self.tick)
+        self._tick_timer.start()
+        self.tick()
+        # A short pause before Allow works, so a click or keystroke meant for
+        # another window cannot let someone in by accident.
+        self.allow_button.setEnabled(allow_delay_ms <= 0)
+        if allow_delay_ms > 0:
+            QTimer.singleShot(allow_delay_ms, self, lambda: self.allow_button.setEnabled(True))
+
+    # --- layout ----------------------------------------------------------------------
+    def _build(self) -> None:
+        item = self.item
+        verified = is_verified(item)
+        verification = item.get("verification") if isinstance(item.get("verification"), dict) else {}
+        fingerprint = verification.get("fingerprint")
+        self.flags = request_flags(item)
+
+        root = QVBoxLayout(self)
+        root.setSpacing(12)
+        root.setContentsMargins(18, 18, 18, 14)
+
+        if not verified:
+            text = (
+                "NOT VERIFIED: Chaperone could not confirm who sent this request. "
+                "Allow it only if you asked for help and you know this person."
+            )
+            self.banner = Banner(text, "danger")
+        elif self.flags:
+            self.banner = Banner("Be careful: parts of this request look unusual (listed below).", "warning")
+        else:
+            self.banner = Banner("Verified: this request is signed by a technician your organisation trusts.", "ok")
+        self.banner.setObjectName("consentBanner")
+        root.addWidget(self.banner)
+
+        technician = clip(shown(item.get("technician")) or "Someone", 120)
+        org = clip(shown(item.get("org")), 120)
+        headline = f"{technician} from {org} asks to connect to this computer." if org else (
+            f"{technician} asks to connect to this computer."
+        )
+        self.headline = PlainLabel(headline)
+        self.headline.setFont(heading_font(self, 1.2))
+        root.addWidget(self.headline)
+
+        form = QFormLayout()
+        form.setHorizontalSpacing(14)
+        form.setVerticalSpacing(8)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+
+        who = clip(shown(item.get("technician")), 240)
+        email = clip(shown(item.get("email")), 240)
+        self.technician_label = PlainLabel(f"{who} <{email}>" if email else who)
+        form.addRow("Technician:", self.technician_label)
+        self.org_label = PlainLabel(clip(shown(item.get("org")), 240) or "not stated")
+        form.addRow("Organisation:", self.org_label)
+
+        if verified:
+            principal = shown(verification.get("principal"))
+            identity = "Verified" + (f" as {clip(principal, 120)}" if principal else "")
+        else:
+            detail = shown(verification.get("detail"))
+            identity = "NOT VERIFIED" + (f" — {clip(detail, 200)}" if detail else "")
+        self.identity_label = PlainLabel(identity)
+        self.identity_label.setObjectName("identity")
+        identity_font = heading_font(self, 1.0, bold=True)
+        self.identity_label.setFont(identity_font)
+        self.identity_label.setStyleSheet("color:#0d3b1e;" if verified else "color:#b71c1c;")
+        form.addRow("Identity:", self.identity_label)
+        self.fingerprint_label = PlainLabel(shown(fingerprint) if fingerprint else "no signing key")
+        self.fingerprint_label.setFont(monospace_font())
+        form.addRow("Key:", self.fingerprint_label)
+
+        self.ticket_label = PlainLabel(clip(shown(item.get("ticket")), 240) or "not stated")
+        form.addRow("Ticket:", self.ticket_label)
+        self.reason_box = PlainTextBox(shown_multiline(item.get("reason")) or "not stated", max_lines=5)
+        self.reason_box.setObjectName("reason")
+        form.addRow("Reason:", self.reason_box)
+        self.capabilities_label = PlainLabel(_listed(item.get("capabilities"), "not stated"))
+        form.addRow("Access asked:", self.capabilities_label)
+        self.watch_box = PlainTextBox(_listed(item.get("watch"), "the default folders"), max_lines=3)
+        form.addRow("Watched folders:", self.watch_box)
+        self.duration_label = PlainLabel(spoken_duration(item.get("duration_s")))
+        form.addRow("For:", self.duration_label)
+        root.addLayout(form)
+
+        if self.flags:
+            self.flags_label = Banner("Unusual: " + "; ".join(clip(shown(f), 300) for f in self.flags), "warning")
+            self.flags_label.setObjectName("flags")
+            root.addWidget(self.flags_label)
+        else:
+            self.flags_label = None
+
+        self.countdown_label = PlainLabel("", selectable=False)
+        self.countdown_label.setObjectName("countdown")
+        root.addWidget(self.countdown_label)
+        self.queue_label = PlainLabel("", selectable=False)
+        self.queue_label.hide()
+        root.addWidget(self.queue_label)
+
+        buttons = QDialogButtonBox(self)
+        self.deny_button = QPushButton("&Deny")
+        self.allow_button = QPushButton("&Allow")
+        self.deny_button.setShortcut(QKeySequence("Alt+D"))
+        self.allow_button.setShortcut(QKeySequence("Alt+A"))
+        buttons.addButton(self.deny_button, QDialogButtonBox.ButtonRole.RejectRole)
+        buttons.addButton(self.allow_button, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.allow_button.setAutoDefault(False)
+        self.allow_button.setDefault(False)
+        self.deny_button.setAutoDefault(True)
+        self.deny_button.setDefault(True)
+        self.deny_button.clicked.connect(self.reject)
+        self.allow_button.clicked.connect(self.accept)
+        root.addWidget(buttons)
+        self.deny_button.setFocus()
+
+    # --- behaviour ---------------------------------------------------------------------
+    def remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return self._deadline - self._clock()
+
+    def tick(self) -> None:
+        """Refresh the countdown; at zero the request is left to the agent's automatic refusal."""
+        left = self.remaining()
+        if left is None:
+            self.countdown_label.setText("If nobody answers, the request is refused automatically.")
+            return
+        if left <= 0:
+            self._finish(TIMEOUT)
+            return
+        self.countdown_label.setText(f"If you do not answer, the request is refused in {countdown(left)}.")
+
+    def set_queue_position(self, index: int, total: int) -> None:
+        """Show "Request 1 of 3" when more than one request waits."""
+        self.queue_label.setVisible(total > 1)
+        self.queue_label.setText(f"Request {index} of {total}. The others wait until you answer this one.")
+
+    def accept(self) -> None:
+        if self.allow_button.isEnabled():
+            self._finish(ALLOW)
+
+    def reject(self) -> None:
+        self._finish(DENY)
+
+    def dismiss(self) -> None:
+        """Close without a decision: the request was answered elsewhere or expired."""
+        self._finished = True
+        self._tick_timer.stop()
+        super().done(QDialog.DialogCode.Rejected)
+
+    def _finish(self, decision: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.decision = decision
+        self._tick_timer.stop()
+        super().done(QDialog.DialogCode.Accepted if decision == ALLOW else QDialog.DialogCode.Rejected)
+        self.decided.emit(self.request_id, decision)
+
+    def show_on_top(self) -> None:
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    @classmethod
+    def ask(cls, item: dict, on_decided: Callable[[str], None], parent: QWidget | None = None) -> "ConsentDialog":
+        """Show the dialog for ``item``; ``on_decided(decision)`` is called once.
+
+        This is the seam for code and tests that need a decision, not the
+        widget: replace it to answer without showing anything.
+        """
+        dialog = cls(item, parent)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        dialog.decided.connect(lambda _rid, decision: on_decided(decision))
+        dialog.show_on_top()
+        return dialog
+
+
+class ConsentQueue(QObject):
+    """Pending requests, asked one at a time, oldest first.
+
+    ``decisionMade(id, decision)`` is emitted for a click (allow or deny); a
+    timeout only moves on, since the agent records that refusal itself.
+    """
+
+    decisionMade = Signal(str, str)
+    changed = Signal()
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._items: OrderedDict[str, dict] = OrderedDict()
+        self.current_id: str | None = None
+        self.current_dialog: ConsentDialog | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def ids(self) -> list[str]:
+        return list(self._items)
+
+    def add(self, item: dict) -> None:
+        request_id = str(item.get("id", ""))
+        if not request_id or request_id in self._items:
+            return
+        self._items[request_id] = item
+        self._show_next()
+        self._update_position()
+        self.changed.emit()
+
+    def replace_all(self, items: list[dict]) -> None:
+        """After a reconnect: the agent's pending list is the truth."""
+        wanted = {str(i.get("id", "")): i for i in items if isinstance(i, dict) and i.get("id")}
+        for request_id in [rid for rid in self._items if rid not in wanted]:
+            self.resolved(request_id)
+        for item in wanted.values():
+            self.add(item)
+        self.changed.emit()
+
+    def resolved(self, request_id: str) -> None:
+        """The request was decided elsewhere (terminal, timeout): forget it and close its dialog."""
+        if self._items.pop(request_id, None) is None:
+            return
+        if request_id == self.current_id:
+            dialog = self.current_dialog
+            self.current_id, self.current_dialog = None, None
+            if dialog is not None:
+                dialog.dismiss()
+            self._show_next()
+        self._update_position()
+        self.changed.emit()
+
+    def raise_current(self) -> None:
+        if self.current_dialog is not None:
+            self.current_dialog.show_on_top()
+
+    def clear(self) -> None:
+        for request_id in list(self._items):
+            self.resolved(request_id)
+
+    def _show_next(self) -> None:
+        if self.current_id is not None or not self._items:
+            return
+        request_id, item = next(iter(self._items.items()))
+        self.current_id = request_id
+        self.current_dialog = None
+        dialog = ConsentDialog.ask(item, lambda decision, rid=request_id: self._on_decided(rid, decision))
+        if self.current_id == request_id:   # the seam may already have answered
+            self.current_dialog = dialog
+
+    def _on_decided(self, request_id: str, decision: str) -> None:
+        if request_id != self.current_id:
+            return
+        self._items.pop(request_id, None)
+        self.current_id, self.current_dialog = None, None
+        if decision in (ALLOW, DENY):
+            self.decisionMade.emit(request_id, decision)
+        self._show_next()
+        self._update_position()
+        self.changed.emit()
+
+    def _update_position(self) -> None:
+        if self.current_dialog is not None:
+            self.current_dialog.set_queue_position(1, len(self._items))
