@@ -63,7 +63,7 @@ def decode_request(line: bytes) -> Message:
     if not isinstance(op, str):
         raise ProtocolError("bad-request", "The message has no \"op\"; say which operation you want.")
     if op not in OPS:
-        raise ProtocolError("bad-request", f"Unknown operation {escape(op)[:40]!r}; use one of {', '.join(OPS)}.")
+        raise ProtocolError("bad-request", f"Unknown operation '{escape(op)[:40]}'; use one of {', '.join(OPS)}.")
     return Message(op, msg_id, value)
 
 

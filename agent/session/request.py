@@ -74,7 +74,7 @@ def parse_rfc3339(text: str) -> datetime:
         try:
             value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
         except ValueError:
-            raise RequestError(f"{escape(str(text))[:40]!r} is not an RFC 3339 time.") from None
+            raise RequestError(f"'{escape(str(text))[:40]}' is not an RFC 3339 time.") from None
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
@@ -93,7 +93,7 @@ def parse_duration(text: str) -> int:
         return int(raw) * 60
     match = _DURATION.match(raw)
     if not raw or not match:
-        raise RequestError(f"The duration {escape(text)[:40]!r} is not understood; write it like 30m, 2h or 1h30m.")
+        raise RequestError(f"The duration '{escape(text)[:40]}' is not understood; write it like 30m, 2h or 1h30m.")
     return int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60 + int(match["s"] or 0)
 
 
@@ -157,7 +157,7 @@ def _capabilities(data: dict) -> tuple[str, ...]:
     unknown = [c for c in value if c not in CAPABILITIES]
     if unknown:
         raise RequestError(
-            f"Unknown capability {escape(unknown[0])[:40]!r}; choose from {', '.join(CAPABILITIES)}."
+            f"Unknown capability '{escape(unknown[0])[:40]}'; choose from {', '.join(CAPABILITIES)}."
         )
     return tuple(c for c in CAPABILITIES if c in value)
 
@@ -172,9 +172,9 @@ def _watch(data: dict) -> tuple[str, ...]:
     for p in value:
         _require_valid_unicode(p, "watch path")
         if "\x00" in p or len(p) > MAX_PATH_CHARS:
-            raise RequestError(f"The watch path {escape(p)[:80]!r} is not a usable path.")
+            raise RequestError(f"The watch path '{escape(p)[:80]}' is not a usable path.")
         if not os.path.isabs(p):
-            raise RequestError(f"The watch path {escape(p)[:80]!r} is relative; give an absolute path.")
+            raise RequestError(f"The watch path '{escape(p)[:80]}' is relative; give an absolute path.")
         norm = os.path.normpath(p)
         if norm not in paths:
             paths.append(norm)
@@ -217,7 +217,7 @@ class SessionRequest:
             raise RequestError("The request must be a JSON object of fields.")
         email = _text(data, "email", required=False)
         if email is not None and not _EMAIL.match(email):
-            raise RequestError(f"The email {escape(email)[:80]!r} is not an email address.")
+            raise RequestError(f"The email '{escape(email)[:80]}' is not an email address.")
         created, expires = data.get("created"), data.get("expires")
         for name, value in (("created", created), ("expires", expires)):
             if value is not None:
@@ -400,5 +400,5 @@ def verify_request(request: SessionRequest, signature: str | None, signed: bytes
         return unverified(str(exc).rstrip("."), request.email, signer)
     detail = f"verified: {request.display_name()}, key {ident.fingerprint}"
     if ident.via_ca:
-        detail += f", certificate {escape(ident.key_id or '')!r} from a trusted authority"
+        detail += f", certificate '{escape(ident.key_id or '')}' from a trusted authority"
     return Verification(True, ident.principal, ident.fingerprint, detail)

@@ -1,0 +1,76 @@
+"""The local API's wire format, permissions and the one-agent lock."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.service import protocol
+from agent.service.lock import AgentLock, AlreadyRunning
+from agent.service.peercred import Peer, may
+from agent.service.protocol import MAX_MESSAGE, OPEN_OPS, OPS, ProtocolError, decode_request
+
+
+def test_a_request_decodes():
+    msg = decode_request(b'{"op":"decide","id":7,"session":"s-1","decision":"allow"}\n')
+    assert (msg.op, msg.id, msg.params) == ("decide", 7, {"session": "s-1", "decision": "allow"})
+
+
+@pytest.mark.parametrize("line, code, message", [
+    (b"{not json}\n", "bad-request", "not valid JSON"),
+    (b"\xff\xfe{}\n", "bad-request", "not valid UTF-8"),
+    (b"[1,2]\n", "bad-request", "must be a JSON object"),
+    (b'{"id": 1}\n', "bad-request", "has no \"op\""),
+    (b'{"op": "format-disk"}\n', "bad-request", "Unknown operation 'format-disk'"),
+    (b'{"op": "\\u202eevil"}\n', "bad-request", r"Unknown operation '\\u202eevil'"),
+    (b"[" * 200000 + b"\n", "bad-request", "not valid JSON"),
+    (b'{"op":"ping","pad":"' + b"x" * MAX_MESSAGE + b'"}\n', "too-large", "larger than 1024 KiB"),
+])
+def test_bad_messages_get_a_code_and_a_sentence(line, code, message):
+    with pytest.raises(ProtocolError, match=message) as info:
+        decode_request(line)
+    assert info.value.code == code
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300)
+def test_any_bytes_decode_or_raise_protocol_error(data):
+    try:
+        msg = decode_request(data)
+    except ProtocolError as exc:
+        assert exc.code in protocol.CODES
+    else:
+        assert msg.op in OPS
+
+
+@given(st.dictionaries(st.text(max_size=8), st.none() | st.integers() | st.text(max_size=8), max_size=5),
+       st.sampled_from(OPS), st.none() | st.integers(-2**53, 2**53) | st.text(max_size=64))
+def test_responses_echo_the_id(params, op, msg_id):
+    line = json.dumps({**params, "op": op, "id": msg_id}).encode()
+    assert decode_request(line).id == msg_id
+    reply = json.loads(protocol.ok(msg_id, {"x": 1}))
+    assert reply == {"id": msg_id, "ok": True, "result": {"x": 1}}
+
+
+def test_error_response_shape():
+    assert json.loads(protocol.error(3, "conflict", "No.")) == {"id": 3, "ok": False, "error": "No.", "code": "conflict"}
+
+
+def test_others_may_only_use_the_open_operations():
+    owner, stranger, root = Peer(1, 1000, 1000), Peer(2, 65534, 65534), Peer(3, 0, 0)
+    for op in OPS:
+        assert may(op, owner, 1000) and may(op, root, 1000)
+        assert may(op, stranger, 1000) == (op in OPEN_OPS)
+    assert OPEN_OPS == {"ping", "status", "request", "wait", "note"}
+
+
+def test_a_second_agent_is_told_the_pid_of_the_first(home):
+    with AgentLock(home):
+        with pytest.raises(AlreadyRunning, match=f"already running for {home.path} \\(pid {os.getpid()}\\)"):
+            AgentLock(home).acquire()
+    with AgentLock(home):  # released: can be taken again
+        pass
