@@ -89,22 +89,34 @@ class AgentClient:
         raise AgentError(str(reply.get("error") or "The agent refused the request."), str(reply.get("code")))
 
     def subscribe(self) -> Iterator[dict]:
-        """Events ``{"event", "data"}`` as they come, until ``close()`` or the agent stops."""
+        """Events ``{"event", "data"}`` as they come, until ``close()`` or the agent stops.
+
+        The subscription is made before this returns (errors are raised here),
+        so no event published after the call is missed.
+        """
         sock = self._connect(self.timeout)
-        with self._lock:
-            self._subscriptions.append(sock)
+        reader = _LineReader(sock)
         try:
             sock.sendall(encode({"op": "subscribe", "id": 0}))
-            reader = _LineReader(sock)
             reply = reader.next()
-            if reply is None or not reply.get("ok"):
-                raise AgentError(str((reply or {}).get("error") or "The agent refused the subscription."),
-                                 str((reply or {}).get("code")))
-            sock.settimeout(None)
+        except (OSError, socket.timeout):
+            sock.close()
+            raise AgentUnavailable("The agent did not accept the subscription; is it stopping?") from None
+        if reply is None or not reply.get("ok"):
+            sock.close()
+            raise AgentError(str((reply or {}).get("error") or "The agent refused the subscription."),
+                             str((reply or {}).get("code")))
+        sock.settimeout(None)
+        with self._lock:
+            self._subscriptions.append(sock)
+        return self._events(sock, reader)
+
+    def _events(self, sock: socket.socket, reader: "_LineReader") -> Iterator[dict]:
+        try:
             while True:
                 try:
                     message = reader.next()
-                except OSError:  # closed by close() from another thread
+                except OSError:  # shut down by close() from another thread
                     return
                 if message is None:
                     return
