@@ -1,0 +1,177 @@
+"""``verify_bundle``: is this bundle genuine, and if not, what is the first thing wrong?
+
+In order, stopping at the first failure:
+
+1. the bundle can be read (a zip or a folder; exit 2 otherwise);
+2. it holds exactly the six files, with plain names;
+3. ``allowed_signers`` names one Ed25519 key, the one pinned if a fingerprint is given;
+4. ``SHA256SUMS.sig`` is that key's SSHSIG over ``SHA256SUMS`` (armored exactly as ssh-keygen writes it);
+5. every file matches ``SHA256SUMS``;
+6. the journal is genuine (chain, checkpoints and seal signed by that same key).
+
+The journal is read once, streaming: it is hashed and verified in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from agent import sshsig
+from agent.bundle.layout import FILES, JOURNAL, NAMESPACE, SIG, SIGNERS, SUMMED, SUMS, LayoutError, parse_signers, parse_sums
+from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.journal.format import strict_dearmor
+from agent.journal.verify import JournalCheck, verify_journal
+from agent.sshkeys import KeyFormatError, fingerprint as fingerprint_of, line_to_blob
+
+EXIT_GENUINE, EXIT_NOT_GENUINE, EXIT_UNREADABLE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``verify_bundle`` found. ``reason`` is one sentence naming the file,
+    or the record's line and seq, and why."""
+
+    genuine: bool
+    readable: bool
+    reason: str
+    fingerprint: str | None = None  # the bundle's signing key
+    pinned: bool = False  # a fingerprint was given and matched
+    session: str | None = None
+    records: int = 0
+    unsealed: int = 0  # records after the last seal
+    principal: str | None = None
+    file: str | None = None  # the bad file, if any
+    line: int | None = None  # the first bad record's line and seq, if any
+    seq: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.genuine:
+            return EXIT_GENUINE
+        return EXIT_NOT_GENUINE if self.readable else EXIT_UNREADABLE
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "exit_code": self.exit_code}
+
+
+class _Fail(Exception):
+    def __init__(self, reason: str, *, readable: bool = True, file: str | None = None, check: JournalCheck | None = None):
+        super().__init__(reason)
+        self.reason, self.readable, self.file, self.check = reason, readable, file, check
+
+
+def normalize_fingerprint(text: str) -> str:
+    """``SHA256:…`` as ssh-keygen prints it (the prefix may be left out)."""
+    text = text.strip()
+    return text if text.startswith("SHA256:") else f"SHA256:{text}"
+
+
+def verify_bundle(path: str | os.PathLike, fingerprint: str | None = None) -> Verdict:
+    """Check a bundle (zip or folder). Never raises for bad content."""
+    pin = normalize_fingerprint(fingerprint) if fingerprint else None
+    facts: dict = {}
+    try:
+        with BundleSource(Path(path)) as source:
+            check = _verify(source, pin, facts)
+    except Unreadable as exc:
+        return Verdict(False, False, str(exc), **facts)
+    except Unexpected as exc:
+        return Verdict(False, True, str(exc), **facts)
+    except _Fail as fail:
+        check = fail.check
+        extra = {"session": check.session, "records": check.records, "unsealed": check.unsealed,
+                 "line": check.line, "seq": check.seq} if check else {}
+        return Verdict(False, fail.readable, fail.reason, file=fail.file, **facts, **extra)
+    return Verdict(True, True, f"Genuine: session {check.session}, {check.records} records, sealed, "
+                               f"signed by {facts['principal']} with key {facts['fingerprint']}.",
+                   pinned=pin is not None, session=check.session, records=check.records, unsealed=0, **facts)
+
+
+def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
+    names = set(source.names)
+    for name in FILES:
+        if name not in names:
+            raise _Fail(f"The bundle lacks {name}.", file=name)
+    for name in sorted(names - set(FILES)):
+        raise _Fail(f"The bundle holds {name}, which SHA256SUMS does not list.", file=name)
+
+    try:
+        principal, public_line = parse_signers(source.read(SIGNERS))
+        key_blob = line_to_blob(public_line)
+    except (LayoutError, KeyFormatError) as exc:
+        raise _Fail(f"{exc}.", file=SIGNERS) from None
+    facts.update(principal=principal, fingerprint=fingerprint_of(key_blob))
+    if pin is not None and facts["fingerprint"] != pin:
+        raise _Fail(f"The bundle is signed by the key {facts['fingerprint']}, not by the pinned device key {pin}.",
+                    file=SIGNERS)
+
+    sums = source.read(SUMS)
+    try:
+        armored = source.read(SIG).decode("ascii")
+        strict_dearmor(armored)
+        signed = sshsig.verify(armored, NAMESPACE, sums)
+    except (UnicodeDecodeError, sshsig.SignatureError, ValueError) as exc:
+        raise _Fail(f"{SIG} is not a valid signature of {SUMS} ({exc}).", file=SIG) from None
+    if signed.public_key_blob != key_blob:
+        raise _Fail(f"{SIG} is signed by {fingerprint_of(signed.public_key_blob)}, not by the key in {SIGNERS}.",
+                    file=SIG)
+    try:
+        digests = parse_sums(sums)
+    except LayoutError as exc:
+        raise _Fail(f"{exc}.", file=SUMS) from None
+
+    for name in SUMMED:
+        if name == JOURNAL:
+            with source.open(JOURNAL) as stream:
+                tee = _HashingReader(stream)
+                check = verify_journal(tee, key_blob, name=JOURNAL)
+                digest = tee.finish()
+            if digest != digests[JOURNAL]:
+                why = f": {check.reason}" if not check.ok else ""
+                raise _Fail(f"{JOURNAL} does not match {SUMS}, so it was changed after signing{_clause(why)}",
+                            file=JOURNAL, check=check)
+        elif _digest(source, name) != digests[name]:
+            raise _Fail(f"{name} does not match {SUMS}, so it was changed after signing.", file=name)
+    if not check.ok:
+        raise _Fail(check.reason, readable=check.readable, file=JOURNAL, check=check)
+    return check
+
+
+def _clause(why: str) -> str:
+    """Join a journal reason as a clause of the sentence."""
+    return (why[:-1] if why.endswith(".") else why) + "."
+
+
+def _digest(source: BundleSource, name: str) -> str:
+    with source.open(name) as stream:
+        return _HashingReader(stream).finish()
+
+
+class _HashingReader:
+    """A binary stream that hashes what is read through it (``finish`` reads the rest)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._hash = hashlib.sha256()
+
+    def readline(self, limit: int = -1) -> bytes:
+        try:
+            line = self._stream.readline(limit)
+        except OSError:
+            raise
+        except Exception as exc:  # zipfile raises BadZipFile, EOFError, zlib.error… for damaged data
+            raise OSError(f"its data is damaged ({exc})") from None
+        self._hash.update(line)
+        return line
+
+    def finish(self) -> str:
+        try:
+            while chunk := self._stream.read(1 << 20):
+                self._hash.update(chunk)
+        except Exception as exc:  # zipfile raises BadZipFile, EOFError, zlib.error… for damaged data
+            raise Unreadable(f"A file of the bundle cannot be read to its end ({exc}).") from None
+        return self._hash.hexdigest()

@@ -1,0 +1,118 @@
+"""``chaperone export | verify | report | sessions``: the bundle and the history, from the home's files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from agent import text
+from agent.bundle import export_bundle, render_report, verify_bundle
+from agent.bundle.layout import JOURNAL
+from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.cli import home_of
+from agent.devicekey import DeviceKey
+from agent.errors import ChaperoneError, UsageError
+from agent.history import History
+from agent.journal.reader import LineTooLong, iter_lines
+
+_FINGERPRINT = re.compile(r"(SHA256:)?[A-Za-z0-9+/]{43}")
+_TABLE = (("ID", "id"), ("STATE", "state"), ("TECHNICIAN", "technician"), ("ORG", "org"), ("TICKET", "ticket"),
+          ("STARTED", "started"), ("ENDED", "ended"))
+
+
+def register(subparsers, common) -> None:
+    p = subparsers.add_parser("export", parents=[common], help="write the signed bundle of a sealed session")
+    p.add_argument("session", metavar="SESSION", help="the session's id (see 'chaperone sessions')")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.zip|DIR/",
+                   help="a zip file, or a folder when it ends with '/' or exists")
+    p.set_defaults(func=run_export)
+
+    p = subparsers.add_parser("verify", parents=[common], help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
+    p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
+    p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.set_defaults(func=run_verify)
+
+    p = subparsers.add_parser("report", parents=[common], help="write the readable report of a bundle")
+    p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    p.set_defaults(func=run_report)
+
+    p = subparsers.add_parser("sessions", parents=[common], help="the history of sessions, newest first")
+    p.add_argument("--json", action="store_true", help="print the sessions as a JSON array")
+    p.set_defaults(func=run_sessions)
+
+
+def run_export(args) -> int:
+    home = home_of(args)
+    path = export_bundle(home, args.session, args.output)
+    fingerprint = DeviceKey.load(home).fingerprint
+    print(f"Wrote the bundle of session {args.session} to {path}.")
+    print(f"Check it with: chaperone verify {path} --fingerprint {fingerprint}")
+    return 0
+
+
+def run_verify(args) -> int:
+    if args.fingerprint and not _FINGERPRINT.fullmatch(args.fingerprint.strip()):
+        raise UsageError(f"{args.fingerprint!r} is not a key fingerprint; give it as 'chaperone init' prints it "
+                         "(SHA256: and 43 characters).")
+    verdict = verify_bundle(args.bundle, args.fingerprint)
+    if args.json:
+        print(json.dumps(verdict.to_json(), ensure_ascii=False))
+    elif verdict.genuine:
+        print(verdict.reason)
+        if verdict.pinned:
+            print(f"The signing key matches the pinned fingerprint {verdict.fingerprint}.")
+        else:
+            print(f"The key was not pinned: compare {verdict.fingerprint} with the device's fingerprint "
+                  f"('chaperone init' on that device prints it), or pass --fingerprint.")
+    elif verdict.readable:
+        print(f"NOT GENUINE: {verdict.reason}")
+    else:
+        print(f"chaperone: {verdict.reason}", file=sys.stderr)
+    return verdict.exit_code
+
+
+def run_report(args) -> int:
+    verdict = verify_bundle(args.bundle)
+    if not verdict.readable:
+        raise ChaperoneError(verdict.reason)
+    try:
+        with BundleSource(Path(args.bundle)) as source:
+            if JOURNAL not in source.names:
+                raise ChaperoneError(f"The bundle {args.bundle} has no {JOURNAL} to report on.")
+            with source.open(JOURNAL) as stream:
+                html = render_report(iter_lines(stream), verified=verdict.genuine, verification=verdict.reason)
+    except (Unreadable, Unexpected, LineTooLong, OSError) as exc:
+        raise ChaperoneError(f"Cannot read the journal of {args.bundle}: {exc}.") from None
+    out = Path(args.output)
+    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(html, encoding="utf-8")
+        os.replace(temp, out)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise ChaperoneError(f"Cannot write the report {out}: {exc.strerror}.") from None
+    state = "verified" if verdict.genuine else "NOT genuine"
+    print(f"Wrote the report to {out} (the bundle is {state}: {verdict.reason})")
+    return 0
+
+
+def run_sessions(args) -> int:
+    with History(home_of(args), readonly=True) as history:
+        sessions = history.list()
+    if args.json:
+        print(json.dumps(sessions, ensure_ascii=False))
+        return 0
+    if not sessions:
+        print("No sessions yet.")
+        return 0
+    rows = [[title for title, _ in _TABLE]]
+    rows += [[text.escape(str(s.get(key) or "-")) for _, key in _TABLE] for s in sessions]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0

@@ -1,0 +1,147 @@
+"""The history of sessions: one SQLite row per session, in the home (``home.db_path``).
+
+``History`` is thread-safe (one connection behind a lock) and uses WAL, so the
+CLI can read while the agent writes. Lists and objects (``capabilities``,
+``watch``, ``flags``, ``decided_by``) are stored as JSON; ``verified`` and
+``sealed`` as booleans; times as RFC 3339 strings.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+from agent.errors import ChaperoneError
+from agent.home import Home
+
+FIELDS = (
+    "id", "state", "technician", "email", "org", "ticket", "reason", "duration_s", "capabilities", "watch",
+    "verified", "signer", "key_fingerprint", "flags", "requested", "decided", "decided_by", "how", "started",
+    "ended", "until", "end_reason", "sealed", "journal",
+)
+STATES = frozenset({"requested", "allowed", "refused", "expired", "active", "ended", "sealed"})
+JSON_FIELDS = frozenset({"capabilities", "watch", "flags", "decided_by"})
+BOOL_FIELDS = frozenset({"verified", "sealed"})
+_INTEGER_FIELDS = BOOL_FIELDS | {"duration_s"}
+_SCHEMA = "CREATE TABLE IF NOT EXISTS sessions ({})".format(
+    ", ".join(
+        "id TEXT PRIMARY KEY NOT NULL" if f == "id" else f"{f} {'INTEGER' if f in _INTEGER_FIELDS else 'TEXT'}"
+        for f in FIELDS
+    )
+)
+
+
+class HistoryError(ChaperoneError):
+    """The history database cannot be read or written."""
+
+
+class History:
+    """The sessions of a home. ``readonly=True`` never creates or writes anything
+    (for listing commands); a missing database then reads as empty."""
+
+    def __init__(self, home: Home, *, readonly: bool = False) -> None:
+        self.path = home.db_path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        if readonly:
+            home.require()
+            if self.path.exists():
+                self._conn = self._connect(f"file:{self.path}?mode=ro", uri=True)
+        else:
+            home.require_writable()
+            self._conn = self._connect(str(self.path))
+            with self._lock, self._conn:
+                self._execute("PRAGMA journal_mode=WAL")
+                self._execute(_SCHEMA)
+
+    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(target, uri=uri, timeout=10, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout=10000")
+            return conn
+        except sqlite3.Error as exc:
+            raise HistoryError(f"Cannot open the history {self.path}: {exc}; check the home's permissions.") from None
+
+    def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise HistoryError(f"Cannot use the history {self.path}: {exc}.") from None
+        except sqlite3.DatabaseError as exc:
+            raise HistoryError(f"The history {self.path} is damaged ({exc}); move it aside to start a new one.") from None
+
+    # --- writing -----------------------------------------------------------
+    def upsert(self, session_id: str, **fields) -> None:
+        """Insert the session, or update the given fields of it."""
+        unknown = set(fields).difference(FIELDS[1:])  # the id is the key, not a field to set
+        if unknown:
+            raise ValueError(f"unknown history fields: {', '.join(sorted(unknown))}")
+        if "state" in fields and fields["state"] not in STATES:
+            raise ValueError(f"unknown session state {fields['state']!r}")
+        if self._conn is None:
+            raise HistoryError("The history was opened read-only.")
+        names = ["id", *fields]
+        values = [session_id, *(_to_column(name, value) for name, value in fields.items())]
+        updates = ", ".join(f"{n}=excluded.{n}" for n in fields) or "id=id"
+        sql = (f"INSERT INTO sessions ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+               f"ON CONFLICT(id) DO UPDATE SET {updates}")
+        with self._lock:
+            self._execute(sql, tuple(values))
+
+    # --- reading -----------------------------------------------------------
+    def get(self, session_id: str) -> dict | None:
+        if self._conn is None:
+            return None
+        with self._lock:
+            row = self._execute(f"SELECT {', '.join(FIELDS)} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _to_dict(row) if row else None
+
+    def list(self) -> list[dict]:
+        """Every session, newest first (by request time, then insertion)."""
+        if self._conn is None:
+            return []
+        with self._lock:
+            rows = self._execute(
+                f"SELECT {', '.join(FIELDS)} FROM sessions "
+                "ORDER BY COALESCE(requested, started, '') DESC, rowid DESC"
+            ).fetchall()
+        return [_to_dict(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _to_column(name: str, value):
+    if value is None:
+        return None
+    if name in JSON_FIELDS:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if name in BOOL_FIELDS:
+        return int(bool(value))
+    if name == "duration_s":
+        return int(value)
+    return str(value)
+
+
+def _to_dict(row: tuple) -> dict:
+    out = {}
+    for name, value in zip(FIELDS, row):
+        if value is not None and name in JSON_FIELDS:
+            value = json.loads(value)
+        elif value is not None and name in BOOL_FIELDS:
+            value = bool(value)
+        out[name] = value
+    return out
+
+
+__all__ = ["History", "HistoryError", "FIELDS", "STATES"]
