@@ -13,7 +13,6 @@ from collections import OrderedDict
 from typing import Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -52,6 +51,10 @@ def _listed(values: object, empty: str) -> str:
     if isinstance(values, (list, tuple)) and values:
         return "\n".join(shown(v) for v in values)
     return empty
+
+
+def _field(text: str) -> PlainLabel:
+    return PlainLabel(text, wrap=False, selectable=False)
 
 
 class ConsentDialog(QDialog):
@@ -138,9 +141,9 @@ class ConsentDialog(QDialog):
         who = clip(shown(item.get("technician")), 240)
         email = clip(shown(item.get("email")), 240)
         self.technician_label = PlainLabel(f"{who} <{email}>" if email else who)
-        form.addRow("Technician:", self.technician_label)
+        form.addRow(_field("Technician:"), self.technician_label)
         self.org_label = PlainLabel(clip(shown(item.get("org")), 240) or "not stated")
-        form.addRow("Organisation:", self.org_label)
+        form.addRow(_field("Organisation:"), self.org_label)
 
         if verified:
             principal = shown(verification.get("principal"))
@@ -153,22 +156,22 @@ class ConsentDialog(QDialog):
         identity_font = heading_font(self, 1.0, bold=True)
         self.identity_label.setFont(identity_font)
         self.identity_label.setStyleSheet("color:#0d3b1e;" if verified else "color:#b71c1c;")
-        form.addRow("Identity:", self.identity_label)
+        form.addRow(_field("Identity:"), self.identity_label)
         self.fingerprint_label = PlainLabel(shown(fingerprint) if fingerprint else "no signing key")
         self.fingerprint_label.setFont(monospace_font())
-        form.addRow("Key:", self.fingerprint_label)
+        form.addRow(_field("Key:"), self.fingerprint_label)
 
         self.ticket_label = PlainLabel(clip(shown(item.get("ticket")), 240) or "not stated")
-        form.addRow("Ticket:", self.ticket_label)
+        form.addRow(_field("Ticket:"), self.ticket_label)
         self.reason_box = PlainTextBox(shown_multiline(item.get("reason")) or "not stated", max_lines=5)
         self.reason_box.setObjectName("reason")
-        form.addRow("Reason:", self.reason_box)
+        form.addRow(_field("Reason:"), self.reason_box)
         self.capabilities_label = PlainLabel(_listed(item.get("capabilities"), "not stated"))
-        form.addRow("Access asked:", self.capabilities_label)
+        form.addRow(_field("Access asked:"), self.capabilities_label)
         self.watch_box = PlainTextBox(_listed(item.get("watch"), "the default folders"), max_lines=3)
-        form.addRow("Watched folders:", self.watch_box)
+        form.addRow(_field("Watched folders:"), self.watch_box)
         self.duration_label = PlainLabel(spoken_duration(item.get("duration_s")))
-        form.addRow("For:", self.duration_label)
+        form.addRow(_field("For:"), self.duration_label)
         root.addLayout(form)
 
         if self.flags:
@@ -188,8 +191,6 @@ class ConsentDialog(QDialog):
         buttons = QDialogButtonBox(self)
         self.deny_button = QPushButton("&Deny")
         self.allow_button = QPushButton("&Allow")
-        self.deny_button.setShortcut(QKeySequence("Alt+D"))
-        self.allow_button.setShortcut(QKeySequence("Alt+A"))
         buttons.addButton(self.deny_button, QDialogButtonBox.ButtonRole.RejectRole)
         buttons.addButton(self.allow_button, QDialogButtonBox.ButtonRole.AcceptRole)
         self.allow_button.setAutoDefault(False)

@@ -1,0 +1,126 @@
+"""The bridge against a real agent subprocess: events become signals, calls run off the GUI thread."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agent.errors import AgentUnavailable, ChaperoneError
+from ui.agent_process import AgentProcess as TrayAgentProcess
+from ui.bridge import AgentBridge
+
+REQUEST = {"technician": "Ada Lovelace", "email": "ada@example.com", "org": "Acme", "ticket": "T-1",
+           "reason": "printer", "duration_s": 60, "watch": []}
+
+
+@pytest.fixture
+def bridge(home):
+    b = AgentBridge(home)
+    yield b
+    b.stop()
+    assert not b.running
+
+
+def test_events_become_signals_through_a_whole_session(qtbot, agent, bridge):
+    with qtbot.waitSignal(bridge.connected, timeout=10_000) as connected:
+        bridge.start()
+    assert connected.args[0]["status"]["state"] == "idle" and connected.args[0]["pending"] == []
+
+    with qtbot.waitSignal(bridge.consentNeeded, timeout=10_000) as needed:
+        request_id = agent.call("request", request=REQUEST)["id"]
+    assert needed.args[0]["id"] == request_id and needed.args[0]["technician"] == "Ada Lovelace"
+
+    answers = []
+    with qtbot.waitSignals([bridge.consentDecided, bridge.sessionStarted], timeout=10_000):
+        bridge.call("decide", id=request_id, decision="allow", how="click", on_done=answers.append)
+    qtbot.waitUntil(lambda: answers == [{"id": request_id, "state": "allowed"}])
+
+    seen = []
+    bridge.activity.connect(lambda items, _coalesced: seen.extend(items))
+    qtbot.waitUntil(lambda: any(i.get("type") == "session-start" for i in seen), timeout=10_000)
+
+    with qtbot.waitSignal(bridge.sessionEnded, timeout=10_000) as ended:
+        bridge.call("end", id=request_id, reason="customer")
+    assert ended.args[0] == {"id": request_id, "reason": "customer"}
+
+
+def test_call_errors_arrive_as_one_sentence(qtbot, agent, bridge):
+    errors = []
+    bridge.call("decide", id="s-no-such", decision="allow", how="click", on_error=errors.append)
+    bridge.start()
+    qtbot.waitUntil(lambda: len(errors) == 1)
+    assert isinstance(errors[0], str) and errors[0].endswith(".") and "\n" not in errors[0]
+
+
+def test_reconnects_when_the_agent_restarts(qtbot, agent_factory, home, bridge):
+    first = agent_factory()
+    with qtbot.waitSignal(bridge.connected, timeout=10_000):
+        bridge.start()
+    with qtbot.waitSignal(bridge.disconnected, timeout=10_000) as lost:
+        first.kill()
+    assert lost.args[0].endswith(".")
+    assert not bridge.is_connected
+    with qtbot.waitSignal(bridge.connected, timeout=20_000) as back:
+        second = agent_factory()
+    assert back.args[0]["status"]["state"] == "idle"
+    assert second.pid != first.pid
+
+
+def test_starts_an_agent_when_none_answers_and_stops_it(qtbot, home):
+    launcher = TrayAgentProcess(home)
+    bridge = AgentBridge(home, launcher=launcher)
+    try:
+        with qtbot.waitSignal(bridge.connected, timeout=20_000):
+            bridge.start()
+        assert launcher.running() and launcher.starts == 1
+    finally:
+        bridge.stop()
+        launcher.stop()
+    assert not launcher.running()
+    with pytest.raises(AgentUnavailable):
+        from agent.service.client import AgentClient
+
+        AgentClient(home).call("ping")
+
+
+def test_a_burst_is_handed_over_in_bounded_slices(qtbot, home):
+    bridge = AgentBridge(home, max_items_per_tick=1000)
+    batches = []
+    bridge.activity.connect(lambda items, coalesced: batches.append((len(items), coalesced, items[0]["n"])))
+    for start in range(0, 10_000, 500):
+        bridge.dispatch({"event": "activity",
+                         "data": {"items": [{"type": "note", "n": n} for n in range(start, start + 500)],
+                                  "coalesced": 1}})
+    bridge.dispatch({"event": "activity", "data": {"items": "not a list", "coalesced": "x"}})
+    bridge.dispatch("not even a dict")
+    while bridge.backlog or not batches:
+        bridge.drain()
+    assert [size for size, _, _ in batches] == [1000] * 10
+    assert [first for _, _, first in batches] == list(range(0, 10_000, 1000))   # order kept
+    assert sum(c for _, c, _ in batches) == 20
+    bridge.stop()
+
+
+def test_jobs_run_off_the_gui_thread_and_report_failures(qtbot, home):
+    bridge = AgentBridge(home)
+    gui_thread = threading.get_ident()
+    results, errors = [], []
+
+    def work(x):
+        return x * 2, threading.get_ident()
+
+    def broken():
+        raise OSError(28, "No space left on device")
+
+    def refused():
+        raise ChaperoneError("The bundle is not a zip file.")
+
+    bridge.run(work, 21, on_done=results.append)
+    bridge.run(broken, on_error=errors.append)
+    bridge.run(refused, on_error=errors.append)
+    qtbot.waitUntil(lambda: (bridge.drain(), len(results) == 1 and len(errors) == 2)[1])
+    assert results[0][0] == 42 and results[0][1] != gui_thread
+    assert sorted(errors) == ["The bundle is not a zip file.", "The operation failed: No space left on device."]
+    bridge.stop()
+    assert bridge.run(work, 1).cancelled()
