@@ -1,0 +1,1 @@
+"""SSH logins gated by consent: sshd's AuthorizedKeysCommand and the session hooks."""
