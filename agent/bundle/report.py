@@ -40,6 +40,11 @@ def _safe(value) -> str:
     return html.escape(display.escape(value))
 
 
+def _safe_lines(value: str) -> str:
+    """Like ``_safe`` but keeps line breaks (for diffs)."""
+    return "\n".join(_safe(line) for line in value.split("\n"))
+
+
 def _summary(record: dict) -> str:
     """One line saying what a record is about, as plain (unescaped) text."""
     d, kind = record["data"], record["type"]
@@ -157,7 +162,7 @@ def _sort_into(sections: dict[str, list[str]], record: dict) -> None:
         by = f"{who.get('exe', '')} ({who.get('user', '')}, {who.get('how', '')})" if who else ""
         where = d.get("path", "") + (f" -> {d['dest']}" if d.get("dest") else "")
         diff = d.get("diff")
-        diff_cell = f"<pre>{_safe(diff)}</pre>" if diff else _safe(d.get("diff_omitted") or d.get("error"))
+        diff_cell = f"<pre>{_safe_lines(diff)}</pre>" if isinstance(diff, str) and diff else _safe(d.get("diff_omitted") or d.get("error"))
         cells = "".join(f"<td>{_safe(c)}</td>" for c in [ts, d.get("op"), where, d.get("size"), d.get("sha256_after"), by])
         sections["files"].append(f"<tr>{cells}<td>{diff_cell}</td></tr>")
     elif kind in _FILE_TYPES:

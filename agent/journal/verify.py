@@ -45,7 +45,8 @@ class JournalCheck:
     ``ok`` means genuine. ``readable`` is False when the input could not be
     read as a journal at all (missing, an enormous line, invalid UTF-8).
     ``line``/``seq`` locate the first bad record. ``key_blob`` is the key
-    that signed the checkpoints.
+    that signed the checkpoints. ``chain_ok`` without ``ok`` means every record
+    is intact and only the seal is missing or not last.
     """
 
     ok: bool
@@ -53,6 +54,7 @@ class JournalCheck:
     reason: str
     records: int
     unsealed: int
+    chain_ok: bool = False
     session: str | None = None
     line: int | None = None
     seq: int | None = None
@@ -92,6 +94,7 @@ def verify_journal(source: str | os.PathLike | BinaryIO, key_blob: bytes | None 
 class _Verifier:
     def __init__(self, key_blob: bytes | None, name: str) -> None:
         self.key_blob = key_blob
+        self.key_label = "the bundle's key" if key_blob else "the device key"
         self.name = name
         self.device: str | None = None  # fingerprint named by journal-start
         self.session: str | None = None
@@ -101,6 +104,7 @@ class _Verifier:
         self.seal_line: int | None = None
         self.after_seal = 0
         self.first_after_seal: tuple[int, int] | None = None
+        self.chain_ok = False
         self._plain_types: set[bytes] = set()  # types seen in full-parsed lines, safe for the fast path
 
     def run(self, stream: BinaryIO) -> JournalCheck:
@@ -110,6 +114,7 @@ class _Verifier:
             return self._result(False, bad.reason, bad.readable, at_line=True)
         except OSError as exc:  # e.g. a zip member whose data is damaged
             return self._result(False, f"Cannot read {self.name}: {exc}.", False)
+        self.chain_ok = self.records > 0
         if self.records == 0:
             return self._result(False, f"{self.name} is empty.")
         if self.seal_line is None:
@@ -128,7 +133,7 @@ class _Verifier:
         return JournalCheck(ok=ok, readable=readable, reason=reason, records=self.records,
                             unsealed=self.records if self.seal_line is None else self.after_seal,
                             session=self.session, line=line, seq=seq, key_blob=self.key_blob,
-                            checkpoints=self.checkpoints)
+                            checkpoints=self.checkpoints, chain_ok=self.chain_ok)
 
     def _where(self, seq: int | None = None) -> str:
         seq = self.records if seq is None else seq
@@ -246,5 +251,5 @@ class _Verifier:
                            "that started the journal.")
             self.key_blob = signed.public_key_blob
         elif signed.public_key_blob != self.key_blob:
-            raise _Bad(f"{what} is signed by {signer}, not by the bundle's key {fingerprint(self.key_blob)}.")
+            raise _Bad(f"{what} is signed by {signer}, not by {self.key_label} {fingerprint(self.key_blob)}.")
         self.checkpoints += 1

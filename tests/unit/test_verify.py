@@ -1,0 +1,232 @@
+"""``chaperone verify``: what it catches, what it says, and its exit codes (0 / 1 / 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import zipfile
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent import sshsig
+from agent.canonical import canonical_bytes
+from agent.bundle import export_bundle, verify_bundle
+from agent.cli import main
+from agent.devicekey import DeviceKey
+from agent.journal import Journal, line_hash, verify_journal
+from tests.unit.test_bundle import write_session
+
+SUMMED = ("session.jsonl", "report.html", "VERIFY.txt", "allowed_signers")
+
+
+def other_key(name="chaperone@other") -> DeviceKey:
+    return DeviceKey(private_key=ed25519.Ed25519PrivateKey.generate(), principal=name)
+
+
+def resign(folder, key: DeviceKey) -> None:
+    """What someone holding ``key`` can do: rewrite allowed_signers, SHA256SUMS and its signature."""
+    (folder / "allowed_signers").write_text(key.allowed_signers_line() + "\n")
+    sums = "".join(f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}\n" for n in SUMMED).encode()
+    (folder / "SHA256SUMS").write_bytes(sums)
+    (folder / "SHA256SUMS.sig").write_text(key.sign(sums))
+
+
+def journal_lines(folder) -> list[bytes]:
+    return (folder / "session.jsonl").read_bytes().splitlines(keepends=True)
+
+
+@pytest.fixture
+def bundle(home, device_key, tmp_path):
+    write_session(home, device_key, records=[("note", {"author": "bob", "text": f"n{i}"}) for i in range(5)])
+    return export_bundle(home, "s-1", f"{tmp_path}/bundle/")
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["verify", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# --- cannot read: exit 2 ---------------------------------------------------------------------
+
+def test_missing_path_not_a_zip_and_truncated_zip_exit_2(tmp_path, bundle, capsys):
+    assert run(capsys, tmp_path / "nope.zip")[0] == 2
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    code, out, err = run(capsys, junk)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "not a zip file" in err
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as zf:
+        for p in bundle.iterdir():
+            zf.write(p, p.name)
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size - 30])
+    assert run(capsys, cut)[0] == 2
+    assert run(capsys, whole)[0] == 0
+
+
+def test_enormous_line_and_invalid_utf8_cannot_be_read(bundle, device_key, capsys):
+    lines = journal_lines(bundle)
+    (bundle / "session.jsonl").write_bytes(b"".join(lines[:3]) + b'{"data":"' + b"x" * (4 << 20) + b'"}\n')
+    resign(bundle, device_key)
+    code, _, err = run(capsys, bundle)
+    assert code == 2 and "line 4 cannot be read: it is longer than 4 MiB" in err
+    bad = lines[2].replace(b"bob@", b"b\xffb@")
+    assert bad != lines[2]
+    (bundle / "session.jsonl").write_bytes(b"".join(lines[:2]) + bad + b"".join(lines[3:]))
+    resign(bundle, device_key)
+    code, _, err = run(capsys, bundle)
+    assert code == 2 and "line 3 (seq 2) is not valid UTF-8" in err
+
+
+def test_zip_bomb_is_not_inflated(tmp_path, capsys):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("session.jsonl", b"\0" * (8 << 20))
+    code, _, err = run(capsys, bomb)
+    assert code == 2 and "inflates" in err
+
+
+# --- not genuine: exit 1 ---------------------------------------------------------------------
+
+def test_a_changed_journal_byte_names_the_line_and_seq(bundle, capsys):
+    data = bytearray((bundle / "session.jsonl").read_bytes())
+    at = data.index(b'"n2"') + 2
+    data[at] ^= 0x01
+    (bundle / "session.jsonl").write_bytes(bytes(data))
+    code, out, _ = run(capsys, bundle, "--json")
+    verdict = json.loads(out)
+    assert code == 1 and verdict["exit_code"] == 1 and not verdict["genuine"] and verdict["readable"]
+    assert verdict["file"] == "session.jsonl" and (verdict["line"], verdict["seq"]) == (9, 8)
+    assert verdict["reason"].startswith("session.jsonl does not match SHA256SUMS")
+    assert "line 9 (seq 8) does not chain" in verdict["reason"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda b: (b / "SHA256SUMS").write_text((b / "SHA256SUMS").read_text().replace("  VERIFY", " *VERIFY")),
+     "SHA256SUMS.sig is not a valid signature"),
+    (lambda b: (b / "SHA256SUMS.sig").write_text(sshsig.armor(sshsig.dearmor((b / "SHA256SUMS.sig").read_text()))
+                                                  .replace("\n", "\r\n")),
+     "SHA256SUMS.sig is not a valid signature"),
+    (lambda b: (b / "report.html").write_text("<p>nothing to see</p>"), "report.html does not match SHA256SUMS"),
+    (lambda b: (b / "VERIFY.txt").unlink(), "The bundle lacks VERIFY.txt."),
+    (lambda b: (b / "notes.txt").write_text("extra"), "The bundle holds notes.txt, which SHA256SUMS does not list."),
+    (lambda b: (b / "allowed_signers").write_text("garbage\n"), "allowed_signers is not one line"),
+    (lambda b: (b / "sub").mkdir(), "The bundle holds 'sub', which is not a plain file."),
+])
+def test_changed_or_missing_files(bundle, capsys, change, expected):
+    change(bundle)
+    code, out, _ = run(capsys, bundle)
+    assert code == 1 and out.startswith("NOT GENUINE: ") and expected in out and out.count("\n") == 1
+
+
+def test_a_bundle_resigned_with_another_key_fails_when_pinned(bundle, device_key, capsys):
+    forger = other_key()
+    resign(bundle, forger)
+    code, out, _ = run(capsys, bundle, "--fingerprint", device_key.fingerprint)
+    assert code == 1 and f"signed by the key {forger.fingerprint}, not by the pinned device key" in out
+    # unpinned, the journal's own signatures still give it away
+    code, out, _ = run(capsys, bundle)
+    assert code == 1 and "names the device key" in out
+
+
+def test_a_complete_forgery_is_caught_only_by_pinning(home, device_key, tmp_path, capsys):
+    forger = other_key()
+    path = tmp_path / "forged" / "session.jsonl"
+    with Journal.create(path, "s-1", forger) as j:
+        j.seal()
+    folder = tmp_path / "forged"
+    for name in ("report.html", "VERIFY.txt"):
+        (folder / name).write_text("forged")
+    resign(folder, forger)
+    code, out, _ = run(capsys, folder)
+    assert code == 0 and "not pinned" in out and forger.fingerprint in out
+    code, out, _ = run(capsys, folder, "--fingerprint", device_key.fingerprint.removeprefix("SHA256:"))
+    assert code == 1 and "pinned" in out
+
+
+def test_checkpoints_signed_by_another_key_are_caught(home, device_key, tmp_path, capsys):
+    path = write_session(home, device_key, seal=False)
+    with Journal.open(path, "s-1", other_key()) as j:  # someone else's key continues the journal
+        j.seal()
+    check = verify_journal(path)
+    assert not check.ok and "not by the device" in check.reason
+    check = verify_journal(path, device_key.public_blob)
+    assert not check.ok and "not by the bundle's key" in check.reason and check.seq == 6
+
+
+def test_cut_right_after_a_checkpoint_or_with_records_after_the_seal(bundle, device_key, capsys):
+    lines = journal_lines(bundle)
+    checkpoint_at = max(i for i, line in enumerate(lines) if b'"type":"checkpoint"' in line)
+    (bundle / "session.jsonl").write_bytes(b"".join(lines[: checkpoint_at + 1]))
+    resign(bundle, device_key)
+    code, out, _ = run(capsys, bundle)
+    assert code == 1 and "has no seal" in out and f"its {checkpoint_at + 1} records are unsealed" in out
+    verdict = verify_bundle(bundle)
+    assert verdict.unsealed == checkpoint_at + 1
+
+    (bundle / "session.jsonl").write_bytes(b"".join(lines))
+    resign(bundle, device_key)
+    assert verify_bundle(bundle).genuine
+
+
+def test_records_after_the_seal_are_unsealed(tmp_path, device_key):
+    path = tmp_path / "j.jsonl"
+    with Journal.create(path, "s", device_key) as j:
+        j.seal()
+    sealed = path.read_bytes()
+    assert verify_journal(path).ok
+    # a record chained after the seal, as a writer ignoring the seal would add it
+    extra = canonical_bytes({"data": {"text": "late"}, "prev": line_hash(sealed.splitlines(keepends=True)[-1]),
+                             "seq": 3, "session": "s", "ts": "2026-11-22T03:04:05.000000Z", "type": "note",
+                             "v": 1}) + b"\n"
+    path.write_bytes(sealed + extra)
+    check = verify_journal(path)
+    assert not check.ok and check.unsealed == 1 and (check.line, check.seq) == (4, 3)
+    assert "comes after the seal on line 3: records after a seal are unsealed" in check.reason
+
+
+def _zip_with(tmp_path, entries) -> str:
+    out = tmp_path / "odd.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(out, "w") as zf:
+            for name, data in entries:
+                zf.writestr(name, data)
+    return out
+
+
+@pytest.mark.parametrize("name", ["../evil", "dir/session.jsonl", "..", "a\\b"])
+def test_zip_names_that_could_escape_are_refused(tmp_path, bundle, capsys, name):
+    entries = [(p.name, p.read_bytes()) for p in bundle.iterdir()] + [(name, b"x")]
+    code, out, _ = run(capsys, _zip_with(tmp_path, entries))
+    assert code == 1 and "no genuine bundle has" in out
+
+
+def test_a_file_twice_in_a_zip_is_refused(tmp_path, bundle, capsys):
+    entries = [(p.name, p.read_bytes()) for p in bundle.iterdir()]
+    code, out, _ = run(capsys, _zip_with(tmp_path, entries + [entries[0]]))
+    assert code == 1 and "twice" in out
+
+
+def test_a_bad_fingerprint_argument_is_a_usage_error(bundle, capsys):
+    code, _, err = run(capsys, bundle, "--fingerprint", "MD5:00:11")
+    assert code == 2 and "is not a key fingerprint" in err
+
+
+def test_verify_json_for_a_genuine_bundle(bundle, device_key, capsys):
+    code, out, _ = run(capsys, bundle, "--json", "--fingerprint", device_key.fingerprint)
+    verdict = json.loads(out)
+    assert code == 0 and verdict["genuine"] and verdict["pinned"] and verdict["records"] == 12
+    assert {"genuine", "readable", "reason", "fingerprint", "pinned", "session", "records", "unsealed"} <= set(verdict)
+
+
+def test_report_of_a_tampered_bundle_says_not_verified(bundle, tmp_path, capsys):
+    (bundle / "report.html").write_text("x")
+    out = tmp_path / "r.html"
+    assert main(["report", str(bundle), "-o", str(out)]) == 0
+    assert "NOT VERIFIED: report.html does not match" in out.read_text()
+    assert main(["report", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    assert "There is no bundle" in capsys.readouterr().err
