@@ -70,12 +70,13 @@ class SingleInstance(QObject):
     def _accept(self) -> None:
         while self._server.hasPendingConnections():
             conn = self._server.nextPendingConnection()
-            conn.readyRead.connect(lambda c=conn: self._read(c))
+            conn.readyRead.connect(self._read)
             conn.disconnected.connect(conn.deleteLater)
 
-    def _read(self, conn: QLocalSocket) -> None:
-        if not conn.canReadLine():
-            if conn.bytesAvailable() > 64 * 1024:
+    def _read(self) -> None:
+        conn = self.sender()
+        if not isinstance(conn, QLocalSocket) or not conn.canReadLine():
+            if isinstance(conn, QLocalSocket) and conn.bytesAvailable() > 64 * 1024:
                 conn.abort()
             return
         line = bytes(conn.readLine().data())

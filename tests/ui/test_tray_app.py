@@ -1,0 +1,153 @@
+"""The whole tray app (offscreen) against a real agent subprocess: the customer's paths end to end."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from ui.controller import TrayApp
+from ui.notifier import NullNotifier
+
+REQUEST = {"technician": "Ada Lovelace", "email": "ada@example.com", "org": "Acme", "ticket": "T-1",
+           "reason": "printer", "duration_s": 600, "watch": []}
+
+
+@pytest.fixture
+def tray_app(qtbot, home):
+    app = TrayApp(home, start_agent=False, notifier=NullNotifier(), tray_retries=1)
+    yield app
+    app.shutdown()
+    assert not app.bridge.running
+
+
+def started(qtbot, app: TrayApp) -> TrayApp:
+    with qtbot.waitSignal(app.bridge.connected, timeout=10_000):
+        app.start()
+    return app
+
+
+def said(app: TrayApp, words: str) -> bool:
+    return any(words in body for _level, _title, body in app.notifier.history)
+
+
+def current_dialog(qtbot, app: TrayApp):
+    qtbot.waitUntil(lambda: app.queue.current_dialog is not None and app.queue.current_dialog.isVisible(),
+                    timeout=10_000)
+    return app.queue.current_dialog
+
+
+def test_allow_then_end_from_the_session_bar(qtbot, agent, tray_app):
+    app = started(qtbot, tray_app)
+    assert app.status().state == "idle"
+    request_id = agent.call("request", request=REQUEST)["id"]
+    dialog = current_dialog(qtbot, app)
+    assert dialog.request_id == request_id and app.status().state == "consent"
+    assert said(app, "Ada Lovelace asks to connect")
+    qtbot.waitUntil(dialog.allow_button.isEnabled)
+    with qtbot.waitSignal(app.bridge.sessionStarted, timeout=10_000):
+        qtbot.mouseClick(dialog.allow_button, Qt.MouseButton.LeftButton)
+    assert app.bar.isVisible() and app.bar.session_id == request_id
+    assert app.status().state == "active" and app.status().can_end
+    qtbot.waitUntil(lambda: app.activity_model.rowCount() > 0, timeout=10_000)
+
+    with qtbot.waitSignal(app.bridge.sessionEnded, timeout=10_000):
+        qtbot.mouseClick(app.bar.end_button, Qt.MouseButton.LeftButton)
+    assert not app.bar.isVisible() and app.status().state == "idle"
+    history = agent.call("sessions")
+    assert history[0]["id"] == request_id and history[0]["state"] == "sealed"
+    assert history[0]["end_reason"] == "customer" and history[0]["how"] == "click"
+
+
+def test_deny_is_recorded_as_a_click(qtbot, agent, tray_app):
+    app = started(qtbot, tray_app)
+    request_id = agent.call("request", request=REQUEST)["id"]
+    dialog = current_dialog(qtbot, app)
+    with qtbot.waitSignal(app.bridge.consentDecided, timeout=10_000):
+        qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: app.status().state == "idle")
+    session = agent.call("sessions")[0]
+    assert session["id"] == request_id and session["state"] == "refused" and session["how"] == "click"
+
+
+def test_no_answer_is_a_refusal_by_the_agent(qtbot, agent_factory, tray_app):
+    agent = agent_factory(consent_timeout=2)
+    app = started(qtbot, tray_app)
+    request_id = agent.call("request", request=REQUEST)["id"]
+    dialog = current_dialog(qtbot, app)
+    decisions = []
+    dialog.decided.connect(lambda _rid, decision: decisions.append(decision))
+    # Whichever comes first, the dialog's countdown or the agent's refusal, the dialog goes away.
+    qtbot.waitUntil(lambda: len(app.queue) == 0, timeout=10_000)
+    assert decisions in ([], ["timeout"])
+    qtbot.waitUntil(lambda: agent.call("sessions")[0]["state"] == "expired", timeout=10_000)
+    session = agent.call("sessions")[0]
+    assert session["id"] == request_id and session["how"] == "timeout"
+
+
+def test_several_requests_queue(qtbot, agent, tray_app):
+    app = started(qtbot, tray_app)
+    ids = [agent.call("request", request={**REQUEST, "ticket": f"T-{n}"})["id"] for n in range(3)]
+    dialog = current_dialog(qtbot, app)
+    qtbot.waitUntil(lambda: len(app.queue) == 3)
+    assert dialog.request_id == ids[0] and "Request 1 of 3" in dialog.queue_label.text()
+    assert app.status().headline == "3 technicians ask to connect."
+    dialog.reject()
+    second = current_dialog(qtbot, app)
+    qtbot.waitUntil(lambda: app.queue.current_id == ids[1])
+    # The third is decided in a terminal: its dialog never shows, the queue forgets it.
+    assert agent.cli("deny", ids[2]).returncode == 0
+    qtbot.waitUntil(lambda: app.queue.ids() == [ids[1]], timeout=10_000)
+    second = app.queue.current_dialog
+    second.reject()
+    qtbot.waitUntil(lambda: len(app.queue) == 0)
+    states = {s["id"]: s["state"] for s in agent.call("sessions")}
+    assert states == {i: "refused" for i in ids}
+
+
+def test_agent_vanishing_mid_session_is_said_and_recovered(qtbot, agent_factory, tray_app):
+    first = agent_factory()
+    app = started(qtbot, tray_app)
+    request_id = first.call("request", request=REQUEST)["id"]
+    first.call("decide", id=request_id, decision="allow", how="terminal")
+    qtbot.waitUntil(lambda: app.status().state == "active", timeout=10_000)
+    with qtbot.waitSignal(app.bridge.disconnected, timeout=10_000):
+        first.kill()
+    assert said(app, "Lost contact with the Chaperone agent")
+    assert app.status().state == "disconnected"
+    assert "Not connected" in app.status().headline
+    with qtbot.waitSignal(app.bridge.connected, timeout=20_000):
+        second = agent_factory()
+    assert said(app, "Reconnected to the Chaperone agent")
+    assert second.call("status")["state"] in ("idle", "active")
+    qtbot.waitUntil(lambda: app.status().state in ("idle", "active"))
+    assert app.status().state == ("active" if second.call("status")["active"] else "idle")
+    assert app.bar.isVisible() == (app.status().state == "active")
+
+
+def test_request_file_errors_are_one_sentence(qtbot, agent, tray_app, tmp_path):
+    app = started(qtbot, tray_app)
+    garbage = tmp_path / "request.chaperone"
+    garbage.write_bytes(b"\xff\xfe not a request")
+    app.open_request_file(tmp_path / "missing.chaperone")
+    app.open_request_file(garbage)
+    qtbot.waitUntil(lambda: len(app.notifier.history) >= 2, timeout=10_000)
+    bodies = [body for _l, _t, body in app.notifier.history]
+    assert any(b.startswith("Cannot read the request file") for b in bodies)
+    assert any("not UTF-8" in b for b in bodies)
+    assert all("\n" not in b and "Traceback" not in b for b in bodies)
+
+
+def test_single_instance_forwards_to_the_first(qtbot, home):
+    from ui.app import SingleInstance
+
+    first, second = SingleInstance(home), SingleInstance(home)
+    assert first.acquire()
+    try:
+        assert not second.acquire()
+        with qtbot.waitSignal(first.messageReceived, timeout=5000) as blocker:
+            assert second.forward({"open": "/tmp/request.chaperone"})
+        assert blocker.args == [{"open": "/tmp/request.chaperone"}]
+    finally:
+        first.release()
+    assert second.acquire()
+    second.release()
