@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from agent.errors import ChaperoneError
 from agent.home import Home
 from ui.icons import state_icon
 from ui.timefmt import date_time
@@ -101,14 +102,19 @@ class HistoryModel(QAbstractTableModel):
         return self._sessions[row]
 
 
-def write_session_report(home: Home, session_id: str, folder: Path) -> Path:
+def write_session_report(home: Home, session: dict, folder: Path) -> Path:
     """Render a session's report from its journal into ``folder``; returns the HTML file. Blocking."""
     from agent.bundle import render_report
 
+    session_id = str(session["id"])
     journal = home.journal_path(session_id)
-    lines = journal.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-    html = render_report(lines)
-    out = folder / f"report-{session_id}.html"
+    try:
+        with open(journal, "rb") as stream:
+            html = render_report(stream, history=session)
+    except FileNotFoundError:
+        raise ChaperoneError(f"There is no journal for session {session_id}; nothing to report.") from None
+    safe_name = "".join(c for c in session_id if c.isalnum() or c in "-_")[:80] or "session"
+    out = folder / f"report-{safe_name}.html"
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as stream:
         stream.write(html)
@@ -281,9 +287,8 @@ class HistoryWindow(QWidget):
         session = self.selected_session()
         if not session:
             return
-        session_id = str(session["id"])
         self.status.setText("Preparing the report …")
-        self._run(write_session_report, self.home, session_id, self._reports_folder(),
+        self._run(write_session_report, self.home, session, self._reports_folder(),
                   on_done=self._report_ready, on_error=self.status.setText)
 
     def _report_ready(self, path: Path) -> None:
