@@ -189,9 +189,10 @@ class Session:
                 "expires_at": self.expires_at, "requested": self.requested, "source": self.source,
                 "ssh": r.ssh}
 
-    def hook_view(self) -> dict:
-        """What the SSH hooks get: the summary, the request's ssh details and the state."""
-        return {**self.summary(), "source": self.source, "ssh": self.request.ssh, "state": self.state.value}
+    def hook_view(self, home: Home) -> dict:
+        """What the SSH hooks get: the summary, the request's ssh details, the state and the home."""
+        return {**self.summary(), "source": self.source, "ssh": self.request.ssh, "state": self.state.value,
+                "home": str(home.path)}
 
 
 class SessionManager:
@@ -407,7 +408,7 @@ class SessionManager:
 
     async def _start_capture(self, session: Session) -> None:
         hooks = _ssh_hooks() if session.source == "ssh" else None
-        pids = (lambda: hooks.technician_pids(session.hook_view())) if hooks else None
+        pids = (lambda: hooks.technician_pids(session.hook_view(self.home))) if hooks else None
         try:
             capture = self.capture_factory(session.sink, list(session.request.watch), pids)
             session.capture = capture
@@ -508,7 +509,7 @@ class SessionManager:
         except ChaperoneError:
             settings = {}
         try:
-            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(), settings, session.sink.emit)
+            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(self.home), settings, session.sink.emit)
         except Exception as exc:  # noqa: BLE001 - never lose the seal over a hook
             session.record("capture-error", {"what": "ssh-session-end", "path": None,
                                              "error": f"{type(exc).__name__}: {exc}"})
