@@ -9,6 +9,7 @@ CLI can read while the agent writes. Lists and objects (``capabilities``,
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 
@@ -47,13 +48,26 @@ class History:
         if readonly:
             home.require()
             if self.path.exists():
-                self._conn = self._connect(f"file:{self.path}?mode=ro", uri=True)
+                self._conn = self._open_readonly()
         else:
             home.require_writable()
             self._conn = self._connect(str(self.path))
             with self._lock, self._conn:
                 self._execute("PRAGMA journal_mode=WAL")
                 self._execute(_SCHEMA)
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        conn = self._connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        # A WAL database on a read-only file system cannot make its shared-memory
+        # file; nothing can write there either, so read it as immutable.
+        if os.access(self.path.parent, os.W_OK):
+            raise HistoryError(f"Cannot read the history {self.path}; check its permissions.")
+        return self._connect(f"{self.path.as_uri()}?mode=ro&immutable=1", uri=True)
 
     def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
         try:
