@@ -137,6 +137,18 @@ def test_request_file_errors_are_one_sentence(qtbot, agent, tray_app, tmp_path):
     assert all("\n" not in b and "Traceback" not in b for b in bodies)
 
 
+def test_open_a_request_file(qtbot, agent, tray_app, tmp_path):
+    app = started(qtbot, tray_app)
+    path = tmp_path / "request.chaperone"
+    made = agent.cli("request", "--technician", "Grace", "--org", "Navy", "--ticket", "T-5", "--reason", "audit",
+                     "-o", str(path))
+    assert made.returncode == 0, made.stderr
+    app.open_request_file(path)
+    dialog = current_dialog(qtbot, app)
+    assert dialog.ticket_label.text() == "T-5" and dialog.banner.level == "danger"   # unsigned: NOT VERIFIED
+    dialog.reject()
+
+
 def test_single_instance_forwards_to_the_first(qtbot, home):
     from ui.app import SingleInstance
 
