@@ -262,6 +262,12 @@ class SessionManager:
             data.pop(transient, None)
         session.journal.append("request", data)
         self._sessions[sid] = session
+        refuse = settings.get("require_verified") and not verification.verified
+        if not refuse:  # the customer hears of it as soon as it is journaled; the history follows
+            session.timers.append(
+                self._loop.call_later(self.consent_timeout, lambda: self._spawn(self._expire(session)))
+            )
+            self._publish("consent-needed", session.pending_item())
         self.history.upsert(
             sid, state="requested", technician=request.technician, email=request.email, org=request.org,
             ticket=request.ticket, reason=request.reason, duration_s=request.duration_s,
@@ -270,15 +276,10 @@ class SessionManager:
             key_fingerprint=verification.fingerprint, flags=flags, requested=session.requested,
             journal=str(session.journal.path),
         )
-        if settings.get("require_verified") and not verification.verified:
+        if refuse:
             await self._refuse(session, State.REFUSED, "policy", None,
                                f"This computer accepts only verified requests, and this one is "
                                f"{verification.detail}")
-        else:
-            session.timers.append(
-                self._loop.call_later(self.consent_timeout, lambda: self._spawn(self._expire(session)))
-            )
-            self._publish("consent-needed", session.pending_item())
         return {"id": sid, "verification": verification.to_dict(), "flags": flags, "state": session.state.value,
                 "expires_at": session.expires_at}
 

@@ -1,0 +1,136 @@
+"""Consent latency, idle CPU and memory of a real agent; prints one JSON line.
+
+- latency: from sending ``request`` until a subscribed client receives the
+  ``consent-needed`` event, over N requests (each is then denied, so it is
+  journaled, sealed and kept in the history like any refusal). Baseline in the
+  same run: a ``ping`` round trip over the same socket, the floor any
+  operation pays.
+- idle CPU of the agent process over ``--idle-seconds`` (default 60), after
+  the requests, with the subscriber still connected.
+- the agent's RSS at the end.
+
+Targets: latency p95 <= 50 ms, idle CPU <= 0.5 % of one core, RSS <= 60 MB.
+
+    python bench/consent.py [--requests 200] [--idle-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.devicekey import DeviceKey  # noqa: E402
+from agent.errors import AgentUnavailable  # noqa: E402
+from agent.home import Home  # noqa: E402
+from agent.service.client import AgentClient  # noqa: E402
+
+FIELDS = {"technician": "Alice Example", "email": "alice@example.com", "org": "Acme IT", "ticket": "4711",
+          "reason": "benchmark", "watch": ["/tmp"]}
+TARGETS = {"latency_p95_ms": 50.0, "idle_cpu_percent": 0.5, "rss_mb": 60.0}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def start_agent(home: Home) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "agent", "--home", str(home.path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "CHAPERONE_CAPTURE": "off"})
+    client = AgentClient(home)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            client.call("ping")
+            return proc
+        except AgentUnavailable:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the agent did not start")
+
+
+def measure(requests: int, idle_seconds: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="chp-bench-") as tmp:
+        home = Home(Path(tmp) / "h")
+        DeviceKey.init(home)
+        proc = start_agent(home)
+        try:
+            client = AgentClient(home)
+            arrivals: queue.Queue = queue.Queue()
+            stream = client.subscribe()
+
+            def listen() -> None:
+                for event in stream:
+                    if event["event"] == "consent-needed":
+                        arrivals.put((time.perf_counter(), event["data"]["id"]))
+
+            listener = threading.Thread(target=listen, daemon=True)
+            listener.start()
+
+            pings = []
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                client.call("ping")
+                pings.append(time.perf_counter() - t0)
+
+            latencies = []
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                sid = client.call("request", request=FIELDS)["id"]
+                arrived, event_id = arrivals.get(timeout=30)
+                assert event_id == sid, (event_id, sid)
+                latencies.append(arrived - t0)
+                client.call("decide", id=sid, decision="deny", how="terminal")
+
+            agent = psutil.Process(proc.pid)
+            time.sleep(1.0)  # let the last seals settle
+            cpu0, wall0 = sum(agent.cpu_times()[:2]), time.monotonic()
+            time.sleep(idle_seconds)
+            cpu1, wall1 = sum(agent.cpu_times()[:2]), time.monotonic()
+            rss = agent.memory_info().rss
+            client.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    ms = lambda v: round(v * 1000, 2)  # noqa: E731
+    result = {
+        "bench": "consent",
+        "requests": requests,
+        "latency_ms": {"p50": ms(statistics.median(latencies)), "p95": ms(percentile(latencies, 95))},
+        "baseline_ping_ms": {"p50": ms(statistics.median(pings)), "p95": ms(percentile(pings, 95))},
+        "idle_seconds": idle_seconds,
+        "idle_cpu_percent": round((cpu1 - cpu0) / (wall1 - wall0) * 100, 3),
+        "rss_mb": round(rss / 1e6, 1),
+        "targets": TARGETS,
+    }
+    result["meets_targets"] = (result["latency_ms"]["p95"] <= TARGETS["latency_p95_ms"]
+                               and result["idle_cpu_percent"] <= TARGETS["idle_cpu_percent"]
+                               and result["rss_mb"] <= TARGETS["rss_mb"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.requests, args.idle_seconds)))
+
+
+if __name__ == "__main__":
+    main()
