@@ -233,6 +233,9 @@ class AgentService:
         source = params.get("source", "cli")
         if source not in ("cli", "ssh"):
             raise ProtocolError("bad-request", "The source must be \"cli\" or \"ssh\".")
+        if source == "ssh" and peer.uid not in (0, self.owner_uid):
+            # Only ssh-authorize (run by sshd as root) speaks for an SSH login.
+            raise ProtocolError("forbidden", "Only root or the home's owner may submit SSH login requests.")
         return await self.manager.submit(fields=params.get("request"), source=source, peer=peer)
 
     async def _pending(self, params, peer):

@@ -42,6 +42,7 @@ from agent.session.request import (
     unverified,
     utc_now,
     verify_request,
+    verify_ssh_login,
     watch_flags,
 )
 from agent.text import escape, show
@@ -289,22 +290,26 @@ class SessionManager:
                 if not isinstance(request_file, str):
                     raise RequestError("The request_file must be the request file's text.")
                 parsed = parse_request_file(request_file, now=now)
-                return parsed.request, self._verify(parsed.request, parsed.signature, parsed.signed_bytes, now)
+                return parsed.request, self._verify(lambda store: verify_request(
+                    parsed.request, parsed.signature, parsed.signed_bytes, store, now=now))
             if fields is None:
                 raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
             request = SessionRequest.from_fields(fields)
+            if source == "ssh":
+                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now))
             return request, unverified("the request is not signed.")
         except RequestError as exc:
             raise ProtocolError("bad-request", str(exc)) from None
 
-    def _verify(self, request, signature, signed, now) -> Verification:
+    def _verify(self, check: Callable[[object], Verification]) -> Verification:
+        """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
         from agent.trust import TrustError, TrustStore
 
         try:
             store = TrustStore.load(self.home.trusted_technicians_path)
         except TrustError as exc:
             return unverified(f"the trusted technicians cannot be read ({str(exc).rstrip('.')})")
-        return verify_request(request, signature, signed, store, now=now)
+        return check(store)
 
     def _create_journal(self, sid: str):
         from agent.journal import Journal

@@ -50,6 +50,9 @@ _LIMITS = {"technician": 128, "email": 254, "org": 128, "ticket": 64, "reason": 
 MAX_WATCH_PATHS = 32
 MAX_PATH_CHARS = 4096
 _SSH_FIELDS = ("user", "key_fingerprint", "key_type")
+_SSH_OPTIONAL = {"key": (str,), "principal": (str,), "via_ca": (bool,), "ca_fingerprint": (str,), "key_id": (str,),
+                 "request_file": (str,)}
+_SSH_TEXT_LIMIT = 16384
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _TECHNICIAN = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
@@ -182,16 +185,23 @@ def _watch(data: dict) -> tuple[str, ...]:
 
 
 def _ssh(data: dict) -> dict | None:
+    """The SSH login behind a request (from ssh-authorize): required and optional details."""
     value = data.get("ssh")
     if value is None:
         return None
-    if not isinstance(value, dict) or not all(
-        isinstance(value.get(k), str) and len(value[k]) <= 256 for k in _SSH_FIELDS
-    ):
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in _SSH_FIELDS):
         raise RequestError("The request's ssh details must give user, key_fingerprint and key_type as text.")
-    for k in _SSH_FIELDS:
-        _require_valid_unicode(value[k], f"ssh {k}")
-    return {k: value[k] for k in _SSH_FIELDS}
+    out = {}
+    for name, kinds in {**{k: (str,) for k in _SSH_FIELDS}, **_SSH_OPTIONAL}.items():
+        item = value.get(name)
+        if item is None:
+            continue
+        if not isinstance(item, kinds) or isinstance(item, str) and len(item) > _SSH_TEXT_LIMIT:
+            raise RequestError(f"The request's ssh {name} is not usable.")
+        if isinstance(item, str):
+            _require_valid_unicode(item, f"ssh {name}")
+        out[name] = item
+    return out
 
 
 @dataclass(frozen=True)
@@ -399,6 +409,34 @@ def verify_request(request: SessionRequest, signature: str | None, signed: bytes
     except TrustError as exc:
         return unverified(str(exc).rstrip("."), request.email, signer)
     detail = f"verified: {request.display_name()}, key {ident.fingerprint}"
+    if ident.via_ca:
+        detail += f", certificate '{escape(ident.key_id or '')}' from a trusted authority"
+    return Verification(True, ident.principal, ident.fingerprint, detail)
+
+
+def verify_ssh_login(request: SessionRequest, trust_store, now: datetime | None = None) -> Verification:
+    """Whether the SSH login key (or certificate) behind the request is trusted.
+
+    The agent checks the key itself rather than trusting the caller's word;
+    sshd lets the login in only if the technician holds that key.
+    """
+    import base64
+
+    from agent.sshkeys import fingerprint as key_fingerprint
+    from agent.trust import TrustError
+
+    ssh = request.ssh or {}
+    try:
+        blob = base64.b64decode(ssh.get("key") or "", validate=True)
+    except ValueError:
+        blob = b""
+    if not blob:
+        return unverified("the SSH login's key was not given.")
+    try:
+        ident = trust_store.identify_key(blob, user=ssh.get("user"), now=now)
+    except (TrustError, ValueError) as exc:
+        return unverified(str(exc).rstrip("."), request.email, key_fingerprint(blob))
+    detail = f"verified: {request.display_name()}, key {ident.fingerprint}, SSH login as {escape(ssh['user'])}"
     if ident.via_ca:
         detail += f", certificate '{escape(ident.key_id or '')}' from a trusted authority"
     return Verification(True, ident.principal, ident.fingerprint, detail)

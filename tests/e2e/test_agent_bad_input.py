@@ -211,13 +211,17 @@ def _as_stranger(socket_path: Path, uid: int = 65534) -> dict:
             os.setgid(uid)
             os.setuid(uid)
             results = {}
-            for op in ("ping", "status", "pending", "decide", "end", "sessions", "subscribe", "note"):
+            messages = {op: {"op": op, "session": "s-x", "decision": "allow", "text": "hi"}
+                        for op in ("ping", "status", "pending", "decide", "end", "sessions", "subscribe", "note")}
+            messages["ssh-request"] = {"op": "request", "source": "ssh", "request": {
+                "technician": "Alice", "org": "Acme", "ticket": "1", "reason": "r",
+                "ssh": {"user": "root", "key_fingerprint": "SHA256:x", "key_type": "ssh-ed25519"}}}
+            for name, message in messages.items():
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                     s.settimeout(10)
                     s.connect(str(socket_path))
-                    reply = _exchange(s, json.dumps({"op": op, "id": 1, "session": "s-x", "decision": "allow",
-                                                     "text": "hi"}).encode() + b"\n")
-                results[op] = "ok" if reply["ok"] else reply["code"]
+                    reply = _exchange(s, json.dumps({**message, "id": 1}).encode() + b"\n")
+                results[name] = "ok" if reply["ok"] else reply["code"]
             os.write(write, json.dumps(results).encode())
         finally:
             os._exit(0)
@@ -248,6 +252,6 @@ def test_another_user_may_only_ping_status_request_wait_and_note(agent_factory, 
     assert _as_stranger(shared_home.socket_path) == {
         "ping": "ok", "status": "ok", "note": "not-found",  # allowed through; there is no session s-x
         "pending": "forbidden", "decide": "forbidden", "end": "forbidden", "sessions": "forbidden",
-        "subscribe": "forbidden",
+        "subscribe": "forbidden", "ssh-request": "forbidden",  # only root speaks for an SSH login
     }
     assert agent.call("ping")["pid"] == agent.pid

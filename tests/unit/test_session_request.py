@@ -226,3 +226,23 @@ def test_request_file_round_trip_keeps_ssh_details(keys):
     parsed = parse_request_file(request_file_text(r, None), minimum_duration_s=60)
     assert parsed.request.ssh == {"user": "bob", "key_fingerprint": "SHA256:x", "key_type": "ssh-ed25519"}
     assert parsed.signed_bytes == r.signed_bytes()
+
+
+def test_ssh_login_key_is_verified_by_the_agent_itself(keys):
+    import base64
+
+    from agent.session.request import verify_ssh_login
+    from agent.sshkeys import line_to_blob
+
+    pub = keys["alice"].with_suffix(".pub").read_text().strip()
+    ssh = {"user": "root", "key_fingerprint": "SHA256:x", "key_type": "ssh-ed25519",
+           "key": base64.b64encode(line_to_blob(pub)).decode(), "via_ca": False, "key_id": None}
+    r = SessionRequest.from_fields({**FIELDS, "ssh": ssh}, minimum_duration_s=60)
+    assert r.ssh["key"] == ssh["key"] and "key_id" not in r.ssh
+    trusted = verify_ssh_login(r, TrustStore.parse(f"alice@example.com {pub}"))
+    assert trusted.verified and trusted.detail.endswith(", SSH login as root")
+    assert trusted.detail.startswith("verified: Alice Example (Acme IT), key SHA256:")
+    stranger = verify_ssh_login(r, TrustStore())
+    assert not stranger.verified and stranger.detail.startswith("NOT VERIFIED: The key SHA256:")
+    keyless = verify_ssh_login(replace(r, ssh={k: v for k, v in r.ssh.items() if k != "key"}), TrustStore())
+    assert keyless.detail == "NOT VERIFIED: the SSH login's key was not given."
