@@ -213,3 +213,24 @@ def test_require_verified_refuses_unsigned_requests_with_the_reason(agent, home,
                                   "NOT VERIFIED: the request is not signed.")
     assert_sealed_and_genuine(home, result["id"])
     assert agent.call("pending") == []
+
+
+def test_real_capture_records_what_the_technician_touched(agent_factory, home, tmp_path):
+    agent = agent_factory(capture=True)
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    events = Events(agent.client)
+    sid = _request(agent, "--watch", str(watched))
+    agent.cli("approve", sid)
+    events.wait_for("session-started", lambda d: d["id"] == sid, timeout=60)
+    (watched / "evil.conf").write_text("backdoor=1\n")
+    item = events.wait_for("activity", lambda d: any(i["type"] == "file" for i in d["items"]), timeout=30)
+    assert any(i["type"] == "file" and i["path"].endswith("evil.conf") for i in item["items"])
+    assert agent.cli("end", timeout=120).returncode == 0
+    events.close()
+    kinds = types(home, sid)
+    touched = next(i for i, r in enumerate(records(home, sid))
+                   if r["type"] == "file" and r["data"]["path"].endswith("evil.conf"))
+    assert kinds.index("session-start") < touched < kinds.index("session-end")
+    assert "inventory" in kinds
+    assert_sealed_and_genuine(home, sid, agent, tmp_path)
