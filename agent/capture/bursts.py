@@ -10,22 +10,24 @@ names. A window also has a global budget of individual operations; beyond it
 the busiest folders are coalesced, so the work per window stays bounded.
 
 A file's creation is usually followed by the close of its first write: that
-close is part of the creation, not a separate modification, and is folded into
-it while the creation is still pending here. Every other operation is counted
-exactly once, either as an individual operation or in a burst's counts.
+close is part of the creation, not a separate modification. It is folded into
+the creation while the creation is pending or in a burst; when the creation
+was already written as an individual record, the close still gets a record
+(its hash is the content's final one), marked ``via: "creation-write"`` and not
+counted as an operation of its own. Every other operation is counted exactly
+once, either as an individual operation or in a burst's counts.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 KINDS = ("created", "modified", "deleted", "moved")
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One file operation as the watcher saw it."""
 
@@ -38,7 +40,11 @@ class Op:
 
     @property
     def folder(self) -> bytes:
-        return os.path.dirname(self.path)
+        return self.path.rpartition(b"/")[0] or b"/"
+
+    @property
+    def name(self) -> bytes:
+        return self.path.rpartition(b"/")[2]
 
 
 @dataclass
@@ -53,8 +59,8 @@ class Burst:
     last_active: float = 0.0
 
     def add(self, op: Op) -> None:
-        name = os.path.basename(op.path)
-        if op.op == "modified" and name in self._awaiting_close:
+        name = op.name
+        if op.op == "modified" and (name in self._awaiting_close or op.via == "creation-write"):
             self._awaiting_close.discard(name)  # the creation's own first write
             return
         if op.op == "created" and not op.is_dir and op.via is None:
@@ -79,7 +85,8 @@ class BurstCoalescer:
         self.budget = budget
         self.max_burst_s = max_burst_s
         self._pending: dict[bytes, list[Op]] = defaultdict(list)
-        self._awaiting_close: set[bytes] = set()  # pending individual creations
+        self._awaiting_close: set[bytes] = set()  # creations of this window, before their first close
+        self._created_before: set[bytes] = set()  # the same for the window before
         self._bursts: dict[bytes, Burst] = {}
         self._window_start: float | None = None
         self._seq = 0
@@ -92,6 +99,9 @@ class BurstCoalescer:
         if op.op == "modified" and op.path in self._awaiting_close:
             self._awaiting_close.discard(op.path)
             return
+        if op.op == "modified" and op.path in self._created_before:
+            self._created_before.discard(op.path)
+            op.via = "creation-write"
         if op.op == "created" and not op.is_dir and op.via is None:
             self._awaiting_close.add(op.path)
         self._pending[op.folder].append(op)
@@ -107,7 +117,7 @@ class BurstCoalescer:
     def flush(self, now: float, *, final: bool = False) -> tuple[list[Op], list[Burst]]:
         """Close the current window: the individual operations, and the bursts that ended."""
         pending, self._pending = self._pending, defaultdict(list)
-        self._awaiting_close = set()
+        self._created_before, self._awaiting_close = self._awaiting_close, set()
         self._window_start = None if final else now
         individual: list[Op] = []
         coalesce = {f for f, ops in pending.items() if f in self._bursts or len(ops) >= self.threshold}

@@ -1,0 +1,181 @@
+"""What the technician touched: files, processes and the machine's inventory.
+
+The session manager drives one :class:`Capture` per session::
+
+    cap = Capture(sink, watch_paths, state_dir=path, technician_pids=callable_or_None)
+    cap.prepare()   # before the session is active
+    ...
+    cap.stop()      # returns once every record is emitted
+
+Every record goes through ``sink.emit(type, data)`` (thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from agent.capture.baseline import ContentBaseline, TreeIndex
+from agent.capture.fanotify import make_attributor
+from agent.capture.files import MAX_DIFF_BYTES, FileWatcher, decode_text, looks_like_config
+from agent.capture.hashing import hash_file
+from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
+from agent.capture.paths import path_fields
+from agent.capture.processes import ProcessSampler
+from agent.capture.redact import is_secret_file, is_text_config
+
+__all__ = ["Capture", "default_watch_paths", "system_config_paths"]
+
+
+def _linux_system_paths() -> list[str]:
+    return ["/etc"]
+
+
+def _macos_system_paths() -> list[str]:
+    return ["/etc", "/private/etc", "/Library/LaunchDaemons", "/Library/LaunchAgents", "/Library/Preferences"]
+
+
+def _windows_system_paths() -> list[str]:
+    system_root = os.environ.get("SystemRoot", r"C:\Windows")
+    program_data = os.environ.get("ProgramData", r"C:\ProgramData")
+    return [program_data, rf"{system_root}\System32\drivers\etc", rf"{system_root}\System32\Tasks"]
+
+
+_SYSTEM_PATHS: dict[str, Callable[[], list[str]]] = {
+    "linux": _linux_system_paths,
+    "darwin": _macos_system_paths,
+    "win32": _windows_system_paths,
+}
+
+
+def system_config_paths(platform: str = sys.platform) -> list[str]:
+    """The system configuration folders of ``platform`` (those that exist are watched)."""
+    key = next((k for k in _SYSTEM_PATHS if platform.startswith(k)), "linux")
+    return _SYSTEM_PATHS[key]()
+
+
+def customer_home() -> Path:
+    """The home of the person at the machine: the sudo caller when run through sudo, else ours."""
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user and sys.platform != "win32":
+        import pwd
+
+        try:
+            return Path(pwd.getpwnam(sudo_user).pw_dir)
+        except KeyError:
+            pass
+    return Path.home()
+
+
+def default_watch_paths(platform: str = sys.platform) -> list[str]:
+    """The customer's home and the system configuration folders that exist here."""
+    paths = [str(customer_home()), *system_config_paths(platform)]
+    return [p for p in dict.fromkeys(paths) if os.path.isdir(p)]
+
+
+class Capture:
+    """Files, processes and inventory of one session, recorded through ``sink``."""
+
+    def __init__(
+        self,
+        sink,
+        watch_paths: Iterable[str | os.PathLike],
+        *,
+        state_dir: Path | None = None,
+        technician_pids: Callable[[], Iterable[int]] | None = None,
+        process_interval: float = 0.1,
+        inventory: bool = True,
+        fanotify: bool = True,
+    ):
+        """``state_dir`` is accepted for the session manager's contract; the baseline stays in memory
+        so that no copy of the customer's configuration (and its secrets) is written to disk."""
+        self._sink = sink
+        self.state_dir = state_dir
+        self.roots = _top_roots(watch_paths)
+        self._index = TreeIndex()
+        self._contents = ContentBaseline()
+        self._config_prefixes = tuple(
+            os.fsencode(os.path.realpath(p)).rstrip(b"/") + b"/" for p in system_config_paths()
+        )
+        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval)
+        self._use_inventory = inventory
+        self._use_fanotify = fanotify
+        self._inventory_before: dict | None = None
+        self._attributor = None
+        self._watcher: FileWatcher | None = None
+
+    def prepare(self) -> None:
+        """Baseline, inventory "before", then the watchers and the process sampler."""
+        present = []
+        for root in self.roots:
+            if os.path.isdir(root):
+                present.append(root)
+                self._index.scan(root, on_file=self._remember_start)
+            else:
+                self._sink.emit(
+                    "capture-error",
+                    {"what": "watch-path-missing", **path_fields(root), "error": "The folder to watch does not exist."},
+                )
+        if self._use_inventory:
+            self._inventory_before = take_snapshot()
+            for record in summary_records(self._inventory_before, "before"):
+                self._sink.emit("inventory", record)
+        self._sampler.start()
+        self._attributor, why_not = make_attributor(present, self._sampler, prefer_fanotify=self._use_fanotify)
+        if why_not and self._use_fanotify and os.name == "posix" and os.geteuid() == 0:
+            self._sink.emit(
+                "capture-error",
+                {"what": "attribution", "path": None, "error": f"{why_not} File changes are attributed by guess."},
+            )
+        self._watcher = FileWatcher(
+            self._sink,
+            present,
+            index=self._index,
+            contents=self._contents,
+            config_roots=tuple(p.rstrip(b"/") for p in self._config_prefixes),
+            attributor=self._attributor,
+        )
+        self._watcher.start()
+
+    def stop(self) -> None:
+        """Stop watching and sampling, recheck the baseline, record the inventory's changes."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._sampler.stop()
+        if self._attributor is not None:
+            self._attributor.close()
+        if self._inventory_before is not None:
+            after = take_snapshot()
+            for record in summary_records(after, "after"):
+                self._sink.emit("inventory", record)
+            for change in diff_snapshots(self._inventory_before, after):
+                self._sink.emit("inventory-change", change)
+
+    def _remember_start(self, path: bytes, st: os.stat_result) -> None:
+        """Keep the "before" of configuration and secret files (hash; text only for text config)."""
+        if st.st_size > MAX_DIFF_BYTES:
+            return
+        name = os.fsdecode(path)
+        secret = is_secret_file(name)
+        if not (secret or looks_like_config(path, self.roots, self._config_prefixes)):
+            return
+        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=0 if secret else MAX_DIFF_BYTES)
+        if result.sha256 is None:
+            return
+        text = None
+        if not secret and result.data is not None:
+            if path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
+                text = decode_text(result.data)
+        self._contents.remember_start(path, result.sha256, text)
+
+
+def _top_roots(paths: Iterable[str | os.PathLike]) -> list[bytes]:
+    """Absolute, de-duplicated roots as bytes; a root inside another is watched through it."""
+    roots = sorted({os.fsencode(os.path.abspath(os.fspath(p))).rstrip(b"/") or b"/" for p in paths})
+    tops: list[bytes] = []
+    for root in roots:
+        if not any(root == t or root.startswith(t.rstrip(b"/") + b"/") for t in tops):
+            tops.append(root)
+    return tops

@@ -1,0 +1,563 @@
+"""Watching the session's folders: every file operation becomes a record, or is counted in one.
+
+The pipeline, each stage on its own thread:
+
+1. watchdog's inotify observer, limited to created, deleted, moved and
+   closed-after-write events (DESIGN.md: the unfiltered 4-6 events per write
+   overflow the kernel queue under a burst). The handler only queues events.
+2. The recorder turns events into :class:`~agent.capture.bursts.Op` objects,
+   lets :class:`~agent.capture.bursts.BurstCoalescer` decide which stay
+   individual, and writes ``file`` and ``file-burst`` records: size, SHA-256
+   before and after, a redacted diff for text configuration files, and who
+   wrote the file when known. Large files are hashed on a worker pool.
+3. Overflows of the kernel queue (watchdog logs them) and folders that could
+   not be watched (``max_user_watches``) are answered by rescanning against the
+   :class:`~agent.capture.baseline.TreeIndex`: an ``overflow`` or
+   ``watch-limit`` record says so, and the changes found become records.
+
+At :meth:`FileWatcher.stop`, a last rescan of every root and a recheck of the
+baseline's content make the record exact even where events were missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from agent.capture.baseline import ContentBaseline, Known, TreeIndex
+from agent.capture.bursts import Burst, BurstCoalescer, Op
+from agent.capture.hashing import Hasher, HashResult
+from agent.capture.paths import path_fields
+from agent.capture.redact import is_secret_file, is_text_config, redact_diff
+
+EVENT_FILTER = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+]
+MAX_DIFF_BYTES = 1 << 20
+CONFIG_SUFFIXES = (
+    b".conf", b".cfg", b".cnf", b".ini", b".env", b".yaml", b".yml", b".toml", b".json", b".xml", b".properties",
+    b".service", b".timer", b".socket", b".desktop", b".plist", b".rules", b".repo", b".list", b".sh", b".profile",
+    b".rc", b".config", b".reg", b".ps1",
+)
+CONFIG_NAMES = {b"config", b"authorized_keys", b"known_hosts", b"crontab", b"hosts", b"sudoers", b"environment"}
+BULKY_DOT_DIRS = {b".cache", b".local", b".npm", b".cargo", b".rustup", b".gradle", b".m2", b".mozilla", b".var"}
+UNWATCHED_RESCAN_S = 2.0
+WATCH_AUDIT_S = 2.0
+
+
+class EventSource:
+    """watchdog emitters feeding one queue with ``(event, watch)`` pairs.
+
+    On Linux the inotify emitters put their events straight into our queue:
+    watchdog's observer thread and its de-duplicating queue would add a thread
+    hop and a lock per event, which a burst of 100,000 operations feels. Unpaired
+    moves are reported as moves (in or out of the tree). Elsewhere, the
+    platform's observer with a handler that queues.
+    """
+
+    def __init__(self, events: queue.SimpleQueue):
+        self._events = events
+        self._emitters: list = []
+        try:
+            from watchdog.observers.inotify_c import InotifyFD
+        except ImportError:  # not Linux
+            from watchdog.observers import Observer
+
+            self._inotify = None
+            self._observer = Observer()
+            self._handler = _QueueingHandler(events)
+        else:
+            self._inotify = InotifyFD()
+            self._inotify.start()
+
+    def schedule(self, root: bytes) -> None:
+        """Watch ``root`` recursively; raises OSError when the root itself cannot be watched."""
+        if self._inotify is None:
+            self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)
+            return
+        from watchdog.observers.api import ObservedWatch
+        from watchdog.observers.inotify import InotifyFullEmitter
+
+        watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)
+        emitter = InotifyFullEmitter(self._events, watch, event_filter=EVENT_FILTER, inotify_fd=self._inotify)
+        emitter.start()
+        self._emitters.append(emitter)
+
+    def start(self) -> None:
+        if self._inotify is None:
+            self._observer.start()
+
+    def stop(self) -> None:
+        """Stop every emitter; once this returns, every event read is in the queue."""
+        if self._inotify is None:
+            self._observer.stop()
+            self._observer.join()
+            return
+        for emitter in self._emitters:
+            emitter.stop()
+        for emitter in self._emitters:
+            emitter.join()
+        self._inotify.stop()
+        self._inotify.join()
+
+    def watched_inodes(self) -> set[int] | None:
+        """Inode numbers of the folders inotify watches, from /proc/self/fdinfo.
+
+        watchdog keeps the descriptor private (``InotifyFD._inotify_fd``); None
+        when that layout or /proc is not there, or not on Linux.
+        """
+        fd = getattr(self._inotify, "_inotify_fd", None)
+        if not isinstance(fd, int):
+            return None
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            return None
+        inodes = set()
+        for line in text.splitlines():
+            if line.startswith("inotify wd:"):
+                for part in line.split():
+                    if part.startswith("ino:"):
+                        inodes.add(int(part[4:], 16))
+        return inodes
+
+
+@dataclass(frozen=True)
+class _Overflow:
+    root: bytes
+
+
+_STOP = object()
+
+
+class _QueueingHandler(FileSystemEventHandler):
+    def __init__(self, events: queue.SimpleQueue):
+        self._events = events
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._events.put((event, None))
+
+
+class _OverflowLogHandler(logging.Handler):
+    """watchdog reports an inotify overflow only in its log: turn that line into a rescan request."""
+
+    def __init__(self, roots: set[bytes], events: queue.SimpleQueue):
+        super().__init__(logging.WARNING)
+        self._roots = roots
+        self._events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" not in str(record.msg).lower():
+            return
+        root = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if root in self._roots:
+            self._events.put(_Overflow(root))
+
+
+class FileWatcher:
+    """Records the file operations below ``roots`` through ``sink.emit``."""
+
+    def __init__(
+        self,
+        sink,
+        roots: list[bytes],
+        *,
+        index: TreeIndex,
+        contents: ContentBaseline,
+        config_roots: tuple[bytes, ...] = (b"/etc",),
+        attributor=None,
+        hasher: Hasher | None = None,
+        coalescer: BurstCoalescer | None = None,
+    ):
+        self._sink = sink
+        self.roots = roots
+        self._index = index
+        self._contents = contents
+        self._config_prefixes = tuple(r.rstrip(b"/") + b"/" for r in config_roots)
+        self._attributor = attributor
+        self._hasher = hasher or Hasher()
+        self._coalescer = coalescer or BurstCoalescer()
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._source: EventSource | None = None
+        self._log_handler = _OverflowLogHandler(set(roots), self._events)
+        self._recorder: threading.Thread | None = None
+        self._unwatched: set[bytes] = set()
+        self._reported_unwatched: set[bytes] = set()
+        self._removed_roots: set[bytes] = set()
+        self._dirs_created = False
+        self._stale: set[bytes] = set()  # folders whose burst is recorded but not yet re-indexed
+        self._audit_possible = True
+        self.ops_recorded = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+            logging.getLogger(name).addHandler(self._log_handler)
+        self._source = EventSource(self._events)
+        for root in self.roots:
+            try:
+                self._source.schedule(root)
+            except OSError as exc:
+                self._cannot_watch(root, exc)
+        self._source.start()
+        self._audit_watches()
+        self._recorder = threading.Thread(target=self._record_loop, name="chaperone-files", daemon=True)
+        self._recorder.start()
+
+    def stop(self) -> None:
+        """Stop watching, record what is queued, then rescan every root and recheck the baseline."""
+        if self._source is not None:
+            self._source.stop()
+        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+            logging.getLogger(name).removeHandler(self._log_handler)
+        if self._recorder is not None:
+            self._events.put(_STOP)
+            self._recorder.join()
+        self._catch_up()
+        now = time.monotonic()
+        for root in self.roots:
+            for op in self._index.rescan(root):
+                self._coalescer.add(op, now)
+        self._write(*self._coalescer.flush(now, final=True))
+        self._recheck_contents()
+        self._hasher.close()
+
+    # -- the recorder thread ------------------------------------------------
+
+    def _record_loop(self) -> None:
+        last_unwatched_scan = last_audit = time.monotonic()
+        stopping = False
+        while not stopping:
+            try:
+                items = [self._events.get(timeout=self._coalescer.window / 2)]
+            except queue.Empty:
+                items = []
+            while len(items) < 10_000:
+                try:
+                    items.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            overflowed: set[bytes] = set()
+            for item in items:
+                if item is _STOP:
+                    stopping = True
+                elif isinstance(item, _Overflow):
+                    overflowed.add(item.root)
+                else:
+                    self._take_event(item[0], now)
+            try:
+                if overflowed:
+                    self._answer_overflow(overflowed, now)
+                if stopping or self._coalescer.due(now):
+                    self._write(*self._coalescer.flush(now, final=stopping))
+                if self._unwatched and now - last_unwatched_scan >= UNWATCHED_RESCAN_S:
+                    last_unwatched_scan = now
+                    self._rescan_unwatched(now)
+                if self._stale and not items and self._coalescer.idle:
+                    self._catch_up()
+                if self._dirs_created and now - last_audit >= WATCH_AUDIT_S:
+                    last_audit = now
+                    self._audit_watches()
+            except Exception as exc:  # noqa: BLE001 - the recorder must keep recording
+                self._error("file-recorder", None, f"{type(exc).__name__}: {exc}")
+
+    def _take_event(self, event: FileSystemEvent, now: float) -> None:
+        op = to_op(event)
+        if op is None:
+            return
+        if op.op == "deleted" and op.path in self.roots:
+            self._root_removed(op.path)
+        if op.op in ("created", "moved") and op.is_dir:
+            self._dirs_created = True
+        self._coalescer.add(op, now)
+
+    def _root_removed(self, root: bytes) -> None:
+        if root in self._removed_roots:
+            return
+        self._removed_roots.add(root)
+        self._error("watch-path-removed", root, "The watched folder was removed during the session; watching it stopped.")
+
+    # -- writing records ----------------------------------------------------
+
+    def _write(self, individual: list[Op], bursts: list[Burst]) -> None:
+        for op in individual:
+            self._write_op(op)
+        for burst in bursts:
+            self._write_burst(burst)
+
+    def _write_burst(self, burst: Burst) -> None:
+        data = {
+            **path_fields(burst.folder, "root"),
+            "counts": dict(burst.counts),
+            "paths": len(burst.names),
+            "names_sha256": burst.names_sha256(),
+        }
+        self._sink.emit("file-burst", data)
+        self.ops_recorded += burst.ops
+        self._stale.add(burst.folder)  # the index catches up when the burst is over (_catch_up)
+        if burst.counts["created"] or burst.counts["moved"]:
+            self._dirs_created = True
+
+    def _write_op(self, op: Op, result: HashResult | None = None) -> None:
+        """One ``file`` record; ``result`` is the new content's hash when the caller has it already."""
+        if op.via != "creation-write":
+            self.ops_recorded += 1
+        data: dict = {"op": op.op, **path_fields(op.path)}
+        if op.dest is not None:
+            data.update(path_fields(op.dest, "dest"))
+        if op.via is not None:
+            data["via"] = op.via
+        secret = any(is_secret_file(os.fsdecode(p)) for p in (op.path, op.dest) if p is not None)
+        data["secret"] = secret
+        known = self._contents.last(op.path)
+        data["sha256_before"] = known.sha256 if known else None
+        if op.op == "deleted":
+            data.update(kind="dir" if op.is_dir else "file", size=None, sha256_after=None)
+            if known and known.text is not None and not secret:
+                self._add_diff(data, op.path, known.text, None)
+            self._contents.forget(op.path)
+            self._index.update(op.path, None)
+            self._sink.emit("file", data)
+            return
+        target = op.dest if op.op == "moved" else op.path
+        if op.op == "moved":
+            self._contents.forget(op.path)
+            self._index.update(op.path, None)
+        self._attribute(data, target)
+        try:
+            st = os.lstat(target)
+        except OSError:
+            st = None
+        self._index.update(target, st)
+        if result is None and st is not None and stat.S_ISREG(st.st_mode) and self._hasher.is_large(st.st_size):
+            future = self._hasher.hash_later(target)
+            future.add_done_callback(lambda f: self._finish(data, op, target, known, f.result()))
+            return
+        if result is None:
+            result = self._hasher.hash_now(target, keep_bytes=0 if secret else MAX_DIFF_BYTES)
+        self._finish(data, op, target, known, result)
+
+    def _finish(self, data: dict, op: Op, target: bytes, known: Known | None, result: HashResult) -> None:
+        vanished = result.kind == "missing"
+        data.update(
+            kind=("dir" if op.is_dir else "file") if vanished else result.kind,
+            size=result.size,
+            sha256_after=result.sha256,
+        )
+        if result.error:
+            data["error"] = result.error
+        text = None
+        if result.kind == "file" and not data["secret"] and self._is_config(target, result):
+            text = decode_text(result.data) if result.data is not None else None
+            if text is None:
+                data["diff_omitted"] = "not text" if result.data is not None else f"larger than {MAX_DIFF_BYTES} bytes"
+            else:
+                self._add_diff(data, target, known.text if known else None, text)
+        if vanished:
+            self._contents.forget(target)
+        else:
+            self._contents.remember(target, result.sha256, text)
+        self._sink.emit("file", data)
+
+    def _add_diff(self, data: dict, path: bytes, before: str | None, after: str | None) -> None:
+        try:
+            diff = redact_diff(os.fsdecode(path), before, after)
+        except Exception as exc:  # noqa: BLE001 - a redaction failure must hide the diff, not the record
+            data["diff_omitted"] = f"redaction failed: {type(exc).__name__}"
+            return
+        if diff is None:
+            data["secret"] = True
+        elif diff:
+            data["diff"] = diff
+
+    def _is_config(self, path: bytes, result: HashResult) -> bool:
+        if not looks_like_config(path, self.roots, self._config_prefixes):
+            return False
+        return result.data is None or is_text_config(os.fsdecode(path), result.data[:4096])
+
+    def _attribute(self, data: dict, path: bytes) -> None:
+        if self._attributor is None:
+            return
+        attribution = self._attributor.attribute(path)
+        if attribution is not None:
+            data["attribution"] = attribution
+
+    def _error(self, what: str, path: bytes | None, error: str) -> None:
+        data = {"what": what, "path": None, "error": error}
+        if path is not None:
+            data.update(path_fields(path))
+        self._sink.emit("capture-error", data)
+
+    # -- overflow, watch limits, rechecks -----------------------------------
+
+    def _answer_overflow(self, roots: set[bytes], now: float) -> None:
+        self._write(*self._coalescer.flush(now, final=True))
+        for root in sorted(roots):
+            ops = self._index.rescan(root)
+            self._sink.emit(
+                "overflow",
+                {
+                    **path_fields(root, "root"),
+                    "detail": "The kernel's event queue overflowed; the folder was rescanned.",
+                    "rescanned": True,
+                    "changes": len(ops),
+                },
+            )
+            for op in ops:
+                self._coalescer.add(op, now)
+        self._write(*self._coalescer.flush(now, final=True))
+
+    def _cannot_watch(self, root: bytes, exc: OSError) -> None:
+        if not os.path.isdir(root):
+            self._error("watch-path-missing", root, "The folder to watch does not exist.")
+            return
+        self._unwatched.add(root)
+        self._report_unwatched({root}, str(exc.strerror or exc))
+
+    def _audit_watches(self) -> None:
+        """Find indexed folders that have no inotify watch (watchdog skips them silently)."""
+        self._dirs_created = False
+        watched = self._source.watched_inodes()
+        if watched is None:
+            if self._audit_possible:
+                self._audit_possible = False
+                self._error("watch-audit", None, "Cannot check which folders are watched; watch limits go unnoticed.")
+            return
+        missing = {folder for folder, ino in self._index.folders().items() if ino not in watched}
+        missing -= self._removed_roots
+        new = missing - self._unwatched
+        if new:
+            self._unwatched |= new
+            self._report_unwatched(new, "no watch could be added")
+
+    def _report_unwatched(self, folders: set[bytes], why: str) -> None:
+        limit = _read_int("/proc/sys/fs/inotify/max_user_watches")
+        for top in _topmost(folders - self._reported_unwatched):
+            below = sum(1 for f in folders if f == top or f.startswith(top + b"/"))
+            self._sink.emit(
+                "watch-limit",
+                {
+                    **path_fields(top, "root"),
+                    "detail": (
+                        f"{below} folder(s) here could not be watched ({why}; max_user_watches is {limit}); "
+                        f"they are rescanned every {UNWATCHED_RESCAN_S:g} s instead."
+                    ),
+                    "rescanned": False,
+                    "changes": 0,
+                },
+            )
+        self._reported_unwatched |= folders
+
+    def _catch_up(self) -> None:
+        """Re-index the folders of recorded bursts: their changes are already accounted for."""
+        while self._stale:
+            self._index.rescan(self._stale.pop())
+
+    def _rescan_unwatched(self, now: float) -> None:
+        for top in _topmost(self._unwatched):
+            for op in self._index.rescan(top):
+                self._coalescer.add(op, now)
+            if not os.path.isdir(top):
+                self._unwatched = {f for f in self._unwatched if not (f == top or f.startswith(top + b"/"))}
+
+    def _recheck_contents(self) -> None:
+        """Rehash the baseline's files: catches changes that left size and mtime alone, or were never seen."""
+        for path in self._contents.started_with():
+            known = self._contents.last(path)
+            result = self._hasher.hash_now(path, keep_bytes=MAX_DIFF_BYTES)
+            now_sha = None if result.kind == "missing" else result.sha256
+            if known is not None and now_sha == known.sha256:
+                continue
+            if result.kind == "missing":
+                self._write_op(Op("deleted", path, via="recheck"))
+            else:
+                self._write_op(Op("modified", path, via="recheck"), result)
+
+
+def looks_like_config(path: bytes, roots: list[bytes], config_prefixes: tuple[bytes, ...]) -> bool:
+    """By place and name: below a system configuration folder, a dotfile or dot-folder of a watched
+    root (not the bulky caches), or a configuration-like name or extension."""
+    if path.startswith(config_prefixes):
+        return True
+    name = path.rpartition(b"/")[2]
+    if name in CONFIG_NAMES or name.lower().endswith(CONFIG_SUFFIXES):
+        return True
+    for root in roots:
+        if path.startswith(root.rstrip(b"/") + b"/"):
+            first = path[len(root.rstrip(b"/")) + 1 :].split(b"/", 1)[0]
+            return first.startswith(b".") and first not in BULKY_DOT_DIRS
+    return False
+
+
+def to_op(event: FileSystemEvent) -> Op | None:
+    """The operation a filtered watchdog event stands for (None for events we do not record)."""
+    src = _raw(event.src_path)
+    if isinstance(event, (FileMovedEvent, DirMovedEvent)):
+        dest = _raw(event.dest_path)
+        if not src:
+            return Op("created", dest, event.is_directory, via="move-in")
+        if not dest:
+            return Op("deleted", src, event.is_directory, via="move-out")
+        return Op("moved", src, event.is_directory, dest=dest)
+    if isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
+        return Op("created", src, event.is_directory)
+    if isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
+        return Op("deleted", src, event.is_directory)
+    if isinstance(event, FileClosedEvent):
+        return Op("modified", src, False)
+    return None
+
+
+def _raw(path: bytes | str) -> bytes:
+    return path if isinstance(path, bytes) else os.fsencode(path)
+
+
+def decode_text(data: bytes) -> str | None:
+    """The text of a file's content, or None when it is binary or not UTF-8."""
+    if b"\0" in data[:8192]:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _topmost(folders: set[bytes]) -> list[bytes]:
+    tops: list[bytes] = []
+    for folder in sorted(folders):
+        if not any(folder.startswith(t + b"/") for t in tops):
+            tops.append(folder)
+    return tops
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None

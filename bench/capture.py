@@ -1,0 +1,287 @@
+"""Benchmark: a burst of file creations and modifications, recorded by Chaperone and by inotifywait.
+
+A separate process creates ``--creates`` new files and appends to ``--modifies``
+existing ones in a temporary tree of ``--files`` files. Chaperone's real
+``Capture`` (in a child process of its own, journaling to a real
+``agent.journal.Journal``, else to a plain file: the output says which) and
+``inotifywait -m -r`` record it side by side. Prints one JSON line.
+
+    python bench/capture.py                     # the full run: 200,000 files, 100,000 + 100,000 ops
+    python bench/capture.py --files 20000 --creates 10000 --modifies 10000   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PER_DIR = 1000
+TIMEOUT_S = 300
+
+
+def existing_name(i: int) -> str:
+    return f"d{i // PER_DIR:04d}/f{i:07d}.dat"
+
+
+def new_name(i: int) -> str:
+    return f"d{i // PER_DIR:04d}/n{i:07d}.dat"
+
+
+def make_tree(root: Path, files: int) -> None:
+    for d in range((files + PER_DIR - 1) // PER_DIR):
+        (root / f"d{d:04d}").mkdir()
+    for i in range(files):
+        with open(root / existing_name(i), "wb") as f:
+            f.write(b"x")
+
+
+# -- the generator (its own process) -------------------------------------------------
+
+
+def generate(root: str, creates: int, modifies: int) -> None:
+    """Print the time of the first operation, then create and append as fast as possible."""
+    print(json.dumps({"first_op": time.time()}), flush=True)
+    for i in range(creates):
+        with open(os.path.join(root, new_name(i)), "wb") as f:
+            f.write(b"new")
+    for i in range(modifies):
+        with open(os.path.join(root, existing_name(i)), "ab") as f:
+            f.write(b"more")
+    print(json.dumps({"last_op": time.time()}), flush=True)
+
+
+# -- Chaperone (its own process) -------------------------------------------------------
+
+
+class CountingSink:
+    """Journals each record, then counts the operations it accounts for."""
+
+    def __init__(self, write, expected: dict[str, int]):
+        self._write = write
+        self._lock = threading.Lock()
+        self.counts = dict.fromkeys(("created", "modified", "deleted", "moved"), 0)
+        self.other: dict[str, int] = {}
+        self._expected = expected
+        self.done_at: float | None = None
+        self.done = threading.Event()
+
+    def emit(self, type: str, data: dict) -> None:
+        self._write(type, data)
+        with self._lock:
+            if type == "file":
+                if data.get("via") != "creation-write":  # part of a creation already counted
+                    self.counts[data["op"]] += 1
+            elif type == "file-burst":
+                for kind, n in data["counts"].items():
+                    self.counts[kind] += n
+            else:
+                self.other[type] = self.other.get(type, 0) + 1
+            if self.done_at is None and all(self.counts[k] >= n for k, n in self._expected.items()):
+                self.done_at = time.time()
+                self.done.set()
+
+
+def open_journal(workdir: Path):
+    """A real Journal when agent.journal has one, else a canonical-JSON file; returns (write, close, name)."""
+    try:
+        from agent.devicekey import DeviceKey
+        from agent.home import Home
+        from agent.journal import Journal
+    except ImportError:
+        from agent.canonical import dumps
+
+        fd = os.open(workdir / "records.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        lock = threading.Lock()
+
+        def write(type, data):
+            line = (dumps({"type": type, "data": data}) + "\n").encode()
+            with lock:
+                os.write(fd, line)
+
+        return write, lambda: os.close(fd), "file"
+    home = Home(workdir / "home")
+    DeviceKey.init(home)
+    journal = Journal.create(workdir / "session.jsonl", "bench", DeviceKey.load(home))
+    return (lambda type, data: journal.append(type, data)), journal.close, "journal"
+
+
+def run_chaperone(root: str, workdir: str, creates: int, modifies: int, fanotify: bool) -> None:
+    from agent.capture import Capture
+
+    write, close, sink_kind = open_journal(Path(workdir))
+    sink = CountingSink(write, {"created": creates, "modified": modifies})
+    cap = Capture(sink, [root], state_dir=Path(workdir), inventory=False, fanotify=fanotify)
+    start = time.perf_counter()
+    cap.prepare()
+    print(json.dumps({"ready": True, "setup_s": time.perf_counter() - start, "sink": sink_kind}), flush=True)
+    sys.stdin.readline()  # the parent says: the burst is over (or timed out)
+    sink.done.wait(timeout=5)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "done_at": sink.done_at,
+        "counts": dict(sink.counts),
+        "other": dict(sink.other),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+    cap.stop()
+    close()
+    print(json.dumps(result), flush=True)
+
+
+# -- inotifywait ----------------------------------------------------------------------
+
+
+class InotifywaitCounter:
+    """Counts creations of new files and close-after-writes of existing ones in inotifywait's output."""
+
+    def __init__(self, out_path: Path, creates: int, modifies: int):
+        self._path = out_path
+        self._expected = (creates, modifies)
+        self.created = self.modified = 0
+        self.overflows = 0
+        self.done_at: float | None = None
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> bool:
+        with open(self._path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            events, _, name = line.partition(b" ")
+            base = os.path.basename(name)
+            if b"Q_OVERFLOW" in events:
+                self.overflows += 1
+            elif base.startswith(b"n") and b"CREATE" in events.split(b","):
+                self.created += 1
+            elif base.startswith(b"f") and b"CLOSE_WRITE" in events.split(b","):
+                self.modified += 1
+        if self.done_at is None and self.created >= self._expected[0] and self.modified >= self._expected[1]:
+            self.done_at = time.time()
+        return self.done_at is not None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=200_000, help="files in the tree before the burst")
+    parser.add_argument("--creates", type=int, default=100_000)
+    parser.add_argument("--modifies", type=int, default=100_000)
+    parser.add_argument("--no-fanotify", action="store_true", help="attribute by guess even as root")
+    parser.add_argument("--role", choices=["bench", "generator", "chaperone"], default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "generator":
+        generate(args.root, args.creates, args.modifies)
+        return
+    if args.role == "chaperone":
+        run_chaperone(args.root, args.workdir, args.creates, args.modifies, not args.no_fanotify)
+        return
+    if args.modifies > args.files:
+        parser.error("--modifies cannot exceed --files")
+    if shutil.which("inotifywait") is None:
+        sys.exit("inotifywait is missing (apt-get install inotify-tools).")
+    print(json.dumps(bench(args.files, args.creates, args.modifies, fanotify=not args.no_fanotify)))
+
+
+def bench(files: int, creates: int, modifies: int, *, fanotify: bool) -> dict:
+    import psutil
+
+    tmp = Path(tempfile.mkdtemp(prefix="chaperone-bench-"))
+    root, workdir = tmp / "tree", tmp / "work"
+    root.mkdir()
+    workdir.mkdir()
+    me = [sys.executable, str(Path(__file__).resolve()), "--creates", str(creates), "--modifies", str(modifies),
+          "--root", str(root), "--workdir", str(workdir)] + (["--no-fanotify"] if not fanotify else [])
+    try:
+        make_tree(root, files)
+        out_path = tmp / "inotifywait.out"
+        start = time.perf_counter()
+        with open(out_path, "wb") as out:
+            inw = subprocess.Popen(
+                ["inotifywait", "-m", "-r", "-e", "create,close_write,delete,move", "--format", "%e %w%f", str(root)],
+                stdout=out, stderr=subprocess.PIPE,
+            )
+        inw_setup = _wait_for_watches(inw, start)
+        chap = subprocess.Popen([*me, "--role", "chaperone"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = json.loads(chap.stdout.readline())
+        counter = InotifywaitCounter(out_path, creates, modifies)
+        gen = subprocess.Popen([*me, "--role", "generator"], stdout=subprocess.PIPE, text=True)
+        first_op = json.loads(gen.stdout.readline())["first_op"]
+        last_op = json.loads(gen.stdout.readline())["last_op"]
+        gen.wait()
+        deadline = time.time() + TIMEOUT_S
+        while not counter.poll() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(3.0)  # Chaperone's last bursts close after a quiet window; give it the same grace
+        counter.poll()
+        inw_cpu = sum(psutil.Process(inw.pid).cpu_times()[:2])
+        inw.terminate()
+        inw.wait()
+        chap.stdin.write("stop\n")
+        chap.stdin.flush()
+        result = json.loads(chap.stdout.readline())
+        chap.wait()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    counts = result["counts"]
+    lost = max(0, creates - counts["created"]) + max(0, modifies - counts["modified"])
+    inw_lost = max(0, creates - counter.created) + max(0, modifies - counter.modified)
+    return {
+        "ops": creates + modifies,
+        "recorded_ops": sum(counts.values()),
+        "lost_ops": lost,
+        "inotifywait_lost_ops": inw_lost,
+        "chaperone_done_s": round(result["done_at"] - first_op, 3) if result["done_at"] else None,
+        "inotifywait_done_s": round(counter.done_at - first_op, 3) if counter.done_at else None,
+        "generator_s": round(last_op - first_op, 3),
+        "chaperone_cpu_s": round(result["cpu_s"], 2),
+        "inotifywait_cpu_s": round(inw_cpu, 2),
+        "peak_rss_mb": round(result["peak_rss_mb"], 1),
+        "setup_s": round(ready["setup_s"], 2),
+        "inotifywait_setup_s": round(inw_setup, 2),
+        "tree_files": files,
+        "sink": ready["sink"],
+        "fanotify": fanotify,
+        "other_records": result["other"],
+        "inotifywait_overflows": counter.overflows,
+        "max_user_watches": _read_int("/proc/sys/fs/inotify/max_user_watches"),
+        "max_queued_events": _read_int("/proc/sys/fs/inotify/max_queued_events"),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _wait_for_watches(proc: subprocess.Popen, start: float) -> float:
+    """inotifywait says "Watches established." on stderr once it watches the whole tree."""
+    for line in proc.stderr:
+        if b"Watches established" in line:
+            return time.perf_counter() - start
+    raise SystemExit("inotifywait stopped before watching the tree.")
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+if __name__ == "__main__":
+    main()
