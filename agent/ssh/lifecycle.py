@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 import psutil
 
@@ -60,8 +61,10 @@ def technician_pids(session: dict) -> set[int]:
 
 
 def _describe(proc: psutil.Process) -> dict:
+    """A connection for the journal (which takes no floats: the start time is RFC 3339)."""
     try:
-        return {"pid": proc.pid, "started": proc.create_time(), "user": proc.username(), "process": proc.name()}
+        started = datetime.fromtimestamp(proc.create_time(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"pid": proc.pid, "started": started, "user": proc.username(), "process": proc.name()}
     except psutil.Error:
         return {"pid": proc.pid}
 

@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+from agent.canonical import check_canonical
 from agent.ssh import lifecycle
 from agent.ssh.state import LoginRecord, LoginState, ProcessRef
 
@@ -53,6 +54,14 @@ def session(home, session_id="s-1"):
             "ssh": {"user": "root", "key_fingerprint": "SHA256:k", "key_type": "ssh-ed25519"}}
 
 
+class Journaled(list):
+    """An emit() that, like the journal, takes only canonical JSON data."""
+
+    def __call__(self, type: str, data: dict) -> None:
+        check_canonical(data)
+        self.append((type, data))
+
+
 def gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -84,8 +93,8 @@ def test_unknown_session_has_no_pids(home):
 def test_session_end_ends_the_connections(home, logins):
     login, child = logins()
     remember(home, "s-1", login.pid)
-    records = []
-    lifecycle.on_session_ended(session(home), {}, lambda t, d: records.append((t, d)))
+    records = Journaled()
+    lifecycle.on_session_ended(session(home), {}, records)
     login.wait(10)
     assert gone(login.pid) and gone(child)
     ((kind, data),) = records
@@ -100,8 +109,8 @@ def test_processes_ignoring_sigterm_are_killed(home, logins, monkeypatch):
     monkeypatch.setattr(lifecycle, "TERMINATE_WAIT_S", 0.5)
     login, _ = logins(STUBBORN)
     remember(home, "s-1", login.pid)
-    records = []
-    lifecycle.on_session_ended(session(home), {}, lambda t, d: records.append((t, d)))
+    records = Journaled()
+    lifecycle.on_session_ended(session(home), {}, records)
     login.wait(10)  # (psutil reaps our own child, so its exit status is not kept)
     assert gone(login.pid)  # it ignores SIGTERM: only the SIGKILL that follows ends it
     assert records[0][1]["action"] == "ended" and records[0][1]["survivors"] == []
@@ -110,9 +119,9 @@ def test_processes_ignoring_sigterm_are_killed(home, logins, monkeypatch):
 def test_warn_leaves_them_and_raises_an_alarm(home, logins):
     login, child = logins()
     remember(home, "s-1", login.pid)
-    records = []
+    records = Journaled()
     lifecycle.on_session_ended(session(home), {"ssh": {"on_session_end": "warn"}},
-                               lambda t, d: records.append((t, d)))
+                               records)
     assert not gone(login.pid) and not gone(child)
     assert [t for t, _ in records] == ["ssh-connections", "alarm"]
     assert records[0][1]["action"] == "warned"
@@ -120,8 +129,8 @@ def test_warn_leaves_them_and_raises_an_alarm(home, logins):
 
 
 def test_no_live_connection_is_recorded_as_such(home):
-    records = []
-    lifecycle.on_session_ended(session(home), {}, lambda t, d: records.append((t, d)))
+    records = Journaled()
+    lifecycle.on_session_ended(session(home), {}, records)
     assert records == [("ssh-connections", {"action": "none", "user": "root", "connections": [],
                                             "detail": "No SSH connection of the technician was open."})]
 
@@ -129,8 +138,8 @@ def test_no_live_connection_is_recorded_as_such(home):
 def test_a_bad_setting_falls_back_to_ending(home, logins):
     login, _ = logins()
     remember(home, "s-1", login.pid)
-    records = []
+    records = Journaled()
     lifecycle.on_session_ended(session(home), {"ssh": {"on_session_end": "shrug"}},
-                               lambda t, d: records.append((t, d)))
+                               records)
     login.wait(10)
     assert records[0][1]["action"] == "ended"
