@@ -366,7 +366,7 @@ class FileWatcher:
     def _finish(self, data: dict, op: Op, target: bytes, known: Known | None, result: HashResult) -> None:
         vanished = result.kind == "missing"
         data.update(
-            kind=("dir" if op.is_dir else "file") if vanished else result.kind,
+            kind=("dir" if op.is_dir else "file") if result.kind in ("missing", "unknown") else result.kind,
             size=result.size,
             sha256_after=result.sha256,
         )

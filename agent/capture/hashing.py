@@ -23,7 +23,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEX
 
 @dataclass(frozen=True)
 class HashResult:
-    kind: str  # file / dir / symlink / special / missing
+    kind: str  # file / dir / symlink / special; "missing" when gone, "unknown" when even lstat failed
     size: int | None = None
     sha256: str | None = None
     error: str | None = None
@@ -52,7 +52,7 @@ def hash_file(path: bytes | str, *, max_bytes: int | None = None, keep_bytes: in
     except FileNotFoundError:
         return HashResult("missing", error="vanished before it could be read")
     except OSError as exc:
-        return HashResult("missing", error=_describe(exc))
+        return HashResult("unknown", error=_describe(exc))
     kind = kind_of(st.st_mode)
     if kind == "symlink":
         return _symlink_result(path, st)
