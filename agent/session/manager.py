@@ -51,6 +51,7 @@ log = logging.getLogger("chaperone.session")
 
 WARNING_LEAD_S = 300
 MAX_PENDING = 16
+STOP_GRACE_S = 30.0
 MAX_NOTE_CHARS = 4000
 ACTIVITY_INTERVAL = 0.1
 ACTIVITY_BATCH_CAP = 200
@@ -248,6 +249,8 @@ class SessionManager:
             raise ProtocolError("unavailable", str(exc)) from None
         if not request.watch:
             request = replace(request, watch=tuple(default_watch_paths()))
+        if source != "ssh" and request.ssh is not None:
+            request = replace(request, ssh=None)  # only ssh-authorize speaks for an SSH login
         flags = request.text_flags() + watch_flags(request.watch)
         if source == "file" and not verification.verified:
             flags.append("the request file's signer is not trusted")
@@ -335,6 +338,8 @@ class SessionManager:
             raise ProtocolError("bad-request", "The decision must be \"allow\" or \"deny\".")
         if how not in ("click", "terminal"):
             raise ProtocolError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
+        if self._stopping:
+            raise ProtocolError("unavailable", "The agent is stopping; decide when it is back.")
         session = self._decidable(sid)
         if decision == "deny":
             await self._refuse(session, State.REFUSED, how, peer.who(), "The customer refused.")
@@ -605,8 +610,9 @@ class SessionManager:
                 await self.finish(session, "agent-stopped", None)
             elif session.finishing is not None:
                 await asyncio.shield(session.finishing)
-        for task in list(self._tasks):
-            if not task.done():
+        if self._tasks:  # expiries and endings already under way: let them seal
+            _, late = await asyncio.wait(list(self._tasks), timeout=STOP_GRACE_S)
+            for task in late:
                 task.cancel()
 
 
