@@ -162,11 +162,12 @@ class _Verifier:
             type_ = None
             if expect is not None:
                 start = line.rfind(find_tail)
-                if (start > 9 and line.startswith(expect, start) and line[start - 1] == 0x7D
-                        and line.startswith(b'{"data":{') and line.endswith(b'","v":1}\n')):
+                if start > 9 and line.startswith(expect, start):
                     at = start + len(expect) + 27  # 27: the length of a ts
-                    if line[at:at + 10] == b'","type":"' and line[at + 10:-9] in plain_types:
-                        type_ = line[at + 10:-9]
+                    type_ = line[at + 10:-9]
+                    if not (type_ in plain_types and line[at:at + 10] == b'","type":"' and line[start - 1] == 0x7D
+                            and line.endswith(b'","v":1}\n') and line.startswith(b'{"data":{')):
+                        type_ = None
             if type_ is None or type_ in _SIGNED_TYPES_BYTES:
                 self.lineno, self.records = lineno, expected
                 type_ = self._slow_envelope(line, expected, head)

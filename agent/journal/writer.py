@@ -140,14 +140,15 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
-             checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
+    def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None,
+             sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
         """Reopen a journal after a stop or a crash.
 
         A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
         (kept), the file is cut to its last good record, and a ``recovery``
-        record followed by a checkpoint is appended. ``journal.recovered``
-        holds the recovery record's data.
+        record followed by a checkpoint is appended. ``recovery`` adds fields
+        to that record (e.g. ``resumed``). ``journal.recovered`` holds the
+        recovery record's data.
         """
         path = Path(path)
         fd = cls._open_fd(path, 0)
@@ -168,7 +169,8 @@ class Journal:
                     "principal": device_key.principal,
                     "software": f"chaperone {__version__}",
                 })
-            recovered = {"set_aside": set_aside, "last_seq": scan.last_seq, "last_ts": scan.last_ts}
+            recovered = {**(recovery or {}), "set_aside": set_aside, "last_seq": scan.last_seq,
+                         "last_ts": scan.last_ts}
             journal.append("recovery", recovered)
             journal.checkpoint()
             journal.recovered = recovered

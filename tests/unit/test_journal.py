@@ -246,9 +246,10 @@ def test_reopen_of_a_cleanly_closed_journal_records_the_gap(jpath, device_key):
     with Journal.create(jpath, "s-1", device_key) as j:
         j.append("note", {"author": "t", "text": "before"})
     last_ts = records_of(jpath)[-1]["ts"]
-    with Journal.open(jpath, "s-1", device_key) as j:
-        assert j.recovered == {"set_aside": None, "last_seq": 2, "last_ts": last_ts}
+    with Journal.open(jpath, "s-1", device_key, recovery={"resumed": False}) as j:
+        assert j.recovered == {"set_aside": None, "last_seq": 2, "last_ts": last_ts, "resumed": False}
         j.seal()
+    assert records_of(jpath)[3]["data"] == j.recovered
     assert not list(jpath.parent.glob("*.torn-*"))
     assert verify_journal(jpath).ok
 
