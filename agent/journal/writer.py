@@ -335,7 +335,9 @@ class Journal:
                 elif self._unsynced:
                     self._sync()
             except JournalError:
-                return  # recorded in _failure (or the journal is sealed/closed); appends report it
+                # A full disk or a failed sync: the writer's next append reports
+                # it; keep trying, so syncs and checkpoints resume with space.
+                continue
 
     # --- closing ----------------------------------------------------------------
     def close(self) -> None:

@@ -206,6 +206,24 @@ def test_full_disk_keeps_the_journal_valid_and_says_so(tiny_tmpfs, device_key):
     assert verify_journal(path).ok
 
 
+def test_writing_resumes_when_space_comes_back(tiny_tmpfs, device_key):
+    path = tiny_tmpfs / "s" / "session.jsonl"
+    filler = {**FILE_DATA, "diff": "x" * 3000}
+    with Journal.create(path, "s-1", device_key, checkpoint_interval=0.05, sync_interval=0.01) as j:
+        with pytest.raises(JournalError, match="disk is full"):
+            for _ in range(1000):
+                j.append("file", filler)
+        subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_tmpfs)], check=True)
+        before = sum(r["type"] == "checkpoint" for r in records_of(path))
+        deadline = time.monotonic() + 10
+        while sum(r["type"] == "checkpoint" for r in records_of(path)) == before and time.monotonic() < deadline:
+            j.append("note", {"author": "t", "text": "space again"})
+            time.sleep(0.02)
+        assert sum(r["type"] == "checkpoint" for r in records_of(path)) > before  # the background thread lives
+        j.seal()
+    assert verify_journal(path).ok
+
+
 def test_reopen_sets_a_torn_tail_aside_and_recovers(jpath, device_key):
     with Journal.create(jpath, "s-1", device_key) as j:
         for i in range(5):
