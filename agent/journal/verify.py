@@ -67,10 +67,11 @@ class JournalCheck:
 
 
 class _Bad(Exception):
-    def __init__(self, reason: str, readable: bool = True):
+    def __init__(self, reason: str, readable: bool = True, seq: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.readable = readable
+        self.seq = seq  # the bad line's own seq, when it differs from the expected one
 
 
 def verify_journal(source: str | os.PathLike | BinaryIO, key_blob: bytes | None = None, *,
@@ -111,6 +112,8 @@ class _Verifier:
         try:
             self._walk(stream)
         except _Bad as bad:
+            if bad.seq is not None:
+                return self._result(False, bad.reason, bad.readable, at=(self.lineno, bad.seq))
             return self._result(False, bad.reason, bad.readable, at_line=True)
         except OSError as exc:  # e.g. a zip member whose data is damaged
             return self._result(False, f"Cannot read {self.name}: {exc}.", False)
@@ -205,7 +208,7 @@ class _Verifier:
             raise _Bad(f"{self._where()} is not a journal record: {exc}.") from None
         if record["seq"] != expected:
             raise _Bad(f"{self._where(record['seq'])} is out of order, seq {expected} was expected there: "
-                       "a record was removed, inserted, duplicated or moved.")
+                       "a record was removed, inserted, duplicated or moved.", seq=record["seq"])
         if record["prev"].encode("ascii") != head:
             raise _Bad(f"{self._where()} does not chain to the line before it (its prev hash differs): "
                        "a record was changed, removed or inserted.")

@@ -71,8 +71,8 @@ def _encode_data(data: dict) -> str:
     return body if "\\u" not in body else "".join(_encode_c(data, 0))
 
 
-def _error_sentence(path: Path, exc: OSError) -> str:
-    why = {
+def _why(exc: OSError) -> str:
+    return {
         errno.ENOSPC: "the disk is full",
         errno.EDQUOT: "the disk quota is exhausted",
         errno.EFBIG: "the file is too large for this system",
@@ -80,8 +80,11 @@ def _error_sentence(path: Path, exc: OSError) -> str:
         errno.EIO: "an input/output error occurred",
         errno.EACCES: "permission was denied",
         errno.EPERM: "permission was denied",
-    }.get(exc.errno, exc.strerror or str(exc))
-    return (f"Cannot write the journal {path}: {why}; it is kept valid up to its last good record, "
+    }.get(exc.errno, (exc.strerror or str(exc)).lower())
+
+
+def _write_error(path: Path, exc: OSError) -> str:
+    return (f"Cannot write the journal {path}: {_why(exc)}; it is kept valid up to its last good record, "
             "so free space or fix the disk and try again.")
 
 
@@ -189,7 +192,7 @@ class Journal:
         except FileNotFoundError:
             raise JournalError(f"There is no journal at {path}.") from None
         except OSError as exc:
-            raise JournalError(_error_sentence(path, exc).split(";")[0] + ".") from None
+            raise JournalError(f"Cannot write the journal {path}: {_why(exc)}.") from None
 
     @staticmethod
     def _set_aside(path: Path, fd: int, good_size: int) -> dict:
@@ -213,7 +216,7 @@ class Journal:
             os.ftruncate(fd, good_size)
             os.fsync(fd)
         except OSError as exc:
-            raise JournalError(_error_sentence(path, exc)) from None
+            raise JournalError(f"Cannot set aside the torn end of the journal {path}: {_why(exc)}.") from None
         return {"file": torn.name, "bytes": size, "sha256": digest.hexdigest()}
 
     # --- state ----------------------------------------------------------------
@@ -294,7 +297,7 @@ class Journal:
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as exc:
             self._cut_back()
-            raise JournalError(_error_sentence(self.path, exc)) from None
+            raise JournalError(_write_error(self.path, exc)) from None
         self._head = sha256(line).hexdigest()
         self._seq = seq + 1
         self._size += len(line)
@@ -320,7 +323,7 @@ class Journal:
             self._unsynced = False
             os.fsync(self._fd)
         except OSError as exc:
-            self._failure = JournalError(_error_sentence(self.path, exc))
+            self._failure = JournalError(_write_error(self.path, exc))
             self._blocked = True
             raise self._failure from None
 

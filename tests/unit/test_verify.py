@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import warnings
 import zipfile
@@ -186,6 +187,20 @@ def test_records_after_the_seal_are_unsealed(tmp_path, device_key):
     check = verify_journal(path)
     assert not check.ok and check.unsealed == 1 and (check.line, check.seq) == (4, 3)
     assert "comes after the seal on line 3: records after a seal are unsealed" in check.reason
+
+
+def test_the_first_bad_record_is_named_by_line_and_seq(bundle):
+    lines = journal_lines(bundle)
+    swapped = lines[:4] + [lines[5], lines[4]] + lines[6:]
+    check = verify_journal(io.BytesIO(b"".join(swapped)))
+    assert (check.line, check.seq) == (5, 5) and not check.ok
+    assert check.reason == ("session.jsonl line 5 (seq 5) is out of order, seq 4 was expected there: "
+                            "a record was removed, inserted, duplicated or moved.")
+    dropped = lines[:4] + lines[5:]
+    check = verify_journal(io.BytesIO(b"".join(dropped)))
+    assert (check.line, check.seq) == (5, 5) and "seq 4 was expected" in check.reason
+    check = verify_journal(io.BytesIO(b"".join(lines[:-1]) + lines[-1][:-5]))
+    assert check.line == len(lines) and "is cut short: the journal was truncated" in check.reason
 
 
 def _zip_with(tmp_path, entries) -> str:
