@@ -10,11 +10,11 @@ names. A window also has a global budget of individual operations; beyond it
 the busiest folders are coalesced, so the work per window stays bounded.
 
 A file's creation is usually followed by the close of its first write: that
-close is part of the creation, not a separate modification. It is folded into
-the creation while the creation is pending or in a burst; when the creation
-was already written as an individual record, the close still gets a record
-(its hash is the content's final one), marked ``via: "creation-write"`` and not
-counted as an operation of its own. Every other operation is counted exactly
+close is part of the creation, not a separate modification. Within the same
+window it is folded into the creation; in the next window it is marked
+``via: "creation-write"``: a burst does not count it, and an individual record
+of it is written (its hash is the content's final one) but not counted as an
+operation of its own. Every other operation is counted exactly
 once, either as an individual operation or in a burst's counts.
 """
 
@@ -55,18 +55,13 @@ class Burst:
     started: float
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     names: set[bytes] = field(default_factory=set)
-    _awaiting_close: set[bytes] = field(default_factory=set)
     last_active: float = 0.0
 
     def add(self, op: Op) -> None:
-        name = op.name
-        if op.op == "modified" and (name in self._awaiting_close or op.via == "creation-write"):
-            self._awaiting_close.discard(name)  # the creation's own first write
+        if op.via == "creation-write":  # the creation's own first write, counted with it
             return
-        if op.op == "created" and not op.is_dir and op.via is None:
-            self._awaiting_close.add(name)
         self.counts[op.op] += 1
-        self.names.add(name)
+        self.names.add(op.name)
 
     @property
     def ops(self) -> int:
