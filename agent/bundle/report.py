@@ -163,7 +163,9 @@ def _sort_into(sections: dict[str, list[str]], record: dict) -> None:
         where = d.get("path", "") + (f" -> {d['dest']}" if d.get("dest") else "")
         diff = d.get("diff")
         diff_cell = f"<pre>{_safe_lines(diff)}</pre>" if isinstance(diff, str) and diff else _safe(d.get("diff_omitted") or d.get("error"))
-        cells = "".join(f"<td>{_safe(c)}</td>" for c in [ts, d.get("op"), where, d.get("size"), d.get("sha256_after"), by])
+        digest = d.get("sha256_after")
+        short = f"{digest[:12]}…" if isinstance(digest, str) and len(digest) > 12 else digest  # the journal has it whole
+        cells = "".join(f"<td>{_safe(c)}</td>" for c in [ts, d.get("op"), where, d.get("size"), short, by])
         sections["files"].append(f"<tr>{cells}<td>{diff_cell}</td></tr>")
     elif kind in _FILE_TYPES:
         sections["files"].append(_row([ts, kind, d.get("root"), "", "", "", _summary(record)]))
