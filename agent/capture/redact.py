@@ -34,6 +34,7 @@ from pathlib import PurePath, PurePosixPath, PureWindowsPath
 
 MARKER_RE = re.compile(r"\[redacted: sha256 [0-9a-f]{8}\]")
 MAX_LINE = 100_000  # longer lines are hidden whole rather than scanned
+MAX_ARGS = 256  # words of a shell line read as one command's arguments
 
 Span = tuple[int, int]
 
@@ -104,6 +105,7 @@ _HARMLESS_VALUE = re.compile(
     r"|\$\{[A-Za-z_]\w*\}"                       # ${VAR}
     r"|\{\{\s*[\w.]+\s*\}\}"                     # {{ var }}
     r"|[|>][-+]?\d?|[|>]\d[-+]"                  # a YAML block indicator
+    r"|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?"  # a switch, not a secret
     r"|" + MARKER_RE.pattern
 )
 
@@ -137,6 +139,7 @@ _STMT = re.compile(
 )
 _KEY = re.compile(r"(?<![\w.$@-])-{0,2}[A-Za-z_][\w.-]*")
 _EMBEDDED_END = re.compile(r"""[\s;&,)}\]>"'<|]""")
+_CALL_ARGUMENT = re.compile(r"[ \t]*,[ \t]*(?=[\"'])")
 _TRAILER = re.compile(r"[ \t]*[,;]?[ \t]*(?:(?:#|//).*)?$")
 _DIRECTIVE_TAIL = re.compile(r"[ \t]*(?:#.*)?$")
 _AUTH_SCHEME = re.compile(
@@ -171,6 +174,8 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
         dashed = token.startswith("-")
         if not name or not is_secret_key(name) or _segments(name)[-1] == "authorization":
             continue
+        if line.endswith("://", 0, start):
+            continue  # a URL's user name; the URL rule judges it
         quoted_key = start > 0 and line[start - 1] in "\"'" and pos < n and line[pos] == line[start - 1]
         if quoted_key:
             pos += 1
@@ -178,7 +183,10 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
         p = pos
         while p < n and line[p] in " \t":
             p += 1
-        if line.startswith(("=>", ":="), p):
+        call = _CALL_ARGUMENT.match(line, pos) if quoted_key else None
+        if call:  # define('DB_PASSWORD', 'value'), config.set("token", "value")
+            p, sep_is_space = call.end(), False
+        elif line.startswith(("=>", ":="), p):
             p, sep_is_space = p + 2, False
         elif p < n and line[p] in "=:" and not line.startswith("://", p):
             p, sep_is_space = p + 1, False
@@ -208,7 +216,7 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
                 opened = opened or _Open("quote", c)
             elif at_stmt and not _TRAILER.match(line, end + 1):
                 spans.append((p, len(line.rstrip())))
-            else:
+            elif not _harmless(line[p + 1 : end]):
                 spans.append((p + 1, end))
             continue
         if sep_is_space and not (dashed or at_stmt):
@@ -232,13 +240,22 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
 
 _AUTH_HEADER = re.compile(
     r"(?i)\b(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?"
-    r"((?:basic|bearer|digest|token|negotiate|ntlm|aws4-hmac-sha256|sharedkey|ssws|apikey|key)[ \t]+)?"
-    r"([^\"'\r\n]*[^\s\"'])"
+    r"(?:(?:basic|bearer|digest|token|negotiate|ntlm|aws4-hmac-sha256|sharedkey|ssws|apikey|key)[ \t]+)?"
 )
 
 
 def _auth_header_spans(line: str) -> list[Span]:
-    return [(m.start(2), m.end(2)) for m in _AUTH_HEADER.finditer(line)]
+    """Credentials of Authorization headers; the scheme (Basic, Bearer…) stays readable."""
+    spans = []
+    for m in _AUTH_HEADER.finditer(line):
+        before = line[m.start() - 1] if m.start() > 0 else ""
+        if before in ("'", '"'):  # inside a quoted argument: up to its closing quote
+            end = line.find(before, m.end())
+            end = len(line) if end < 0 else end
+        else:
+            end = len(line.rstrip())
+        spans.append((m.end(), end))
+    return spans
 
 
 # Known token formats: (what, regex); group 1 is the secret when present.
@@ -276,7 +293,7 @@ TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("Terraform Cloud token", r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_-]{40,}"),
         ("Databricks token", r"\bdapi[0-9a-f]{32}\b"),
         ("New Relic key", r"\bNRAK-[A-Z0-9]{27}\b"),
-        ("Telegram bot token", r"\b\d{8,10}:AA[A-Za-z0-9_-]{33}\b"),
+        ("Telegram bot token", r"(?<!\d)\d{8,10}:AA[A-Za-z0-9_-]{33}\b"),
         ("Square token", r"\bsq0(?:atp|csp)-[0-9A-Za-z_-]{22,}"),
         ("Linear key", r"\blin_api_[A-Za-z0-9]{40}\b"),
         ("Grafana token", r"\bgl(?:c|sa)_[A-Za-z0-9+/_=-]{32,}"),
@@ -323,15 +340,26 @@ def _high_entropy_spans(line: str) -> list[Span]:
     """Long random-looking strings (keys, secrets) that no other rule named."""
     spans = []
     for m in _LONG_TOKEN.finditer(line):
-        s = m.group(0)
-        if not (re.search(r"[A-Z]", s) and re.search(r"[a-z]", s) and re.search(r"\d", s)):
-            continue
-        if s.startswith("/") or s.count("/") * 12 > len(s) or s.count("-") * 8 > len(s):
-            continue  # a path or a slug
-        if _SSH_PUBKEY_BEFORE.search(line, 0, m.start()) or _entropy(s) < 4.0:
-            continue
-        spans.append(m.span())
+        word_start = max(line.rfind(" ", 0, m.start()), line.rfind("\t", 0, m.start())) + 1
+        if "://" in line[word_start : m.start()]:  # in a URL: judge each path segment alone
+            pieces, offset = [], m.start()
+            for piece in m.group(0).split("/"):
+                pieces.append((offset, piece))
+                offset += len(piece) + 1
+        else:
+            pieces = [(m.start(), m.group(0))]
+        for start, s in pieces:
+            if _looks_random(s) and not _SSH_PUBKEY_BEFORE.search(line[max(0, start - 120) : start]):
+                spans.append((start, start + len(s)))
     return spans
+
+
+def _looks_random(s: str) -> bool:
+    if len(s) < 40 or not (re.search(r"[A-Z]", s) and re.search(r"[a-z]", s) and re.search(r"\d", s)):
+        return False
+    if s.startswith("/") or s.count("/") * 12 > len(s) or s.count("-") * 8 > len(s):
+        return False  # a path or a slug
+    return _entropy(s) >= 4.0
 
 
 _ELEMENT = re.compile(
@@ -476,7 +504,7 @@ def _argv_spans(argv: list[str]) -> list[ArgSpan]:
                 if low.startswith(prefix):
                     spans.append((i, len(prefix), len(arg)))
             continue
-        if re.fullmatch(r"-{1,2}[A-Za-z][\w-]+", arg) and is_secret_key(arg.lstrip("-")):
+        if re.fullmatch(r"-{1,2}[A-Za-z][\w.-]+", arg) and is_secret_key(arg.lstrip("-")):
             if nxt is not None and not nxt.startswith("-") and not _harmless(nxt):
                 whole(i + 1)
     if prog == "htpasswd" and any(re.fullmatch(r"-[a-zA-Z]*b[a-zA-Z]*", a) for a in argv[1:]) and len(argv) > 3:
@@ -507,9 +535,9 @@ def _shell_spans(line: str) -> list[Span]:
         if _program(word.strip("'\"")) not in KNOWN_PROGRAMS:
             continue
         argv, offsets = [], []
-        for start, w in words[i:]:
-            if argv and re.fullmatch(r"[;|&]+", w):
-                break
+        for start, w in words[i : i + MAX_ARGS]:
+            if argv and (re.fullmatch(r"[;|&]+", w) or _program(w.strip("'\"")) in KNOWN_PROGRAMS):
+                break  # the end of this command, or the start of the next one
             quoted = len(w) >= 2 and w[0] in "'\"" and w[-1] == w[0]
             argv.append(w[1:-1] if quoted else w)
             offsets.append(start + (1 if quoted else 0))
@@ -712,7 +740,7 @@ _SECRET_NAMES = frozenset({
     "key3.db", "key4.db", "cookies.sqlite", "signons.sqlite", "logins-backup.json",
     "credentials", "credentials.json", "credentials.db", "access_tokens.db", "accesstokens.json",
     "application_default_credentials.json", "msal_token_cache.json", "msal_token_cache.bin",
-    "service_principal_entries.json", "secring.gpg", "identity", "keystore", ".keystore",
+    "service_principal_entries.json", "sasl_passwd", "secring.gpg", "identity", "keystore", ".keystore",
     "secrets.yml.key", "master.key", "credentials.yml.enc", "vault-token", ".vault-token",
 })
 _SECRET_SUFFIXES = (
