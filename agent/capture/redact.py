@@ -209,8 +209,9 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
             continue
         if c in "\"'`":
             end = _close_quote(line, p + 1, c)
-            if name.lower() in _NAMING_ATTRS and end > 0 and is_secret_key(line[p + 1 : end]):
-                continue  # key="DbPassword" names a secret; the value="…" beside it is one
+            in_tag = line.rfind("<", 0, start) > line.rfind(">", 0, start)
+            if in_tag and name.lower() in _NAMING_ATTRS and end > 0 and _is_identifier(line[p + 1 : end]):
+                continue  # key="DbPassword" names a setting; the value="…" beside it is judged by that name
             if end < 0:
                 spans.append((p + 1, n))
                 opened = opened or _Open("quote", c)

@@ -9,6 +9,7 @@ first 8 hex digits of the value's SHA-256.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -419,3 +420,27 @@ def test_text_config_detection():
     assert not is_text_config("/var/log/syslog.log", b"Nov 22 line\n")
     assert not is_text_config("/etc/app/bundle.json", b"{" + b'"a":1,' * 3000 + b"}")
     assert not is_text_config("/home/bob/.ssh/id_rsa", b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
+
+
+# -- whole files (tests/data/redaction: each file with a .secrets list) ------------
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "redaction"
+FIXTURES = sorted(p for p in DATA.iterdir() if not p.name.endswith(".secrets"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
+def test_realistic_files_hide_their_secrets_and_nothing_else(path):
+    text = path.read_text()
+    secrets = [s for s in (path.parent / (path.name + ".secrets")).read_text().splitlines() if s]
+    out = redact_text(text)
+    for secret in secrets:
+        assert secret not in out
+    for before, after in zip(text.splitlines(), out.splitlines(), strict=True):
+        if any(secret in before for secret in secrets):
+            assert after != before
+        else:
+            assert after == before, "a line without a secret changed"
+
+
+def test_fixture_corpus_covers_many_formats():
+    assert len(FIXTURES) >= 8
