@@ -26,6 +26,7 @@ from agent.service import protocol
 from agent.service.lock import AgentLock
 from agent.service.peercred import Peer, home_owner, may, peer_of
 from agent.service.protocol import MAX_MESSAGE, ProtocolError
+from agent.service.unattended import UnattendedSink, monitor_interval, start_monitor
 from agent.session.manager import SessionManager, default_capture_factory
 
 log = logging.getLogger("chaperone.agent")
@@ -101,6 +102,11 @@ class AgentService:
         loop = asyncio.get_running_loop()
         check_socket_path(self.home)
         await self.manager.start()
+        monitor = start_monitor(
+            UnattendedSink(self.home, self.manager.device_key,
+                           lambda name, data: loop.call_soon_threadsafe(self.publish, name, data)),
+            monitor_interval(self.home.settings()), self.manager.session_live,
+        )
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
@@ -117,6 +123,8 @@ class AgentService:
         finally:
             self.publish("agent-stopping", {})
             server.close()
+            if monitor is not None:
+                await asyncio.to_thread(monitor.stop)
             await self.manager.stop()
             for sub in list(self._subscribers):
                 sub.offer(None)

@@ -123,6 +123,8 @@ class SessionSink:
 
     def emit(self, type: str, data: dict) -> int:
         seq = self.journal.append(type, data)
+        if type == "alarm":  # alarms are not batched: the customer hears at once
+            self._call_soon(self._publish, "alarm", data)
         item = {**data, "type": type, "ts": rfc3339(utc_now()), "seq": seq}
         with self._lock:
             if len(self._items) < ACTIVITY_BATCH_CAP:
@@ -132,11 +134,14 @@ class SessionSink:
             schedule = not self._scheduled
             self._scheduled = True
         if schedule:
-            try:
-                self._loop.call_soon_threadsafe(self._loop.call_later, ACTIVITY_INTERVAL, self.flush)
-            except RuntimeError:  # the loop is closed: the records are journaled, nobody listens
-                pass
+            self._call_soon(self._loop.call_later, ACTIVITY_INTERVAL, self.flush)
         return seq
+
+    def _call_soon(self, *args) -> None:
+        try:
+            self._loop.call_soon_threadsafe(*args)
+        except RuntimeError:  # the loop is closed: the records are journaled, nobody listens
+            pass
 
     def flush(self) -> None:
         with self._lock:
@@ -161,6 +166,7 @@ class Session:
     started: str | None = None
     sink: SessionSink | None = None
     capture: object | None = None
+    recorded: asyncio.Future | None = None  # the request is durable and in the history
     activation: asyncio.Task | None = None
     finishing: asyncio.Task | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -217,6 +223,10 @@ class SessionManager:
     def _live(self) -> Session | None:
         return next((s for s in self._sessions.values() if s.state in (State.ALLOWED, State.ACTIVE)), None)
 
+    def session_live(self) -> bool:
+        """Whether a session is allowed or active; safe to call from any thread."""
+        return any(s.state in (State.ALLOWED, State.ACTIVE) for s in list(self._sessions.values()))
+
     def _pending(self) -> list[Session]:
         return [s for s in self._sessions.values() if s.state is State.REQUESTED]
 
@@ -256,36 +266,50 @@ class SessionManager:
             flags.append("the request file's signer is not trusted")
 
         sid = new_session_id(now, lambda i: i in self._sessions or self.home.session_dir(i).exists())
+        journal = await asyncio.to_thread(self._create_journal, sid)
         expires = now + timedelta(seconds=self.consent_timeout)
         session = Session(id=sid, request=request, source=source, verification=verification, flags=flags,
-                          journal=self._create_journal(sid), state=State.REQUESTED, requested=rfc3339(now),
+                          journal=journal, state=State.REQUESTED, requested=rfc3339(now),
                           expires_at=rfc3339(expires))
         data = {**request.fields(), "source": source, "verification": verification.to_dict(), "flags": flags,
                 "requested_by": peer.who() if peer else None}
         for transient in ("created", "expires"):
             data.pop(transient, None)
-        session.journal.append("request", data)
+        # Written now, synced (with a checkpoint) just after the customer is told: the
+        # decision waits for that, so no decision ever precedes a durable request.
+        journal.append("request", data, sync=False)
         self._sessions[sid] = session
         refuse = settings.get("require_verified") and not verification.verified
-        if not refuse:  # the customer hears of it as soon as it is journaled; the history follows
+        if not refuse:
             session.timers.append(
                 self._loop.call_later(self.consent_timeout, lambda: self._spawn(self._expire(session)))
             )
             self._publish("consent-needed", session.pending_item())
-        self.history.upsert(
-            sid, state="requested", technician=request.technician, email=request.email, org=request.org,
-            ticket=request.ticket, reason=request.reason, duration_s=request.duration_s,
-            capabilities=list(request.capabilities), watch=list(request.watch), verified=verification.verified,
-            signer=verification.principal if verification.verified else None,
-            key_fingerprint=verification.fingerprint, flags=flags, requested=session.requested,
-            journal=str(session.journal.path),
-        )
+        session.recorded = self._spawn(asyncio.to_thread(self._record_request, session))
+        try:
+            await session.recorded
+        except ChaperoneError:  # the disk refused it: withdraw the request, say why
+            session.cancel_timers()
+            self._sessions.pop(sid, None)
+            self._publish("consent-decided", {"id": sid, "state": "expired"})
+            raise
         if refuse:
             await self._refuse(session, State.REFUSED, "policy", None,
                                f"This computer accepts only verified requests, and this one is "
                                f"{verification.detail}")
         return {"id": sid, "verification": verification.to_dict(), "flags": flags, "state": session.state.value,
                 "expires_at": session.expires_at}
+
+    def _record_request(self, session: Session) -> None:
+        """Make the request durable (checkpoint) and add it to the history; runs in a thread."""
+        session.journal.checkpoint()
+        r, v = session.request, session.verification
+        self.history.upsert(
+            session.id, state="requested", technician=r.technician, email=r.email, org=r.org, ticket=r.ticket,
+            reason=r.reason, duration_s=r.duration_s, capabilities=list(r.capabilities), watch=list(r.watch),
+            verified=v.verified, signer=v.principal if v.verified else None, key_fingerprint=v.fingerprint,
+            flags=session.flags, requested=session.requested, journal=str(session.journal.path),
+        )
 
     def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification]:
         try:
@@ -341,6 +365,9 @@ class SessionManager:
         if self._stopping:
             raise ProtocolError("unavailable", "The agent is stopping; decide when it is back.")
         session = self._decidable(sid)
+        if session.recorded is not None:
+            await asyncio.shield(session.recorded)
+            session = self._decidable(sid)  # still undecided after the wait?
         if decision == "deny":
             await self._refuse(session, State.REFUSED, how, peer.who(), "The customer refused.")
             return {"id": sid, "state": session.state.value}
@@ -383,6 +410,8 @@ class SessionManager:
 
     async def _expire(self, session: Session, reason: str = "Nobody answered in time; no answer is a refusal.",
                       how: str = "timeout") -> None:
+        if session.recorded is not None:
+            await asyncio.shield(session.recorded)
         if session.state is State.REQUESTED:
             await self._refuse(session, State.EXPIRED, how, None, reason)
 

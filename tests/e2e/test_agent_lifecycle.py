@@ -60,6 +60,7 @@ def test_whole_lifecycle_request_approve_note_end_export_verify(agent, home, tmp
     assert decision["decision"] == "allow" and decision["how"] == "terminal"
     assert decision["by"] == {"uid": 0, "user": "root"}
     assert decision["granted"]["capabilities"] == ["files"] and decision["granted"]["watch"] == [str(tmp_path)]
+    assert kinds[kinds.index("request") + 1] == "checkpoint"  # durable before anyone can decide
     assert kinds[kinds.index("decision") + 1] == "checkpoint"  # the consent receipt is checkpointed at once
     note = next(r["data"] for r in recs if r["type"] == "note")
     assert note["text"] == "restarted the \x1b[31mspooler" and note["flags"]

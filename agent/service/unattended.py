@@ -1,0 +1,77 @@
+"""While no session is active: the remote-access monitor and the unattended journal.
+
+``RemoteAccessMonitor`` (agent.capture) scans for remote-access tools while
+no session runs; each ``alarm`` it raises is appended to the home's
+unattended journal and sent to subscribers as an ``alarm`` event. The
+journal is shared with ssh-authorize processes, so every write holds the
+``unattended.jsonl.lock`` flock and opens, appends, checkpoints and closes
+(the convention of agent.ssh.unattended).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from typing import Callable
+
+from agent.home import Home
+
+log = logging.getLogger("chaperone.agent")
+
+SESSION = "unattended"
+DEFAULT_INTERVAL_S = 15.0  # one scan costs ~20-50 ms of CPU: every 15 s keeps the idle agent near 0.2 %
+SETTING = "remote_access_interval_s"
+
+
+class UnattendedSink:
+    """A capture sink (thread-safe) writing to the unattended journal."""
+
+    def __init__(self, home: Home, device_key, publish_threadsafe: Callable[[str, dict], None]):
+        self.home = home
+        self.device_key = device_key
+        self._publish = publish_threadsafe
+
+    def emit(self, type: str, data: dict) -> int:
+        from agent.journal import Journal
+
+        path = self.home.unattended_journal_path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            journal = (Journal.open(path, SESSION, self.device_key) if path.exists()
+                       else Journal.create(path, SESSION, self.device_key))
+            try:
+                seq = journal.append(type, data)
+                journal.checkpoint()
+            finally:
+                journal.close()
+        finally:
+            os.close(fd)
+        if type == "alarm":
+            self._publish("alarm", data)
+        return seq
+
+
+def monitor_interval(settings: dict) -> float:
+    """Seconds between scans from settings.json (``0`` turns the monitor off)."""
+    value = settings.get(SETTING, DEFAULT_INTERVAL_S)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        log.warning("ignoring %s=%r in settings.json (a number of seconds is expected)", SETTING, value)
+        return DEFAULT_INTERVAL_S
+    return float(value)
+
+
+def start_monitor(sink: UnattendedSink, interval: float, session_active: Callable[[], bool]):
+    """The running RemoteAccessMonitor, or None when turned off or capture is not installed."""
+    if interval <= 0:
+        return None
+    try:
+        from agent.capture.remote_access import RemoteAccessMonitor
+    except ImportError as exc:
+        log.warning("no remote-access monitor: %s", exc)
+        return None
+    monitor = RemoteAccessMonitor(sink, interval=interval, session_active=session_active)
+    monitor.start()
+    return monitor
