@@ -10,6 +10,9 @@ Prints one JSON line:
 - ``verify_per_s`` / ``verify_peak_rss_mb``: ``verify_journal`` over the
   journal just written, in a child process so its peak memory is its own.
 
+Wall-clock rates depend on what else the machine runs, so the CPU-time rates
+(``*_cpu_*``) and the load average before the run are printed too.
+
 Records are realistic ``file`` records (paths, sizes, hashes, attribution, a
 redacted diff for one in ten), cycled from a pool of 10,000.
 
@@ -38,9 +41,10 @@ POOL = 10_000
 _VERIFY_CHILD = """
 import json, sys, time
 from agent.journal import verify_journal
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 check = verify_journal(sys.argv[1])
-print(json.dumps({"seconds": time.perf_counter() - start, "ok": check.ok, "records": check.records,
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                  "ok": check.ok, "records": check.records,
                   "checkpoints": check.checkpoints, "reason": check.reason}))
 """
 
@@ -73,26 +77,27 @@ def file_records(count: int) -> list[dict]:
     return records
 
 
-def bench_append(path: Path, key: DeviceKey, pool: list[dict], count: int) -> float:
+def bench_append(path: Path, key: DeviceKey, pool: list[dict], count: int) -> tuple[float, float]:
+    """Records per second of wall time and of CPU time (all threads)."""
     journal = Journal.create(path, "bench-session", key)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     append = journal.append
     for i in range(count):
         append("file", pool[i % POOL])
     journal.seal({"reason": "technician"})
     journal.close()
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
 
 
-def bench_baseline(path: Path, pool: list[dict], count: int) -> float:
-    start = time.perf_counter()
+def bench_baseline(path: Path, pool: list[dict], count: int) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
     with open(path, "w", encoding="utf-8") as out:
         write, dumps = out.write, json.dumps
         for i in range(count):
             write(dumps(pool[i % POOL]) + "\n")
         out.flush()
         os.fsync(out.fileno())
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
 
 
 def bench_verify(path: Path) -> dict:
@@ -112,8 +117,9 @@ def main() -> int:
         key, _ = DeviceKey.init(Home(work / "home"))
         pool = file_records(POOL)
         journal_path = work / "session.jsonl"
-        append_per_s = bench_append(journal_path, key, pool, args.records)
-        baseline_per_s = bench_baseline(work / "baseline.jsonl", pool, args.records)
+        load = os.getloadavg()[0]
+        append_per_s, append_cpu_per_s = bench_append(journal_path, key, pool, args.records)
+        baseline_per_s, baseline_cpu_per_s = bench_baseline(work / "baseline.jsonl", pool, args.records)
         verify = bench_verify(journal_path)
         if not verify["ok"]:
             print(f"verification failed: {verify['reason']}", file=sys.stderr)
@@ -125,10 +131,14 @@ def main() -> int:
             "append_vs_baseline": round(append_per_s / baseline_per_s, 3),
             "verify_per_s": round(verify["records"] / verify["seconds"]),
             "verify_s": round(verify["seconds"], 2),
+            "append_cpu_per_s": round(append_cpu_per_s),
+            "baseline_cpu_per_s": round(baseline_cpu_per_s),
+            "verify_cpu_s": round(verify["cpu_seconds"], 2),
             "verify_peak_rss_mb": round(verify["peak_rss_mb"], 1),
             "journal_mb": round(journal_path.stat().st_size / 2**20, 1),
             "checkpoints": verify["checkpoints"],
             "cpus": os.cpu_count(),
+            "load_avg_1m_before": round(load, 2),
         }))
         return 0
     finally:

@@ -161,6 +161,9 @@ def scan_journal(path: Path, session_id: str) -> Scan:
                     except BadLine as exc:
                         bad = f"a line is not a record ({exc})"
                         break
+                    if seq == 0 and env.session != session_id:
+                        raise JournalError(f"The journal {path} belongs to session {env.session!r}, "
+                                           f"not {session_id!r}; open it with its own session id.")
                     if env.seq != seq or env.prev != head or env.session != session_id:
                         bad = f"the record after seq {seq - 1} does not chain"
                         break

@@ -119,6 +119,15 @@ def test_sync_types_and_seal_rules(jpath, device_key):
         Journal.create(jpath, "s-1", device_key)
 
 
+def test_opening_another_sessions_journal_is_refused_and_changes_nothing(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key):
+        pass
+    before = jpath.read_bytes()
+    with pytest.raises(JournalError, match="belongs to session 's-1', not 's-2'"):
+        Journal.open(jpath, "s-2", device_key)
+    assert jpath.read_bytes() == before and not list(jpath.parent.glob("*.torn-*"))
+
+
 @pytest.mark.parametrize("bad", [
     {"x": 1.5}, {"x": [1, {"y": 0.1}]}, {"x": 2**60}, {"x": "lone \udc80"}, {1: "int key"},
     {"é": "non-ascii key"}, {"x": b"bytes"}, {"x": {"y": object()}},
