@@ -120,18 +120,41 @@ def test_time_limit_warns_then_ends_the_session(agent, home, tmp_path):
     assert_sealed_and_genuine(home, sid)
 
 
-def test_sigterm_mid_session_ends_and_seals(agent, home, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_mid_session_ends_and_seals(agent, home, tmp_path, sig):
     sid = _request(agent, "--watch", str(tmp_path))
     agent.cli("approve", sid)
     waiting = _request(agent, "--watch", str(tmp_path))  # a pending request at the stop expires
-    assert agent.stop(signal.SIGTERM) == 0
+    events = Events(agent.client)
+    assert agent.stop(sig) == 0
+    events.wait_for("agent-stopping")
+    assert events.wait_for("session-ended", lambda d: d["id"] == sid)["reason"] == "agent-stopped"
+    events.close()
     end = next(r["data"] for r in records(home, sid) if r["type"] == "session-end")
-    assert end["reason"] == "agent-stopped"
+    assert end == {"reason": "agent-stopped", "by": None}
     assert_sealed_and_genuine(home, sid, agent, tmp_path)
     assert_sealed_and_genuine(home, waiting)
     assert History(home).get(waiting)["state"] == "expired"
     assert not home.socket_path.exists()
     assert "stopped." in agent.output()
+
+
+def test_restart_after_a_torn_journal_line_keeps_what_was_recorded(agent_factory, home, tmp_path):
+    agent = agent_factory()
+    sid = _request(agent, "--watch", str(tmp_path))
+    agent.cli("approve", sid)
+    agent.cli("note", "kept")
+    agent.kill()
+    with open(home.journal_path(sid), "ab") as journal:  # a write cut short by the crash
+        journal.write(b'{"data":{"text":"half a rec')
+    agent = agent_factory()
+    assert agent.call("status")["session"] == sid
+    assert agent.cli("end").returncode == 0
+    recs = records(home, sid)
+    assert [r["data"]["text"] for r in recs if r["type"] == "note"] == ["kept"]
+    set_aside = [r["data"]["set_aside"] for r in recs if r["type"] == "recovery" and r["data"].get("set_aside")]
+    assert set_aside and set_aside[0]["bytes"] == len(b'{"data":{"text":"half a rec')
+    assert_sealed_and_genuine(home, sid, agent, tmp_path)
 
 
 def test_sigkill_mid_session_then_restart_resumes_with_a_recovery_record(agent_factory, home, tmp_path):
