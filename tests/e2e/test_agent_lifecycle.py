@@ -68,6 +68,9 @@ def test_whole_lifecycle_request_approve_note_end_export_verify(agent, home, tmp
     assert_sealed_and_genuine(home, sid, agent, tmp_path)
     row = History(home).get(sid)
     assert (row["state"], row["end_reason"], row["sealed"]) == ("sealed", "customer", True)
+    listed = json.loads(agent.cli("sessions", "--json").stdout)
+    assert [(s["id"], s["state"], s["technician"], s["ticket"]) for s in listed] == [
+        (sid, "sealed", "Alice Example", "4711")]
 
 
 def test_request_wait_exit_codes_allowed_refused_and_no_answer(agent_factory, home, tmp_path):
@@ -103,6 +106,8 @@ def test_request_wait_exit_codes_allowed_refused_and_no_answer(agent_factory, ho
     assert allowed.wait(30) == 0
     assert allowed.stdout.read().strip() == sid
     events.close()
+    states = {s["state"] for s in json.loads(agent.cli("sessions", "--json").stdout)}
+    assert states == {"expired", "refused", "active"}  # refusals stay in the history with their state
 
 
 def test_time_limit_warns_then_ends_the_session(agent, home, tmp_path):
