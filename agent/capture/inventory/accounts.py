@@ -80,6 +80,15 @@ def _strip_comment(line: str) -> str:
     return line
 
 
+_TAG = re.compile(r"\b((?:NO)?(?:PASSWD|EXEC|SETENV|LOG_INPUT|LOG_OUTPUT|MAIL|FOLLOW|INTERCEPT)):")
+
+
+def _redact_rule(rule: str) -> str:
+    """A rule with secrets redacted; sudo's tags (``NOPASSWD:``) are not secrets but kept as they are."""
+    parts = _TAG.split(rule)
+    return "".join(p + ":" if i % 2 else redact_line(p) for i, p in enumerate(parts))
+
+
 def parse_sudoers(text: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(rules with secrets redacted and spaces normalised, include directives as (kind, path))."""
     rules, includes = [], []
@@ -91,5 +100,5 @@ def parse_sudoers(text: str) -> tuple[list[str], list[tuple[str, str]]]:
             continue
         rule = " ".join(_strip_comment(stripped).split())
         if rule:
-            rules.append(redact_line(rule))
+            rules.append(_redact_rule(rule))
     return rules, includes

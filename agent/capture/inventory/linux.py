@@ -20,6 +20,8 @@ from agent.capture.inventory.snapshot import Items, error_entry, is_error
 
 ETC = "/etc"
 SYSTEMD_RUNNING = "/run/systemd/system"
+CRON_SPOOLS = ("/var/spool/cron/crontabs", "/var/spool/cron")  # Debian's, then Red Hat's
+PIP_SYSTEM_GLOBS = ("/usr/local/lib/python3*/dist-packages", "/usr/local/lib/python3*/site-packages")
 
 
 def _guard(items: Items, source: str, fill: Callable[[], None]) -> None:
@@ -64,7 +66,7 @@ def collect_packages() -> Items:
         _guard(items, "dpkg", dpkg)
     if have("rpm") and os.path.isdir("/var/lib/rpm"):
         _guard(items, "rpm", rpm)
-    site_dirs = glob.glob("/usr/local/lib/python3*/dist-packages") + glob.glob("/usr/local/lib/python3*/site-packages")
+    site_dirs = [d for pattern in PIP_SYSTEM_GLOBS for d in glob.glob(pattern)]
     for _user, u in _homes():
         site_dirs += glob.glob(os.path.join(glob.escape(u["home"]), ".local/lib/python3*/site-packages"))
     for site in sorted(set(site_dirs)):
@@ -173,7 +175,7 @@ def _crontab_items(items: Items, path: str, system: bool, user: str | None = Non
 def collect_scheduled() -> Items:
     items: Items = {}
     _guard(items, f"{ETC}/crontab", lambda: _crontab_items(items, f"{ETC}/crontab", True))
-    for folder, system in ((f"{ETC}/cron.d", True), ("/var/spool/cron/crontabs", False), ("/var/spool/cron", False)):
+    for folder, system in ((f"{ETC}/cron.d", True), *((spool, False) for spool in CRON_SPOOLS)):
 
         def tabs(folder: str = folder, system: bool = system) -> None:
             for name in list_dir(folder):
@@ -253,9 +255,13 @@ def collect_authorized_keys() -> Items:
             path = authorized_keys.expand_keys_file(pattern, user, u["home"], u["uid"])
 
             def keys(path: str = path, user: str = user) -> None:
-                text = read_text(path)
-                for k in authorized_keys.parse_authorized_keys(text or ""):
-                    items[f"{path} {k['fingerprint']}"] = {"source": path, "user": user, **k}
+                seen: dict[str, int] = {}
+                for k in authorized_keys.parse_authorized_keys(read_text(path) or ""):
+                    key = f"{path} {k['fingerprint']}"
+                    seen[key] = seen.get(key, 0) + 1
+                    if seen[key] > 1:  # the same key twice, e.g. once as cert-authority
+                        key += f" #{seen[key]}"
+                    items[key] = {"source": path, "user": user, **k}
 
             _guard(items, path, keys)
     return items

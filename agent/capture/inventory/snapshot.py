@@ -36,8 +36,8 @@ def is_error(key: str) -> bool:
 
 
 def _text(value: str) -> str:
-    """Text that is valid Unicode (no lone surrogates from undecodable names)."""
-    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    """Text that is valid Unicode: a lone surrogate (from an undecodable name) is written as ``\\udcff``."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _clean(value):
