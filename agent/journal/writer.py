@@ -146,7 +146,7 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None,
+    def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None, mark_restart: bool = True,
              sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
         """Reopen a journal after a stop or a crash.
 
@@ -154,7 +154,10 @@ class Journal:
         (kept), the file is cut to its last good record, and a ``recovery``
         record followed by a checkpoint is appended. ``recovery`` adds fields
         to that record (e.g. ``resumed``). ``journal.recovered`` holds the
-        recovery record's data.
+        recovery record's data. With ``mark_restart=False`` (for a long-lived
+        journal opened per event, such as the unattended one) a clean reopen
+        writes nothing; the recovery record is written only when something was
+        set aside.
         """
         path = Path(path)
         fd = cls._open_fd(path, 0)
@@ -175,11 +178,12 @@ class Journal:
                     "principal": device_key.principal,
                     "software": f"chaperone {__version__}",
                 })
-            recovered = {**(recovery or {}), "set_aside": set_aside, "last_seq": scan.last_seq,
-                         "last_ts": scan.last_ts}
-            journal.append("recovery", recovered)
-            journal.checkpoint()
-            journal.recovered = recovered
+            if mark_restart or set_aside is not None or scan.next_seq == 0:
+                recovered = {**(recovery or {}), "set_aside": set_aside, "last_seq": scan.last_seq,
+                             "last_ts": scan.last_ts}
+                journal.append("recovery", recovered)
+                journal.checkpoint()
+                journal.recovered = recovered
         except BaseException:
             journal.close()
             raise

@@ -281,6 +281,23 @@ def test_reopen_of_a_cleanly_closed_journal_records_the_gap(jpath, device_key):
     assert verify_journal(jpath).ok
 
 
+def test_a_long_lived_journal_can_be_reopened_quietly(jpath, device_key):
+    with Journal.create(jpath, "s-1", device_key) as j:
+        j.append("alarm", {"tool": "ssh", "detail": "refused"})
+    before = jpath.read_bytes()
+    with Journal.open(jpath, "s-1", device_key, mark_restart=False) as j:
+        assert j.recovered is None and j.seq == 3
+        j.append("alarm", {"tool": "ssh", "detail": "refused again"})
+    assert jpath.read_bytes().startswith(before)
+    assert [r["type"] for r in records_of(jpath)] == ["journal-start", "checkpoint", "alarm", "alarm"]
+    with open(jpath, "ab") as fh:
+        fh.write(b'{"torn')
+    with Journal.open(jpath, "s-1", device_key, mark_restart=False) as j:
+        assert j.recovered["set_aside"]["bytes"] == 6  # something was set aside: that is recorded
+        j.seal()
+    assert verify_journal(jpath).ok
+
+
 def test_reopen_of_an_empty_or_garbage_file_restarts_the_chain(jpath, device_key):
     jpath.parent.mkdir(parents=True)
     jpath.write_bytes(b"not a journal\n")
