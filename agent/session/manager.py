@@ -431,7 +431,7 @@ class SessionManager:
         return {"id": sid, "state": session.state.value}
 
     # --- running sessions -----------------------------------------------------------------
-    async def _activate(self, session: Session, resumed: bool = False) -> None:
+    async def _activate(self, session: Session, resumed: bool = False, warned: bool = False) -> None:
         """Start capture off the loop, then mark the session active and arm its timers."""
         await self._start_capture(session)
         if session.state is not State.ALLOWED and not resumed:
@@ -443,7 +443,7 @@ class SessionManager:
                                              "watch": list(session.request.watch)})
             session.state = advance(session.state, State.ACTIVE)
             self.history.upsert(session.id, state="active", started=session.started)
-        self._arm_timers(session)
+        self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
 
     async def _start_capture(self, session: Session) -> None:
@@ -458,11 +458,13 @@ class SessionManager:
             session.record("capture-error", {"what": "capture", "path": None,
                                              "error": f"{type(exc).__name__}: {exc}"})
 
-    def _arm_timers(self, session: Session) -> None:
+    def _arm_timers(self, session: Session, warned: bool = False) -> None:
         remaining = (session.until - utc_now()).total_seconds()
         lead = warning_lead_s(session.request.duration_s)
         if remaining > lead:
             session.timers.append(self._loop.call_later(remaining - lead, self._warn, session))
+        elif not warned:  # resumed after the warning was due: warn now
+            session.timers.append(self._loop.call_later(0, self._warn, session))
         session.timers.append(self._loop.call_later(
             max(0.0, remaining), lambda: self._spawn(self.finish(session, "time-limit", None))
         ))
@@ -624,7 +626,8 @@ class SessionManager:
         resume = session.until > now
         journal.append("recovery", {"gap_s": gap_s, "resumed": resume})
         if resume:  # active goes on recording; allowed (capture was starting) starts now
-            session.activation = self._spawn(self._activate(session, resumed=session.state is State.ACTIVE))
+            session.activation = self._spawn(self._activate(
+                session, resumed=session.state is State.ACTIVE, warned=bool(facts.get("warned"))))
             await asyncio.shield(session.activation)
         else:
             await self.finish(session, "recovery", None)
@@ -669,6 +672,8 @@ def journal_facts(path: Path) -> dict:
                 facts["until"] = data["granted"].get("until")
             elif kind == "session-start":
                 facts["started"] = record.get("ts")
+            elif kind == "time-warning":
+                facts["warned"] = True
             elif kind == "seal":
                 facts["sealed"] = True
     return facts

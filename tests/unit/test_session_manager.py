@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import types
 
 import pytest
@@ -18,6 +19,7 @@ from agent.journal import verify_journal
 from agent.service.peercred import Peer
 from agent.session import manager as manager_mod
 from agent.session.manager import ACTIVITY_BATCH_CAP, SessionManager
+from agent.session.request import parse_rfc3339, utc_now
 
 CUSTOMER = Peer(pid=1, uid=0, gid=0)
 FIELDS = {"technician": "Alice", "email": "alice@example.com", "org": "Acme", "ticket": "1", "reason": "r"}
@@ -162,3 +164,38 @@ def test_pending_requests_are_capped(home, device_key):
     count, _ = _run(home, device_key, scenario, capture_factory=lambda *a: FakeCapture(*a))
     assert count == manager_mod.MAX_PENDING
     assert {r["state"] for r in History(home).list()} == {"expired"}  # the stop expired them all, sealed
+
+
+def test_resumed_session_whose_warning_fell_in_the_gap_is_warned_at_once(home, device_key, monkeypatch):
+    monkeypatch.setenv("CHAPERONE_MIN_DURATION", "1")
+    factory = lambda *a: FakeCapture(*a)  # noqa: E731
+
+    async def crash_after_allowing():
+        events: list = []
+        mgr = SessionManager(home, device_key, publish=lambda n, d: events.append(n), capture_factory=factory)
+        await mgr.start()
+        sid = (await mgr.submit(fields={**FIELDS, "watch": ["/tmp"], "duration_s": 6}, peer=CUSTOMER))["id"]
+        await mgr.decide(sid, "allow", "click", CUSTOMER)
+        await mgr._sessions[sid].activation
+        for session in mgr._sessions.values():  # the process dies: nothing is sealed
+            session.cancel_timers()
+            session.journal.close()
+        return sid
+
+    sid = asyncio.run(crash_after_allowing())
+    until = next(r["data"]["granted"]["until"] for r in _records(home, sid) if r["type"] == "decision")
+    while (parse_rfc3339(until) - utc_now()).total_seconds() > 2.5:  # the warning (3 s before) falls in the gap
+        time.sleep(0.05)
+
+    async def restart():
+        warned = asyncio.Event()
+        mgr = SessionManager(home, device_key, capture_factory=factory,
+                             publish=lambda n, d: warned.set() if n == "time-warning" else None)
+        await mgr.start()
+        await asyncio.wait_for(warned.wait(), 10)
+        await mgr.stop()
+
+    asyncio.run(restart())
+    kinds = [r["type"] for r in _records(home, sid)]
+    assert kinds.index("recovery") < kinds.index("time-warning") < kinds.index("session-end")
+    assert verify_journal(home.journal_path(sid), device_key.public_blob).ok
