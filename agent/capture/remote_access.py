@@ -139,8 +139,14 @@ def _connections(net_connections: Callable) -> tuple[dict[int, list[dict]], bool
     return by_pid, hidden
 
 
-def scan_remote_access(process_iter=psutil.process_iter, net_connections=psutil.net_connections) -> list[dict]:
-    """Remote-access tools running now with live connections: alarm data, sorted by pid."""
+def scan_remote_access(
+    process_iter=psutil.process_iter, net_connections=psutil.net_connections, euid: int | None = None
+) -> list[dict]:
+    """Remote-access tools running now with live connections: alarm data, sorted by pid.
+
+    ``euid`` is whose eyes the scan has (default: this process's); it tells
+    whether other users' sockets could be seen at all.
+    """
     candidates = []
     for proc in process_iter(["pid", "name", "exe", "cmdline", "username", "uids"]):
         info = proc.info
@@ -150,7 +156,7 @@ def scan_remote_access(process_iter=psutil.process_iter, net_connections=psutil.
     if not candidates:
         return []  # the usual case: no need to list every socket
     by_pid, hidden = _connections(net_connections)
-    me = os.geteuid() if hasattr(os, "geteuid") else None
+    me = euid if euid is not None else os.geteuid() if hasattr(os, "geteuid") else None
     found = []
     for info, tool, ssh_user in candidates:
         pid = info["pid"]
