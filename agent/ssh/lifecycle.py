@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -28,6 +29,7 @@ from agent.ssh.settings import SSHSettings
 from agent.ssh.state import LoginState, ProcessRef
 
 TERMINATE_WAIT_S = 3.0
+POLL_S = 0.05
 
 
 def _home(session: dict) -> Home:
@@ -103,13 +105,29 @@ def _terminate(procs: list[psutil.Process]) -> list[psutil.Process]:
             proc.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=TERMINATE_WAIT_S)
+    alive = _wait_gone(procs, TERMINATE_WAIT_S)
     for proc in alive:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(alive, timeout=TERMINATE_WAIT_S)
+    return _wait_gone(alive, TERMINATE_WAIT_S)
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an ended process whose parent has not collected it yet)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        alive = [p for p in alive if _running(p)]
     return alive
 
 

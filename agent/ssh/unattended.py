@@ -55,7 +55,10 @@ def record_attempt(home: Home, *, user: str, key_type: str, fingerprint: str, re
 
         key = DeviceKey.load(home)
         with _locked(home) as path:
-            journal = Journal.open(path, SESSION, key) if path.exists() else Journal.create(path, SESSION, key)
+            if path.exists():
+                journal = Journal.open(path, SESSION, key, mark_restart=False)
+            else:
+                journal = Journal.create(path, SESSION, key)
             try:
                 journal.append("alarm", data)
                 journal.checkpoint()

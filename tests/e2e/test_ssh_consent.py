@@ -78,13 +78,20 @@ def start(agent_factory, home, **kwargs):
     return agent_factory(home, env={"CHAPERONE_HOME": str(home.path)}, **kwargs)
 
 
-def answer(agent, decision: str, count: int = 1) -> threading.Thread:
+def answer(agent, decision: str) -> threading.Thread:
+    """The customer answers the next request, from another thread (as the tray would)."""
+    from agent.errors import ChaperoneError
+
     def run():
-        done, deadline = 0, time.monotonic() + 60
-        while done < count and time.monotonic() < deadline:
-            for item in agent.call("pending"):
-                agent.call("decide", id=item["id"], decision=decision, how="terminal")
-                done += 1
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                pending = agent.call("pending")
+                if pending:
+                    agent.call("decide", id=pending[0]["id"], decision=decision, how="terminal")
+                    return
+            except ChaperoneError:  # the agent stopped: the test is over
+                return
             time.sleep(0.05)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -259,3 +266,18 @@ def test_allowed_session_with_a_certificate(home, pki, ssh_keys, agent_factory, 
     by_type = check_bundle(bundle, session_id, target, ssh_keys, pki)
     request = by_type["request"][0]
     assert (request["technician"], request["ticket"], request["reason"]) == (ALICE, "T-4242", "rotate the app secret")
+
+
+def test_several_keys_offered_ask_once(home, pki, ssh_keys, agent_factory, sshd_factory):
+    second = ssh_keys.key("e2e-alice-second")
+    configure(home, pki, ssh_keys, wait_s=20)
+    with open(home.trusted_technicians_path, "a") as f:
+        f.write(f"{ALICE} {ssh_keys.line(f'{second}.pub')}\n")
+    agent = start(agent_factory, home, consent_timeout=60)
+    server = sshd_factory(home)
+    answer(agent, "deny")
+    # an unknown key first, then two trusted ones: the customer is asked once for this login
+    result = server.ssh("root", [pki.stranger, pki.alice, second], "echo in")
+    assert refused(result), result.stderr
+    assert [s["state"] for s in agent.call("sessions")] == ["refused"]
+    assert server.log().count("Failed publickey") >= 2  # sshd did try the other keys

@@ -89,15 +89,20 @@ def unattended(home) -> list[dict]:
         return [r for r in read_records(f) if isinstance(r, dict) and r.get("type") == "alarm"]
 
 
-def decide_when_pending(agent, decision: str, count: int = 1) -> threading.Thread:
-    """Answer the next ``count`` requests as the customer would, from another thread."""
+def decide_when_pending(agent, decision: str) -> threading.Thread:
+    """Answer the next request as the customer would, from another thread."""
+    from agent.errors import ChaperoneError
+
     def run():
-        done = 0
         deadline = time.monotonic() + 30
-        while done < count and time.monotonic() < deadline:
-            for item in agent.call("pending"):
-                agent.call("decide", id=item["id"], decision=decision, how="terminal")
-                done += 1
+        while time.monotonic() < deadline:
+            try:
+                pending = agent.call("pending")
+                if pending:
+                    agent.call("decide", id=pending[0]["id"], decision=decision, how="terminal")
+                    return
+            except ChaperoneError:  # the agent stopped: the test is over
+                return
             time.sleep(0.05)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -134,6 +139,15 @@ def test_unknown_key_is_an_unattended_attempt(trusted, pki):
     assert "is not in trusted_technicians" in record["data"]["detail"]
 
 
+def test_attempts_append_to_one_chain_without_restart_records(trusted, pki):
+    for _ in range(3):
+        Authorizer(trusted).authorize(attempt(f"{pki.stranger}.pub"))
+    with open(trusted.unattended_journal_path, "rb") as f:
+        types = [r["type"] for r in read_records(f)]
+    assert types.count("alarm") == 3 and types.count("journal-start") == 1
+    assert "recovery" not in types
+
+
 @pytest.mark.parametrize("cert_attr, user, reason", [
     ("cert_expired", "root", "has expired"),
     ("cert_future", "root", "not valid yet"),
@@ -168,8 +182,8 @@ def test_customer_never_answers(trusted, pki, agent_factory, login):
     assert Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=sshd)) is None
     (pending,) = agent.call("pending")
     assert pending["source"] == "ssh"
-    assert pending["ssh"] == {"user": "root", "key_fingerprint": attempt(f"{pki.alice}.pub").fingerprint,
-                              "key_type": "ssh-ed25519"}
+    assert {k: pending["ssh"][k] for k in ("user", "key_fingerprint", "key_type")} == {
+        "user": "root", "key_fingerprint": attempt(f"{pki.alice}.pub").fingerprint, "key_type": "ssh-ed25519"}
     # the technician tries again: the same request is waited on, the customer is not asked twice
     assert Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=login())) is None
     assert [p["id"] for p in agent.call("pending")] == [pending["id"]]
@@ -253,15 +267,22 @@ def test_certificate_login_gets_a_cert_authority_line(trusted, pki, agent_factor
     assert (item["technician"], item["ticket"], item["reason"]) == (ALICE, "T-123", "printer queue")
 
 
-def test_agent_refusing_the_request_refuses_the_login(trusted, pki, agent_factory, login):
-    trusted.settings_path.write_text(json.dumps({"require_verified": True, "ssh": {"consent_wait_s": 5}}))
+def test_agent_rejecting_the_request_refuses_the_login(trusted, pki, agent_factory, login):
+    settings(trusted, duration="9h")  # longer than the agent allows
     agent = agent_factory(trusted, consent_timeout=60)
-    result = Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=login()))
-    sessions = agent.call("sessions")
-    # Either the agent verifies SSH requests itself (then it asks) or its policy refuses them:
-    # in no case does the login get in without a decision.
-    assert result is None
-    assert len(sessions) == 1
+    assert Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=login())) is None
+    assert agent.call("sessions") == []
+    (record,) = unattended(trusted)
+    assert "the agent did not accept the request" in record["data"]["ssh"]["reason"]
+
+
+def test_the_agent_verifies_ssh_requests_itself(trusted, pki, agent_factory, login):
+    settings(trusted, consent_wait_s=0.5)
+    agent = agent_factory(trusted, consent_timeout=60)
+    Authorizer(trusted).authorize(attempt(pki.cert, sshd=login()))
+    (pending,) = agent.call("pending")
+    assert pending["verified"] is True
+    assert pending["verification"]["principal"] == ALICE
 
 
 # --- the line --------------------------------------------------------------------------------
