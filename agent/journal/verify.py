@@ -112,9 +112,8 @@ class _Verifier:
         try:
             self._walk(stream)
         except _Bad as bad:
-            if bad.seq is not None:
-                return self._result(False, bad.reason, bad.readable, at=(self.lineno, bad.seq))
-            return self._result(False, bad.reason, bad.readable, at_line=True)
+            at = (self.lineno, self.records if bad.seq is None else bad.seq)
+            return self._result(False, bad.reason, bad.readable, at=at)
         except OSError as exc:  # e.g. a zip member whose data is damaged
             return self._result(False, f"Cannot read {self.name}: {exc}.", False)
         self.chain_ok = self.records > 0
@@ -130,9 +129,10 @@ class _Verifier:
         return self._result(True, f"{self.name} is complete and sealed: {self.records} records, "
                                   f"{self.checkpoints} signed checkpoints.")
 
-    def _result(self, ok: bool, reason: str, readable: bool = True, *, at_line: bool = False,
+    def _result(self, ok: bool, reason: str, readable: bool = True, *,
                 at: tuple[int, int] | None = None) -> JournalCheck:
-        line, seq = at if at else ((self.lineno, self.records) if at_line else (None, None))
+        """``at``: the (line, seq) of the first bad record, if one is to blame."""
+        line, seq = at or (None, None)
         return JournalCheck(ok=ok, readable=readable, reason=reason, records=self.records,
                             unsealed=self.records if self.seal_line is None else self.after_seal,
                             session=self.session, line=line, seq=seq, key_blob=self.key_blob,

@@ -86,6 +86,15 @@ def _why(exc: OSError) -> str:
     }.get(exc.errno, (exc.strerror or str(exc)).lower())
 
 
+def _private(name, flags: int) -> int:
+    """An opener for files only the owner may read."""
+    return os.open(name, flags, 0o600)
+
+
+def _start_data(device_key) -> dict:
+    return {"device": device_key.fingerprint, "principal": device_key.principal, "software": f"chaperone {__version__}"}
+
+
 def _write_error(path: Path, exc: OSError) -> str:
     return (f"Cannot write the journal {path}: {_why(exc)}; it is kept valid up to its last good record, "
             "so free space or fix the disk and try again.")
@@ -134,11 +143,7 @@ class Journal:
         journal = cls(path, session_id, device_key, fd, seq=0, head=ZERO_HASH, size=0,
                       sync_interval=sync_interval, checkpoint_interval=checkpoint_interval)
         try:
-            journal.append("journal-start", {
-                "device": device_key.fingerprint,
-                "principal": device_key.principal,
-                "software": f"chaperone {__version__}",
-            })
+            journal.append("journal-start", _start_data(device_key))
             journal.checkpoint()
         except BaseException:
             journal.close()
@@ -173,11 +178,7 @@ class Journal:
                       sync_interval=sync_interval, checkpoint_interval=checkpoint_interval)
         try:
             if scan.next_seq == 0:  # nothing good was left: start the chain again
-                journal.append("journal-start", {
-                    "device": device_key.fingerprint,
-                    "principal": device_key.principal,
-                    "software": f"chaperone {__version__}",
-                })
+                journal.append("journal-start", _start_data(device_key))
             if mark_restart or set_aside is not None or scan.next_seq == 0:
                 recovered = {**(recovery or {}), "set_aside": set_aside, "last_seq": scan.last_seq,
                              "last_ts": scan.last_ts}
@@ -209,7 +210,7 @@ class Journal:
             n += 1
         torn = path.with_name(f"{path.name}.torn-{n}")
         try:
-            with open(path, "rb") as src, open(torn, "xb") as dst:
+            with open(path, "rb") as src, open(torn, "xb", opener=_private) as dst:
                 src.seek(good_size)
                 digest = sha256()
                 size = 0
@@ -219,7 +220,6 @@ class Journal:
                     size += len(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
-            os.chmod(torn, 0o600)
             os.ftruncate(fd, good_size)
             os.fsync(fd)
         except OSError as exc:
