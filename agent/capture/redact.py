@@ -135,9 +135,13 @@ class _Open:
 _STMT = re.compile(
     r"[ \t]*(?:(?:[#;]+|//)[ \t]*)?"
     r"(?:(?:export|set|setenv|declare(?:[ \t]+-\w+)*|local|readonly|typeset|env)[ \t]+)?"
-    r"(?:-[ \t]+)?"
+    r"(?:-[ \t]+)?[$@]?"
 )
-_KEY = re.compile(r"(?<![\w.$@-])-{0,2}[A-Za-z_][\w.-]*")
+_KEY = re.compile(r"(?<![\w.-])-{0,2}[A-Za-z_][\w.-]*")
+_KEY_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9_. \t-]*[ \t]")  # "Database Password = …": a key of several words
+# Secret words that may stand before their value with only a space between, anywhere
+# in a line (``machine h login bob password abc`` in a netrc-style line).
+_BARE_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "token", "apikey"})
 _EMBEDDED_END = re.compile(r"""[\s;&,)}\]>"'<|]""")
 _CALL_ARGUMENT = re.compile(r"[ \t]*,[ \t]*(?=[\"'])")
 _TRAILER = re.compile(r"[ \t]*[,;]?[ \t]*(?:(?:#|//).*)?$")
@@ -176,10 +180,16 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
             continue
         if line.endswith("://", 0, start):
             continue  # a URL's user name; the URL rule judges it
+        if line.endswith(("<", "</"), 0, start):
+            continue  # an XML tag; the XML rule judges it
         quoted_key = start > 0 and line[start - 1] in "\"'" and pos < n and line[pos] == line[start - 1]
         if quoted_key:
             pos += 1
-        at_stmt = start == stmt_end or (start == stmt_end + 1 and line[stmt_end] in "\"'")
+        at_stmt = (
+            start == stmt_end
+            or (start == stmt_end + 1 and line[stmt_end] in "\"'")
+            or _KEY_WORDS.fullmatch(line, stmt_end, start) is not None
+        )
         p = pos
         while p < n and line[p] in " \t":
             p += 1
@@ -220,7 +230,8 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
             elif not _harmless(line[p + 1 : end]):
                 spans.append((p + 1, end))
             continue
-        if sep_is_space and not (dashed or at_stmt):
+        bare = sep_is_space and not (dashed or at_stmt)
+        if bare and name.lower() not in _BARE_SECRET_WORDS:
             continue
         if sep_is_space and dashed and c == "-":
             continue  # "--no-password -h host": the next word is another option
@@ -377,6 +388,17 @@ def _is_identifier(text: str) -> bool:
     )
 
 
+def _value_attr_spans(element: re.Match) -> list[Span]:
+    """The ``value="…"`` (or ``content``, ``val``) attribute of an element."""
+    spans = []
+    for a in _ATTR.finditer(element.group(2)):
+        if a.group(1).lower() in ("value", "content", "val"):
+            g = 2 if a.group(2) is not None else 3
+            if a.group(g) and not _harmless(a.group(g)):
+                spans.append((element.start(2) + a.start(g), element.start(2) + a.end(g)))
+    return spans
+
+
 def _xml_spans(line: str) -> tuple[list[Span], _Open | None]:
     """Secret elements, ``<add key="Password" value="…"/>`` and ``<name>password</name><value>…``."""
     spans: list[Span] = []
@@ -396,7 +418,10 @@ def _xml_spans(line: str) -> tuple[list[Span], _Open | None]:
                     opened = opened or _Open("next-element")
             if local.lower() == "key" and _is_identifier(inner):
                 continue  # a plist key names a value; it is not one
-        if is_secret_key(local) and not selfclosing:
+        if is_secret_key(local):
+            spans.extend(_value_attr_spans(m))  # <Password value="…"/>
+            if selfclosing:
+                continue
             if text.strip() and not _harmless(text):
                 spans.append(text_span)
             if not close and m.end(4) == len(line):
@@ -407,12 +432,7 @@ def _xml_spans(line: str) -> tuple[list[Span], _Open | None]:
             for a in _ATTR.finditer(attrs)
         )
         if names_secret:
-            for a in _ATTR.finditer(attrs):
-                if a.group(1).lower() in ("value", "content", "val"):
-                    g = 2 if a.group(2) is not None else 3
-                    base = m.start(2)
-                    if a.group(g):
-                        spans.append((base + a.start(g), base + a.end(g)))
+            spans.extend(_value_attr_spans(m))
             if text.strip() and not selfclosing:
                 spans.append(text_span)
     return spans, opened

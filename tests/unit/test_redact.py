@@ -126,6 +126,11 @@ CORPUS = [
     ("PHP define", "define('DB_PASSWORD', '{S}');", "wp-db-pass"),
     ("properties file", "spring.datasource.password={S}", "springPw1"),
     ("OpenVPN-style directive with quotes", 'secret "{S}";', "c2VjcmV0IGtleQ=="),
+    ("PHP variable", "$db_pass = '{S}';", "php-db-pass"),
+    ("Ruby instance variable", "  @api_token = '{S}'", "rb_tok_123"),
+    ("netrc-style line in a script", "machine api.heroku.com login me@example.com password {S}", "herokuPw9"),
+    ("key of several words", "Database Password = {S}", "two words"),
+    ("self-closing XML element", '<Password value="{S}"/>', "xmlSelfClosing1"),
 ]
 
 

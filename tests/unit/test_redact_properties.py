@@ -64,6 +64,7 @@ def test_planted_secret_never_appears_in_unquoted_formats(fmt, key, secret):
 @settings(max_examples=200, deadline=None)
 @given(key=key_names, secret=secrets(), indent=st.sampled_from(["", "  ", "\t"]), comma=st.booleans())
 def test_planted_secret_never_appears_in_json(key, secret, indent, comma):
+    assume(secret not in key)
     encoded = json.dumps(secret, ensure_ascii=False)
     line = f'{indent}"{key}": {encoded}{"," if comma else ""}'
     out = redact_line(line)
@@ -73,6 +74,7 @@ def test_planted_secret_never_appears_in_json(key, secret, indent, comma):
 @settings(max_examples=200, deadline=None)
 @given(key=key_names, secret=secrets(exclude="\"'\\"), quote=st.sampled_from(['"', "'"]))
 def test_planted_secret_never_appears_in_quoted_toml_and_shell(key, secret, quote):
+    assume(secret not in f"export {key}=")
     for line in (f"{key} = {quote}{secret}{quote}", f"export {key}={quote}{secret}{quote}"):
         assert secret not in redact_line(line)
 
@@ -81,6 +83,7 @@ def test_planted_secret_never_appears_in_quoted_toml_and_shell(key, secret, quot
 @given(key=key_names, secret=secrets())
 def test_planted_secret_never_appears_in_xml(key, secret):
     tag = re.sub(r"^[^A-Za-z_]+", "", key)
+    assume(secret not in f'<add key="{key}" value=""/>')
     escaped = xml_escape(secret)
     for line in (f"<{tag}>{escaped}</{tag}>", f'<add key="{key}" value="{xml_escape(secret, {chr(34): "&quot;"})}"/>'):
         out = redact_line(line)
@@ -90,6 +93,7 @@ def test_planted_secret_never_appears_in_xml(key, secret):
 @settings(max_examples=200, deadline=None)
 @given(key=key_names, secret=secrets(exclude="-"), attached=st.booleans())
 def test_planted_secret_never_appears_in_a_command_line(key, secret, attached):
+    assume(secret not in f"/usr/bin/tool -v --{key}=")
     argv = ["/usr/bin/tool", "-v", f"--{key}={secret}"] if attached else ["/usr/bin/tool", f"--{key}", secret, "-v"]
     assert all(secret not in arg for arg in redact_cmdline(argv))
 
