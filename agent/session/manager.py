@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import secrets
-import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -45,6 +44,7 @@ from agent.session.request import (
     verify_ssh_login,
     watch_flags,
 )
+from agent.session.sink import Publish, SessionSink
 from agent.text import escape, show
 
 log = logging.getLogger("chaperone.session")
@@ -53,14 +53,9 @@ WARNING_LEAD_S = 300
 MAX_PENDING = 16
 STOP_GRACE_S = 30.0
 MAX_NOTE_CHARS = 4000
-ACTIVITY_INTERVAL = 0.1
-ACTIVITY_BATCH_CAP = 200
 # Test-only: CHAPERONE_CAPTURE=off runs sessions without capture (journaled as a capture-error).
 CAPTURE_ENV = "CHAPERONE_CAPTURE"
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
-
-Publish = Callable[[str, dict], None]
-
 
 def warning_lead_s(duration_s: float) -> float:
     """Seconds before the limit at which the customer is warned."""
@@ -100,55 +95,6 @@ def _ssh_hooks():
     except ImportError:
         return None
     return lifecycle
-
-
-class SessionSink:
-    """Where capture (and the manager, once a session runs) sends records.
-
-    ``emit`` is thread-safe: it appends to the journal at once, and forwards
-    the record to subscribers as ``activity`` events batched every ~100 ms.
-    Beyond ``ACTIVITY_BATCH_CAP`` records in a batch, records are counted in
-    ``coalesced`` instead of sent (they are all in the journal).
-    """
-
-    def __init__(self, journal, loop: asyncio.AbstractEventLoop, publish: Publish, state_dir: Path):
-        self.journal = journal
-        self.state_dir = state_dir
-        self._loop = loop
-        self._publish = publish
-        self._lock = threading.Lock()
-        self._items: list[dict] = []
-        self._coalesced = 0
-        self._scheduled = False
-
-    def emit(self, type: str, data: dict) -> int:
-        seq = self.journal.append(type, data)
-        if type == "alarm":  # alarms are not batched: the customer hears at once
-            self._call_soon(self._publish, "alarm", data)
-        item = {**data, "type": type, "ts": rfc3339(utc_now()), "seq": seq}
-        with self._lock:
-            if len(self._items) < ACTIVITY_BATCH_CAP:
-                self._items.append(item)
-            else:
-                self._coalesced += 1
-            schedule = not self._scheduled
-            self._scheduled = True
-        if schedule:
-            self._call_soon(self._loop.call_later, ACTIVITY_INTERVAL, self.flush)
-        return seq
-
-    def _call_soon(self, *args) -> None:
-        try:
-            self._loop.call_soon_threadsafe(*args)
-        except RuntimeError:  # the loop is closed: the records are journaled, nobody listens
-            pass
-
-    def flush(self) -> None:
-        with self._lock:
-            items, coalesced = self._items, self._coalesced
-            self._items, self._coalesced, self._scheduled = [], 0, False
-        if items or coalesced:
-            self._publish("activity", {"items": items, "coalesced": coalesced})
 
 
 @dataclass(eq=False)

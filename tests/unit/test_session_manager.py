@@ -18,7 +18,8 @@ from agent.history import History
 from agent.journal import verify_journal
 from agent.service.peercred import Peer
 from agent.session import manager as manager_mod
-from agent.session.manager import ACTIVITY_BATCH_CAP, SessionManager
+from agent.session.manager import SessionManager
+from agent.session.sink import ACTIVITY_BATCH_CAP
 from agent.session.request import parse_rfc3339, utc_now
 
 CUSTOMER = Peer(pid=1, uid=0, gid=0)
