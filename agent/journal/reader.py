@@ -86,6 +86,8 @@ def parse_record(line: bytes) -> dict:
         raise BadLine("it is not valid UTF-8") from None
     except ValueError:
         raise BadLine("it is not valid JSON") from None
+    except RecursionError:
+        raise BadLine("it is nested too deeply") from None
     if type(record) is not dict:
         raise BadLine("it is not a JSON object")
     missing = _KEYS.difference(record)
@@ -113,6 +115,8 @@ def parse_record(line: bytes) -> dict:
         canonical = canonical_bytes(record)
     except NotCanonical as exc:
         raise BadLine(f"it cannot be canonical JSON ({exc})") from None
+    except RecursionError:
+        raise BadLine("it is nested too deeply") from None
     if canonical + b"\n" != line:
         raise BadLine("it is not in canonical form (sorted keys, no spaces, minimal escapes)")
     return record

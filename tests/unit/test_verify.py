@@ -82,6 +82,17 @@ def test_enormous_line_and_invalid_utf8_cannot_be_read(bundle, device_key, capsy
     assert code == 2 and "line 3 (seq 2) is not valid UTF-8" in err
 
 
+def test_deeply_nested_json_is_a_bad_record_not_a_crash(bundle, device_key, capsys):
+    lines = journal_lines(bundle)
+    (bundle / "session.jsonl").write_bytes(b"[" * 100_000 + b"\n" + b"".join(lines))
+    resign(bundle, device_key)
+    code, out, _ = run(capsys, bundle)
+    assert code == 1 and "line 1 (seq 0) is not a journal record: it is nested too deeply" in out
+    report = bundle.parent / "r.html"
+    assert main(["report", str(bundle), "-o", str(report)]) == 0
+    assert "nested too deeply" in report.read_text()
+
+
 def test_zip_bomb_is_not_inflated(tmp_path, capsys):
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
