@@ -67,7 +67,7 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
                                                 f"the device key {key.fingerprint} when exported.")
         files = {
             REPORT: report.encode("utf-8"),
-            VERIFY: verify_text(session_id, key.principal, key.fingerprint).encode("utf-8"),
+            VERIFY: verify_text(session_id, key.principal, key.fingerprint, target.name).encode("utf-8"),
             SIGNERS: (key.allowed_signers_line() + "\n").encode("ascii"),
         }
         for name, data in files.items():

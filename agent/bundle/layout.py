@@ -8,6 +8,7 @@ it (namespace ``chaperone-session``) by the device key in ``allowed_signers``.
 from __future__ import annotations
 
 import re
+import shlex
 
 from agent.journal import NAMESPACE
 
@@ -73,7 +74,7 @@ def parse_signers(raw: bytes) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def verify_text(session_id: str, principal: str, fingerprint: str) -> str:
+def verify_text(session_id: str, principal: str, fingerprint: str, bundle_name: str) -> str:
     """VERIFY.txt: how to check this bundle, with and without Chaperone."""
     ssh_verify = (f"ssh-keygen -Y verify -f allowed_signers -I {principal} -n {NAMESPACE} "
                   f"-s SHA256SUMS.sig < SHA256SUMS")
@@ -92,7 +93,7 @@ only the fingerprint tells you it came from that device.
 1. With Chaperone (checks the files, the signatures, the hash chain of
    every record, the checkpoints and the seal):
 
-    chaperone verify THIS-BUNDLE.zip --fingerprint {fingerprint}
+    chaperone verify {shlex.quote(bundle_name)} --fingerprint {fingerprint}
 
 2. With OpenSSH 8.1 or later and sha256sum alone, in the unzipped folder:
 

@@ -88,7 +88,7 @@ def test_verify_txt_names_the_principal_and_the_exact_commands(sealed, device_ke
                "-s SHA256SUMS.sig < SHA256SUMS")
     assert f"{command} && sha256sum -c SHA256SUMS" in text
     assert f'cmd /c "{command}"' in text
-    assert f"chaperone verify THIS-BUNDLE.zip --fingerprint {device_key.fingerprint}" in text
+    assert f"chaperone verify b --fingerprint {device_key.fingerprint}" in text
     assert "s-1" in text
 
 
