@@ -25,6 +25,7 @@ and markers already in place; and keys whose name says they hold something
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import math
 import re
@@ -82,6 +83,7 @@ def _segments(name: str) -> list[str]:
     return [m.group(0).lower() for part in re.split(r"[^A-Za-z0-9]+", name) for m in _CAMEL.finditer(part)]
 
 
+@functools.lru_cache(maxsize=8192)
 def is_secret_key(name: str) -> bool:
     """Whether a key, option or header of this name holds a secret value."""
     segs = _segments(name)
@@ -328,9 +330,13 @@ _LONG_TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{40,}={0,2}(?![\w+/=-])")
 _SSH_PUBKEY_BEFORE = re.compile(r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-\S+|sk-\S+@openssh\.com|\S+-cert-v01@openssh\.com)[ \t]+$")
 
 
+# One pass finds whether any known format occurs at all (most lines hold none).
+_ANY_TOKEN = re.compile("|".join(f"(?:{rx.pattern})" for _, rx in TOKEN_PATTERNS))
+
+
 def _token_spans(line: str) -> list[Span]:
     spans = []
-    for _what, rx in TOKEN_PATTERNS:
+    for _what, rx in TOKEN_PATTERNS if _ANY_TOKEN.search(line) else ():
         for m in rx.finditer(line):
             g = 1 if rx.groups else 0
             if m.start(g) >= 0 and m.end(g) > m.start(g):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -120,23 +121,42 @@ def _identify(info: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _connections(net_connections: Callable) -> tuple[dict[int, list[dict]], bool]:
+def _established(conns: Iterable, pid: int | None = None) -> tuple[dict[int, list[dict]], bool]:
     """pid -> its established connections; and whether some sockets had no pid (not ours to see)."""
     by_pid: dict[int, list[dict]] = {}
     hidden = False
-    for c in net_connections(kind="inet"):
+    for c in conns:
         if not c.raddr:
             continue
-        tcp = getattr(c, "type", None) != 2  # socket.SOCK_DGRAM
+        tcp = getattr(c, "type", None) != socket.SOCK_DGRAM
         if tcp and c.status != psutil.CONN_ESTABLISHED:
             continue
-        if c.pid is None:
+        owner = getattr(c, "pid", None) if pid is None else pid
+        if owner is None:
             hidden = True
             continue
         host, port = c.raddr[0], c.raddr[1]
         remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        by_pid.setdefault(c.pid, []).append({"remote": remote, "status": c.status if tcp else "UDP"})
+        by_pid.setdefault(owner, []).append({"remote": remote, "status": c.status if tcp else "UDP"})
     return by_pid, hidden
+
+
+def _per_process(procs: list) -> tuple[dict[int, list[dict]], set[int]]:
+    """Connections asked of each process (when listing every socket is not allowed, as on macOS)."""
+    by_pid: dict[int, list[dict]] = {}
+    unseen: set[int] = set()
+    for proc in procs:
+        pid = proc.info["pid"]
+        try:
+            ask = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6 names it connections
+            conns = ask(kind="inet")
+        except (psutil.AccessDenied, psutil.ZombieProcess):
+            unseen.add(pid)
+            continue
+        except psutil.NoSuchProcess:
+            continue
+        by_pid.update(_established(conns, pid)[0])
+    return by_pid, unseen
 
 
 def scan_remote_access(
@@ -149,20 +169,24 @@ def scan_remote_access(
     """
     candidates = []
     for proc in process_iter(["pid", "name", "exe", "cmdline", "username", "uids"]):
-        info = proc.info
-        tool, ssh_user = _identify(info)
+        tool, ssh_user = _identify(proc.info)
         if tool:
-            candidates.append((info, tool, ssh_user))
+            candidates.append((proc, tool, ssh_user))
     if not candidates:
         return []  # the usual case: no need to list every socket
-    by_pid, hidden = _connections(net_connections)
     me = euid if euid is not None else os.geteuid() if hasattr(os, "geteuid") else None
+    try:
+        by_pid, hidden = _established(net_connections(kind="inet"))
+        unseen = set()
+    except psutil.AccessDenied:
+        (by_pid, unseen), hidden = _per_process([proc for proc, _, _ in candidates]), False
     found = []
-    for info, tool, ssh_user in candidates:
+    for proc, tool, ssh_user in candidates:
+        info = proc.info
         pid = info["pid"]
         conns = sorted(by_pid.get(pid, []), key=lambda c: (c["remote"], c["status"]))
         uids = info.get("uids")
-        not_visible = hidden and me not in (0, None) and (uids is None or uids[0] != me)
+        not_visible = pid in unseen or (hidden and me not in (0, None) and (uids is None or uids[0] != me))
         process = " ".join(info.get("cmdline") or []) if tool == SSH else (info.get("name") or "")
         if conns:
             remotes = ", ".join(c["remote"] for c in conns)

@@ -271,3 +271,32 @@ def test_monitor_thread_alarms_and_stops_deterministically():
     monitor.stop()  # a second stop is harmless
     monitor.start()  # and it can start again
     monitor.stop()
+
+
+class ProcessWithSockets(FakeProcess):
+    """A process that answers for its own sockets (listing every socket is refused, as on macOS)."""
+
+    def __init__(self, *args, conns=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conns = conns
+
+    def net_connections(self, kind):
+        if self.conns is None:
+            raise psutil.AccessDenied(self.info["pid"])
+        return self.conns
+
+
+def test_when_sockets_cannot_be_listed_each_tool_is_asked_for_its_own():
+    def refused(kind):
+        raise psutil.AccessDenied()
+
+    procs = fake_process_iter(
+        ProcessWithSockets(1, "AnyDesk", ["/Applications/AnyDesk.app/Contents/MacOS/AnyDesk"],
+                           conns=[tcp(None, ("203.0.113.5", 443))]),
+        ProcessWithSockets(2, "TeamViewer", ["/Applications/TeamViewer.app/Contents/MacOS/TeamViewer"], conns=None),
+        ProcessWithSockets(3, "rustdesk", ["rustdesk"], conns=[]),
+    )
+    found = scan_remote_access(procs, refused, euid=501)
+    assert [(f["pid"], f["tool"]) for f in found] == [(1, "AnyDesk"), (2, "TeamViewer")]
+    assert found[0]["connections"] == [{"remote": "203.0.113.5:443", "status": "ESTABLISHED"}]
+    assert "not visible" in found[1]["detail"]
