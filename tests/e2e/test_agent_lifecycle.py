@@ -112,10 +112,10 @@ def test_request_wait_exit_codes_allowed_refused_and_no_answer(agent_factory, ho
 
 def test_time_limit_warns_then_ends_the_session(agent, home, tmp_path):
     events = Events(agent.client)
-    sid = _request(agent, "--watch", str(tmp_path), "--duration", "4s")
+    sid = _request(agent, "--watch", str(tmp_path), "--duration", "3s")
     agent.cli("approve", sid)
     warning = events.wait_for("time-warning", lambda d: d["id"] == sid)
-    assert 1 <= warning["remaining_s"] <= 2  # halfway through a 4 s session (5 min before the end for long ones)
+    assert 1 <= warning["remaining_s"] <= 2  # halfway through a 3 s session (5 min before the end for long ones)
     assert events.wait_for("session-ended", lambda d: d["id"] == sid)["reason"] == "time-limit"
     events.close()
     kinds = types(home, sid)
@@ -188,7 +188,7 @@ def test_sigkill_mid_session_then_restart_resumes_with_a_recovery_record(agent_f
 
 def test_sigkill_then_restart_after_the_limit_ends_with_reason_recovery(agent_factory, home, tmp_path):
     agent = agent_factory()
-    sid = _request(agent, "--watch", str(tmp_path), "--duration", "3s")
+    sid = _request(agent, "--watch", str(tmp_path), "--duration", "2s")
     agent.cli("approve", sid)
     agent.kill()
     until = next(r["data"]["granted"]["until"] for r in records(home, sid) if r["type"] == "decision")
