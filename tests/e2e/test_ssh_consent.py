@@ -227,7 +227,7 @@ def check_bundle(bundle: Path, session_id: str, target, ssh_keys, pki):
     # 4b: every change
     files = {(d["op"], d["path"]) for d in by_type.get("file", [])}
     conf = str(target["conf"])
-    assert ("created", f"{conf}/notes.txt") in files
+    assert ("created", f"{conf}/notes.txt") in files, (by_type.get("capture-error"), sorted(files), list(by_type))
     assert {("created", f"{conf}/scratch.txt"), ("deleted", f"{conf}/scratch.txt")} <= files
     assert ("created", str(target["cron"])) in files
     assert any(p == f"{target['home']}/.ssh/authorized_keys" for _, p in files)
