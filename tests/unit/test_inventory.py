@@ -10,11 +10,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.canonical import canonical_bytes
 from agent.capture.inventory import ERROR_PREFIX, diff_snapshots, summary_records, take_snapshot
 from agent.capture.inventory import linux
 from agent.capture.inventory.common import collect_listening
+from agent.capture.inventory.diff import RULES
 from agent.capture.inventory.registry import default_collectors
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "inventory"
@@ -343,3 +346,45 @@ def test_real_snapshot_of_this_machine():
     assert {r["category"] for r in records} == set(snap)
     assert all(canonical_bytes(r) for r in records)
     assert diff_snapshots(snap, snap) == []
+
+
+def test_a_symlink_loop_is_an_error_not_a_crash(root):
+    keys = root["homes"]["bob"] / ".ssh" / "authorized_keys"
+    os.symlink(keys, keys)
+    snap = take_snapshot({"authorized_keys": linux.collect_authorized_keys}, timeout=20)
+    (error,) = [v for k, v in snap["authorized_keys"].items() if k.startswith(ERROR_PREFIX)]
+    assert error["source"] == str(keys) and "symbolic links" in error["error"]
+
+
+# -- properties of the diff ---------------------------------------------------------------
+
+short = st.text("abc!", max_size=3)
+details = st.fixed_dictionaries(
+    {"source": st.sampled_from(["a", "b"])},
+    optional={
+        "enabled": st.sampled_from([None, "enabled", "disabled", "static"]), "running": st.none() | st.booleans(),
+        "uid": st.none() | st.integers(0, 3), "gid": st.none() | st.integers(0, 3),
+        "shell": st.sampled_from(["/bin/sh", "/usr/sbin/nologin", ""]), "members": st.lists(short, max_size=3),
+        "admin": st.booleans(), "proto": st.sampled_from(["tcp", "udp"]), "port": st.integers(0, 65535),
+        "kind": st.sampled_from(["cron", "timer", "cron-script"]), "exec": short, "name": short, "user": short,
+        "fingerprint": short, "rule": short, "process": st.none() | short,
+    },
+)
+items = st.dictionaries(short | st.just(ERROR_PREFIX + "a"), details, max_size=5)
+snapshots = st.dictionaries(st.sampled_from(sorted(RULES)), items, max_size=4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=snapshots, after=snapshots)
+def test_diff_properties(before, after):
+    changes = diff_snapshots(before, after)
+    assert diff_snapshots(after, after) == []
+    for c in changes:
+        assert (c["why"] is not None) is c["way_back_in"]
+        old, new = before[c["category"]], after[c["category"]]
+        assert {"added": c["item"] in new, "removed": c["item"] in old,
+                "changed": c["item"] in old and c["item"] in new}[c["op"]]
+        failed = {k[len(ERROR_PREFIX):] for side in (old, new) for k in side if k.startswith(ERROR_PREFIX)}
+        sides = [c["detail"]] if c["op"] != "changed" else [c["detail"]["before"], c["detail"]["after"]]
+        assert all(d["source"] not in failed for d in sides)
+        canonical_bytes(c)
