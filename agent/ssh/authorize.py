@@ -23,7 +23,6 @@ own; the agent's session state is asked every time.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import re
 import time
@@ -33,7 +32,7 @@ from datetime import datetime, timezone
 
 from agent.errors import AgentUnavailable, ChaperoneError
 from agent.home import Home
-from agent.sshkeys import KeyFormatError, blob_to_line, blob_type
+from agent.sshkeys import blob_to_line, blob_type
 from agent.ssh.settings import SSHSettings
 from agent.ssh.state import LoginRecord, LoginState, ProcessRef
 from agent.ssh.technician import login_request, signed_request_for
@@ -142,12 +141,11 @@ class Authorizer:
             raise Refused(f"the key type {attempt.key_type[:60]!r} is not supported")
         try:
             blob = base64.b64decode(attempt.key_b64, validate=True)
-            if blob_type(blob) != attempt.key_type:
-                raise Refused("the key's data does not match its type")
-        except (binascii.Error, ValueError, KeyFormatError) as exc:
-            if isinstance(exc, Refused):
-                raise
+            key_type = blob_type(blob)
+        except ValueError:  # binascii.Error and KeyFormatError are ValueErrors
             raise Refused("the key is malformed") from None
+        if key_type != attempt.key_type:
+            raise Refused("the key's data does not match its type")
         return blob
 
     def _identify(self, blob: bytes, user: str) -> Identity:

@@ -136,15 +136,21 @@ class LoginState:
 
     @contextmanager
     def open(self, write: bool = True) -> Iterator[LoginBook]:
-        """The records under an exclusive lock (shared when only reading); saved on exit if ``write``."""
+        """The records under an exclusive lock (shared when only reading).
+
+        With ``write``, they are saved on the way out, also when the block
+        raises (a refusal is raised from inside it, after noting it).
+        """
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             book = LoginBook(self._load())
-            yield book
-            if write:
-                self._save(book.records)
+            try:
+                yield book
+            finally:
+                if write:
+                    self._save(book.records)
         finally:
             os.close(fd)  # releases the lock
 

@@ -197,6 +197,8 @@ def test_deny_refuses_and_other_keys_of_that_login_are_not_asked_again(trusted, 
     decide_when_pending(agent, "deny")
     assert Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=sshd)) is None
     assert agent.call("sessions")[0]["state"] == "refused"
+    with LoginState(trusted).open(write=False) as book:
+        assert [(r.state, r.sshd) for r in book.records] == [("refused", [sshd])]  # remembered for this login
     # the client offers a second trusted key on the same connection: refused without a new prompt
     assert Authorizer(trusted).authorize(attempt(f"{pki.alice2}.pub", sshd=sshd)) is None
     assert session_count(agent) == 1 and agent.call("pending") == []
