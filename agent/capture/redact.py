@@ -140,7 +140,7 @@ _STMT = re.compile(
     r"(?:-[ \t]+)?[$@]?"
 )
 _KEY = re.compile(r"(?<![\w.-])-{0,2}[A-Za-z_][\w.-]*")
-_KEY_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9_. \t-]*[ \t]")  # "Database Password = …": a key of several words
+_KEY_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9_. \t-]*")  # "Database Password = …": a key of several words
 # Secret words that may stand before their value with only a space between, anywhere
 # in a line (``machine h login bob password abc`` in a netrc-style line).
 _BARE_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "token", "apikey"})
@@ -148,9 +148,7 @@ _EMBEDDED_END = re.compile(r"""[\s;&,)}\]>"'<|]""")
 _CALL_ARGUMENT = re.compile(r"[ \t]*,[ \t]*(?=[\"'])")
 _TRAILER = re.compile(r"[ \t]*[,;]?[ \t]*(?:(?:#|//).*)?$")
 _DIRECTIVE_TAIL = re.compile(r"[ \t]*(?:#.*)?$")
-_AUTH_SCHEME = re.compile(
-    r"(?i)(?:basic|bearer|digest|token|negotiate|ntlm|aws4-hmac-sha256|sharedkey|ssws|apikey|key)[ \t]+"
-)
+_NON_SPACE = re.compile(r"\S+")
 
 
 def _close_quote(line: str, start: int, q: str) -> int:
@@ -172,6 +170,8 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
     spans: list[Span] = []
     opened: _Open | None = None
     stmt_end = _STMT.match(line).end()
+    words = _KEY_WORDS.match(line, stmt_end)
+    words_end = words.end() if words else stmt_end
     n = len(line)
     for m in _KEY.finditer(line):
         token = m.group(0).rstrip(".-")
@@ -190,7 +190,7 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
         at_stmt = (
             start == stmt_end
             or (start == stmt_end + 1 and line[stmt_end] in "\"'")
-            or _KEY_WORDS.fullmatch(line, stmt_end, start) is not None
+            or (stmt_end < start <= words_end and line[start - 1] in " \t")
         )
         p = pos
         while p < n and line[p] in " \t":
@@ -221,9 +221,9 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
             continue
         if c in "\"'`":
             end = _close_quote(line, p + 1, c)
-            in_tag = line.rfind("<", 0, start) > line.rfind(">", 0, start)
-            if in_tag and name.lower() in _NAMING_ATTRS and end > 0 and _is_identifier(line[p + 1 : end]):
-                continue  # key="DbPassword" names a setting; the value="…" beside it is judged by that name
+            if name.lower() in _NAMING_ATTRS and end > 0 and _is_identifier(line[p + 1 : end]):
+                if line.rfind("<", 0, start) > line.rfind(">", 0, start):
+                    continue  # key="DbPassword" in a tag names a setting; the value="…" beside it is judged by that name
             if end < 0:
                 spans.append((p + 1, n))
                 opened = opened or _Open("quote", c)
@@ -240,7 +240,7 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
         if at_stmt and not sep_is_space and not quoted_key:
             end = len(line.rstrip())
         elif at_stmt and sep_is_space and not dashed:
-            word = re.compile(r"\S+").match(line, p)
+            word = _NON_SPACE.match(line, p)
             if not _DIRECTIVE_TAIL.match(line, word.end()):
                 continue  # "password required pam_unix.so": a list of words, not a value
             end = word.end()
@@ -623,7 +623,7 @@ def _scan_line(line: str) -> tuple[str, _Open | None]:
 
 def redact_line(line: str) -> str:
     """One line of configuration, environment, INI, YAML, JSON, TOML, XML or shell, secrets hidden."""
-    if "\n" in line or "\r" in line:
+    if "\n" in line:
         return redact_text(line)
     return _scan_line(line)[0]
 
@@ -684,12 +684,21 @@ def _continue(line: str, opened: _Open) -> tuple[str, _Open | None, bool]:
     return line, None, True
 
 
+def _split_lines(text: str) -> list[str]:
+    """Lines with their ``\n``. Only ``\n`` ends a line: str.splitlines would also split
+    at form feeds and other separators that config files treat as ordinary characters,
+    and cut a secret in two."""
+    lines = text.split("\n")
+    last = lines.pop()
+    return [line + "\n" for line in lines] + ([last] if last else [])
+
+
 def redact_text(text: str) -> str:
     """Many lines, secrets hidden; line structure and line endings are kept."""
     out: list[str] = []
     opened: _Open | None = None
-    for raw in text.splitlines(keepends=True):
-        content = raw.rstrip("\r\n")
+    for raw in _split_lines(text):
+        content = raw.removesuffix("\n").removesuffix("\r")
         ending = raw[len(content) :]
         if opened is None:
             line, opened = _scan_line(content)
@@ -735,8 +744,8 @@ def redact_cmdline(argv: list[str]) -> list[str]:
 def _diff_lines(text: str | None) -> list[str]:
     if text is None:
         return []
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(("\n", "\r")):
+    lines = _split_lines(text)
+    if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n\\ No newline at end of file\n"
     return lines
 

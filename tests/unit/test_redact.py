@@ -449,3 +449,10 @@ def test_realistic_files_hide_their_secrets_and_nothing_else(path):
 
 def test_fixture_corpus_covers_many_formats():
     assert len(FIXTURES) >= 8
+
+
+def test_only_newlines_end_lines():
+    # str.splitlines() would cut here, and "rest" would escape the rule that sees "password=".
+    for sep in ("\x0b", "\x0c", "\x1c", "\x85", "\u2028"):
+        out = redact_text(f"password=secret{sep}rest\nnext=1\n")
+        assert "rest" not in out and out.endswith("\nnext=1\n")
