@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from agent.sshkeys import CERT_SUFFIX, KEY_TYPES, KeyFormatError, blob_type, load_identity
 
 WHITESPACE = " \t\r\n"
@@ -166,7 +168,7 @@ def _parse_key(text: str) -> bytes:
         if isinstance(exc, LineError):
             raise
         raise LineError(f"the {key_type} key is malformed") from exc
-    except Exception as exc:  # cryptography's UnsupportedAlgorithm is not a ValueError
+    except UnsupportedAlgorithm as exc:
         raise LineError(f"the {key_type} key uses an unsupported algorithm") from exc
     return blob
 

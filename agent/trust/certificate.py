@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
@@ -84,7 +84,7 @@ class Certificate:
             raise CertificateError("the certificate's CA signature does not match") from exc
         except (KeyFormatError, ValueError, TypeError) as exc:
             raise CertificateError("the certificate is malformed") from exc
-        except Exception as exc:  # cryptography's UnsupportedAlgorithm (e.g. a DSA CA)
+        except UnsupportedAlgorithm as exc:  # e.g. a DSA CA
             raise CertificateError("the certificate uses an unsupported algorithm") from exc
         return cls(
             blob=blob,

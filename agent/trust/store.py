@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from agent import sshsig
 from agent.errors import ChaperoneError
 from agent.sshkeys import KeyFormatError, fingerprint
@@ -121,7 +123,7 @@ class TrustStore:
             signed = sshsig.verify(armored_sig, namespace, message)
         except (sshsig.SignatureError, KeyFormatError) as exc:
             raise TrustError(f"The signature is not valid: {exc}.") from exc
-        except Exception as exc:  # cryptography's UnsupportedAlgorithm for exotic keys
+        except UnsupportedAlgorithm as exc:
             raise TrustError("The signature uses a key type that is not supported.") from exc
         at = _seconds(now)
         blob = signed.public_key_blob

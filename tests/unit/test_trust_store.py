@@ -7,7 +7,10 @@ import base64
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from agent.sshsig import armor, dearmor
 from agent.trust import TrustError, TrustStore
 
 NS = "chaperone-request"
@@ -252,3 +255,40 @@ def test_a_tampered_certificate_is_refused(pki, login_store):
     assert login_store.lookup_key(bytes(blob[:40]), "support") is None
     assert login_store.lookup_key(b"\x00\x00\x00\x07ssh-foo", "support") is None
     assert login_store.lookup_key(b"", "support") is None
+
+
+# --- hostile input never escapes as anything but TrustError ---------------------------------------
+
+def _mutations(blob: bytes):
+    return st.one_of(
+        st.binary(max_size=300),
+        st.tuples(st.integers(0, len(blob) - 1), st.integers(0, 255)).map(
+            lambda t: blob[: t[0]] + bytes([t[1]]) + blob[t[0] + 1 :]),
+        st.integers(0, len(blob)).map(lambda n: blob[:n]),
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_identify_key_only_ever_raises_trust_error(pki, login_store, data):
+    blob = data.draw(_mutations(_blob(pki.cert)) | _mutations(_blob(f"{pki.alice}.pub")))
+    try:
+        login_store.identify_key(blob, "support")
+    except TrustError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.fixture(scope="module")
+def cert_signature(pki, ssh_keys) -> bytes:
+    return dearmor(ssh_keys.sign(pki.cert, NS, MESSAGE))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_verify_signature_only_ever_raises_trust_error(pki, cert_signature, data):
+    store = TrustStore.parse(f"*@acme.example cert-authority {pki.pub(pki.ca)}\n{ALICE} {pki.pub(pki.alice)}\n")
+    mutated = data.draw(_mutations(cert_signature))
+    try:
+        store.verify_signature(armor(mutated), NS, MESSAGE, ALICE)
+    except TrustError as exc:
+        assert "\n" not in str(exc)
