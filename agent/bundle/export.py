@@ -15,14 +15,15 @@ import re
 import time
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from agent.bundle.layout import FILES, JOURNAL, PRINCIPAL, REPORT, SIG, SIGNERS, SUMS, VERIFY, sums_text, verify_text
-from agent.bundle.report import render_report
+from agent.bundle.report import write_report
 from agent.devicekey import DeviceKey
 from agent.errors import ChaperoneError, KeyFileError, UsageError
 from agent.history import History
 from agent.home import Home
+from agent.journal.reader import iter_lines
 from agent.journal.verify import verify_journal
 
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}")
@@ -61,12 +62,13 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
                                  f"'chaperone end {session_id}', then export it.")
             raise ChaperoneError(f"The journal of session {session_id} is not intact, so it cannot be exported "
                                  f"as genuine: {check.reason}")
-        with open(journal, "rb") as lines:
-            report = render_report(lines, verified=True, history=row,
-                                   verification=f"{check.records} records, chained, checkpointed and sealed by "
-                                                f"the device key {key.fingerprint} when exported.")
+        with writer.create(REPORT) as raw:
+            report = _HashingSink(raw)
+            write_report(report, lambda: _lines_of(journal), verified=True, history=row,
+                         verification=f"{check.records} records, chained, checkpointed and sealed by "
+                                      f"the device key {key.fingerprint} when exported.")
+            digests[REPORT] = report.digest()
         files = {
-            REPORT: report.encode("utf-8"),
             VERIFY: verify_text(session_id, key.principal, key.fingerprint, target.name).encode("utf-8"),
             SIGNERS: (key.allowed_signers_line() + "\n").encode("ascii"),
         }
@@ -84,6 +86,27 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
         writer.abort()
         raise
     return target
+
+
+def _lines_of(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as stream:
+        yield from iter_lines(stream)
+
+
+class _HashingSink:
+    """A text sink writing UTF-8 to a binary stream and hashing it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._hash.update(data)
+        self._raw.write(data)
+
+    def digest(self) -> str:
+        return self._hash.hexdigest()
 
 
 class _CopyingReader:

@@ -13,8 +13,9 @@ system changes, notes — then every record in a table.
 from __future__ import annotations
 
 import html
+import io
 import json
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, TextIO
 
 from agent import text as display
 from agent.journal.reader import BadLine, parse_record
@@ -45,16 +46,30 @@ def _safe_lines(value: str) -> str:
     return "\n".join(_safe(line) for line in value.split("\n"))
 
 
+def _obj(value) -> dict:
+    """``value`` if it is an object, else {} (a tampered journal may hold anything)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value, sep: str = ", ") -> str:
+    """A list shown joined, anything else as text."""
+    if isinstance(value, list):
+        return sep.join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _yes_no(value) -> str:
+    return "yes" if value is True else "no" if value is False else ""
+
+
 def _summary(record: dict) -> str:
     """One line saying what a record is about, as plain (unescaped) text."""
     d, kind = record["data"], record["type"]
     if kind == "file":
-        where = d.get("path", "")
-        if d.get("dest"):
-            where += f" -> {d['dest']}"
+        where = f"{d.get('path', '')}" + (f" -> {d['dest']}" if d.get("dest") else "")
         return f"{d.get('op', '')} {where}"
     if kind == "process":
-        cmd = " ".join(str(a) for a in d.get("cmdline") or []) or d.get("exe", "")
+        cmd = _items(d.get("cmdline"), " ") or d.get("exe", "")
         return f"{d.get('op', '')} pid {d.get('pid', '')} ({d.get('user', '')}): {cmd}"
     if kind == "inventory-change":
         return f"{d.get('op', '')} {d.get('category', '')}: {d.get('item', '')}"
@@ -97,6 +112,17 @@ class _Session:
             self.recoveries.append((ts, data))
 
 
+#: Rows shown per section; the table of all records below them has every one.
+SECTION_LIMIT = 5_000
+_COLUMNS = {
+    "back": ("Ways back in", ["Time", "What", "Item", "Why"]),
+    "files": ("Files", ["Time", "Change", "Path", "Size", "SHA-256 after", "By", "Diff"]),
+    "processes": ("Processes", ["Time", "Event", "PID", "User", "Command line", "Technician's"]),
+    "changes": ("Software and system changes", ["Time", "Category", "Change", "Item", "Detail"]),
+    "notes": ("Notes", ["Time", "Author", "Note"]),
+}
+
+
 def render_report(journal_lines: Iterable[bytes], *, verified: bool | None = None, verification: str = "",
                   history: dict | None = None) -> str:
     """The report of a journal, given its lines (bytes, with or without ``\\n``).
@@ -106,84 +132,113 @@ def render_report(journal_lines: Iterable[bytes], *, verified: bool | None = Non
     History row, used for header fields the journal lacks. Lines that are not
     records are shown as such, never skipped.
     """
+    lines = list(journal_lines)
+    out = io.StringIO()
+    write_report(out, lambda: lines, verified=verified, verification=verification, history=history)
+    return out.getvalue()
+
+
+def write_report(out: TextIO, read_lines: Callable[[], Iterable[bytes]], *, verified: bool | None = None,
+                 verification: str = "", history: dict | None = None) -> None:
+    """Write the report to ``out`` in constant memory: ``read_lines()`` is
+    called twice, once for the header and sections, once for the full table."""
+    history = history or {}
     session = _Session()
-    sections: dict[str, list[str]] = {"back": [], "files": [], "processes": [], "changes": [], "notes": []}
-    table: list[str] = []
+    sections: dict[str, list[str]] = {key: [] for key in _COLUMNS}
+    totals = dict.fromkeys(_COLUMNS, 0)
     count = 0
-    for number, line in enumerate(journal_lines, 1):
-        if not line.endswith(b"\n"):
-            line += b"\n"
-        try:
-            record = parse_record(line)
-        except BadLine as exc:
-            table.append(f'<tr class="flag"><td>?</td><td>line {number}</td><td>not a record</td>'
-                         f"<td>{_safe(str(exc))}</td></tr>")
+    for _, record in _records(read_lines()):
+        if isinstance(record, dict):
+            count += 1
+            session.see(record)
+            _sort_into(sections, totals, record)
+    out.write("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+              "<meta name=viewport content='width=device-width,initial-scale=1'>"
+              f"<title>Chaperone session {_safe(session.id or history.get('id'))}</title>"
+              f"<style>{_STYLE}</style></head><body>\n")
+    out.write(_header(session, history, verified, verification, count))
+    for key, (title, columns) in _COLUMNS.items():
+        out.write(_section(title, columns, sections[key], totals[key]))
+    out.write(f"<h2 id=records>All records ({count})</h2>\n"
+              "<table><tr><th>Seq</th><th>Time (UTC)</th><th>Type</th><th>Details</th></tr>\n")
+    for number, record in _records(read_lines()):
+        if isinstance(record, BadLine):
+            out.write(f'<tr class="flag"><td>?</td><td>line {number}</td><td>not a record</td>'
+                      f"<td>{_safe(str(record))}</td></tr>\n")
             continue
-        count += 1
-        session.see(record)
-        _sort_into(sections, record)
         flagged = ' class="flag"' if record["type"] in ("alarm", "recovery", "capture-error", "overflow") else ""
-        table.append(f"<tr{flagged}><td>{record['seq']}</td><td class=mono>{_safe(record['ts'])}</td>"
-                     f"<td>{_safe(record['type'])}</td><td>{_safe(_summary(record))}</td></tr>")
-    return "".join([
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>",
-        "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        f"<title>Chaperone session {_safe(session.id or (history or {}).get('id'))}</title>",
-        f"<style>{_STYLE}</style></head><body>\n",
-        _header(session, history or {}, verified, verification, count),
-        _section("Ways back in", "back", sections, ["Time", "What", "Item", "Why"]),
-        _section("Files", "files", sections, ["Time", "Change", "Path", "Size", "SHA-256 after", "By", "Diff"]),
-        _section("Processes", "processes", sections, ["Time", "Event", "PID", "User", "Command line", "Technician's"]),
-        _section("Software and system changes", "changes", sections, ["Time", "Category", "Change", "Item", "Detail"]),
-        _section("Notes", "notes", sections, ["Time", "Author", "Note"]),
-        f"<h2 id=records>All records ({count})</h2>\n",
-        "<table><tr><th>Seq</th><th>Time (UTC)</th><th>Type</th><th>Details</th></tr>\n",
-        "\n".join(table),
-        "</table>\n</body></html>\n",
-    ])
+        out.write(f"<tr{flagged}><td>{record['seq']}</td><td class=mono>{_safe(record['ts'])}</td>"
+                  f"<td>{_safe(record['type'])}</td><td>{_safe(_summary(record))}</td></tr>\n")
+    out.write("</table>\n</body></html>\n")
+
+
+def _records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict | BadLine]]:
+    """(line number, record or BadLine) for each line."""
+    for number, line in enumerate(lines, 1):
+        try:
+            yield number, parse_record(line if line.endswith(b"\n") else line + b"\n")
+        except BadLine as exc:
+            yield number, exc
 
 
 def _row(cells: list) -> str:
     return "<tr>" + "".join(f"<td>{_safe(c)}</td>" for c in cells) + "</tr>"
 
 
-def _sort_into(sections: dict[str, list[str]], record: dict) -> None:
-    kind, d, ts = record["type"], record["data"], record["ts"]
+def _sort_into(sections: dict[str, list[str]], totals: dict[str, int], record: dict) -> None:
+    key = _section_of(record)
+    if key is None:
+        return
+    totals[key] += 1
+    if len(sections[key]) < SECTION_LIMIT:
+        sections[key].append(_section_row(key, record))
+
+
+def _section_of(record: dict) -> str | None:
+    kind = record["type"]
     if kind == "inventory-change":
-        if d.get("way_back_in") is True:
-            sections["back"].append(_row([ts, d.get("category"), f"{d.get('op', '')} {d.get('item', '')}", d.get("why")]))
-        else:
-            sections["changes"].append(_row([ts, d.get("category"), d.get("op"), d.get("item"), d.get("detail")]))
-    elif kind == "alarm":
-        sections["back"].append(_row([ts, f"remote-access tool {d.get('tool', '')}",
-                                      f"{d.get('process', '')} (pid {d.get('pid', '')})", d.get("detail")]))
-    elif kind == "file":
+        return "back" if record["data"].get("way_back_in") is True else "changes"
+    return {"alarm": "back", "process": "processes", "note": "notes"}.get(kind) or (
+        "files" if kind in _FILE_TYPES else None)
+
+
+def _section_row(key: str, record: dict) -> str:
+    kind, d, ts = record["type"], record["data"], record["ts"]
+    if kind == "inventory-change" and key == "back":
+        return _row([ts, d.get("category"), f"{d.get('op', '')} {d.get('item', '')}", d.get("why")])
+    if kind == "inventory-change":
+        return _row([ts, d.get("category"), d.get("op"), d.get("item"), d.get("detail")])
+    if kind == "alarm":
+        return _row([ts, f"remote-access tool {d.get('tool', '')}", f"{d.get('process', '')} (pid {d.get('pid', '')})",
+                     d.get("detail")])
+    if kind == "file":
         who = d.get("attribution") or {}
-        by = f"{who.get('exe', '')} ({who.get('user', '')}, {who.get('how', '')})" if who else ""
-        where = d.get("path", "") + (f" -> {d['dest']}" if d.get("dest") else "")
+        by = f"{who.get('exe', '')} ({who.get('user', '')}, {who.get('how', '')})" if isinstance(who, dict) and who else ""
+        where = f"{d.get('path', '')}" + (f" -> {d['dest']}" if d.get("dest") else "")
         diff = d.get("diff")
-        diff_cell = f"<pre>{_safe_lines(diff)}</pre>" if isinstance(diff, str) and diff else _safe(d.get("diff_omitted") or d.get("error"))
+        diff_cell = (f"<pre>{_safe_lines(diff)}</pre>" if isinstance(diff, str) and diff
+                     else _safe(d.get("diff_omitted") or d.get("error")))
         digest = d.get("sha256_after")
         short = f"{digest[:12]}…" if isinstance(digest, str) and len(digest) > 12 else digest  # the journal has it whole
         cells = "".join(f"<td>{_safe(c)}</td>" for c in [ts, d.get("op"), where, d.get("size"), short, by])
-        sections["files"].append(f"<tr>{cells}<td>{diff_cell}</td></tr>")
-    elif kind in _FILE_TYPES:
-        sections["files"].append(_row([ts, kind, d.get("root"), "", "", "", _summary(record)]))
-    elif kind == "process":
-        cmd = " ".join(str(a) for a in d.get("cmdline") or [])
-        technician = {True: "yes", False: "no"}.get(d.get("technician"), "")
-        sections["processes"].append(_row([ts, d.get("op"), d.get("pid"), d.get("user"), cmd or d.get("exe"), technician]))
-    elif kind == "note":
-        sections["notes"].append(_row([ts, d.get("author"), d.get("text")]))
+        return f"<tr>{cells}<td>{diff_cell}</td></tr>"
+    if kind in _FILE_TYPES:
+        return _row([ts, kind, d.get("root"), "", "", "", _summary(record)])
+    if kind == "process":
+        cmd = _items(d.get("cmdline"), " ")
+        technician = _yes_no(d.get("technician"))
+        return _row([ts, d.get("op"), d.get("pid"), d.get("user"), cmd or d.get("exe"), technician])
+    return _row([ts, d.get("author"), d.get("text")])  # a note
 
 
-def _section(title: str, key: str, sections: dict[str, list[str]], columns: list[str]) -> str:
-    rows = sections[key]
-    head = f"<h2>{html.escape(title)} ({len(rows)})</h2>\n"
+def _section(title: str, columns: list[str], rows: list[str], total: int) -> str:
+    head = f"<h2>{html.escape(title)} ({total})</h2>\n"
     if not rows:
         return head + "<p class=empty>Nothing recorded.</p>\n"
     header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    return head + f"<table><tr>{header}</tr>\n" + "\n".join(rows) + "\n</table>\n"
+    more = (f"<p class=empty>The first {len(rows)} are shown; all {total} are in the table of all records.</p>\n"
+            if total > len(rows) else "")
+    return head + f"<table><tr>{header}</tr>\n" + "\n".join(rows) + "\n</table>\n" + more
 
 
 def _header(s: _Session, history: dict, verified: bool | None, verification: str, count: int) -> str:
@@ -198,45 +253,46 @@ def _header(s: _Session, history: dict, verified: bool | None, verification: str
         banner = f'<div class="banner bad">NOT VERIFIED: {_safe(verification)}</div>'
     else:
         banner = '<div class="banner unk">This report was not checked against a signature.</div>'
-    identity = req.get("verification") or {}
+    identity = _obj(req.get("verification"))
     if identity:
-        who_checked = "verified" if identity.get("verified") else "NOT verified"
+        who_checked = "verified" if identity.get("verified") is True else "NOT verified"
         signer = " ".join(str(x) for x in (identity.get("principal"), identity.get("fingerprint")) if x)
         who_checked += f" ({signer})" if signer else ""
         who_checked += f": {identity['detail']}" if identity.get("detail") else ""
     else:
-        who_checked = {True: "verified", False: "NOT verified"}.get(history.get("verified"), "unknown")
+        who_checked = {"yes": "verified", "no": "NOT verified"}.get(_yes_no(history.get("verified")), "unknown")
+    email = pick("email")
     rows = [
-        ("Technician", " ".join(x for x in [str(pick("technician") or ""), f"<{pick('email')}>" if pick("email") else ""] if x)),
+        ("Technician", f"{pick('technician') or ''}" + (f" <{email}>" if email else "")),
         ("Identity", who_checked),
         ("Organisation", pick("org")),
         ("Ticket", pick("ticket")),
         ("Reason", pick("reason")),
-        ("Request flags", ", ".join(req.get("flags") or history.get("flags") or []) or "none"),
+        ("Request flags", _items(req.get("flags") or history.get("flags")) or "none"),
     ]
-    for ts, d in s.decisions or []:
-        by = d.get("by") or {}
+    for ts, d in s.decisions:
+        by = _obj(d.get("by"))
         rows.append(("Decision", f"{d.get('decision', '')} by {by.get('user', '?')} (uid {by.get('uid', '?')}), "
                                  f"{d.get('how', '')}, at {ts}" + (f": {d['reason']}" if d.get("reason") else "")))
-        granted = d.get("granted")
+        granted = _obj(d.get("granted"))
         if granted:
-            rows.append(("Granted", f"capabilities {', '.join(granted.get('capabilities') or []) or 'none'}; "
-                                    f"watching {', '.join(granted.get('watch') or []) or 'nothing'}; "
+            rows.append(("Granted", f"capabilities {_items(granted.get('capabilities')) or 'none'}; "
+                                    f"watching {_items(granted.get('watch')) or 'nothing'}; "
                                     f"until {granted.get('until', '?')}"))
     if not s.decisions and history.get("state"):
         rows.append(("Decision", f"{history.get('state')} ({history.get('how') or 'no record'})"))
     end = s.end or {}
+    end_reason = f"{end.get('reason') or history.get('end_reason') or 'none'}"
     rows += [
         ("Started", s.started or history.get("started") or "not started"),
         ("Ended", s.ended or history.get("ended") or "not ended"),
-        ("End reason", " ".join(str(x) for x in [end.get("reason") or history.get("end_reason") or "",
-                                                   f"(by {end['by']})" if end.get("by") else ""] if x) or "none"),
+        ("End reason", end_reason + (f" (by {end['by']})" if end.get("by") else "")),
         ("Sealed", s.sealed or "NOT SEALED"),
         ("Device key", f"{s.device or history.get('key_fingerprint') or 'unknown'} ({s.principal or ''})"),
         ("Records", count),
     ]
     for ts, d in s.recoveries:
-        aside = d.get("set_aside")
+        aside = _obj(d.get("set_aside"))
         rows.append(("Recovery", f"at {ts}, after seq {d.get('last_seq')}"
                                  + (f"; set aside {aside.get('bytes')} bytes in {aside.get('file')}" if aside else "")))
     table = "\n".join(f"<tr><td class=k>{html.escape(k)}</td><td>{_safe(v)}</td></tr>" for k, v in rows)

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from agent import text
-from agent.bundle import export_bundle, render_report, verify_bundle
+from agent.bundle import export_bundle, verify_bundle
+from agent.bundle.report import write_report
 from agent.bundle.layout import JOURNAL
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
 from agent.cli import home_of
@@ -80,22 +81,29 @@ def run_report(args) -> int:
     verdict = verify_bundle(args.bundle)
     if not verdict.readable:
         raise ChaperoneError(verdict.reason)
+    out = Path(args.output)
+    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with BundleSource(Path(args.bundle)) as source:
             if JOURNAL not in source.names:
                 raise ChaperoneError(f"The bundle {args.bundle} has no {JOURNAL} to report on.")
-            with source.open(JOURNAL) as stream:
-                html = render_report(iter_lines(stream), verified=verdict.genuine, verification=verdict.reason)
-    except (Unreadable, Unexpected, LineTooLong, OSError) as exc:
-        raise ChaperoneError(f"Cannot read the journal of {args.bundle}: {exc}.") from None
-    out = Path(args.output)
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(html, encoding="utf-8")
+
+            def journal_lines():
+                with source.open(JOURNAL) as stream:
+                    yield from iter_lines(stream)
+
+            with open(temp, "w", encoding="utf-8") as html:
+                write_report(html, journal_lines, verified=verdict.genuine, verification=verdict.reason)
         os.replace(temp, out)
+    except (Unreadable, Unexpected, LineTooLong) as exc:
+        temp.unlink(missing_ok=True)
+        raise ChaperoneError(f"Cannot read the journal of {args.bundle}: {exc}.") from None
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        raise ChaperoneError(f"Cannot write the report {out}: {exc.strerror}.") from None
+        raise ChaperoneError(f"Cannot write the report {out}: {exc.strerror or exc}.") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     state = "verified" if verdict.genuine else "NOT genuine"
     print(f"Wrote the report to {out} (the bundle is {state}: {verdict.reason})")
     return 0
