@@ -69,8 +69,8 @@ def start_monitor(sink: UnattendedSink, interval: float, session_active: Callabl
         return None
     try:
         from agent.capture.remote_access import RemoteAccessMonitor
-    except ImportError as exc:
-        log.warning("no remote-access monitor: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - a broken capture install must not stop the agent
+        log.warning("no remote-access monitor: %s: %s", type(exc).__name__, exc)
         return None
     monitor = RemoteAccessMonitor(sink, interval=interval, session_active=session_active)
     monitor.start()

@@ -83,9 +83,11 @@ def default_capture_factory(sink, watch_paths, technician_pids):
 def default_watch_paths() -> list[str]:
     try:
         from agent.capture import default_watch_paths as capture_defaults
-    except ImportError:
+
+        return list(capture_defaults())
+    except Exception as exc:  # noqa: BLE001 - capture missing or broken: the session still records
+        log.warning("capture's default watch paths are not available (%s); using the home and /etc", exc)
         return [str(Path.home()), "/etc"]
-    return list(capture_defaults())
 
 
 def _ssh_hooks():
