@@ -73,7 +73,7 @@ _META_LAST = frozenset({
     "helper", "command", "cmd", "env", "provider", "strength", "complexity",
     "hint", "retries", "attempts", "location", "flags", "header", "label",
     "validity", "days", "interval", "regex", "pattern", "quality", "history",
-    "chars", "server", "servers", "host", "port", "backend", "store", "cache",
+    "chars", "server", "servers", "host", "port", "backend", "store", "cache", "stdin",
 })
 _META_FIRST = frozenset({"permit", "allow", "max", "min", "num", "no", "without", "ask", "prompt", "require", "is", "has", "use"})
 _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
@@ -143,7 +143,7 @@ _KEY = re.compile(r"(?<![\w.-])-{0,2}[A-Za-z_][\w.-]*")
 _KEY_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9_. \t-]*")  # "Database Password = …": a key of several words
 # Secret words that may stand before their value with only a space between, anywhere
 # in a line (``machine h login bob password abc`` in a netrc-style line).
-_BARE_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "secret", "token", "apikey"})
+_BARE_SECRET_WORDS = frozenset({"password", "passphrase", "secret", "token", "apikey"})
 _EMBEDDED_END = re.compile(r"""[\s;&,)}\]>"'<|]""")
 _CALL_ARGUMENT = re.compile(r"[ \t]*,[ \t]*(?=[\"'])")
 _TRAILER = re.compile(r"[ \t]*[,;]?[ \t]*(?:(?:#|//).*)?$")
@@ -235,7 +235,7 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
         bare = sep_is_space and not (dashed or at_stmt)
         if bare and name.lower() not in _BARE_SECRET_WORDS:
             continue
-        if sep_is_space and dashed and c == "-":
+        if sep_is_space and c == "-" and (dashed or bare):
             continue  # "--no-password -h host": the next word is another option
         if at_stmt and not sep_is_space and not quoted_key:
             end = len(line.rstrip())
@@ -317,6 +317,7 @@ TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("JWT", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
         ("Bearer token", r"\b[Bb]earer[ \t]+([A-Za-z0-9._~+/=-]{8,})"),
         ("Basic credentials", r"\bBasic[ \t]+([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])"),
+        ("SQL password", r"(?i:\b(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?|password\s*\())\s*'((?:[^'\\]|\\.|'')*)'"),
         ("password hash", r"\$(?:1|2[abxy]?|5|6|7|y|gy|sha1|md5|apr1|argon2(?:id|i|d)|pbkdf2(?:-sha\d+)?|scrypt)\$[./A-Za-z0-9$=,+-]{8,}"),
         ("LDAP password hash", r"\{(?:SSHA|SHA|SMD5|MD5|CRYPT|SSHA256|SSHA512|PBKDF2[\w-]*|ARGON2)\}[A-Za-z0-9+/=.$-]{8,}"),
         ("GRUB password hash", r"\bgrub\.pbkdf2\.sha512\.\d+\.[0-9A-Fa-f.]+"),
@@ -538,6 +539,11 @@ def _argv_spans(argv: list[str]) -> list[ArgSpan]:
         whole(len(argv) - 1)
     if prog == "net" and len(argv) >= 4 and argv[1].lower() == "user" and not argv[3].startswith("/"):
         whole(3)
+    if prog == "net" and len(argv) >= 3 and argv[1].lower() == "use":
+        share = next((i for i, a in enumerate(argv) if a.startswith("\\\\")), None)
+        for i in range(share + 1 if share is not None else len(argv), len(argv)):
+            if not argv[i].startswith("/") and argv[i] != "*":
+                whole(i)  # net use X: \\server\share PASSWORD /user:bob
     if prog in ("mysqladmin", "mariadb-admin"):
         for i, arg in enumerate(argv[1:-1], start=1):
             if arg == "password":
@@ -552,18 +558,65 @@ _PROGRAM_IN_LINE = re.compile(
 )
 
 
+# Programs that read a password from their standard input.
+_STDIN_READERS = frozenset({"passwd", "chpasswd", "vncpasswd", "x11vnc", "smbpasswd", "cryptsetup", "kinit", "htpasswd"})
+_STDIN_OPTIONS = frozenset({"--password-stdin", "--stdin", "-S", "--passphrase-fd"})
+_SEPARATOR = re.compile(r"[;|&]+")
+_PIPED_SECRET = re.compile(
+    r"(?<![\w.-])(?:" + "|".join(sorted(_STDIN_READERS, key=len, reverse=True)) + r")(?![\w.-])|--password-stdin|\bsudo\b[^|;&]*\s-S\b|<<<",
+    re.IGNORECASE,
+)
+
+
+def _word_span(start: int, word: str) -> Span:
+    """The span of a shell word without its quotes."""
+    if len(word) >= 2 and word[0] in "'\"" and word[-1] == word[0]:
+        return start + 1, start + len(word) - 1
+    return start, start + len(word)
+
+
+def _piped_secret_spans(words: list[tuple[int, str]]) -> list[Span]:
+    """``echo 'pw' | passwd --stdin bob``, ``… | docker login --password-stdin``, ``chpasswd <<< 'bob:pw'``."""
+    commands: list[tuple[str, list[tuple[int, str]]]] = []
+    sep, current = "", []
+    for start, w in words:
+        if _SEPARATOR.fullmatch(w):
+            commands.append((sep, current))
+            sep, current = w, []
+        else:
+            current.append((start, w))
+    commands.append((sep, current))
+    spans: list[Span] = []
+    for i, (sep, cmd) in enumerate(commands):
+        argv = [w.strip("'\"") for _, w in cmd]
+        if not argv or not (_program(argv[0]) in _STDIN_READERS or any(a in _STDIN_OPTIONS for a in argv[1:])):
+            continue
+        for (_, w), (start, following) in zip(cmd, cmd[1:]):
+            if w == "<<<":
+                spans.append(_word_span(start, following))
+        previous = commands[i - 1][1] if i > 0 else []
+        if sep == "|" and previous and _program(previous[0][1]) in ("echo", "printf"):
+            spans.extend(_word_span(start, w) for start, w in previous[1:] if not re.fullmatch(r"-[neE]+", w))
+    return spans
+
+
 def _shell_spans(line: str) -> list[Span]:
     """Secret options of known programs inside a shell line (``mysql -uroot -pS3cret``)."""
-    if not _PROGRAM_IN_LINE.search(line):
-        return []
-    words = [(m.start(), m.group(0)) for m in _SHELL_WORD.finditer(line)]
+    words = None
     spans: list[Span] = []
+    if _PIPED_SECRET.search(line):
+        words = [(m.start(), m.group(0)) for m in _SHELL_WORD.finditer(line)]
+        spans.extend(_piped_secret_spans(words))
+    if not _PROGRAM_IN_LINE.search(line):
+        return spans
+    if words is None:
+        words = [(m.start(), m.group(0)) for m in _SHELL_WORD.finditer(line)]
     for i, (_, word) in enumerate(words):
         if _program(word.strip("'\"")) not in KNOWN_PROGRAMS:
             continue
         argv, offsets = [], []
         for start, w in words[i : i + MAX_ARGS]:
-            if argv and (re.fullmatch(r"[;|&]+", w) or _program(w.strip("'\"")) in KNOWN_PROGRAMS):
+            if argv and (_SEPARATOR.fullmatch(w) or _program(w.strip("'\"")) in KNOWN_PROGRAMS):
                 break  # the end of this command, or the start of the next one
             quoted = len(w) >= 2 and w[0] in "'\"" and w[-1] == w[0]
             argv.append(w[1:-1] if quoted else w)

@@ -131,6 +131,12 @@ CORPUS = [
     ("netrc-style line in a script", "machine api.heroku.com login me@example.com password {S}", "herokuPw9"),
     ("key of several words", "Database Password = {S}", "two words"),
     ("self-closing XML element", '<Password value="{S}"/>', "xmlSelfClosing1"),
+    ("MySQL SET PASSWORD", "SET PASSWORD FOR 'root'@'localhost' = PASSWORD('{S}');", "sqlRootPw"),
+    ("SQL IDENTIFIED BY", "CREATE USER 'app'@'%' IDENTIFIED WITH mysql_native_password BY '{S}';", "sqlAppPw"),
+    ("password piped to passwd", "echo '{S}' | passwd --stdin bob", "pipedPw1"),
+    ("password piped to chpasswd", "echo {S} | chpasswd", "bob:pipedPw2"),
+    ("here-string to docker login", "docker login -u bob --password-stdin <<< {S}", "hereStringPw"),
+    ("Windows net use", "net use Z: \\\\srv\\share {S} /user:ACME\\bob", "netUsePw"),
 ]
 
 
