@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.capture.baseline import ContentBaseline, TreeIndex
 from agent.capture.fanotify import make_attributor
-from agent.capture.files import MAX_DIFF_BYTES, FileWatcher, decode_text, looks_like_config
+from agent.capture.files import MAX_DIFF_BYTES, ConfigPlaces, FileWatcher, decode_text
 from agent.capture.hashing import hash_file
 from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
 from agent.capture.paths import path_fields
@@ -99,6 +99,7 @@ class Capture:
         self._config_prefixes = tuple(
             os.fsencode(os.path.realpath(p)).rstrip(b"/") + b"/" for p in system_config_paths()
         )
+        self._config_places = ConfigPlaces(self.roots, self._config_prefixes)
         self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval)
         self._use_inventory = inventory
         self._use_fanotify = fanotify
@@ -154,13 +155,11 @@ class Capture:
                 self._sink.emit("inventory-change", change)
 
     def _remember_start(self, path: bytes, st: os.stat_result) -> None:
-        """Keep the "before" of configuration and secret files (hash; text only for text config)."""
-        if st.st_size > MAX_DIFF_BYTES:
+        """Keep the "before" of configuration files (hash; the text too unless the file is a secret)."""
+        if st.st_size > MAX_DIFF_BYTES or path not in self._config_places:
             return
         name = os.fsdecode(path)
         secret = is_secret_file(name)
-        if not (secret or looks_like_config(path, self.roots, self._config_prefixes)):
-            return
         result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=0 if secret else MAX_DIFF_BYTES)
         if result.sha256 is None:
             return

@@ -1,7 +1,10 @@
 """Who changed a file: fanotify when the kernel allows it, else a labelled guess.
 
-As root on Linux, ``fanotify`` reports each close-after-write and write with the
-writer's pid (``attribution.how = "fanotify"``). Elsewhere, or when the kernel
+As root on Linux, ``fanotify`` reports each close-after-write with the writer's
+pid (``attribution.how = "fanotify"``). ``FAN_MODIFY`` (every write) is left
+out: the watcher records closes, each fanotify event costs an open file in the
+reader, and under a burst the doubled event rate starved the inotify reader
+until its queue overflowed (bench/RESULTS.md). Elsewhere, or when the kernel
 refuses, :class:`GuessAttributor` names the newest process started during the
 session that was alive around the change (``how = "guess"``).
 """
@@ -26,7 +29,6 @@ FAN_CLASS_NOTIF = 0x0
 FAN_MARK_ADD = 0x1
 FAN_MARK_MOUNT = 0x10
 FAN_MARK_FILESYSTEM = 0x100
-FAN_MODIFY = 0x2
 FAN_CLOSE_WRITE = 0x8
 FAN_Q_OVERFLOW = 0x4000
 AT_FDCWD = -100
@@ -77,7 +79,7 @@ class FanotifyAttributor:
 
     how = "fanotify"
 
-    def __init__(self, roots: list[bytes], *, max_paths: int = 100_000):
+    def __init__(self, roots: list[bytes], *, max_paths: int = 16_384):
         if not sys.platform.startswith("linux"):
             raise FanotifyUnavailable("fanotify exists only on Linux.")
         if os.geteuid() != 0:
@@ -106,7 +108,7 @@ class FanotifyAttributor:
         self._thread.start()
 
     def _mark(self, root: bytes) -> None:
-        mask = FAN_CLOSE_WRITE | FAN_MODIFY
+        mask = FAN_CLOSE_WRITE
         for how in (FAN_MARK_FILESYSTEM, FAN_MARK_MOUNT):
             if self._libc.fanotify_mark(self._fd, FAN_MARK_ADD | how, mask, AT_FDCWD, root) == 0:
                 return

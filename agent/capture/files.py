@@ -21,6 +21,7 @@ baseline's content make the record exact even where events were missed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -66,6 +67,36 @@ CONFIG_SUFFIXES = (
 CONFIG_NAMES = {b"config", b"authorized_keys", b"known_hosts", b"crontab", b"hosts", b"sudoers", b"environment"}
 BULKY_DOT_DIRS = {b".cache", b".local", b".npm", b".cargo", b".rustup", b".gradle", b".m2", b".mozilla", b".var"}
 UNWATCHED_RESCAN_S = 2.0
+BATCH_S = 0.02
+KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux)
+MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
+_sysctl_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def deep_kernel_queue():
+    """Give the inotify instance made inside this block a deep kernel queue.
+
+    The kernel reads ``fs.inotify.max_queued_events`` once, when an instance is
+    made; as root we raise it around that moment and put it back. A deep queue
+    absorbs a burst while our reader is starved of CPU (16,384 events, the usual
+    default, last about half a second of a fast burst). Without the right to
+    write it, nothing changes and overflows are answered by rescans.
+    """
+    with _sysctl_lock:
+        saved = _read_int(MAX_QUEUED_EVENTS)
+        raised = False
+        if saved is not None and saved < KERNEL_QUEUE_EVENTS:
+            try:
+                MAX_QUEUED_EVENTS.write_text(str(KERNEL_QUEUE_EVENTS))
+                raised = True
+            except OSError:
+                pass
+        try:
+            yield
+        finally:
+            if raised:
+                MAX_QUEUED_EVENTS.write_text(str(saved))
 WATCH_AUDIT_S = 2.0
 
 
@@ -91,7 +122,8 @@ class EventSource:
             self._observer = Observer()
             self._handler = _QueueingHandler(events)
         else:
-            self._inotify = InotifyFD()
+            with deep_kernel_queue():
+                self._inotify = InotifyFD()
             self._inotify.start()
 
     def schedule(self, root: bytes) -> None:
@@ -197,7 +229,7 @@ class FileWatcher:
         self.roots = roots
         self._index = index
         self._contents = contents
-        self._config_prefixes = tuple(r.rstrip(b"/") + b"/" for r in config_roots)
+        self._config_places = ConfigPlaces(roots, tuple(r.rstrip(b"/") + b"/" for r in config_roots))
         self._attributor = attributor
         self._hasher = hasher or Hasher()
         self._coalescer = coalescer or BurstCoalescer()
@@ -255,9 +287,10 @@ class FileWatcher:
         while not stopping:
             try:
                 items = [self._events.get(timeout=self._coalescer.window / 2)]
+                time.sleep(BATCH_S)  # let a batch gather: fewer wake-ups under a burst
             except queue.Empty:
                 items = []
-            while len(items) < 10_000:
+            while len(items) < 50_000:
                 try:
                     items.append(self._events.get_nowait())
                 except queue.Empty:
@@ -397,7 +430,7 @@ class FileWatcher:
             data["diff"] = diff
 
     def _is_config(self, path: bytes, result: HashResult) -> bool:
-        if not looks_like_config(path, self.roots, self._config_prefixes):
+        if path not in self._config_places:
             return False
         return result.data is None or is_text_config(os.fsdecode(path), result.data[:4096])
 
@@ -500,38 +533,63 @@ class FileWatcher:
                 self._write_op(Op("modified", path, via="recheck"), result)
 
 
-def looks_like_config(path: bytes, roots: list[bytes], config_prefixes: tuple[bytes, ...]) -> bool:
-    """By place and name: below a system configuration folder, a dotfile or dot-folder of a watched
-    root (not the bulky caches), or a configuration-like name or extension."""
-    if path.startswith(config_prefixes):
-        return True
-    name = path.rpartition(b"/")[2]
-    if name in CONFIG_NAMES or name.lower().endswith(CONFIG_SUFFIXES):
-        return True
-    for root in roots:
-        if path.startswith(root.rstrip(b"/") + b"/"):
-            first = path[len(root.rstrip(b"/")) + 1 :].split(b"/", 1)[0]
-            return first.startswith(b".") and first not in BULKY_DOT_DIRS
-    return False
+class ConfigPlaces:
+    """Which files are configuration by place and name: below a system configuration folder, in a
+    dotfile or dot-folder of a watched root (not the bulky caches), or with a configuration-like
+    name or extension. Cheap enough to ask for every file of a large tree."""
+
+    def __init__(self, roots: list[bytes], config_prefixes: tuple[bytes, ...]):
+        self._roots = tuple(r.rstrip(b"/") + b"/" for r in roots)
+        self._config_prefixes = config_prefixes
+        self._folders: dict[bytes, bool] = {}
+
+    def __contains__(self, path: bytes) -> bool:
+        folder, _, name = path.rpartition(b"/")
+        if name in CONFIG_NAMES or name.lower().endswith(CONFIG_SUFFIXES):
+            return True
+        folder += b"/"
+        verdict = self._folders.get(folder)
+        if verdict is None:
+            if len(self._folders) > 10_000:
+                self._folders.clear()
+            verdict = self._folders[folder] = self._folder_is_config(folder)
+        return verdict or (folder in self._roots and name.startswith(b"."))  # a dotfile of a root
+
+    def _folder_is_config(self, folder: bytes) -> bool:
+        if folder.startswith(self._config_prefixes):
+            return True
+        for root in self._roots:
+            if folder.startswith(root) and folder != root:
+                first = folder[len(root) :].split(b"/", 1)[0]
+                return first.startswith(b".") and first not in BULKY_DOT_DIRS
+        return False
+
+
+_OPS = {
+    FileCreatedEvent: "created",
+    DirCreatedEvent: "created",
+    FileDeletedEvent: "deleted",
+    DirDeletedEvent: "deleted",
+    FileClosedEvent: "modified",
+    FileMovedEvent: "moved",
+    DirMovedEvent: "moved",
+}
 
 
 def to_op(event: FileSystemEvent) -> Op | None:
     """The operation a filtered watchdog event stands for (None for events we do not record)."""
+    op = _OPS.get(type(event))
+    if op is None:
+        return None
     src = _raw(event.src_path)
-    if isinstance(event, (FileMovedEvent, DirMovedEvent)):
+    if op == "moved":
         dest = _raw(event.dest_path)
         if not src:
             return Op("created", dest, event.is_directory, via="move-in")
         if not dest:
             return Op("deleted", src, event.is_directory, via="move-out")
         return Op("moved", src, event.is_directory, dest=dest)
-    if isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
-        return Op("created", src, event.is_directory)
-    if isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
-        return Op("deleted", src, event.is_directory)
-    if isinstance(event, FileClosedEvent):
-        return Op("modified", src, False)
-    return None
+    return Op(op, src, event.is_directory)
 
 
 def _raw(path: bytes | str) -> bytes:
@@ -556,7 +614,7 @@ def _topmost(folders: set[bytes]) -> list[bytes]:
     return tops
 
 
-def _read_int(path: str) -> int | None:
+def _read_int(path: str | Path) -> int | None:
     try:
         return int(Path(path).read_text().strip())
     except (OSError, ValueError):

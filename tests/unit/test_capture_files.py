@@ -266,9 +266,19 @@ def test_a_burst_is_coalesced_and_every_operation_accounted_for(tmp_path):
     assert totals["created"] >= expected and totals["modified"] >= expected
 
 
-def test_an_overflow_is_recorded_and_answered_by_a_rescan(tmp_path):
+def test_our_inotify_instance_gets_a_deep_queue_and_the_setting_is_put_back():
+    if os.geteuid() != 0:
+        pytest.skip("fs.inotify.max_queued_events can be raised by root only")
+    saved = files_module.MAX_QUEUED_EVENTS.read_text()
+    with files_module.deep_kernel_queue():
+        assert int(files_module.MAX_QUEUED_EVENTS.read_text()) == files_module.KERNEL_QUEUE_EVENTS
+    assert files_module.MAX_QUEUED_EVENTS.read_text() == saved
+
+
+def test_an_overflow_is_recorded_and_answered_by_a_rescan(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("lowering fs.inotify.max_queued_events needs root")
+    monkeypatch.setattr(files_module, "KERNEL_QUEUE_EVENTS", 0)  # keep the tiny queue set below
     root = tmp_path / "flood"
     root.mkdir()
     sink = ListSink()
