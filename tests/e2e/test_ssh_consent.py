@@ -49,6 +49,8 @@ def target(tmp_path):
     conf_dir = Path(f"/etc/chaperone-e2e-{token}")
     cron = Path(f"/etc/cron.d/chaperone-e2e-{token}")
     user = f"chape2e{token}"
+    made_cron_dir = not cron.parent.exists()  # a minimal machine without cron has no /etc/cron.d
+    cron.parent.mkdir(mode=0o755, exist_ok=True)
     conf_dir.mkdir(mode=0o755)
     (conf_dir / "app.conf").write_text(f"# test application\nport = 8080\npassword = {SECRET}\n")
     subprocess.run(["useradd", "-m", "-s", "/bin/sh", user], check=True, capture_output=True)
@@ -58,6 +60,8 @@ def target(tmp_path):
     finally:
         shutil.rmtree(conf_dir, ignore_errors=True)
         cron.unlink(missing_ok=True)
+        if made_cron_dir:
+            cron.parent.rmdir()
         subprocess.run(["userdel", "-r", "-f", user], capture_output=True)
 
 
