@@ -109,12 +109,9 @@ class AgentService:
         )
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
-        try:
-            server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1,
-                                                     backlog=1024)
-        finally:
-            os.umask(old_umask)
+        server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
+        # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
+        os.chmod(path, 0o600)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         print(f"chaperone agent: listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
