@@ -98,9 +98,11 @@ class AgentService:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run(self, ready=None) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         check_socket_path(self.home)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
+            loop.add_signal_handler(sig, self.request_stop)
         await self.manager.start()
         monitor = start_monitor(
             UnattendedSink(self.home, self.manager.device_key,
@@ -112,8 +114,6 @@ class AgentService:
         server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
         print(f"chaperone agent: listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
         try:
             await self._stop.wait()
