@@ -246,3 +246,21 @@ def test_ssh_login_key_is_verified_by_the_agent_itself(keys):
     assert not stranger.verified and stranger.detail.startswith("NOT VERIFIED: The key SHA256:")
     keyless = verify_ssh_login(replace(r, ssh={k: v for k, v in r.ssh.items() if k != "key"}), TrustStore())
     assert keyless.detail == "NOT VERIFIED: the SSH login's key was not given."
+
+
+@given(st.one_of(
+    st.text(max_size=200),
+    st.builds(lambda req, sig: json.dumps({"format": "chaperone-request/1", "request": req, "signature": sig}),
+              st.dictionaries(st.sampled_from(sorted(FIELDS) + ["duration_s", "watch", "expires", "ssh"]),
+                              st.none() | st.integers() | st.text(max_size=20) | st.lists(st.text(max_size=5)),
+                              max_size=8),
+              st.none() | st.text(max_size=50) | st.integers()),
+))
+@settings(max_examples=200, deadline=None)
+def test_any_request_file_text_parses_or_raises_request_error(text):
+    try:
+        parsed = parse_request_file(text, minimum_duration_s=60)
+    except RequestError as exc:
+        assert str(exc).endswith(".")
+    else:
+        assert parsed.signed_bytes  # what a signature would cover
