@@ -10,13 +10,20 @@ active.
 Several ssh-authorize processes may record at once, so each one holds an
 ``flock`` on ``unattended.jsonl.lock`` while it opens, appends to and closes
 the journal. Anything else that writes this journal must hold the same lock.
+
+A server on the internet sees a steady stream of keys it does not know. So
+that this cannot flood the journal (or the disk), at most ``RATE_MAX``
+attempts are journaled per ``RATE_WINDOW_S``; the rest are counted, and the
+next journaled attempt says how many were left out (``not_journaled``).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import time
 from contextlib import contextmanager
 
 from agent.errors import ChaperoneError
@@ -24,6 +31,8 @@ from agent.home import Home
 
 log = logging.getLogger(__name__)
 SESSION = "unattended"
+RATE_WINDOW_S = 60
+RATE_MAX = 30
 
 
 @contextmanager
@@ -38,9 +47,29 @@ def _locked(home: Home):
         os.close(fd)
 
 
+def _admit(rate_path, now: float) -> tuple[bool, int]:
+    """Whether this attempt may be journaled, and how many were left out before it (under the lock)."""
+    try:
+        rate = json.loads(rate_path.read_text(encoding="utf-8"))
+        start, count, left_out = float(rate["start"]), int(rate["count"]), int(rate["left_out"])
+    except (OSError, ValueError, KeyError, TypeError):
+        start, count, left_out = now, 0, 0
+    if not 0 <= now - start < RATE_WINDOW_S:
+        start, count = now, 0
+    admitted = count < RATE_MAX
+    if admitted:
+        count += 1
+        reported, left_out = left_out, 0
+    else:
+        left_out += 1
+        reported = 0
+    rate_path.write_text(json.dumps({"start": start, "count": count, "left_out": left_out}), encoding="utf-8")
+    return admitted, reported
+
+
 def record_attempt(home: Home, *, user: str, key_type: str, fingerprint: str, reason: str,
-                   sshd_pid: int | None) -> bool:
-    """Journal one refused login; False (and a log line) if it could not be journaled."""
+                   sshd_pid: int | None, now: float | None = None) -> bool:
+    """Journal one refused login; False if it was only counted (rate limit) or could not be journaled."""
     data = {
         "tool": "ssh",
         "pid": sshd_pid,
@@ -55,6 +84,11 @@ def record_attempt(home: Home, *, user: str, key_type: str, fingerprint: str, re
 
         key = DeviceKey.load(home)
         with _locked(home) as path:
+            admitted, left_out = _admit(path.with_name("ssh-rate.json"), time.time() if now is None else now)
+            if not admitted:
+                return False
+            if left_out:
+                data["not_journaled"] = left_out
             if path.exists():
                 journal = Journal.open(path, SESSION, key, mark_restart=False)
             else:

@@ -321,3 +321,16 @@ def test_command_without_a_home_still_exits_0(tmp_path, chaperone_cmd):
     out = subprocess.run([*chaperone_cmd, "--home", str(tmp_path / "missing"), "ssh-authorize",
                           "root", "AAAA", "ssh-ed25519", "SHA256:x"], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout) == (0, "")
+
+
+def test_a_flood_of_unknown_keys_is_counted_not_journaled(trusted, monkeypatch):
+    from agent.ssh import unattended as journaling
+
+    monkeypatch.setattr(journaling, "RATE_MAX", 3)
+    kwargs = dict(user="root", key_type="ssh-ed25519", fingerprint="SHA256:x", reason="unknown", sshd_pid=None)
+    written = [journaling.record_attempt(trusted, now=1000.0 + i, **kwargs) for i in range(5)]
+    assert written == [True, True, True, False, False]
+    assert journaling.record_attempt(trusted, now=1000.0 + journaling.RATE_WINDOW_S + 1, **kwargs)
+    records = unattended(trusted)
+    assert len(records) == 4
+    assert records[-1]["data"]["not_journaled"] == 2 and "not_journaled" not in records[0]["data"]
