@@ -178,7 +178,7 @@ def _records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict | BadLine]]:
     """(line number, record or BadLine) for each line."""
     for number, line in enumerate(lines, 1):
         try:
-            yield number, parse_record(line if line.endswith(b"\n") else line + b"\n")
+            yield number, parse_record(line if line.endswith(b"\n") else line + b"\n", canonical=False)
         except BadLine as exc:
             yield number, exc
 
@@ -221,9 +221,10 @@ def _section_row(key: str, record: dict) -> str:
         diff_cell = (f"<pre>{_safe_lines(diff)}</pre>" if isinstance(diff, str) and diff
                      else _safe(d.get("diff_omitted") or d.get("error")))
         digest = d.get("sha256_after")
-        short = f"{digest[:12]}…" if isinstance(digest, str) and len(digest) > 12 else digest  # the journal has it whole
-        cells = "".join(f"<td>{_safe(c)}</td>" for c in [ts, d.get("op"), where, d.get("size"), short, by])
-        return f"<tr>{cells}<td>{diff_cell}</td></tr>"
+        digest_cell = (f"{_safe(digest[:12])}…" if isinstance(digest, str) and len(digest) > 12
+                       else _safe(digest))  # the journal has it whole
+        cells = "".join(f"<td>{_safe(c)}</td>" for c in [ts, d.get("op"), where, d.get("size")])
+        return f"<tr>{cells}<td>{digest_cell}</td><td>{_safe(by)}</td><td>{diff_cell}</td></tr>"
     if kind in _FILE_TYPES:
         return _row([ts, kind, d.get("root"), "", "", "", _summary(record)])
     if kind == "process":

@@ -78,8 +78,10 @@ def parse_line(line: bytes) -> Envelope:
     return Envelope(record["prev"], record["seq"], record["session"], record["ts"], record["type"], record)
 
 
-def parse_record(line: bytes) -> dict:
-    """Parse and validate one line as a record in canonical form. Raises BadLine."""
+def parse_record(line: bytes, canonical: bool = True) -> dict:
+    """Parse and validate one line as a record, in canonical form unless
+    ``canonical=False`` (for display, where re-encoding would only cost time).
+    Raises BadLine."""
     try:
         record = json.loads(line)
     except UnicodeDecodeError:
@@ -111,13 +113,15 @@ def parse_record(line: bytes) -> dict:
         raise BadLine("its ts is not a UTC time like 2026-11-22T03:04:05.123456Z")
     if type(record["data"]) is not dict:
         raise BadLine("its data is not an object")
+    if not canonical:
+        return record
     try:
-        canonical = canonical_bytes(record)
+        encoded = canonical_bytes(record)
     except NotCanonical as exc:
         raise BadLine(f"it cannot be canonical JSON ({exc})") from None
     except RecursionError:
         raise BadLine("it is nested too deeply") from None
-    if canonical + b"\n" != line:
+    if encoded + b"\n" != line:
         raise BadLine("it is not in canonical form (sorted keys, no spaces, minimal escapes)")
     return record
 
