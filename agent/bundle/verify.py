@@ -96,8 +96,9 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
     for name in FILES:
         if name not in names:
             raise _Fail(f"The bundle lacks {name}.", file=name)
-    for name in sorted(names - set(FILES)):
-        raise _Fail(f"The bundle holds {name}, which SHA256SUMS does not list.", file=name)
+    extra = sorted(names - set(FILES))
+    if extra:
+        raise _Fail(f"The bundle holds {extra[0]}, which SHA256SUMS does not list.", file=extra[0])
 
     try:
         principal, public_line = parse_signers(source.read(SIGNERS))
