@@ -256,3 +256,17 @@ def test_report_of_a_tampered_bundle_says_not_verified(bundle, tmp_path, capsys)
     assert "NOT VERIFIED: report.html does not match" in out.read_text()
     assert main(["report", str(tmp_path / "nope"), "-o", str(out)]) == 2
     assert "There is no bundle" in capsys.readouterr().err
+
+
+def test_exit_codes_from_a_real_process(bundle, tmp_path, chaperone_cmd):
+    import subprocess
+
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"\xff\xfe not a zip")
+    genuine = subprocess.run([*chaperone_cmd, "verify", str(bundle)], capture_output=True, text=True, timeout=60)
+    (bundle / "VERIFY.txt").write_text("changed")
+    tampered = subprocess.run([*chaperone_cmd, "verify", str(bundle)], capture_output=True, text=True, timeout=60)
+    unreadable = subprocess.run([*chaperone_cmd, "verify", str(junk)], capture_output=True, text=True, timeout=60)
+    assert (genuine.returncode, tampered.returncode, unreadable.returncode) == (0, 1, 2)
+    for done in (genuine, tampered, unreadable):
+        assert "Traceback" not in done.stderr and (done.stdout + done.stderr).count("\n") <= 2
