@@ -127,6 +127,35 @@ def test_opening_another_sessions_journal_is_refused_and_changes_nothing(jpath, 
     assert jpath.read_bytes() == before and not list(jpath.parent.glob("*.torn-*"))
 
 
+def test_sync_types_are_synced_before_append_returns_and_others_in_groups(jpath, device_key, monkeypatch):
+    import agent.journal.writer as writer
+
+    calls = []
+    real = writer._datasync
+
+    def recording(fd):
+        calls.append(threading.current_thread() is threading.main_thread())
+        real(fd)
+
+    monkeypatch.setattr(writer, "_datasync", recording)
+    with Journal.create(jpath, "s-1", device_key, sync_interval=3600, checkpoint_interval=3600) as j:
+        calls.clear()
+        for _ in range(50):
+            j.append("file", FILE_DATA)
+        assert calls == []  # grouped: left to the background thread
+        j.append("decision", {"decision": "allow"})
+        assert calls == [True]  # synced at once, by the caller
+        j.append("note", {"text": "x"}, sync=True)
+        assert calls == [True, True]
+    with Journal.create(jpath.with_name("other.jsonl"), "s-2", device_key, sync_interval=0.01) as j:
+        calls.clear()
+        j.append("file", FILE_DATA)
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls and calls[0] is False  # the group sync ran on the background thread
+
+
 @pytest.mark.parametrize("bad", [
     {"x": 1.5}, {"x": [1, {"y": 0.1}]}, {"x": 2**60}, {"x": "lone \udc80"}, {1: "int key"},
     {"é": "non-ascii key"}, {"x": b"bytes"}, {"x": {"y": object()}},
