@@ -27,6 +27,7 @@ from agent.service.lock import AgentLock
 from agent.service.peercred import Peer, home_owner, may, peer_of
 from agent.service.protocol import MAX_MESSAGE, ProtocolError
 from agent.service.unattended import UnattendedSink, monitor_interval, start_monitor
+from agent.session.lifecycle import SessionError
 from agent.session.manager import SessionManager, default_capture_factory
 
 log = logging.getLogger("chaperone.agent")
@@ -215,7 +216,7 @@ class AgentService:
             return True, protocol.ok(msg.id, {"subscribed": True})
         try:
             result = await self._handlers[msg.op](msg.params, peer)
-        except ProtocolError as exc:
+        except (ProtocolError, SessionError) as exc:
             return False, protocol.error(msg.id, exc.code, str(exc))
         except ChaperoneError as exc:  # e.g. a journal that cannot be written
             return False, protocol.error(msg.id, "unavailable", str(exc))

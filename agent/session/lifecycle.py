@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from agent.errors import ChaperoneError
+
 
 class State(str, Enum):
     REQUESTED = "requested"
@@ -44,7 +46,16 @@ DECISION_HOWS = ("click", "terminal", "timeout", "policy")
 
 
 class LifecycleError(ValueError):
-    """A transition the lifecycle does not allow."""
+    """A transition the lifecycle does not allow (a bug, never a user's doing)."""
+
+
+class SessionError(ChaperoneError):
+    """A request the sessions cannot grant; ``code`` is the local API's error code
+    (``bad-request``, ``not-found``, ``conflict``, ``unavailable``, ``forbidden``)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 def advance(current: State, new: State) -> State:

@@ -29,8 +29,7 @@ from typing import Callable
 from agent.errors import ChaperoneError
 from agent.home import Home
 from agent.service.peercred import Peer
-from agent.service.protocol import ProtocolError
-from agent.session.lifecycle import END_REASONS, State, advance
+from agent.session.lifecycle import END_REASONS, SessionError, State, advance
 from agent.session.request import (
     RequestError,
     SessionRequest,
@@ -194,17 +193,17 @@ class SessionManager:
     async def submit(self, *, fields=None, request_file=None, source: str = "cli", peer: Peer | None = None) -> dict:
         """A new request: journal it, then either refuse it by policy or hold it for a decision."""
         if self._stopping:
-            raise ProtocolError("unavailable", "The agent is stopping; try again when it is back.")
+            raise SessionError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
         request, verification = self._validated(fields, request_file, source, now)
         if len(self._pending()) >= MAX_PENDING:
-            raise ProtocolError(
+            raise SessionError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
             )
         try:
             settings = self.home.settings()
         except ChaperoneError as exc:
-            raise ProtocolError("unavailable", str(exc)) from None
+            raise SessionError("unavailable", str(exc)) from None
         if not request.watch:
             request = replace(request, watch=tuple(default_watch_paths()))
         if source != "ssh" and request.ssh is not None:
@@ -274,7 +273,7 @@ class SessionManager:
                 return request, self._verify(lambda store: verify_ssh_login(request, store, now=now))
             return request, unverified("the request is not signed.")
         except RequestError as exc:
-            raise ProtocolError("bad-request", str(exc)) from None
+            raise SessionError("bad-request", str(exc)) from None
 
     def _verify(self, check: Callable[[object], Verification]) -> Verification:
         """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
@@ -299,19 +298,19 @@ class SessionManager:
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if past:
-                raise ProtocolError("conflict", f"Request {escape(sid)} was already decided (it is {past['state']}).")
-            raise ProtocolError("not-found", f"There is no request {escape(str(sid))[:40]}; see 'chaperone pending'.")
+                raise SessionError("conflict", f"Request {escape(sid)} was already decided (it is {past['state']}).")
+            raise SessionError("not-found", f"There is no request {escape(str(sid))[:40]}; see 'chaperone pending'.")
         if session.state is not State.REQUESTED:
-            raise ProtocolError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
+            raise SessionError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
         return session
 
     async def decide(self, sid, decision: str, how: str, peer: Peer) -> dict:
         if decision not in ("allow", "deny"):
-            raise ProtocolError("bad-request", "The decision must be \"allow\" or \"deny\".")
+            raise SessionError("bad-request", "The decision must be \"allow\" or \"deny\".")
         if how not in ("click", "terminal"):
-            raise ProtocolError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
+            raise SessionError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
         if self._stopping:
-            raise ProtocolError("unavailable", "The agent is stopping; decide when it is back.")
+            raise SessionError("unavailable", "The agent is stopping; decide when it is back.")
         session = self._decidable(sid)
         if session.recorded is not None:
             await asyncio.shield(session.recorded)
@@ -321,7 +320,7 @@ class SessionManager:
             return {"id": sid, "state": session.state.value}
         live = self._live()
         if live is not None:
-            raise ProtocolError("conflict", f"Session {live.id} is still running; end it before allowing another.")
+            raise SessionError("conflict", f"Session {live.id} is still running; end it before allowing another.")
         self._allow(session, how, peer.who())
         return {"id": sid, "state": session.state.value}
 
@@ -365,12 +364,12 @@ class SessionManager:
 
     async def wait(self, sid, timeout) -> dict:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
-            raise ProtocolError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+            raise SessionError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if not past:
-                raise ProtocolError("not-found", f"There is no request {escape(str(sid))[:40]}.")
+                raise SessionError("not-found", f"There is no request {escape(str(sid))[:40]}.")
             return {"id": sid, "state": past["state"]}
         try:
             await asyncio.wait_for(session.decided.wait(), timeout)
@@ -427,13 +426,13 @@ class SessionManager:
     def note(self, sid, text, peer: Peer) -> dict:
         session = self._target(sid, "add a note to")
         if not isinstance(text, str) or not text.strip():
-            raise ProtocolError("bad-request", "The note is empty; give its text.")
+            raise SessionError("bad-request", "The note is empty; give its text.")
         if len(text) > MAX_NOTE_CHARS:
-            raise ProtocolError("bad-request", f"The note is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}.")
+            raise SessionError("bad-request", f"The note is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}.")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise ProtocolError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
+            raise SessionError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
         data = {"author": peer.user, "uid": peer.uid, "text": text}
         flag = show(text).flag("the note")
         if flag:
@@ -444,18 +443,18 @@ class SessionManager:
         live = self._live()
         if sid is None:
             if live is None:
-                raise ProtocolError("conflict", f"No session is running, so there is nothing to {doing}.")
+                raise SessionError("conflict", f"No session is running, so there is nothing to {doing}.")
             return live
         if live is None or live.id != sid:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if past:
-                raise ProtocolError("conflict", f"Session {escape(sid)} is not running (it is {past['state']}).")
-            raise ProtocolError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
+                raise SessionError("conflict", f"Session {escape(sid)} is not running (it is {past['state']}).")
+            raise SessionError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
         return live
 
     async def end(self, sid, reason: str, peer: Peer) -> dict:
         if reason not in ("customer", "technician"):
-            raise ProtocolError("bad-request", "The end reason must be \"customer\" or \"technician\".")
+            raise SessionError("bad-request", "The end reason must be \"customer\" or \"technician\".")
         session = self._target(sid, "end")
         await self.finish(session, reason, peer.who())
         return {"id": session.id, "state": session.state.value}

@@ -157,7 +157,7 @@ def test_pending_requests_are_capped(home, device_key):
     async def scenario(mgr):
         for _ in range(manager_mod.MAX_PENDING):
             await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, peer=CUSTOMER)
-        with pytest.raises(manager_mod.ProtocolError, match="already waiting for a decision") as info:
+        with pytest.raises(manager_mod.SessionError, match="already waiting for a decision") as info:
             await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, peer=CUSTOMER)
         assert info.value.code == "unavailable"
         return len(mgr.pending())
