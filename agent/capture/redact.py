@@ -30,7 +30,7 @@ import hashlib
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 
 MARKER_RE = re.compile(r"\[redacted: sha256 [0-9a-f]{8}\]")
@@ -59,9 +59,10 @@ _SECRET_SUBSTRINGS = (
 _SECRET_SEGMENTS = frozenset({
     "key", "pass", "pw", "pwd", "psk", "auth", "authorization", "cookie",
     "cookies", "sig", "signature", "salt", "bearer", "jwt", "otp", "private",
-    "creds", "pin", "passin", "passout", "sas", "dsn",
+    "creds", "passin", "passout", "sas", "dsn",
 })
-_NOT_PASS = frozenset({"bypass", "compass", "encompass", "surpass", "overpass", "underpass", "trespass"})
+_NOT_PASS = frozenset({"bypass", "compass", "encompass", "surpass", "overpass", "underpass", "trespass", "preauth"})
+_NOT_SECRET_NAMES = frozenset({"nmtoken", "nmtokens"})  # XML DTD types
 # A key whose last word is one of these holds something *about* a secret.
 _META_LAST = frozenset({
     "length", "len", "size", "bits", "type", "types", "file", "files", "path",
@@ -73,9 +74,13 @@ _META_LAST = frozenset({
     "helper", "command", "cmd", "env", "provider", "strength", "complexity",
     "hint", "retries", "attempts", "location", "flags", "header", "label",
     "validity", "days", "interval", "regex", "pattern", "quality", "history",
-    "chars", "server", "servers", "host", "port", "backend", "store", "cache", "stdin",
+    "chars", "server", "servers", "host", "port", "backend", "store", "cache", "stdin", "sock", "socket",
+    "check", "checking", "scheme", "schemes", "usage", "identifier", "encryption",
 })
-_META_FIRST = frozenset({"permit", "allow", "max", "min", "num", "no", "without", "ask", "prompt", "require", "is", "has", "use"})
+_META_FIRST = frozenset({
+    "permit", "allow", "max", "min", "num", "no", "without", "ask", "prompt", "require", "is", "has", "use",
+    "prevent", "handle", "meta",
+})
 _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 
@@ -90,6 +95,8 @@ def is_secret_key(name: str) -> bool:
     if not segs:
         return False
     compact = "".join(segs)
+    if compact in _NOT_SECRET_NAMES:
+        return False
     secret = any(s in compact for s in _SECRET_SUBSTRINGS) or any(
         s in _SECRET_SEGMENTS
         or (s.endswith(("pass", "pwd", "pw", "auth")) and s not in _NOT_PASS)
@@ -108,6 +115,9 @@ _HARMLESS_VALUE = re.compile(
     r"|\{\{\s*[\w.]+\s*\}\}"                     # {{ var }}
     r"|[|>][-+]?\d?|[|>]\d[-+]"                  # a YAML block indicator
     r"|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?"  # a switch, not a secret
+    r"|\d{1,5}/(?:tcp|udp|sctp|ddp)"              # a port (/etc/services)
+    r"|(?:(?:files|systemd|compat|sss|ldap|nis|nisplus|db|dns|winbind|mymachines|myhostname|resolve|usrfiles"
+    r"|altfiles|cache|extrausers|wins|mdns4?(?:_minimal)?|hesiod|\[[!A-Za-z= ]+\])[ \t]*)+"  # nsswitch sources
     r"|" + MARKER_RE.pattern
 )
 
@@ -128,6 +138,12 @@ class _Open:
     kind: str  # quote | triple | yaml | xml | next-element | pem | putty
     until: str = ""  # the closing quote, delimiter or tag
     indent: int = 0  # yaml: lines indented deeper belong to the block
+    lines: int = 0  # lines hidden so far
+
+
+# An unclosed quote or tag stops hiding after this many lines: no real secret is
+# longer, and a stray quote must not hide the rest of a file.
+MAX_OPEN_LINES = 200
 
 
 # --------------------------------------------------------------------------
@@ -141,14 +157,17 @@ _STMT = re.compile(
 )
 _KEY = re.compile(r"(?<![\w.-])-{0,2}[A-Za-z_][\w.-]*")
 _KEY_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9_. \t-]*")  # "Database Password = …": a key of several words
-# Secret words that may stand before their value with only a space between, anywhere
-# in a line (``machine h login bob password abc`` in a netrc-style line).
+# Secret words that may stand before their value with only a space between, after
+# another such pair (``machine h login bob password abc`` in a netrc-style line).
 _BARE_SECRET_WORDS = frozenset({"password", "passphrase", "secret", "token", "apikey"})
+_NETRC_BEFORE = re.compile(r"\b(?:machine|login|user|username|account)[ \t]+\S+[ \t]+")
 _EMBEDDED_END = re.compile(r"""[\s;&,)}\]>"'<|]""")
 _CALL_ARGUMENT = re.compile(r"[ \t]*,[ \t]*(?=[\"'])")
 _TRAILER = re.compile(r"[ \t]*[,;]?[ \t]*(?:(?:#|//).*)?$")
 _DIRECTIVE_TAIL = re.compile(r"[ \t]*(?:#.*)?$")
 _NON_SPACE = re.compile(r"\S+")
+_SECTION = re.compile(r"""[ \t]*\[[\w .-]+(?:[ \t]+"[^"]*")?\][ \t]*(?:[#;].*)?$""")
+_COMMENT = re.compile(r"[ \t]*(?:[#;]|//)")
 
 
 def _close_quote(line: str, start: int, q: str) -> int:
@@ -169,7 +188,12 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
     """Values of secret-named keys: ``k=v``, ``k: v``, ``"k": "v"``, ``k v``, ``--k v``."""
     spans: list[Span] = []
     opened: _Open | None = None
+    if _SECTION.match(line):
+        return [], None  # [credential "https://host"]: an INI section names, it holds nothing
     stmt_end = _STMT.match(line).end()
+    comment = _COMMENT.match(line) is not None
+    netrc = _NETRC_BEFORE.search(line)
+    netrc_from = netrc.end() if netrc else None
     words = _KEY_WORDS.match(line, stmt_end)
     words_end = words.end() if words else stmt_end
     n = len(line)
@@ -187,15 +211,15 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
         quoted_key = start > 0 and line[start - 1] in "\"'" and pos < n and line[pos] == line[start - 1]
         if quoted_key:
             pos += 1
-        at_stmt = (
-            start == stmt_end
-            or (start == stmt_end + 1 and line[stmt_end] in "\"'")
-            or (stmt_end < start <= words_end and line[start - 1] in " \t")
+        at_stmt = start == stmt_end or (start == stmt_end + 1 and line[stmt_end] in "\"'")
+        several_words = (  # "Database Password = …"; only with an explicit separator, below
+            stmt_end < start <= words_end and line[start - 1] in " \t" and line.count(" ", stmt_end, start) <= 3
         )
         p = pos
         while p < n and line[p] in " \t":
             p += 1
-        call = _CALL_ARGUMENT.match(line, pos) if quoted_key else None
+        in_call = quoted_key and line[max(0, start - 40) : start - 1].rstrip().endswith("(")
+        call = _CALL_ARGUMENT.match(line, pos) if in_call else None
         if call:  # define('DB_PASSWORD', 'value'), config.set("token", "value")
             p, sep_is_space = call.end(), False
         elif line.startswith(("=>", ":="), p):
@@ -210,6 +234,7 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
             p += 1
         if p >= n:
             continue
+        at_stmt = at_stmt or (several_words and not sep_is_space)
         c = line[p]
         if line.startswith(('"""', "'''"), p):
             end = line.find(line[p : p + 3], p + 3)
@@ -233,8 +258,8 @@ def _kv_spans(line: str) -> tuple[list[Span], _Open | None]:
                 spans.append((p + 1, end))
             continue
         bare = sep_is_space and not (dashed or at_stmt)
-        if bare and name.lower() not in _BARE_SECRET_WORDS:
-            continue
+        if bare and (name.lower() not in _BARE_SECRET_WORDS or comment or netrc_from is None or netrc_from > start):
+            continue  # prose ("# the password expires", "SET PASSWORD FOR"), not "login bob password pw"
         if sep_is_space and c == "-" and (dashed or bare):
             continue  # "--no-password -h host": the next word is another option
         if at_stmt and not sep_is_space and not quoted_key:
@@ -316,7 +341,7 @@ TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("Azure storage key", r"\b[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])"),
         ("JWT", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
         ("Bearer token", r"\b[Bb]earer[ \t]+([A-Za-z0-9._~+/=-]{8,})"),
-        ("Basic credentials", r"\bBasic[ \t]+([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])"),
+        ("Basic credentials", r"\bBasic[ \t]+(?![A-Z]?[a-z]+\b)([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])"),
         ("SQL password", r"(?i:\b(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?|password\s*\())\s*'((?:[^'\\]|\\.|'')*)'"),
         ("password hash", r"\$(?:1|2[abxy]?|5|6|7|y|gy|sha1|md5|apr1|argon2(?:id|i|d)|pbkdf2(?:-sha\d+)?|scrypt)\$[./A-Za-z0-9$=,+-]{8,}"),
         ("LDAP password hash", r"\{(?:SSHA|SHA|SMD5|MD5|CRYPT|SSHA256|SSHA512|PBKDF2[\w-]*|ARGON2)\}[A-Za-z0-9+/=.$-]{8,}"),
@@ -373,11 +398,17 @@ def _high_entropy_spans(line: str) -> list[Span]:
     return spans
 
 
+_WORD_SHAPE = re.compile(r"[A-Z]?[a-z]+\d*|[A-Z]+\d*|\d+")
+
+
 def _looks_random(s: str) -> bool:
     if len(s) < 40 or not (re.search(r"[A-Z]", s) and re.search(r"[a-z]", s) and re.search(r"\d", s)):
         return False
     if s.startswith("/") or s.count("/") * 12 > len(s) or s.count("-") * 8 > len(s):
         return False  # a path or a slug
+    pieces = [p for p in re.split(r"[_./+-]", s) if p]
+    if len(pieces) >= 3 and sum(bool(_WORD_SHAPE.fullmatch(p)) for p in pieces) * 4 >= len(pieces) * 3:
+        return False  # Words_Joined_Like_This_CA_2: a name, not a key
     return _entropy(s) >= 4.0
 
 
@@ -425,13 +456,14 @@ def _xml_spans(line: str) -> tuple[list[Span], _Open | None]:
                     opened = opened or _Open("next-element")
             if local.lower() == "key" and _is_identifier(inner):
                 continue  # a plist key names a value; it is not one
-        if is_secret_key(local):
+        if is_secret_key(local) and not (local.lower() == "key" and not close and text.strip()):
+            # (an unclosed <Key>q: Quit() is an X resources key binding)
             spans.extend(_value_attr_spans(m))  # <Password value="…"/>
             if selfclosing:
                 continue
             if text.strip() and not _harmless(text):
                 spans.append(text_span)
-            if not close and m.end(4) == len(line):
+            if not close and m.end(4) == len(line) and line.lstrip().startswith("<"):
                 opened = opened or _Open("xml", tag)
             continue
         names_secret = any(
@@ -651,6 +683,7 @@ def _apply(line: str, spans: list[Span]) -> str:
 
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]+?-----|---- BEGIN [A-Z0-9 ]+? ----")
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]+?-----|---- END [A-Z0-9 ]+? ----")
+_PEM_BODY = re.compile(r"\S*|[A-Za-z][\w-]*: .*")  # base64 (perhaps quoted), "Proc-Type: …" headers
 
 
 def _scan_line(line: str) -> tuple[str, _Open | None]:
@@ -662,8 +695,8 @@ def _scan_line(line: str) -> tuple[str, _Open | None]:
     spans = kv + xml + _auth_header_spans(line) + _token_spans(line) + _high_entropy_spans(line) + _shell_spans(line)
     opened = kv_open or xml_open
     if opened is None:
-        begin = _PEM_BEGIN.search(line)
-        if begin and not _PEM_END.search(line, begin.end()):
+        begin = _PEM_BEGIN.match(line.strip(" \t\"'"))
+        if begin and not line.strip(" \t\"'")[begin.end() :].strip():
             opened = _Open("pem")
         elif line.startswith("PuTTY-User-Key-File-"):
             opened = _Open("putty")
@@ -699,16 +732,18 @@ def _whole(line: str) -> str:
 def _continue(line: str, opened: _Open) -> tuple[str, _Open | None, bool]:
     """A line inside an open secret: (output, still open, rescan the rest normally)."""
     kind = opened.kind
+    if kind in ("quote", "triple", "xml") and opened.lines >= MAX_OPEN_LINES:
+        return line, None, True
     if kind in ("quote", "triple"):
         end = line.find(opened.until) if kind == "triple" else _close_quote(line, 0, opened.until)
         if end < 0:
-            return _whole(line), opened, False
+            return _whole(line), replace(opened, lines=opened.lines + 1), False
         rest, _ = _scan_line(line[end:])
         return (_apply(line[:end], [(0, end)]) if end else "") + rest, None, False
     if kind == "xml":
         end = line.find(f"</{opened.until}")
         if end < 0:
-            return _whole(line), opened, False
+            return _whole(line), replace(opened, lines=opened.lines + 1), False
         head = line[:end]
         stripped = head.strip()
         out = head[: _indent(head)] + marker(stripped) + head[len(head.rstrip()) :] if stripped else head
@@ -718,8 +753,8 @@ def _continue(line: str, opened: _Open) -> tuple[str, _Open | None, bool]:
             return _whole(line), opened, False
         return line, None, True
     if kind == "pem":
-        if _PEM_END.search(line):
-            return line, None, True
+        if _PEM_END.search(line) or not _PEM_BODY.fullmatch(line.strip()):
+            return line, None, True  # the end, or not a key after all
         return _whole(line), opened, False
     if kind == "putty":
         if line.startswith("Private-MAC:") or line.startswith("Private-Hash:"):

@@ -195,6 +195,25 @@ HARMLESS = [
     "X11Forwarding yes",
     "/usr/lib/x86_64-linux-gnu/libreoffice/program/soffice.bin --splash-pipe=5",
     "Exec=/usr/bin/python3 /opt/Tools/SomeApplicationName/launcher_Version2.py",
+    # found over-redacted in a real /etc, then fixed:
+    "Pin: origin deb.nodesource.com",
+    "Pin-Priority: 600",
+    "passwd:         files systemd",
+    "kpasswd\t\t464/tcp",
+    '[credential "https://source.developers.google.com"]',
+    "mozilla/Entrust_Root_Certification_Authority_-_G2.crt",
+    "mozilla/Autoridad_de_Certificacion_Firmaprofesional_CIF_A62634068.crt",
+    "#HandlePowerKey=poweroff",
+    "#   StrictHostKeyChecking ask",
+    "keyUsage = nonRepudiation, digitalSignature, keyEncipherment",
+    "# Trust Anchor Certificates - CA Basic Constraint check",
+    "jdk.http.auth.tunneling.disabledSchemes=Basic",
+    "<Key>q: Quit() \\n\\",
+    "#password_encryption = scram-sha-256",
+    "# the password expires after 90 days",
+    "# METHOD can be \"trust\", \"reject\", \"md5\", \"password\", \"scram-sha-256\",",
+    "EAP_PREAUTH\t88C7\t\t# EAPOL Pre-Authentication [802.11i]",
+    "  map NMTOKEN #REQUIRED>",
 ]
 
 
@@ -230,6 +249,18 @@ def test_pem_block_bodies_are_hidden_line_by_line():
 def test_an_unterminated_pem_block_hides_everything_after_it():
     out = redact_text("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nmore: yes\n")
     assert "MIIEowIBAAKCAQEA" not in out and "more: yes" not in out
+
+
+def test_a_pem_header_inside_a_line_does_not_hide_the_lines_after_it():
+    text = '<mime type="application/pgp-keys" magic="-----BEGIN PGP PUBLIC KEY BLOCK-----" priority="50" />\n<next/>\n'
+    assert redact_text(text).splitlines()[1] == "<next/>"
+
+
+def test_a_stray_quote_stops_hiding_after_a_bounded_number_of_lines():
+    lines = ['token = "unterminated'] + [f"line {i}" for i in range(300)]
+    out = redact_text("\n".join(lines) + "\n").splitlines()
+    assert "unterminated" not in out[0] and out[1] != "line 0"
+    assert out[-1] == "line 299"  # hiding stopped well before the end
 
 
 def test_certificates_are_hidden_too():
