@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
