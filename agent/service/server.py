@@ -33,6 +33,8 @@ from agent.session.manager import SessionManager, default_capture_factory
 log = logging.getLogger("chaperone.agent")
 
 MAX_CONNECTIONS = 2048
+MAX_CONNECTIONS_PER_STRANGER = 64  # per uid other than the owner and root
+IDLE_TIMEOUT = 300.0  # a connection that sends no complete message for this long is closed
 SUBSCRIBER_QUEUE = 1000
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, with the terminating NUL
 WRITE_TIMEOUT = 10.0
@@ -78,6 +80,7 @@ class AgentService:
                                       capture_factory=capture_factory)
         self._subscribers: set[_Subscriber] = set()
         self._connections = 0
+        self._stranger_connections: dict[int, int] = {}
         self._stop = asyncio.Event()
         self._handlers = {
             "ping": self._ping, "status": self._status, "request": self._request, "pending": self._pending,
@@ -137,16 +140,24 @@ class AgentService:
 
     # --- connections ---------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._connections >= MAX_CONNECTIONS:
+        try:
+            peer = peer_of(writer.get_extra_info("socket"))
+        except OSError:
+            await self._close(writer)
+            return
+        trusted = peer.uid in (0, self.owner_uid)
+        if self._connections >= MAX_CONNECTIONS or (
+                not trusted and self._stranger_connections.get(peer.uid, 0) >= MAX_CONNECTIONS_PER_STRANGER):
             writer.write(protocol.error(None, "unavailable", "The agent has too many connections; try again."))
             await self._close(writer)
             return
         self._connections += 1
+        if not trusted:
+            self._stranger_connections[peer.uid] = self._stranger_connections.get(peer.uid, 0) + 1
         try:
-            peer = peer_of(writer.get_extra_info("socket"))
             while not self._stop.is_set():
                 try:
-                    line = await reader.readuntil(b"\n")
+                    line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT)
                 except asyncio.IncompleteReadError:
                     break  # the client hung up (perhaps mid-message): nothing to answer
                 except asyncio.LimitOverrunError:
@@ -162,9 +173,11 @@ class AgentService:
                     await self._stream_events(reader, writer)
                     break
         except (ConnectionError, asyncio.TimeoutError, OSError):
-            pass
+            pass  # gone, idle too long, or too slow to read its answers
         finally:
             self._connections -= 1
+            if not trusted:
+                self._stranger_connections[peer.uid] -= 1
             await self._close(writer)
 
     @staticmethod

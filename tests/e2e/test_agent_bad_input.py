@@ -14,6 +14,7 @@ import pytest
 
 from agent.devicekey import DeviceKey
 from agent.home import Home
+from agent.service.server import MAX_CONNECTIONS_PER_STRANGER
 from tests.fixtures.agent import AgentProcess
 from tests.e2e.agent_helpers import TECHNICIAN, assert_sealed_and_genuine, records
 
@@ -201,28 +202,16 @@ def test_no_agent_is_a_plain_sentence(home, chaperone_cmd):
 
 # --- peer credentials --------------------------------------------------------------------------
 
-def _as_stranger(socket_path: Path, uid: int = 65534) -> dict:
-    """Each operation's outcome ("ok" or the error code) for a process running as ``uid``."""
+def _as_stranger(work, uid: int = 65534):
+    """``work()``'s JSON-able result, computed in a forked child running as ``uid``."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: become the stranger, ask, report through the pipe
+    if pid == 0:  # the child: become the stranger, work, report through the pipe
         try:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            results = {}
-            messages = {op: {"op": op, "session": "s-x", "decision": "allow", "text": "hi"}
-                        for op in ("ping", "status", "pending", "decide", "end", "sessions", "subscribe", "note")}
-            messages["ssh-request"] = {"op": "request", "source": "ssh", "request": {
-                "technician": "Alice", "org": "Acme", "ticket": "1", "reason": "r",
-                "ssh": {"user": "root", "key_fingerprint": "SHA256:x", "key_type": "ssh-ed25519"}}}
-            for name, message in messages.items():
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(10)
-                    s.connect(str(socket_path))
-                    reply = _exchange(s, json.dumps({**message, "id": 1}).encode() + b"\n")
-                results[name] = "ok" if reply["ok"] else reply["code"]
-            os.write(write, json.dumps(results).encode())
+            os.write(write, json.dumps(work()).encode())
         finally:
             os._exit(0)
     os.close(write)
@@ -230,6 +219,38 @@ def _as_stranger(socket_path: Path, uid: int = 65534) -> dict:
         data = pipe.read()
     os.waitpid(pid, 0)
     return json.loads(data)
+
+
+def _outcomes(socket_path: Path) -> dict:
+    """Each operation's outcome: "ok" or the error code."""
+    messages = {op: {"op": op, "session": "s-x", "decision": "allow", "text": "hi"}
+                for op in ("ping", "status", "pending", "decide", "end", "sessions", "subscribe", "note")}
+    messages["ssh-request"] = {"op": "request", "source": "ssh", "request": {
+        "technician": "Alice", "org": "Acme", "ticket": "1", "reason": "r",
+        "ssh": {"user": "root", "key_fingerprint": "SHA256:x", "key_type": "ssh-ed25519"}}}
+    results = {}
+    for name, message in messages.items():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(socket_path))
+            reply = _exchange(s, json.dumps({**message, "id": 1}).encode() + b"\n")
+        results[name] = "ok" if reply["ok"] else reply["code"]
+    return results
+
+
+def _flood(socket_path: Path) -> list:
+    """Hold as many connections as the agent allows one stranger, then one more."""
+    held = []
+    for _ in range(MAX_CONNECTIONS_PER_STRANGER):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(str(socket_path))
+        held.append(s)
+    assert _exchange(held[-1], b'{"op": "ping", "id": 1}\n')["ok"]
+    extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    extra.settimeout(10)
+    extra.connect(str(socket_path))
+    return [_reply(extra)["code"], _exchange(held[0], b'{"op": "ping", "id": 2}\n')["ok"]]
 
 
 @pytest.fixture
@@ -249,9 +270,12 @@ def test_another_user_may_only_ping_status_request_wait_and_note(agent_factory, 
     agent = agent_factory(shared_home)
     assert (shared_home.socket_path.stat().st_mode & 0o777) == 0o600
     shared_home.socket_path.chmod(0o666)  # let the stranger reach the socket; the agent must still refuse
-    assert _as_stranger(shared_home.socket_path) == {
+    assert _as_stranger(lambda: _outcomes(shared_home.socket_path)) == {
         "ping": "ok", "status": "ok", "note": "not-found",  # allowed through; there is no session s-x
         "pending": "forbidden", "decide": "forbidden", "end": "forbidden", "sessions": "forbidden",
         "subscribe": "forbidden", "ssh-request": "forbidden",  # only root speaks for an SSH login
     }
+    assert agent.call("ping")["pid"] == agent.pid
+    # One stranger cannot hold more than its share of the connections (the 65th is turned away).
+    assert _as_stranger(lambda: _flood(shared_home.socket_path)) == ["unavailable", True]
     assert agent.call("ping")["pid"] == agent.pid
