@@ -23,10 +23,12 @@ from agent.session.request import (
     SessionRequest,
     format_duration,
     parse_duration,
+    parse_rfc3339,
     parse_technician,
     request_file_text,
     sign_with_ssh_keygen,
     stamp,
+    utc_now,
 )
 from agent.text import escape
 
@@ -188,8 +190,6 @@ def _after_request(client: AgentClient, result: dict, args) -> int:
 
 def _wait_for_decision(client: AgentClient, sid: str, expires_at: str | None) -> str:
     """Wait until the agent decides; the agent's consent timeout bounds the wait."""
-    from agent.session.request import parse_rfc3339, utc_now
-
     deadline = time.monotonic() + 86400
     if expires_at:
         deadline = time.monotonic() + max(0.0, (parse_rfc3339(expires_at) - utc_now()).total_seconds()) + 10
