@@ -3,10 +3,11 @@
 Prints one JSON line:
 
 - ``append_per_s``: ``Journal.append`` as shipped (canonical line, hash chain,
-  one ``os.write`` per record, group fsync and signed checkpoints by the
-  background thread), timed from the first append to the seal and close;
+  one ``os.write`` per record, group sync and signed checkpoints by the
+  background thread), including the final seal and close;
 - ``baseline_per_s``: the same records through a bare ``json.dumps`` and a
-  buffered ``write`` loop, then one fsync, in the same run;
+  buffered ``write`` loop with an fsync per round, in the same run — the two
+  alternate in rounds (``--rounds``), so both see the same machine load;
 - ``verify_per_s`` / ``verify_peak_rss_mb``: ``verify_journal`` over the
   journal just written, in a child process so its peak memory is its own.
 
@@ -77,27 +78,39 @@ def file_records(count: int) -> list[dict]:
     return records
 
 
-def bench_append(path: Path, key: DeviceKey, pool: list[dict], count: int) -> tuple[float, float]:
-    """Records per second of wall time and of CPU time (all threads)."""
-    journal = Journal.create(path, "bench-session", key)
-    start, cpu = time.perf_counter(), time.process_time()
-    append = journal.append
-    for i in range(count):
-        append("file", pool[i % POOL])
-    journal.seal({"reason": "technician"})
-    journal.close()
-    return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
+def bench_write(journal_path: Path, baseline_path: Path, key: DeviceKey, pool: list[dict], count: int,
+                rounds: int) -> dict:
+    """Append through the journal and the baseline in alternating rounds, so
+    that both see the same load from whatever else the machine runs. Each
+    journal round ends with a checkpoint, which syncs everything it wrote."""
+    journal = Journal.create(journal_path, "bench-session", key)
+    wall = {"append": 0.0, "baseline": 0.0}
+    cpu = {"append": 0.0, "baseline": 0.0}
+    per_round = count // rounds
+    with open(baseline_path, "w", encoding="utf-8") as out:
+        write, dumps, append = out.write, json.dumps, journal.append
+        for r in range(rounds):
+            first = r * per_round
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for i in range(first, first + per_round):
+                append("file", pool[i % POOL])
+            if r == rounds - 1:
+                journal.seal({"reason": "technician"})
+                journal.close()
+            else:
+                journal.checkpoint()
+            wall["append"] += time.perf_counter() - start
+            cpu["append"] += time.process_time() - cpu_start
 
-
-def bench_baseline(path: Path, pool: list[dict], count: int) -> tuple[float, float]:
-    start, cpu = time.perf_counter(), time.process_time()
-    with open(path, "w", encoding="utf-8") as out:
-        write, dumps = out.write, json.dumps
-        for i in range(count):
-            write(dumps(pool[i % POOL]) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for i in range(first, first + per_round):
+                write(dumps(pool[i % POOL]) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+            wall["baseline"] += time.perf_counter() - start
+            cpu["baseline"] += time.process_time() - cpu_start
+    records = per_round * rounds
+    return {f"{k}_per_s": records / wall[k] for k in wall} | {f"{k}_cpu_per_s": records / cpu[k] for k in cpu}
 
 
 def bench_verify(path: Path) -> dict:
@@ -111,6 +124,7 @@ def bench_verify(path: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=10, help="alternating journal/baseline rounds")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="chaperone-bench-", dir=os.environ.get("BENCH_DIR")))
     try:
@@ -118,21 +132,20 @@ def main() -> int:
         pool = file_records(POOL)
         journal_path = work / "session.jsonl"
         load = os.getloadavg()[0]
-        append_per_s, append_cpu_per_s = bench_append(journal_path, key, pool, args.records)
-        baseline_per_s, baseline_cpu_per_s = bench_baseline(work / "baseline.jsonl", pool, args.records)
+        rates = bench_write(journal_path, work / "baseline.jsonl", key, pool, args.records, args.rounds)
         verify = bench_verify(journal_path)
         if not verify["ok"]:
             print(f"verification failed: {verify['reason']}", file=sys.stderr)
             return 1
         print(json.dumps({
             "records": args.records,
-            "append_per_s": round(append_per_s),
-            "baseline_per_s": round(baseline_per_s),
-            "append_vs_baseline": round(append_per_s / baseline_per_s, 3),
+            "append_per_s": round(rates["append_per_s"]),
+            "baseline_per_s": round(rates["baseline_per_s"]),
+            "append_vs_baseline": round(rates["append_per_s"] / rates["baseline_per_s"], 3),
             "verify_per_s": round(verify["records"] / verify["seconds"]),
             "verify_s": round(verify["seconds"], 2),
-            "append_cpu_per_s": round(append_cpu_per_s),
-            "baseline_cpu_per_s": round(baseline_cpu_per_s),
+            "append_cpu_per_s": round(rates["append_cpu_per_s"]),
+            "baseline_cpu_per_s": round(rates["baseline_cpu_per_s"]),
             "verify_cpu_s": round(verify["cpu_seconds"], 2),
             "verify_peak_rss_mb": round(verify["peak_rss_mb"], 1),
             "journal_mb": round(journal_path.stat().st_size / 2**20, 1),
