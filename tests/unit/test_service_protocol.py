@@ -37,7 +37,7 @@ def test_bad_messages_get_a_code_and_a_sentence(line, code, message):
 
 
 @given(st.binary(max_size=300))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_any_bytes_decode_or_raise_protocol_error(data):
     try:
         msg = decode_request(data)
@@ -49,6 +49,7 @@ def test_any_bytes_decode_or_raise_protocol_error(data):
 
 @given(st.dictionaries(st.text(max_size=8), st.none() | st.integers() | st.text(max_size=8), max_size=5),
        st.sampled_from(OPS), st.none() | st.integers(-2**53, 2**53) | st.text(max_size=64))
+@settings(deadline=None)
 def test_responses_echo_the_id(params, op, msg_id):
     line = json.dumps({**params, "op": op, "id": msg_id}).encode()
     assert decode_request(line).id == msg_id

@@ -73,7 +73,7 @@ def test_backslash_is_doubled_so_escapes_cannot_be_faked():
 
 
 @given(st.text())
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_escaped_text_never_contains_hidden_characters(text):
     result = show(text)
     assert not any(_is_hidden(ch) for ch in result.text)
@@ -83,13 +83,14 @@ def test_escaped_text_never_contains_hidden_characters(text):
 
 
 @given(st.text(), st.text())
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_different_texts_never_show_the_same(a, b):
     if a != b:
         assert escape(a) != escape(b)
 
 
 @given(st.text(alphabet=string.ascii_letters + string.digits + string.punctuation.replace("\\", "") + " "))
+@settings(deadline=None)
 def test_printable_ascii_passes_through(text):
     result = show(text)
     assert result.text == text
@@ -97,6 +98,7 @@ def test_printable_ascii_passes_through(text):
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8")))
+@settings(deadline=None)
 def test_show_never_raises_and_always_returns_valid_unicode(text):
     result = show(text)
     result.text.encode("utf-8")  # no lone surrogate survives
