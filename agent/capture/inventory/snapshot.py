@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 
 from agent.canonical import canonical_bytes
@@ -77,12 +78,13 @@ def _run(collectors: dict[str, Collector], timeout: float) -> Snapshot:
         # home) must not keep the agent from stopping.
         t = threading.Thread(target=work, args=(category, collect), name=f"inventory-{category}", daemon=True)
         t.start()
-        threads.append((category, t))
-    for category, t in threads:
-        t.join(timeout)
+        threads.append(t)
+    deadline = time.monotonic() + timeout  # one limit for all: they run side by side
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
     with lock:
         snapshot = dict(results)
-    for category, t in threads:
+    for category in collectors:
         if category not in snapshot:
             snapshot[category] = dict([error_entry(category, f"took longer than {timeout:g} s")])
     return {c: snapshot[c] for c in collectors}
