@@ -204,6 +204,7 @@ def main() -> None:
 def bench(files: int, creates: int, modifies: int, *, fanotify: bool) -> dict:
     import psutil
 
+    tick_ms, processes = sampler_tick_ms()
     tmp = Path(tempfile.mkdtemp(prefix="chaperone-bench-"))
     root, workdir = tmp / "tree", tmp / "work"
     root.mkdir()
@@ -258,6 +259,8 @@ def bench(files: int, creates: int, modifies: int, *, fanotify: bool) -> dict:
         "setup_s": round(ready["setup_s"], 2),
         "inotifywait_setup_s": round(inw_setup, 2),
         "tree_files": files,
+        "sampler_tick_ms": round(tick_ms, 2),
+        "sampler_processes": processes,
         "sink": ready["sink"],
         "fanotify": fanotify,
         "other_records": result["other"],
@@ -266,6 +269,23 @@ def bench(files: int, creates: int, modifies: int, *, fanotify: bool) -> dict:
         "max_queued_events": _read_int("/proc/sys/fs/inotify/max_queued_events"),
         "cpus": os.cpu_count(),
     }
+
+
+class _NullSink:
+    def emit(self, type: str, data: dict) -> None:
+        pass
+
+
+def sampler_tick_ms(ticks: int = 50) -> tuple[float, int]:
+    """What one tick of the process sampler costs when nothing starts, and how many processes it watches."""
+    from agent.capture.processes import ProcessSampler
+
+    sampler = ProcessSampler(_NullSink())
+    sampler.take_baseline()
+    start = time.perf_counter()
+    for _ in range(ticks):
+        sampler.sample()
+    return (time.perf_counter() - start) * 1000 / ticks, sampler.watched
 
 
 def _wait_for_watches(proc: subprocess.Popen, start: float) -> float:

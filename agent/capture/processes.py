@@ -51,8 +51,12 @@ class ProcessSampler:
         self._lock = threading.Lock()
         self._own_pid = os.getpid()
 
-    def start(self) -> None:
+    def take_baseline(self) -> None:
+        """The processes running now: they are the machine's state, not the session's doing."""
         self._known = set(psutil.pids())
+
+    def start(self) -> None:
+        self.take_baseline()
         self._thread = threading.Thread(target=self._run, name="chaperone-processes", daemon=True)
         self._thread.start()
 
@@ -62,6 +66,11 @@ class ProcessSampler:
             self._thread.join()
             self._thread = None
         self.sample()  # the last word: whatever started or ended since the last tick
+
+    @property
+    def watched(self) -> int:
+        """How many processes the last tick saw."""
+        return len(self._known)
 
     def recent(self, within_s: float = 2.0) -> list[SeenProcess]:
         """Processes of the session alive now or ended within ``within_s``, newest first."""
