@@ -1,15 +1,18 @@
 """The live activity view: what the technician is touching, as it happens.
 
-Rows keep the raw values and are escaped only when painted, so that a burst
-costs one cheap tuple per event; ways back in and alarms are marked by a
-glyph and words in the Flags column, bold text and a tinted row.
+A row is a plain tuple ``(ts, kind, what, flags, level)`` of raw strings made
+by :func:`describe` (the bridge runs it in its own thread during a burst);
+text is escaped only when painted, and plain tuples of strings cost the
+garbage collector nothing. Ways back in and alarms are marked by a glyph and
+words in the Flags column, bold text and a tinted row.
+
+The filter proxy is attached only while a filter is set: a proxy calls back
+into Python for every inserted row, which is what makes a burst stall.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,12 +33,8 @@ NORMAL, NOTABLE, DANGER = 0, 1, 2
 DANGER_MARK = "⚠ "
 
 
-class ActivityRow(NamedTuple):
-    ts: str
-    kind: str
-    what: str
-    flags: str
-    level: int
+TS, KIND, WHAT, FLAGS, LEVEL = range(5)     # the fields of a row
+Row = tuple  # (ts, kind, what, flags, level)
 
 
 def _text(value: object) -> str:
@@ -46,7 +45,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def describe(item: dict) -> ActivityRow:
+def describe(item: dict) -> Row:
     """One activity item (a journal record's data with ``type`` and ``ts``) as a table row. Pure."""
     kind_of = item.get("type")
     ts = _text(item.get("ts"))
@@ -116,11 +115,18 @@ def describe(item: dict) -> ActivityRow:
         what = _text(get("reason") or get("decision") or get("until") or get("remaining_s"))
     else:
         kind, what = _text(kind_of) or "Event", ""
-    return ActivityRow(ts, kind, what, "; ".join(f for f in flags if f), level)
+    return (ts, kind, what, "; ".join(f for f in flags if f), level)
+
+
+def describe_all(items: list) -> list[Row]:
+    """Rows for a batch of activity items; anything that is not an object is left out. Pure."""
+    return [describe(item) for item in items if isinstance(item, dict)]
 
 
 class ActivityModel(QAbstractTableModel):
     """Activity rows in arrival order, appended in batches; the oldest rows go beyond ``max_rows``."""
+
+    countsChanged = Signal()   # rows, merged or dropped counts changed
 
     HEADERS = ("Time", "What happened", "Path or program", "Flags")
     TIME, KIND, WHAT, FLAGS = range(4)
@@ -130,7 +136,7 @@ class ActivityModel(QAbstractTableModel):
 
     def __init__(self, parent=None, *, max_rows: int = 200_000):
         super().__init__(parent)
-        self._rows: list[ActivityRow] = []
+        self._rows: list[Row] = []
         self.max_rows = max_rows
         self.coalesced = 0
         self.dropped = 0
@@ -157,27 +163,32 @@ class ActivityModel(QAbstractTableModel):
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if column == self.TIME:
-                return clock(row.ts)
-            return shown((row.ts, row.kind, row.what, row.flags)[column])
+                return shown(clock(row[TS]))
+            return shown(row[column])
         if role == Qt.ItemDataRole.ToolTipRole and column in (self.WHAT, self.FLAGS):
-            value = row.what if column == self.WHAT else row.flags
+            value = row[column]
             return plain_tooltip(shown(value)) if value else None
         if role == Qt.ItemDataRole.BackgroundRole:
-            if row.level == DANGER:
+            if row[LEVEL] == DANGER:
                 return self._DANGER_BRUSH
-            if row.level == NOTABLE:
+            if row[LEVEL] == NOTABLE:
                 return self._NOTABLE_BRUSH
             return None
-        if role == Qt.ItemDataRole.FontRole and row.level == DANGER:
+        if role == Qt.ItemDataRole.FontRole and row[LEVEL] == DANGER:
             return self._bold
         return None
 
     # --- feeding -------------------------------------------------------------------------
     def append(self, items: list[dict], coalesced: int = 0) -> None:
-        """Add a batch of activity items with one insertion."""
+        """Add a batch of activity items (record data with ``type`` and ``ts``) with one insertion."""
+        self.append_rows(describe_all(items), coalesced)
+
+    def append_rows(self, rows: list[Row], coalesced: int = 0) -> None:
+        """Add a batch of rows made by :func:`describe` with one insertion."""
         self.coalesced += coalesced
-        rows = [describe(item) for item in items if isinstance(item, dict)]
         if not rows:
+            if coalesced:
+                self.countsChanged.emit()
             return
         overflow = len(self._rows) + len(rows) - self.max_rows
         if overflow > 0:
@@ -191,14 +202,16 @@ class ActivityModel(QAbstractTableModel):
         self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
         self._rows.extend(rows)
         self.endInsertRows()
+        self.countsChanged.emit()
 
     def clear(self) -> None:
         self.beginResetModel()
         self._rows.clear()
         self.coalesced = self.dropped = 0
         self.endResetModel()
+        self.countsChanged.emit()
 
-    def row(self, i: int) -> ActivityRow:
+    def row(self, i: int) -> Row:
         return self._rows[i]
 
 
@@ -210,25 +223,25 @@ class ActivityFilter(QSortFilterProxyModel):
         self._needle = ""
         self._only_danger = False
 
-    def set_text(self, text: str) -> None:
+    def set_filter(self, text: str, only_danger: bool) -> None:
         self.beginFilterChange()
         self._needle = text.strip().casefold()
+        self._only_danger = only_danger
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
-    def set_only_danger(self, only: bool) -> None:
-        self.beginFilterChange()
-        self._only_danger = only
-        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+    @property
+    def active(self) -> bool:
+        return bool(self._needle or self._only_danger)
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex) -> bool:
         if not self._needle and not self._only_danger:
             return True
         row = self.sourceModel().row(source_row)
-        if self._only_danger and row.level != DANGER:
+        if self._only_danger and row[LEVEL] != DANGER:
             return False
         if not self._needle:
             return True
-        return self._needle in f"{row.kind}\n{row.what}\n{row.flags}".casefold()
+        return self._needle in f"{row[KIND]}\n{row[WHAT]}\n{row[FLAGS]}".casefold()
 
 
 class ActivityWindow(QWidget):
@@ -244,7 +257,6 @@ class ActivityWindow(QWidget):
         self.resize(920, 520)
 
         self.proxy = ActivityFilter(self)
-        self.proxy.setSourceModel(model)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
@@ -259,7 +271,6 @@ class ActivityWindow(QWidget):
         layout.addLayout(top)
 
         self.table = QTableView()
-        self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setWordWrap(False)
@@ -267,12 +278,7 @@ class ActivityWindow(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(ActivityModel.WHAT, QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(ActivityModel.TIME, 80)
-        self.table.setColumnWidth(ActivityModel.KIND, 190)
-        self.table.setColumnWidth(ActivityModel.FLAGS, 260)
+        self._show_model(model)
         layout.addWidget(self.table, 1)
 
         bottom = QHBoxLayout()
@@ -287,27 +293,47 @@ class ActivityWindow(QWidget):
         self._filter_timer = QTimer(self)
         self._filter_timer.setSingleShot(True)
         self._filter_timer.setInterval(200)
-        self._filter_timer.timeout.connect(lambda: self.proxy.set_text(self.filter_edit.text()))
+        self._filter_timer.timeout.connect(self.apply_filter_now)
         self.filter_edit.textChanged.connect(lambda _text: self._filter_timer.start())
-        self.only_danger.toggled.connect(self.proxy.set_only_danger)
+        self.only_danger.toggled.connect(lambda _checked: self.apply_filter_now())
 
         self._follow = True
         model.rowsAboutToBeInserted.connect(self._remember_follow)
         model.rowsInserted.connect(self._after_insert)
-        model.modelReset.connect(self._update_count)
+        model.countsChanged.connect(self._update_count)
         self._update_count()
 
     def apply_filter_now(self) -> None:
-        """Apply the filter box without waiting for typing to pause."""
+        """Apply the filter box and check box without waiting for typing to pause."""
         self._filter_timer.stop()
-        self.proxy.set_text(self.filter_edit.text())
+        self.proxy.set_filter(self.filter_edit.text(), self.only_danger.isChecked())
+        if self.proxy.active and self.proxy.sourceModel() is None:
+            self.proxy.setSourceModel(self.model)
+            self._show_model(self.proxy)
+        elif not self.proxy.active and self.proxy.sourceModel() is not None:
+            self._show_model(self.model)
+            self.proxy.setSourceModel(None)
+
+    @property
+    def shown_rows(self) -> int:
+        return self.table.model().rowCount()
+
+    def _show_model(self, model) -> None:
+        self.table.setModel(model)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(ActivityModel.WHAT, QHeaderView.ResizeMode.Stretch)
+        self.table.setColumnWidth(ActivityModel.TIME, 80)
+        self.table.setColumnWidth(ActivityModel.KIND, 190)
+        self.table.setColumnWidth(ActivityModel.FLAGS, 260)
+        if self.isVisible():
+            self.table.scrollToBottom()
 
     def _remember_follow(self, *_args) -> None:
         bar = self.table.verticalScrollBar()
         self._follow = bar.value() >= bar.maximum() - 2
 
     def _after_insert(self, *_args) -> None:
-        self._update_count()
         if self._follow and self.isVisible():
             self.table.scrollToBottom()
 

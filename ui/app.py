@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from agent.errors import ChaperoneError
 from agent.home import Home
+from ui.compat import bindings_problem
 from ui.icons import state_icon
 
 log = logging.getLogger("ui")
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         home.create()
     except ChaperoneError as exc:
         print(f"chaperone-tray: {exc}", file=sys.stderr)
+        return 2
+    problem = bindings_problem()
+    if problem:
+        print(f"chaperone-tray: {problem}", file=sys.stderr)
         return 2
 
     app = QApplication.instance() or QApplication(["chaperone-tray"])

@@ -29,7 +29,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer, Signal
 
 from agent.errors import AgentUnavailable, ChaperoneError
 from agent.home import Home
@@ -37,6 +37,7 @@ from agent.home import Home
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any], None]
+_RESUME_READING = QEvent.Type(QEvent.registerEventType())
 
 
 class Launcher(Protocol):
@@ -71,7 +72,7 @@ class AgentBridge(QObject):
     sessionStarted = Signal(object)   # a session summary
     sessionEnded = Signal(object)     # {"id", "reason"}
     timeWarning = Signal(object)      # {"id", "remaining_s"}
-    activity = Signal(object, int)    # list of activity items, coalesced count
+    activity = Signal(object, int)    # activity items (after the transform, if any), coalesced count
     alarm = Signal(object)            # alarm data
     agentStopping = Signal()
     pendingListed = Signal(object)    # the agent's full pending list (a catch-up after connecting)
@@ -92,6 +93,7 @@ class AgentBridge(QObject):
         client_factory: Callable[[Home], Any] = default_client_factory,
         launcher: Launcher | None = None,
         launch_after_s: float = 3.0,
+        activity_transform: Callable[[list], list] | None = None,
         drain_interval_ms: int = 30,
         max_items_per_tick: int = 2000,
         workers: int = 3,
@@ -102,8 +104,15 @@ class AgentBridge(QObject):
         self._client_factory = client_factory
         self._launcher = launcher
         self._launch_after_s = launch_after_s
+        self._transform = activity_transform
         self._max_items = max_items_per_tick
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        # Back-pressure: the subscription thread stops reading while this many
+        # activity items wait for the GUI, so it does not compete with the
+        # GUI thread for the interpreter while the views paint.
+        self._max_ahead = max_items_per_tick
+        self._ahead = 0
+        self._ahead_changed = threading.Condition()
         self._backlog: deque = deque()          # activity items waiting for a tick (GUI thread only)
         self._backlog_coalesced = 0
         self._stop = threading.Event()
@@ -204,7 +213,8 @@ class AgentBridge(QObject):
                 for event in client.subscribe():
                     if self._stop.is_set():
                         break
-                    self._inbox.put(("event", event))
+                    self._inbox.put(("event", self._prepare(event)))
+                    self._wait_for_gui(event)
                 reason = "The Chaperone agent closed the connection."
             except AgentUnavailable as exc:
                 reason = str(exc)
@@ -232,6 +242,25 @@ class AgentBridge(QObject):
             self._inbox.put(("disconnected", reason))
             self._stop.wait(delay)
             delay = min(delay * 2, 2.0)
+
+    def _wait_for_gui(self, event: dict) -> None:
+        data = event.get("data") if isinstance(event, dict) and event.get("event") == "activity" else None
+        items = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            return
+        with self._ahead_changed:
+            self._ahead += len(items)
+            while self._ahead > self._max_ahead and not self._stop.is_set():
+                self._ahead_changed.wait(0.1)
+
+    def _prepare(self, event: dict) -> dict:
+        """Run the activity transform here, in the subscription thread, not on the GUI thread."""
+        if self._transform is None or not isinstance(event, dict) or event.get("event") != "activity":
+            return event
+        data = event.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+            return event
+        return {"event": "activity", "data": {**data, "items": self._transform(data["items"])}}
 
     def _catch_up(self, client) -> None:
         if self._stop.wait(0.5):
@@ -295,7 +324,7 @@ class AgentBridge(QObject):
         if name == "activity":
             items = data.get("items")
             if isinstance(items, list):
-                self._backlog.extend(item for item in items if isinstance(item, dict))
+                self._backlog.extend(items)
             coalesced = data.get("coalesced")
             if isinstance(coalesced, int) and not isinstance(coalesced, bool):
                 self._backlog_coalesced += coalesced
@@ -312,7 +341,18 @@ class AgentBridge(QObject):
         count = min(len(self._backlog), self._max_items)
         items = [self._backlog.popleft() for _ in range(count)]
         coalesced, self._backlog_coalesced = self._backlog_coalesced, 0
+        with self._ahead_changed:
+            self._ahead = max(0, self._ahead - count)
         self.activity.emit(items, coalesced)
+        # Let the subscription thread read on only after the views have painted
+        # these rows: a low-priority event is delivered after the repaint that
+        # the insertion asked for (also low priority, posted before it).
+        QCoreApplication.postEvent(self, QEvent(_RESUME_READING), Qt.EventPriority.LowEventPriority.value)
+
+    def customEvent(self, event: QEvent) -> None:
+        if event.type() == _RESUME_READING:
+            with self._ahead_changed:
+                self._ahead_changed.notify_all()
 
     @property
     def backlog(self) -> int:

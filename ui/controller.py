@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from agent.errors import ChaperoneError
 from agent.home import Home
-from ui.activity import ActivityModel, ActivityWindow
+from ui.activity import ActivityModel, ActivityWindow, describe, describe_all
 from ui.agent_process import AgentProcess
 from ui.bridge import AgentBridge
 from ui.consent import ConsentQueue
@@ -56,7 +56,7 @@ class TrayApp(QObject):
         super().__init__(parent)
         self.home = home
         self.agent_process = AgentProcess(home) if start_agent else None
-        self.bridge = bridge or AgentBridge(home, launcher=self.agent_process)
+        self.bridge = bridge or AgentBridge(home, launcher=self.agent_process, activity_transform=describe_all)
         self.notifier = notifier or Notifier()
         self.activity_model = ActivityModel(self)
         self.queue = ConsentQueue(self)
@@ -82,7 +82,7 @@ class TrayApp(QObject):
         b.sessionStarted.connect(self._on_session_started)
         b.sessionEnded.connect(self._on_session_ended)
         b.timeWarning.connect(self._on_time_warning)
-        b.activity.connect(self.activity_model.append)
+        b.activity.connect(self._on_activity)
         b.alarm.connect(self._on_alarm)
         b.agentStopping.connect(self._on_agent_stopping)
         self.queue.decisionMade.connect(self._send_decision)
@@ -227,6 +227,12 @@ class TrayApp(QObject):
         self.notifier.notify("Chaperone: time almost up",
                              f"The session ends in {countdown(remaining_s)}.", "warning")
         self._refresh()
+
+    def _on_activity(self, items: list, coalesced: int) -> None:
+        """Items arrive as rows when the bridge runs ``describe_all``; a bridge without it sends dicts."""
+        rows = [item if isinstance(item, tuple) else describe(item) for item in items
+                if isinstance(item, (tuple, dict))]
+        self.activity_model.append_rows(rows, coalesced)
 
     def _on_alarm(self, data: dict) -> None:
         self.alarm = data

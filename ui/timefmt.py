@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 
 def parse_ts(value: object) -> float | None:
@@ -18,12 +19,19 @@ def parse_ts(value: object) -> float | None:
     return moment.timestamp()
 
 
-def clock(value: object) -> str:
-    """Local wall-clock time ``HH:MM:SS`` for an RFC 3339 string; the raw value when it does not parse."""
+@lru_cache(maxsize=4096)
+def _clock(value: str) -> str:
     seconds = parse_ts(value)
     if seconds is None:
-        return "" if value is None else str(value)
+        return value
     return datetime.fromtimestamp(seconds).strftime("%H:%M:%S")
+
+
+def clock(value: object) -> str:
+    """Local wall-clock time ``HH:MM:SS`` for an RFC 3339 string; the raw value when it does not parse."""
+    if value is None:
+        return ""
+    return _clock(value if isinstance(value, str) else str(value))
 
 
 def date_time(value: object) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QModelIndex, Qt
 
-from ui.activity import DANGER, DANGER_MARK, NOTABLE, ActivityModel, ActivityWindow, describe
+from ui.activity import DANGER, DANGER_MARK, FLAGS, KIND, LEVEL, NOTABLE, WHAT, ActivityModel, ActivityWindow, describe
 
 TS = "2026-11-22T03:04:05.123456Z"
 
@@ -34,26 +34,27 @@ SAMPLES = [
 def test_describe_every_kind():
     rows = [describe(item) for item in SAMPLES]
     assert rows[0][1:] == ("File modified", "/etc/hosts", "", 0)
-    assert rows[1].what == "/tmp/a → /tmp/b" and "guess" in rows[1].flags
-    assert rows[2].level == NOTABLE and "secret" in rows[2].flags
-    assert "120 created" in rows[3].flags and "3 deleted" in rows[3].flags and "0 modified" not in rows[3].flags
-    assert rows[4].level == NOTABLE
-    assert rows[5].what == "curl http://x" and "technician" in rows[5].flags
-    assert rows[6].what == "services" and rows[6].flags == "80 items"
-    assert rows[7].level == DANGER and rows[7].flags.startswith(DANGER_MARK + "WAY BACK IN")
-    assert rows[8].level == 0
-    assert rows[9].level == DANGER and rows[9].what == "anydesk" and "ALARM" in rows[9].flags
-    assert rows[10].what == "capture" and rows[10].flags == "capture is off"
-    assert rows[11].kind == "Technician's note"
-    assert rows[12].kind == "Session ended"
-    assert rows[13].kind == "something-new"
+    assert rows[1][WHAT] == "/tmp/a → /tmp/b" and "guess" in rows[1][FLAGS]
+    assert rows[2][LEVEL] == NOTABLE and "secret" in rows[2][FLAGS]
+    assert "120 created" in rows[3][FLAGS] and "3 deleted" in rows[3][FLAGS] and "0 modified" not in rows[3][FLAGS]
+    assert rows[4][LEVEL] == NOTABLE
+    assert rows[5][WHAT] == "curl http://x" and "technician" in rows[5][FLAGS]
+    assert rows[6][WHAT] == "services" and rows[6][FLAGS] == "80 items"
+    assert rows[7][LEVEL] == DANGER and rows[7][FLAGS].startswith(DANGER_MARK + "WAY BACK IN")
+    assert rows[8][LEVEL] == 0
+    assert rows[9][LEVEL] == DANGER and rows[9][WHAT] == "anydesk" and "ALARM" in rows[9][FLAGS]
+    assert rows[10][WHAT] == "capture" and rows[10][FLAGS] == "capture is off"
+    assert rows[11][KIND] == "Technician's note"
+    assert rows[12][KIND] == "Session ended"
+    assert rows[13][KIND] == "something-new"
+    assert all(type(row) is tuple for row in rows)   # plain tuples: the garbage collector skips them
 
 
 def test_describe_survives_garbage():
     for item in ({}, {"type": None}, {"type": "file", "path": 5, "dest": ["x"]}, {"type": "process", "cmdline": None},
                  {"type": "file-burst", "counts": "many"}):
         row = describe(item)
-        assert isinstance(row.kind, str) and isinstance(row.what, str)
+        assert isinstance(row[KIND], str) and isinstance(row[WHAT], str)
 
 
 def test_model_passes_the_model_tester(qtmodeltester):
@@ -104,7 +105,7 @@ def test_oldest_rows_make_room_and_the_window_says_so(qtbot):
     for start in range(0, 250, 50):
         model.append([{"type": "note", "text": f"n{i}", "ts": TS} for i in range(start, start + 50)])
     assert model.rowCount() <= 100
-    assert model.row(model.rowCount() - 1).what == "n249"
+    assert model.row(model.rowCount() - 1)[WHAT] == "n249"
     assert model.dropped == 250 - model.rowCount()
     assert "older rows left out" in window.count_label.text()
 
@@ -115,14 +116,32 @@ def test_filter_box_and_ways_back_in_only(qtbot):
     qtbot.addWidget(window)
     window.show()
     model.append(SAMPLES)
-    assert window.proxy.rowCount() == len(SAMPLES)
+    assert window.table.model() is model and window.proxy.sourceModel() is None   # no filter, no proxy
+    assert window.shown_rows == len(SAMPLES)
     qtbot.keyClicks(window.filter_edit, "ETC/HOSTS")
-    qtbot.waitUntil(lambda: window.proxy.rowCount() == 1)
+    qtbot.waitUntil(lambda: window.shown_rows == 1)
+    assert window.table.model() is window.proxy
     window.filter_edit.clear()
     window.apply_filter_now()
+    assert window.table.model() is model and window.shown_rows == len(SAMPLES)
     window.only_danger.setChecked(True)
-    kinds = {window.proxy.index(r, ActivityModel.KIND).data() for r in range(window.proxy.rowCount())}
+    view = window.table.model()
+    kinds = {view.index(r, ActivityModel.KIND).data() for r in range(view.rowCount())}
     assert kinds == {"users added", "Remote-access tool"}
     model.append([{"type": "note", "text": "more", "ts": TS}, SAMPLES[7]])
-    assert window.proxy.rowCount() == 3        # new rows are filtered as they arrive
+    assert window.shown_rows == 3        # new rows are filtered as they arrive
     assert f"{len(SAMPLES) + 2} events" in window.count_label.text()
+
+
+def test_escaping_shortcut_matches_agent_text():
+    """``shown`` skips agent.text for printable ASCII; both must give the same text."""
+    from hypothesis import given, strategies as st
+
+    from agent.text import escape
+    from ui.widgets import shown
+
+    @given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F)) | st.text())
+    def check(text):
+        assert shown(text) == escape(text)
+
+    check()
