@@ -43,9 +43,6 @@ class TreeIndex:
         self._dirs: dict[bytes, dict[bytes, Signature]] = {}
         self._inodes: dict[bytes, int] = {}
 
-    def __len__(self) -> int:
-        return sum(len(e) for e in self._dirs.values())
-
     def folders(self) -> dict[bytes, int]:
         """Each indexed folder and its inode number."""
         return dict(self._inodes)

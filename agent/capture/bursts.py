@@ -55,7 +55,6 @@ class Burst:
     started: float
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     names: set[bytes] = field(default_factory=set)
-    last_active: float = 0.0
 
     def add(self, op: Op) -> None:
         if op.via == "creation-write":  # the creation's own first write, counted with it
@@ -130,7 +129,6 @@ class BurstCoalescer:
                 burst = self._bursts[folder] = Burst(folder, started=now)
             for op in pending[folder]:
                 burst.add(op)
-            burst.last_active = now
         ended = []
         for folder, burst in list(self._bursts.items()):
             if final or folder not in pending or now - burst.started >= self.max_burst_s:

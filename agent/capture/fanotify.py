@@ -18,7 +18,6 @@ import select
 import struct
 import sys
 import threading
-import time
 from collections import OrderedDict
 
 import psutil

@@ -243,7 +243,6 @@ class FileWatcher:
         self._dirs_created = False
         self._stale: set[bytes] = set()  # folders whose burst is recorded but not yet re-indexed
         self._audit_possible = True
-        self.ops_recorded = 0
 
     # -- life cycle ---------------------------------------------------------
 
@@ -297,14 +296,14 @@ class FileWatcher:
                     break
             now = time.monotonic()
             overflowed: set[bytes] = set()
-            for item in items:
-                if item is _STOP:
-                    stopping = True
-                elif isinstance(item, _Overflow):
-                    overflowed.add(item.root)
-                else:
-                    self._take_event(item[0], now)
             try:
+                for item in items:
+                    if item is _STOP:
+                        stopping = True
+                    elif isinstance(item, _Overflow):
+                        overflowed.add(item.root)
+                    else:
+                        self._take_event(item[0], now)
                 if overflowed:
                     self._answer_overflow(overflowed, now)
                 if stopping or self._coalescer.due(now):
@@ -352,15 +351,12 @@ class FileWatcher:
             "names_sha256": burst.names_sha256(),
         }
         self._sink.emit("file-burst", data)
-        self.ops_recorded += burst.ops
         self._stale.add(burst.folder)  # the index catches up when the burst is over (_catch_up)
         if burst.counts["created"] or burst.counts["moved"]:
             self._dirs_created = True
 
     def _write_op(self, op: Op, result: HashResult | None = None) -> None:
         """One ``file`` record; ``result`` is the new content's hash when the caller has it already."""
-        if op.via != "creation-write":
-            self.ops_recorded += 1
         data: dict = {"op": op.op, **path_fields(op.path)}
         if op.dest is not None:
             data.update(path_fields(op.dest, "dest"))
