@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -427,3 +428,16 @@ def device_key_for_hypothesis(tmp_path_factory):
 
     key, _ = DeviceKey.init(Home(tmp_path_factory.mktemp("k") / "home"))
     return key
+
+
+def test_read_records_yields_records_and_says_which_lines_are_not(jpath, device_key):
+    from agent.journal import BadLine, read_records
+
+    with Journal.create(jpath, "s-1", device_key) as j:
+        j.append("note", {"author": "t", "text": "one"})
+    good = jpath.read_bytes()
+    stream = io.BytesIO(good + b"not json\n" + b'{"data":{}')
+    items = list(read_records(stream))
+    assert [r["type"] for r in items[:3]] == ["journal-start", "checkpoint", "note"]
+    assert isinstance(items[3], BadLine) and "not valid JSON" in str(items[3])
+    assert isinstance(items[4], BadLine) and "cut short" in str(items[4])
