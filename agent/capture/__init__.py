@@ -28,6 +28,9 @@ from agent.capture.redact import is_secret_file, is_text_config
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
 
+BASELINE_MAX_FILES = 50_000
+BASELINE_MAX_BYTES = 256 << 20
+
 
 def _linux_system_paths() -> list[str]:
     return ["/etc"]
@@ -104,6 +107,8 @@ class Capture:
         self._use_inventory = inventory
         self._use_fanotify = fanotify
         self._inventory_before: dict | None = None
+        self._baseline_files = self._baseline_bytes = 0
+        self._baseline_capped = False
         self._attributor = None
         self._watcher: FileWatcher | None = None
 
@@ -158,6 +163,21 @@ class Capture:
         """Keep the "before" of configuration files (hash; the text too unless the file is a secret)."""
         if st.st_size > MAX_DIFF_BYTES or path not in self._config_places:
             return
+        if self._baseline_files >= BASELINE_MAX_FILES or self._baseline_bytes + st.st_size > BASELINE_MAX_BYTES:
+            if not self._baseline_capped:
+                self._baseline_capped = True
+                self._sink.emit(
+                    "capture-error",
+                    {
+                        "what": "baseline-cap",
+                        **path_fields(path),
+                        "error": "Too many configuration files to read at the start; from this one on, "
+                        "changes have no hash or text from before the session.",
+                    },
+                )
+            return
+        self._baseline_files += 1
+        self._baseline_bytes += st.st_size
         name = os.fsdecode(path)
         secret = is_secret_file(name)
         result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=0 if secret else MAX_DIFF_BYTES)

@@ -65,7 +65,12 @@ CONFIG_SUFFIXES = (
     b".rc", b".config", b".reg", b".ps1",
 )
 CONFIG_NAMES = {b"config", b"authorized_keys", b"known_hosts", b"crontab", b"hosts", b"sudoers", b"environment"}
-BULKY_DOT_DIRS = {b".cache", b".local", b".npm", b".cargo", b".rustup", b".gradle", b".m2", b".mozilla", b".var"}
+CONFIG_DOT_DIRS = {b".config", b".ssh", b".gnupg", b".docker", b".kube", b".aws", b".azure", b".pki", b".terraform.d"}
+BULKY_DIRS = {  # caches, toolchains and installed packages: never configuration by place or name
+    b"node_modules", b"site-packages", b"dist-packages", b"__pycache__", b".venv", b"venv", b".cache", b".npm",
+    b".cargo", b".rustup", b".gradle", b".m2", b".pyenv", b".nvm", b".rbenv", b".conda", b".local", b".var",
+    b".mozilla", b"snap", b".git",
+}
 UNWATCHED_RESCAN_S = 2.0
 BATCH_S = 0.02
 KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux)
@@ -530,35 +535,42 @@ class FileWatcher:
 
 
 class ConfigPlaces:
-    """Which files are configuration by place and name: below a system configuration folder, in a
-    dotfile or dot-folder of a watched root (not the bulky caches), or with a configuration-like
-    name or extension. Cheap enough to ask for every file of a large tree."""
+    """Which files are configuration by place and name: anything below a system configuration folder;
+    elsewhere, outside caches and toolchains, a dotfile of a watched root, a file in a configuration
+    dot-folder (``~/.config``, ``~/.ssh``...), or a configuration-like name or extension. Cheap enough
+    to ask for every file of a large tree (one verdict per folder is cached)."""
+
+    _CONFIG, _BULKY, _PLAIN = range(3)
 
     def __init__(self, roots: list[bytes], config_prefixes: tuple[bytes, ...]):
         self._roots = tuple(r.rstrip(b"/") + b"/" for r in roots)
         self._config_prefixes = config_prefixes
-        self._folders: dict[bytes, bool] = {}
+        self._places: dict[bytes, int] = {}
 
     def __contains__(self, path: bytes) -> bool:
         folder, _, name = path.rpartition(b"/")
+        folder += b"/"
+        place = self._places.get(folder)
+        if place is None:
+            if len(self._places) > 10_000:
+                self._places.clear()
+            place = self._places[folder] = self._place(folder)
+        if place != self._PLAIN:
+            return place == self._CONFIG
         if name in CONFIG_NAMES or name.lower().endswith(CONFIG_SUFFIXES):
             return True
-        folder += b"/"
-        verdict = self._folders.get(folder)
-        if verdict is None:
-            if len(self._folders) > 10_000:
-                self._folders.clear()
-            verdict = self._folders[folder] = self._folder_is_config(folder)
-        return verdict or (folder in self._roots and name.startswith(b"."))  # a dotfile of a root
+        return folder in self._roots and name.startswith(b".")  # a dotfile of a root
 
-    def _folder_is_config(self, folder: bytes) -> bool:
+    def _place(self, folder: bytes) -> int:
         if folder.startswith(self._config_prefixes):
-            return True
+            return self._CONFIG
         for root in self._roots:
-            if folder.startswith(root) and folder != root:
-                first = folder[len(root) :].split(b"/", 1)[0]
-                return first.startswith(b".") and first not in BULKY_DOT_DIRS
-        return False
+            if folder.startswith(root):
+                parts = folder[len(root) :].split(b"/")
+                if any(part in BULKY_DIRS for part in parts):
+                    return self._BULKY
+                return self._CONFIG if parts[0] in CONFIG_DOT_DIRS else self._PLAIN
+        return self._PLAIN
 
 
 _OPS = {

@@ -346,6 +346,28 @@ def test_changes_are_attributed_to_the_writer(capture):
         assert attribution["how"] == "guess"
 
 
+def test_configuration_is_known_by_place_and_name_and_caches_are_not():
+    places = files_module.ConfigPlaces([b"/home/u"], (b"/etc/",))
+    config = [b"/etc/ssl/private/k", b"/home/u/.bashrc", b"/home/u/.ssh/id_rsa", b"/home/u/.config/autostart/x.desktop",
+              b"/home/u/proj/app.yaml", b"/home/u/proj/.env", b"/home/u/proj/crontab"]
+    not_config = [b"/home/u/notes.txt", b"/home/u/proj/main.c", b"/home/u/.cache/x/y.json",
+                  b"/home/u/proj/node_modules/a/package.json", b"/home/u/.pyenv/versions/lib/x.py"]
+    assert [p for p in config if p not in places] == []
+    assert [p for p in not_config if p in places] == []
+
+
+def test_the_baseline_stops_reading_at_its_cap_and_says_so(watched, monkeypatch):
+    import agent.capture as capture_module
+
+    monkeypatch.setattr(capture_module, "BASELINE_MAX_FILES", 1)
+    (watched / "second.conf").write_text("b = 2\n")
+    sink = ListSink()
+    cap = Capture(sink, [watched], inventory=False)
+    cap.prepare()
+    cap.stop()
+    assert [e["what"] for e in sink.of("capture-error")] == ["baseline-cap"]
+
+
 def test_default_watch_paths_are_the_home_and_the_system_configuration():
     paths = default_watch_paths()
     assert str(Path.home()) in paths
