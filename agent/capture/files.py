@@ -58,7 +58,8 @@ EVENT_FILTER = [
     DirMovedEvent,
     FileClosedEvent,
 ]
-MAX_DIFF_BYTES = 1 << 20
+MAX_DIFF_BYTES = 1 << 20  # files larger than this get hashes only
+MAX_DIFF_TEXT = 256 << 10  # a longer diff is left out (a journal line holds at most 4 MiB)
 CONFIG_SUFFIXES = (
     b".conf", b".cfg", b".cnf", b".ini", b".env", b".yaml", b".yml", b".toml", b".json", b".xml", b".properties",
     b".service", b".timer", b".socket", b".desktop", b".plist", b".rules", b".repo", b".list", b".sh", b".profile",
@@ -427,6 +428,8 @@ class FileWatcher:
             return
         if diff is None:
             data["secret"] = True
+        elif len(diff) > MAX_DIFF_TEXT:
+            data["diff_omitted"] = f"diff longer than {MAX_DIFF_TEXT} characters"
         elif diff:
             data["diff"] = diff
 

@@ -139,6 +139,23 @@ def test_a_secret_file_gets_hashes_and_no_diff(capture):
     assert "diff" not in record and "AAAA" not in repr(sink.records)
 
 
+def test_large_files_are_hashed_off_the_hot_path_and_huge_diffs_left_out(capture):
+    import hashlib
+
+    cap, sink, root = capture
+    large = root / "disk.img"
+    large.write_bytes(os.urandom(5 << 20))
+    long_config = root / "long.conf"
+    long_config.write_text("".join(f"option_{i} = {i}\n" for i in range(20_000)))
+    assert wait_for(lambda: sink.files("created", large) and sink.files("created", long_config))
+    record = sink.files("created", large)[0]
+    assert record["size"] == 5 << 20
+    assert record["sha256_after"] == hashlib.sha256(large.read_bytes()).hexdigest()
+    assert "diff" not in record
+    config = sink.files("created", long_config)[0]
+    assert "diff" not in config and config["diff_omitted"].startswith("diff longer than")
+
+
 def test_a_change_the_watcher_missed_is_found_when_the_session_ends(watched):
     sink = ListSink()
     conf = watched / "app.conf"
