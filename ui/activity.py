@@ -284,8 +284,8 @@ class ActivityWindow(QWidget):
         bottom = QHBoxLayout()
         self.count_label = PlainLabel("", selectable=False)
         bottom.addWidget(self.count_label, 1)
-        legend = PlainLabel(f"{DANGER_MARK}marks a way back in (a new account, key, service or scheduled job) "
-                            "or remote access you did not allow.", selectable=False)
+        legend = PlainLabel(f"{DANGER_MARK}a way back in (new account, key, service, scheduled job) "
+                            "or remote access you did not allow", selectable=False, wrap=False)
         legend.setStyleSheet("color:#555;")
         bottom.addWidget(legend)
         layout.addLayout(bottom)
@@ -325,7 +325,7 @@ class ActivityWindow(QWidget):
         header.setSectionResizeMode(ActivityModel.WHAT, QHeaderView.ResizeMode.Stretch)
         self.table.setColumnWidth(ActivityModel.TIME, 80)
         self.table.setColumnWidth(ActivityModel.KIND, 190)
-        self.table.setColumnWidth(ActivityModel.FLAGS, 260)
+        self.table.setColumnWidth(ActivityModel.FLAGS, 340)
         if self.isVisible():
             self.table.scrollToBottom()
 

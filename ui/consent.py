@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QLayout,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -84,9 +85,10 @@ class ConsentDialog(QDialog):
         self.setWindowIcon(state_icon("consent"))
         self.setWindowFlag(Qt.WindowType.WindowStaysOnTopHint, True)
         self.setWindowFlag(Qt.WindowType.WindowContextHelpButtonHint, False)
-        self.setMinimumWidth(540)
+        self.setMinimumWidth(560)
         self.setMaximumWidth(720)
         self._build()
+        self.resize(600, self.heightForWidth(600) if self.hasHeightForWidth() else self.sizeHint().height())
         self._tick_timer = QTimer(self)
         self._tick_timer.setInterval(250)
         self._tick_timer.timeout.connect(self.tick)
@@ -107,6 +109,9 @@ class ConsentDialog(QDialog):
         self.flags = request_flags(item)
 
         root = QVBoxLayout(self)
+        # Wrapped labels need more height than a plain size hint says: never let
+        # the window squeeze them into each other.
+        root.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
         root.setSpacing(12)
         root.setContentsMargins(18, 18, 18, 14)
 
@@ -149,8 +154,11 @@ class ConsentDialog(QDialog):
             principal = shown(verification.get("principal"))
             identity = "Verified" + (f" as {clip(principal, 120)}" if principal else "")
         else:
-            detail = shown(verification.get("detail"))
-            identity = "NOT VERIFIED" + (f" — {clip(detail, 200)}" if detail else "")
+            detail = clip(shown(verification.get("detail")), 200)
+            if detail.startswith("NOT VERIFIED"):
+                identity = detail
+            else:
+                identity = "NOT VERIFIED" + (f": {detail}" if detail else "")
         self.identity_label = PlainLabel(identity)
         self.identity_label.setObjectName("identity")
         identity_font = heading_font(self, 1.0, bold=True)

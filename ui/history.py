@@ -32,7 +32,7 @@ from agent.errors import ChaperoneError
 from agent.home import Home
 from ui.icons import state_icon
 from ui.timefmt import date_time
-from ui.widgets import Banner, PlainLabel, heading_font, monospace_font, shown
+from ui.widgets import Banner, PlainLabel, heading_font, shown
 
 STATE_WORDS = {
     "requested": "Waiting for an answer",
@@ -144,7 +144,6 @@ class VerdictPanel(QFrame):
         self.banner.setFont(heading_font(self, 1.3))
         self.reason = PlainLabel("")
         self.details = PlainLabel("")
-        self.details.setFont(monospace_font())
         for widget in (self.banner, self.reason, self.details):
             layout.addWidget(widget)
         self.verdict_text = ""
@@ -157,12 +156,10 @@ class VerdictPanel(QFrame):
         reason = shown(getattr(verdict, "reason", ""))
         fingerprint = shown(getattr(verdict, "fingerprint", "") or "")
         details = []
-        if fingerprint:
-            pinned = " (matches the pinned key)" if getattr(verdict, "pinned", False) else ""
-            details.append(f"Signed by device key {fingerprint}{pinned}")
-        records = getattr(verdict, "records", None)
-        if records:
-            details.append(f"{records} records")
+        if fingerprint and fingerprint not in reason:
+            details.append(f"Signed by device key {fingerprint}")
+        if getattr(verdict, "pinned", False):
+            details.append("The key matches the pinned fingerprint.")
         unsealed = getattr(verdict, "unsealed", 0)
         if unsealed:
             details.append(f"{unsealed} records after the last seal are not sealed")
