@@ -99,7 +99,7 @@ def test_sessions_report_export_and_verdicts(qtbot, agent, sealed_session, windo
 
     assert verdict_after(qtbot, window, lambda: drop(window, out)).startswith("✔  Genuine")
     assert window.verdict.banner.level == "ok"
-    assert "SHA256:" in window.verdict.details.text()
+    assert "SHA256:" in window.verdict.reason.text() + window.verdict.details.text()   # the signing key is named
 
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(out) as src, zipfile.ZipFile(tampered, "w") as dst:
