@@ -78,12 +78,28 @@ class TreeIndex:
                 if name not in entries:
                     ops.append(Op("deleted", os.path.join(folder, name), is_dir_sig(before), via="rescan"))
             self._dirs[folder] = entries
-        prefix = root.rstrip(b"/") + b"/"
-        for folder in [f for f in self._dirs if (f == root or f.startswith(prefix)) and f not in seen]:
-            for name, before in self._dirs.pop(folder).items():
+        for folder, entries in self._drop_unseen(root, seen):
+            for name, before in entries.items():
                 ops.append(Op("deleted", os.path.join(folder, name), is_dir_sig(before), via="rescan"))
-            self._inodes.pop(folder, None)
         return ops
+
+    def refresh(self, root: bytes) -> None:
+        """Bring the index up to date below ``root`` when its changes are already accounted for."""
+        seen: set[bytes] = set()
+        for folder, entries, _ in self._walk(root, None):
+            seen.add(folder)
+            self._dirs[folder] = entries
+        self._drop_unseen(root, seen)
+
+    def _drop_unseen(self, root: bytes, seen: set[bytes]) -> list[tuple[bytes, dict[bytes, Signature]]]:
+        """Forget the indexed folders below ``root`` that a walk no longer found; returns them."""
+        prefix = root.rstrip(b"/") + b"/"
+        gone = [f for f in self._dirs if (f == root or f.startswith(prefix)) and f not in seen]
+        dropped = []
+        for folder in gone:
+            dropped.append((folder, self._dirs.pop(folder)))
+            self._inodes.pop(folder, None)
+        return dropped
 
     def update(self, path: bytes, st: os.stat_result | None) -> None:
         """Record what an individual event showed (``None``: the path is gone)."""

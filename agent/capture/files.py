@@ -514,7 +514,7 @@ class FileWatcher:
     def _catch_up(self) -> None:
         """Re-index the folders of recorded bursts: their changes are already accounted for."""
         while self._stale:
-            self._index.rescan(self._stale.pop())
+            self._index.refresh(self._stale.pop())
 
     def _rescan_unwatched(self, now: float) -> None:
         for top in _topmost(self._unwatched):
