@@ -213,8 +213,9 @@ class AgentBridge(QObject):
                 for event in client.subscribe():
                     if self._stop.is_set():
                         break
-                    self._inbox.put(("event", self._prepare(event)))
-                    self._wait_for_gui(event)
+                    prepared = self._prepare(event)
+                    self._inbox.put(("event", prepared))
+                    self._wait_for_gui(prepared)
                 reason = "The Chaperone agent closed the connection."
             except AgentUnavailable as exc:
                 reason = str(exc)
@@ -244,6 +245,7 @@ class AgentBridge(QObject):
             delay = min(delay * 2, 2.0)
 
     def _wait_for_gui(self, event: dict) -> None:
+        """Count the rows just queued; wait while more than a tick's worth is waiting for the views."""
         data = event.get("data") if isinstance(event, dict) and event.get("event") == "activity" else None
         items = data.get("items") if isinstance(data, dict) else None
         if not isinstance(items, list):

@@ -124,3 +124,44 @@ def test_jobs_run_off_the_gui_thread_and_report_failures(qtbot, home):
     assert sorted(errors) == ["The bundle is not a zip file.", "The operation failed: No space left on device."]
     bridge.stop()
     assert bridge.run(work, 1).cancelled()
+
+
+class FloodingClient:
+    """Stands in for AgentClient where a real agent cannot produce a burst on demand."""
+
+    def __init__(self, events):
+        self._events = events
+        self.closed = threading.Event()
+
+    def call(self, op, **params):
+        return {"status": {"state": "active", "session": "s-1", "active": None, "pending": 0}}.get(op, [])
+
+    def subscribe(self):
+        for event in self._events:
+            if self.closed.is_set():
+                return
+            yield event
+        self.closed.wait(30)
+
+    def close(self):
+        self.closed.set()
+
+
+def test_the_subscription_waits_for_the_views_and_loses_nothing(qtbot, home):
+    from ui.activity import describe_all
+
+    events = [{"event": "activity", "data": {"items": [{"type": "note", "text": str(n)} for n in range(s, s + 500)]
+                                             + ["junk", 7], "coalesced": 0}} for s in range(0, 20_000, 500)]
+    client = FloodingClient(events)
+    bridge = AgentBridge(home, client_factory=lambda _home: client, activity_transform=describe_all,
+                         max_items_per_tick=1000)
+    rows, most_ahead = [], []
+    bridge.activity.connect(lambda items, _c: (rows.extend(items), most_ahead.append(bridge._ahead)))
+    try:
+        bridge.start()
+        qtbot.waitUntil(lambda: len(rows) == 20_000, timeout=20_000)
+    finally:
+        bridge.stop()
+    assert [row[2] for row in rows] == [str(n) for n in range(20_000)]   # every row, in order, no junk
+    assert max(most_ahead) <= 1000 + 500        # never more than a tick and one event ahead
+    assert not bridge.running

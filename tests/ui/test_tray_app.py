@@ -170,3 +170,30 @@ def test_single_instance_forwards_to_the_first(qtbot, home):
         first.release()
     assert second.acquire()
     second.release()
+
+
+def test_alarm_and_time_warning_states(qtbot, home):
+    app = TrayApp(home, start_agent=False, notifier=NullNotifier(), tray_retries=1)
+    try:
+        app.bridge.is_connected = True          # as after a connection; this test feeds events by hand
+        assert app.status().state == "idle"
+        app.bridge.dispatch({"event": "alarm", "data": {"tool": "AnyDesk\u202e", "process": "anydesk", "pid": 7}})
+        app.bridge.dispatch({"event": "session-started", "data": {
+            "id": "s-1", "technician": "Ada", "org": "Acme", "started": "2026-11-22T03:00:00Z",
+            "until": "2099-01-01T00:00:00Z"}})
+        app.bridge.dispatch({"event": "time-warning", "data": {"id": "s-1", "remaining_s": 290}})
+        app.bridge.drain()
+        status = app.status()
+        assert status.state == "alarm" and status.alarm and status.can_end
+        assert "AnyDesk\\u202e" in status.detail and "\u202e" not in status.detail
+        assert app.bar.isVisible() and app.bar.warning
+        assert said(app, "The session ends in 4:50")
+        assert app.activity_model.rowCount() == 1            # the alarm is in the live view too
+        app.dismiss_alarm()
+        assert app.status().state == "active"
+        app.bridge.dispatch({"event": "session-ended", "data": {"id": "s-1", "reason": "time-limit"}})
+        app.bridge.drain()
+        assert app.status().state == "idle" and not app.bar.isVisible()
+        assert said(app, "the log is sealed")
+    finally:
+        app.shutdown()
