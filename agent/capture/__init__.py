@@ -109,6 +109,7 @@ class Capture:
         self._inventory_before: dict | None = None
         self._baseline_files = self._baseline_bytes = 0
         self._baseline_capped = False
+        self._stopped = False
         self._attributor = None
         self._watcher: FileWatcher | None = None
 
@@ -146,7 +147,12 @@ class Capture:
         self._watcher.start()
 
     def stop(self) -> None:
-        """Stop watching and sampling, recheck the baseline, record the inventory's changes."""
+        """Stop watching and sampling, recheck the baseline, record the inventory's changes.
+
+        Safe after a failed or missing ``prepare()``, and a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._watcher is not None:
             self._watcher.stop()
         self._sampler.stop()

@@ -61,11 +61,13 @@ class ProcessSampler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop sampling after one last tick (whatever started or ended since the previous one)."""
+        if self._thread is None:
+            return  # never started: there is no baseline to compare with
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self.sample()  # the last word: whatever started or ended since the last tick
+        self._thread.join()
+        self._thread = None
+        self.sample()
 
     @property
     def watched(self) -> int:

@@ -230,6 +230,19 @@ def test_a_watch_path_removed_during_the_session_is_recorded(tmp_path):
     assert {str(root / "deep" / "f.txt"), str(root / "deep"), str(root)} <= deleted
 
 
+def test_stop_without_prepare_or_twice_records_nothing_more(watched):
+    sink = ListSink()
+    Capture(sink, [watched], inventory=False).stop()
+    assert sink.records == []
+    cap = Capture(sink, [watched], inventory=False)
+    cap.prepare()
+    (watched / "once.txt").write_text("x")
+    cap.stop()
+    count = len(sink.records)
+    cap.stop()
+    assert len(sink.records) == count and len(sink.files("created", watched / "once.txt")) == 1
+
+
 def test_a_missing_watch_path_is_a_record_not_a_crash(tmp_path):
     sink = ListSink()
     cap = Capture(sink, [tmp_path / "nope"], inventory=False)
