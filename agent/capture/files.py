@@ -76,6 +76,7 @@ UNWATCHED_RESCAN_S = 2.0
 BATCH_S = 0.02
 KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux)
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
+WATCHDOG_LOGGERS = ("watchdog.observers.inotify", "watchdog.observers.inotify_c")
 _sysctl_lock = threading.Lock()
 
 
@@ -253,8 +254,11 @@ class FileWatcher:
     # -- life cycle ---------------------------------------------------------
 
     def start(self) -> None:
-        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
-            logging.getLogger(name).addHandler(self._log_handler)
+        for name in WATCHDOG_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.addHandler(self._log_handler)
+            if logger.getEffectiveLevel() > logging.WARNING:  # an overflow is only ever said there
+                logger.setLevel(logging.WARNING)
         self._source = EventSource(self._events)
         for root in self.roots:
             try:
@@ -270,7 +274,7 @@ class FileWatcher:
         """Stop watching, record what is queued, then rescan every root and recheck the baseline."""
         if self._source is not None:
             self._source.stop()
-        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+        for name in WATCHDOG_LOGGERS:
             logging.getLogger(name).removeHandler(self._log_handler)
         if self._recorder is not None:
             self._events.put(_STOP)
@@ -323,7 +327,8 @@ class FileWatcher:
                     last_audit = now
                     self._audit_watches()
             except Exception as exc:  # noqa: BLE001 - the recorder must keep recording
-                self._error("file-recorder", None, f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(Exception):  # the sink itself may be what fails
+                    self._error("file-recorder", None, f"{type(exc).__name__}: {exc}")
 
     def _take_event(self, event: FileSystemEvent, now: float) -> None:
         op = to_op(event)
