@@ -500,7 +500,9 @@ class FileWatcher:
 
     def _report_unwatched(self, folders: set[bytes], why: str) -> None:
         limit = _read_int("/proc/sys/fs/inotify/max_user_watches")
-        for top in _topmost(folders - self._reported_unwatched):
+        said = _topmost(self._reported_unwatched)
+        fresh = {f for f in folders if not any(f == t or f.startswith(t + b"/") for t in said)}
+        for top in _topmost(fresh):
             below = sum(1 for f in folders if f == top or f.startswith(top + b"/"))
             self._sink.emit(
                 "watch-limit",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import socket
 import subprocess
@@ -356,6 +357,25 @@ def test_folders_without_a_watch_are_rescanned_periodically(watched, monkeypatch
     finally:
         cap.stop()
     assert sink.files("created", watched / "sub" / "late.txt")[0]["via"] == "rescan"
+
+
+def test_a_root_that_cannot_be_watched_is_said_and_rescanned(watched, monkeypatch):
+    def no_watches_left(self, root):
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(files_module.EventSource, "schedule", no_watches_left)
+    monkeypatch.setattr(files_module, "UNWATCHED_RESCAN_S", 0.2)
+    sink = ListSink()
+    cap = Capture(sink, [watched], inventory=False)
+    cap.prepare()
+    try:
+        (watched / "seen-by-rescan.txt").write_text("x")
+        assert wait_for(lambda: sink.files("created", watched / "seen-by-rescan.txt"))
+    finally:
+        cap.stop()
+    assert [r["root"] for r in sink.of("watch-limit")] == [str(watched)]
+    assert "inotify watch limit reached" in sink.of("watch-limit")[0]["detail"]
+    assert sink.files("created", watched / "seen-by-rescan.txt")[0]["via"] == "rescan"
 
 
 def test_changes_are_attributed_to_the_writer(capture):
