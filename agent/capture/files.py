@@ -2,9 +2,9 @@
 
 The pipeline, each stage on its own thread:
 
-1. watchdog's inotify observer, limited to created, deleted, moved and
-   closed-after-write events (DESIGN.md: the unfiltered 4-6 events per write
-   overflow the kernel queue under a burst). The handler only queues events.
+1. watchdog's inotify emitters (:class:`EventSource`), limited to created,
+   deleted, moved and closed-after-write events (DESIGN.md: the unfiltered 4-6
+   events per write overflow the kernel queue under a burst), queue events.
 2. The recorder turns events into :class:`~agent.capture.bursts.Op` objects,
    lets :class:`~agent.capture.bursts.BurstCoalescer` decide which stay
    individual, and writes ``file`` and ``file-burst`` records: size, SHA-256
