@@ -31,10 +31,6 @@ class AgentProcess:
         self._stderr = None
         self.starts = 0
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -89,9 +89,6 @@ class Tray(QObject):
             self.primaryActivated.emit()
 
     # --- state -----------------------------------------------------------------------------
-    def status(self) -> TrayStatus:
-        return self._describe()
-
     def refresh(self) -> None:
         status = self._describe()
         tooltip = "Chaperone: " + status.headline + (f"\n{status.detail}" if status.detail else "")

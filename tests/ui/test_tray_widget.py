@@ -18,7 +18,7 @@ class Status:
         return self.value
 
 
-def test_every_state_has_a_distinct_icon():
+def test_every_state_has_a_distinct_icon(qapp):
     images = {}
     for state in STATES:
         icon = state_icon(state)
