@@ -197,3 +197,21 @@ def test_alarm_and_time_warning_states(qtbot, home):
         assert said(app, "the log is sealed")
     finally:
         app.shutdown()
+
+
+def test_the_agent_the_tray_started_is_started_again_when_it_dies(qtbot, home, monkeypatch):
+    monkeypatch.setenv("CHAPERONE_CAPTURE", "off")
+    app = TrayApp(home, start_agent=True, notifier=NullNotifier(), tray_retries=1)
+    try:
+        with qtbot.waitSignal(app.bridge.connected, timeout=30_000):
+            app.start()
+        assert app.agent_process.starts == 1
+        with qtbot.waitSignal(app.bridge.disconnected, timeout=10_000):
+            app.agent_process._proc.kill()
+        with qtbot.waitSignal(app.bridge.connected, timeout=30_000):
+            pass
+        assert app.agent_process.starts == 2 and app.agent_process.running()
+        assert said(app, "Lost contact") and said(app, "Reconnected")
+    finally:
+        app.shutdown()
+    assert not app.agent_process.running()
