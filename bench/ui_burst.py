@@ -118,6 +118,12 @@ def main() -> int:
     from ui.bridge import AgentBridge
 
     app = QApplication([])
+    from ui.compat import bindings_problem
+
+    problem = bindings_problem()
+    if problem:
+        print(json.dumps({"bench": "ui_burst", "error": problem}))
+        return 1
     home = Home(Path(tempfile.mkdtemp(prefix="chaperone-bench-")))
     stub = subprocess.Popen([sys.executable, __file__, "--serve", str(home.socket_path)],
                             stdout=subprocess.PIPE, text=True)

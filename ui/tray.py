@@ -103,10 +103,11 @@ class Tray(QObject):
         status = self._describe()
         menu = self.menu
         menu.clear()
-        headline = menu.addAction(status.headline)
+        # Menu texts treat "&" as a shortcut marker; the status may hold a technician's name.
+        headline = menu.addAction(status.headline.replace("&", "&&"))
         headline.setEnabled(False)
         if status.detail:
-            menu.addAction(status.detail).setEnabled(False)
+            menu.addAction(status.detail.replace("&", "&&")).setEnabled(False)
         menu.addSeparator()
         self._add(menu, "&Activity…", self.activityRequested)
         self._add(menu, "&History…", self.historyRequested)

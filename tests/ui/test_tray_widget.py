@@ -41,6 +41,12 @@ def test_menu_is_rebuilt_from_the_state_when_shown(qtbot):
                               can_end=True, alarm=True)
     tray.menu.aboutToShow.emit()
     assert "AnyDesk is running." in tray.action_texts()
+    status.value = TrayStatus("active", "A session is active.", "Bob & Alice &Co is connected.", can_end=True)
+    tray.menu.aboutToShow.emit()
+    assert "Bob && Alice &&Co is connected." in tray.action_texts()   # shown with its ampersands, no shortcut
+    status.value = TrayStatus("alarm", "Remote access without a session you allowed.", "AnyDesk is running.",
+                              can_end=True, alarm=True)
+    tray.menu.aboutToShow.emit()
     assert tray.action("&End session").isEnabled()
     assert "&Dismiss the alarm" in tray.action_texts()
     with qtbot.waitSignal(tray.quitRequested):
