@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from PySide6.QtCore import QModelIndex, Qt
 
 from ui.activity import DANGER, DANGER_MARK, FLAGS, KIND, LEVEL, NOTABLE, WHAT, ActivityModel, ActivityWindow, describe
