@@ -93,7 +93,9 @@ class ConsentDialog(QDialog):
         self._tick_timer.setInterval(250)
         self._tick_timer.timeout.connect(self.tick)
         self._tick_timer.start()
-        self.tick()
+        # Only show the countdown here: a request that has already run out is
+        # closed by the first tick, once whoever opened the dialog listens.
+        self._show_countdown(self.remaining())
         # A short pause before Allow works, so a click or keystroke meant for
         # another window cannot let someone in by accident.
         self.allow_button.setEnabled(allow_delay_ms <= 0)
@@ -219,13 +221,16 @@ class ConsentDialog(QDialog):
     def tick(self) -> None:
         """Refresh the countdown; at zero the request is left to the agent's automatic refusal."""
         left = self.remaining()
-        if left is None:
-            self.countdown_label.setText("If nobody answers, the request is refused automatically.")
-            return
-        if left <= 0:
+        if left is not None and left <= 0:
             self._finish(TIMEOUT)
             return
-        self.countdown_label.setText(f"If you do not answer, the request is refused in {countdown(left)}.")
+        self._show_countdown(left)
+
+    def _show_countdown(self, left: float | None) -> None:
+        if left is None:
+            self.countdown_label.setText("If nobody answers, the request is refused automatically.")
+        else:
+            self.countdown_label.setText(f"If you do not answer, the request is refused in {countdown(left)}.")
 
     def set_queue_position(self, index: int, total: int) -> None:
         """Show "Request 1 of 3" when more than one request waits."""

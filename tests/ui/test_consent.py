@@ -221,6 +221,16 @@ class TestQueue:
             asked[0][1](TIMEOUT)
         assert asked[-1][0] == second["id"]
 
+    def test_an_already_expired_request_does_not_block_the_queue(self, qtbot):
+        queue = ConsentQueue()
+        expired, fresh = pending_item(expires_at="2000-01-01T00:00:00Z"), pending_item()
+        queue.add(expired)
+        queue.add(fresh)
+        with qtbot.assertNotEmitted(queue.decisionMade):
+            qtbot.waitUntil(lambda: queue.current_id == fresh["id"], timeout=5000)
+        assert queue.ids() == [fresh["id"]]
+        queue.clear()
+
     def test_decided_elsewhere_closes_the_current_dialog(self, qtbot):
         queue = ConsentQueue()
         first, second = pending_item(), pending_item()
