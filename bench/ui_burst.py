@@ -39,6 +39,8 @@ def serve(socket_path: str) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
     server.listen(8)
+    server.settimeout(1.0)
+    parent = os.getppid()
     print("ready", flush=True)
 
     def handle(conn: socket.socket) -> None:
@@ -57,8 +59,12 @@ def serve(socket_path: str) -> None:
             conn.sendall(encode({"id": msg_id, "ok": True, "result": result}))
         conn.close()
 
-    while True:
-        conn, _ = server.accept()
+    while os.getppid() == parent:   # never outlive the benchmark
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            continue
+        conn.settimeout(None)
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
