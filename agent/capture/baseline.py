@@ -83,14 +83,6 @@ class TreeIndex:
                 ops.append(Op("deleted", os.path.join(folder, name), is_dir_sig(before), via="rescan"))
         return ops
 
-    def refresh(self, root: bytes) -> None:
-        """Bring the index up to date below ``root`` when its changes are already accounted for."""
-        seen: set[bytes] = set()
-        for folder, entries, _ in self._walk(root, None):
-            seen.add(folder)
-            self._dirs[folder] = entries
-        self._drop_unseen(root, seen)
-
     def _drop_unseen(self, root: bytes, seen: set[bytes]) -> list[tuple[bytes, dict[bytes, Signature]]]:
         """Forget the indexed folders below ``root`` that a walk no longer found; returns them."""
         prefix = root.rstrip(b"/") + b"/"

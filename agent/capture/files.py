@@ -22,6 +22,7 @@ baseline's content make the record exact even where events were missed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import queue
@@ -74,37 +75,52 @@ BULKY_DIRS = {  # caches, toolchains and installed packages: never configuration
 }
 UNWATCHED_RESCAN_S = 2.0
 BATCH_S = 0.02
-KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux)
+KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux); 0: leave it
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 WATCHDOG_LOGGERS = ("watchdog.observers.inotify", "watchdog.observers.inotify_c")
 _sysctl_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def deep_kernel_queue():
-    """Give the inotify instance made inside this block a deep kernel queue.
+def inotify_queue_size(size: int, *, only_raise: bool = True):
+    """Make the inotify instances created inside this block get a kernel queue of ``size`` events.
 
     The kernel reads ``fs.inotify.max_queued_events`` once, when an instance is
-    made; as root we raise it around that moment and put it back. A deep queue
-    absorbs a burst while our reader is starved of CPU (16,384 events, the usual
-    default, last about half a second of a fast burst). Without the right to
-    write it, nothing changes and overflows are answered by rescans.
+    made, so the setting is changed around that moment and put back. Every
+    Chaperone process takes the same lock (a ``flock`` on the setting's file)
+    so that two of them never put back each other's value. Without the right
+    to write it (not root, not Linux), nothing changes.
     """
-    with _sysctl_lock:
-        saved = _read_int(MAX_QUEUED_EVENTS)
-        raised = False
-        if saved is not None and saved < KERNEL_QUEUE_EVENTS:
+    try:
+        lock_fd = os.open(MAX_QUEUED_EVENTS, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with _sysctl_lock:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            saved = _read_int(MAX_QUEUED_EVENTS)
+            changed = False
+            if saved is not None and (size > saved or (not only_raise and size != saved)):
+                with contextlib.suppress(OSError):
+                    MAX_QUEUED_EVENTS.write_text(str(size))
+                    changed = True
             try:
-                MAX_QUEUED_EVENTS.write_text(str(KERNEL_QUEUE_EVENTS))
-                raised = True
-            except OSError:
-                pass
-        try:
-            yield
-        finally:
-            if raised:
-                MAX_QUEUED_EVENTS.write_text(str(saved))
-WATCH_AUDIT_S = 2.0
+                yield
+            finally:
+                if changed:
+                    MAX_QUEUED_EVENTS.write_text(str(saved))
+    finally:
+        os.close(lock_fd)  # closing releases the flock
+
+
+def deep_kernel_queue():
+    """A deep queue for our inotify instance: it absorbs a burst while our reader is starved of CPU
+    (16,384 events, the usual default, last about half a second of a fast burst). Overflows that
+    still happen are answered by rescans. ``KERNEL_QUEUE_EVENTS = 0`` leaves the setting alone."""
+    if KERNEL_QUEUE_EVENTS <= 0:
+        return contextlib.nullcontext()
+    return inotify_queue_size(KERNEL_QUEUE_EVENTS)
 
 
 class EventSource:
@@ -248,7 +264,7 @@ class FileWatcher:
         self._reported_unwatched: set[bytes] = set()
         self._removed_roots: set[bytes] = set()
         self._dirs_created = False
-        self._stale: set[bytes] = set()  # folders whose burst is recorded but not yet re-indexed
+        self._stale: dict[bytes, set[bytes]] = {}  # names counted in bursts, not yet re-indexed, per folder
         self._audit_possible = True
 
     # -- life cycle ---------------------------------------------------------
@@ -362,7 +378,7 @@ class FileWatcher:
             "names_sha256": burst.names_sha256(),
         }
         self._sink.emit("file-burst", data)
-        self._stale.add(burst.folder)  # the index catches up when the burst is over (_catch_up)
+        self._stale.setdefault(burst.folder, set()).update(burst.names)  # indexed later, see _catch_up
         if burst.counts["created"] or burst.counts["moved"]:
             self._dirs_created = True
 
@@ -519,9 +535,20 @@ class FileWatcher:
         self._reported_unwatched |= folders
 
     def _catch_up(self) -> None:
-        """Re-index the folders of recorded bursts: their changes are already accounted for."""
+        """Index the paths that bursts counted, once the recorder is idle.
+
+        Only those paths: re-reading whole folders would also index files whose
+        events were lost in an overflow not yet answered, and hide them from its rescan.
+        """
         while self._stale:
-            self._index.refresh(self._stale.pop())
+            folder, names = self._stale.popitem()
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    st = None
+                self._index.update(path, st)
 
     def _rescan_unwatched(self, now: float) -> None:
         for top in _topmost(self._unwatched):

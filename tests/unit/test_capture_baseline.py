@@ -44,11 +44,14 @@ def test_a_rescan_explains_every_difference_and_then_sees_none(tmp_path):
     assert ops_of(index, tmp_path) == set()
 
 
-def test_refresh_catches_up_silently_and_update_follows_single_events(tmp_path):
+def test_update_follows_single_events(tmp_path):
     index = TreeIndex()
     index.scan(os.fsencode(tmp_path))
     (tmp_path / "a").write_text("x")
-    index.refresh(os.fsencode(tmp_path))
+    index.update(os.fsencode(tmp_path / "a"), os.lstat(tmp_path / "a"))
+    assert ops_of(index, tmp_path) == set()
+    (tmp_path / "a").unlink()
+    index.update(os.fsencode(tmp_path / "a"), None)
     assert ops_of(index, tmp_path) == set()
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "inner").write_text("x")

@@ -314,13 +314,9 @@ def test_an_overflow_is_recorded_and_answered_by_a_rescan(tmp_path, monkeypatch)
     root.mkdir()
     sink = ListSink()
     cap = Capture(sink, [root], inventory=False, fanotify=False)
-    limit = Path("/proc/sys/fs/inotify/max_queued_events")
-    saved = limit.read_text()
-    limit.write_text("16")  # read once, when an inotify instance is made: only ours gets the tiny queue
-    try:
+    # The setting is read when an instance is made; other Chaperone processes wait for the lock meanwhile.
+    with files_module.inotify_queue_size(16, only_raise=False):
         cap.prepare()
-    finally:
-        limit.write_text(saved)
     try:
         subprocess.run(
             [sys.executable, "-c", "import sys\nfor i in range(3000): open(f'{sys.argv[1]}/f{i}', 'w').close()", str(root)],
