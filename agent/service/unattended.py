@@ -3,16 +3,13 @@
 ``RemoteAccessMonitor`` (agent.capture) scans for remote-access tools while
 no session runs; each ``alarm`` it raises is appended to the home's
 unattended journal and sent to subscribers as an ``alarm`` event. The
-journal is shared with ssh-authorize processes, so every write holds the
-``unattended.jsonl.lock`` flock and opens, appends, checkpoints and closes
-(the convention of agent.ssh.unattended).
+journal is shared with ssh-authorize processes: every write goes through
+agent.journal.shared, which holds the journal's lock.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from typing import Callable
 
 from agent.home import Home
@@ -33,22 +30,9 @@ class UnattendedSink:
         self._publish = publish_threadsafe
 
     def emit(self, type: str, data: dict) -> int:
-        from agent.journal import Journal
+        from agent.journal.shared import append_shared
 
-        path = self.home.unattended_journal_path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            journal = (Journal.open(path, SESSION, self.device_key) if path.exists()
-                       else Journal.create(path, SESSION, self.device_key))
-            try:
-                seq = journal.append(type, data)
-                journal.checkpoint()
-            finally:
-                journal.close()
-        finally:
-            os.close(fd)
+        seq = append_shared(self.home.unattended_journal_path, SESSION, self.device_key, type, data)
         if type == "alarm":
             self._publish("alarm", data)
         return seq

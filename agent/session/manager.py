@@ -531,17 +531,22 @@ class SessionManager:
         sid = row["id"]
         path = self.home.journal_path(sid)
         facts = journal_facts(path)
+        now = utc_now()
+        gap_s = round((now - parse_rfc3339(facts["last_ts"])).total_seconds()) if facts.get("last_ts") else None
+        until = parse_rfc3339(facts["until"]) if facts.get("until") else now
+        state = State(row["state"])
+        resume = "request" in facts and state in (State.ALLOWED, State.ACTIVE) and until > now
         try:
-            journal = Journal.open(path, sid, self.device_key)
+            # Journal.open writes the one `recovery` record: what was set aside, the gap, and whether we go on.
+            journal = Journal.open(path, sid, self.device_key, recovery={"gap_s": gap_s, "resumed": resume})
         except (JournalError, FileNotFoundError) as exc:
             # Sealed before the crash (history lagged behind), or the journal is gone.
-            state = "sealed" if facts.get("sealed") else row["state"]
-            self.history.upsert(sid, state=state, sealed=bool(facts.get("sealed")),
+            state_now = "sealed" if facts.get("sealed") else row["state"]
+            self.history.upsert(sid, state=state_now, sealed=bool(facts.get("sealed")),
                                 end_reason=row.get("end_reason") or "recovery")
             log.warning("session %s: %s", sid, exc)
             return
         if "request" not in facts:  # torn before the request was written: nothing to resume
-            journal.append("recovery", {"gap_s": None, "resumed": False})
             await asyncio.to_thread(journal.seal, {"reason": "recovery"})
             journal.close()
             self.history.upsert(sid, state="expired", sealed=True, end_reason="recovery")
@@ -551,27 +556,22 @@ class SessionManager:
                                        for k in ("verified", "principal", "fingerprint", "detail")})
         session = Session(id=sid, request=request, source=facts["request"].get("source", "cli"),
                           verification=verification, flags=facts["request"].get("flags", []), journal=journal,
-                          state=State(row["state"]), requested=row.get("requested") or "",
-                          expires_at=rfc3339(utc_now()))
+                          state=state, requested=row.get("requested") or "",
+                          expires_at=rfc3339(now))
         self._sessions[sid] = session
-        now = utc_now()
-        gap_s = round((now - parse_rfc3339(facts["last_ts"])).total_seconds()) if facts.get("last_ts") else None
         if session.state is State.REQUESTED:
             await self._expire(session, "The agent stopped before anyone decided.", how="policy")
             return
         session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid))
-        session.until = parse_rfc3339(facts["until"]) if facts.get("until") else now
+        session.until = until
         session.started = facts.get("started")
         if session.state is State.ENDED:
-            journal.append("recovery", {"gap_s": gap_s, "resumed": False})
             await asyncio.to_thread(journal.seal, {"reason": row.get("end_reason") or "recovery"})
             journal.close()
             session.state = State.SEALED
             self.history.upsert(sid, state="sealed", sealed=True)
             self._sessions.pop(sid, None)
             return
-        resume = session.until > now
-        journal.append("recovery", {"gap_s": gap_s, "resumed": resume})
         if resume:  # active goes on recording; allowed (capture was starting) starts now
             session.activation = self._spawn(self._activate(
                 session, resumed=session.state is State.ACTIVE, warned=bool(facts.get("warned"))))

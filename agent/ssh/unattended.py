@@ -19,12 +19,9 @@ next journaled attempt says how many were left out (``not_journaled``).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import time
-from contextlib import contextmanager
 
 from agent.errors import ChaperoneError
 from agent.home import Home
@@ -33,18 +30,6 @@ log = logging.getLogger(__name__)
 SESSION = "unattended"
 RATE_WINDOW_S = 60
 RATE_MAX = 30
-
-
-@contextmanager
-def _locked(home: Home):
-    path = home.unattended_journal_path
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield path
-    finally:
-        os.close(fd)
 
 
 def _admit(rate_path, now: float) -> tuple[bool, int]:
@@ -80,24 +65,16 @@ def record_attempt(home: Home, *, user: str, key_type: str, fingerprint: str, re
     }
     try:
         from agent.devicekey import DeviceKey
-        from agent.journal import Journal
+        from agent.journal.shared import append_locked, locked
 
         key = DeviceKey.load(home)
-        with _locked(home) as path:
+        with locked(home.unattended_journal_path) as path:
             admitted, left_out = _admit(path.with_name("ssh-rate.json"), time.time() if now is None else now)
             if not admitted:
                 return False
             if left_out:
                 data["not_journaled"] = left_out
-            if path.exists():
-                journal = Journal.open(path, SESSION, key, mark_restart=False)
-            else:
-                journal = Journal.create(path, SESSION, key)
-            try:
-                journal.append("alarm", data)
-                journal.checkpoint()
-            finally:
-                journal.close()
+            append_locked(path, SESSION, key, "alarm", data)
         return True
     except (ChaperoneError, OSError, ImportError) as exc:
         log.warning("could not record the refused SSH login of %s (%s): %s", user, fingerprint, exc)

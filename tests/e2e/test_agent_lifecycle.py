@@ -174,8 +174,9 @@ def test_sigkill_mid_session_then_restart_resumes_with_a_recovery_record(agent_f
     agent = agent_factory()
     status = agent.call("status")
     assert (status["state"], status["session"], status["pending"]) == ("active", sid, 0)
-    recovery = [r["data"] for r in records(home, sid) if r["type"] == "recovery" and "resumed" in r["data"]]
-    assert recovery and recovery[-1]["resumed"] is True and recovery[-1]["gap_s"] >= 0
+    recovery = [r["data"] for r in records(home, sid) if r["type"] == "recovery"]
+    assert len(recovery) == 1, "one recovery record per restart"
+    assert recovery[0]["resumed"] is True and recovery[0]["gap_s"] >= 0 and recovery[0]["set_aside"] is None
     assert History(home).get(pending)["state"] == "expired"
     assert_sealed_and_genuine(home, pending)
 
@@ -198,8 +199,8 @@ def test_sigkill_then_restart_after_the_limit_ends_with_reason_recovery(agent_fa
     assert agent.call("status")["state"] == "idle"
     end = next(r["data"] for r in records(home, sid) if r["type"] == "session-end")
     assert end == {"reason": "recovery", "by": None}
-    recovery = [r["data"] for r in records(home, sid) if r["type"] == "recovery" and "resumed" in r["data"]]
-    assert recovery[-1]["resumed"] is False and recovery[-1]["gap_s"] >= 0
+    recovery = [r["data"] for r in records(home, sid) if r["type"] == "recovery"]
+    assert len(recovery) == 1 and recovery[0]["resumed"] is False and recovery[0]["gap_s"] >= 0
     assert History(home).get(sid)["end_reason"] == "recovery"
     assert_sealed_and_genuine(home, sid, agent, tmp_path)
 
