@@ -23,19 +23,10 @@ _escape = lru_cache(maxsize=8192)(agent_text.escape)
 
 
 def shown(value: object) -> str:
-    """The display-safe form of an untrusted value (``None`` shows as an empty string).
-
-    Printable ASCII has nothing to hide (no controls, no other scripts, no
-    lookalikes), so ``agent.text.escape`` would only double its backslashes;
-    doing that directly keeps painting a burst of paths cheap. A test checks
-    that both give the same text.
-    """
+    """The display-safe form of an untrusted value (``None`` shows as an empty string)."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else str(value)
-    if text.isascii() and text.isprintable():
-        return text.replace("\\", "\\\\")
-    return _escape(text)
+    return _escape(value if isinstance(value, str) else str(value))
 
 
 def shown_multiline(value: object) -> str:

@@ -38,8 +38,6 @@ def _safe(value) -> str:
         return ""
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    if value.isascii() and value.isprintable():  # the common case, where display.escape only doubles "\\"
-        return html.escape(value.replace("\\", "\\\\"))
     return html.escape(display.escape(value))
 
 

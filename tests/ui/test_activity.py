@@ -130,17 +130,3 @@ def test_filter_box_and_ways_back_in_only(qtbot):
     model.append([{"type": "note", "text": "more", "ts": TS}, SAMPLES[7]])
     assert window.shown_rows == 3        # new rows are filtered as they arrive
     assert f"{len(SAMPLES) + 2} events" in window.count_label.text()
-
-
-def test_escaping_shortcut_matches_agent_text():
-    """``shown`` skips agent.text for printable ASCII; both must give the same text."""
-    from hypothesis import given, strategies as st
-
-    from agent.text import escape
-    from ui.widgets import shown
-
-    @given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F)) | st.text())
-    def check(text):
-        assert shown(text) == escape(text)
-
-    check()

@@ -102,3 +102,11 @@ def test_printable_ascii_passes_through(text):
 def test_show_never_raises_and_always_returns_valid_unicode(text):
     result = show(text)
     result.text.encode("utf-8")  # no lone surrogate survives
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
+def test_the_ascii_fast_path_agrees_with_the_full_check(text):
+    from agent.text import _show_any
+
+    assert show(text) == _show_any(text)
