@@ -74,6 +74,7 @@ BULKY_DIRS = {  # caches, toolchains and installed packages: never configuration
     b".mozilla", b"snap", b".git",
 }
 UNWATCHED_RESCAN_S = 2.0
+WATCH_AUDIT_S = 2.0  # at most this often, after folders appeared, check that each one has a watch
 BATCH_S = 0.02
 KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux); 0: leave it
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
