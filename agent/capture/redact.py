@@ -2,7 +2,11 @@
 
 Pure functions. A hidden value is replaced by a marker that shows *that* it
 changed without revealing it: ``[redacted: sha256 1a2b3c4d]``, the first 8
-hex digits of the SHA-256 of the value.
+hex digits of an HMAC-SHA256 of the value under a random key made when the
+process starts and never stored. Within one run of the agent the same secret
+always gets the same marker (so a diff shows whether it changed, and the
+same password in two files is visible as such), but a marker cannot be used
+to test guesses of the secret offline, as a bare hash of a weak password could.
 
 How it works: independent rules each find the spans of a line that hold a
 secret (values of secret-named keys in any common syntax, known token
@@ -27,8 +31,10 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import hmac
 import math
 import re
+import secrets
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
@@ -40,9 +46,12 @@ MAX_ARGS = 256  # words of a shell line read as one command's arguments
 Span = tuple[int, int]
 
 
+_MARKER_KEY = secrets.token_bytes(32)
+
+
 def marker(value: str) -> str:
-    """The marker that stands for ``value``."""
-    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    """The marker that stands for ``value`` (keyed; see the module's docstring)."""
+    digest = hmac.new(_MARKER_KEY, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return f"[redacted: sha256 {digest[:8]}]"
 
 

@@ -9,6 +9,9 @@ first 8 hex digits of the value's SHA-256.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,10 @@ from agent.capture.redact import (
 
 
 def expected_marker(value: str) -> str:
-    return f"[redacted: sha256 {hashlib.sha256(value.encode()).hexdigest()[:8]}]"
+    from agent.capture import redact
+
+    digest = hmac.new(redact._MARKER_KEY, value.encode(), hashlib.sha256).hexdigest()
+    return f"[redacted: sha256 {digest[:8]}]"
 
 
 PEM_ONE_LINE = (
@@ -157,6 +163,15 @@ def test_marker_is_stable_and_differs_between_values():
     assert marker("hunter2") == expected_marker("hunter2") == marker("hunter2")
     assert marker("hunter2") != marker("hunter3")
     assert redact_line("password=hunter2") == redact_line("password=hunter2")
+
+
+def test_a_marker_cannot_be_used_to_test_guesses_offline():
+    # A bare SHA-256 prefix of "hunter2" would let anyone holding the log confirm the guess.
+    assert hashlib.sha256(b"hunter2").hexdigest()[:8] not in marker("hunter2")
+    code = "from agent.capture.redact import marker; print(marker('hunter2'))"
+    other_runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+                  for _ in range(2)}
+    assert len(other_runs) == 2 and marker("hunter2") not in other_runs
 
 
 def test_the_same_secret_gets_the_same_marker_in_any_format():
