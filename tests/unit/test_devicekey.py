@@ -68,12 +68,25 @@ def test_missing_home_is_a_plain_error(tmp_path):
         DeviceKey.load(Home(tmp_path / "nope"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_read_only_home_cannot_init(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
-    with pytest.raises(HomeError, match="read-only"):
-        DeviceKey.init(Home(ro))
+    mounted = False
+    if os.geteuid() == 0:  # root ignores permission bits: make it read-only for real
+        done = subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {done.stderr.decode().strip()}")
+        mounted = True
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True, capture_output=True)
+    try:
+        with pytest.raises(HomeError, match="read-only"):
+            DeviceKey.init(Home(ro))
+        out = run_cli("init", "--home", str(ro))
+        assert out.returncode != 0 and "read-only" in out.stderr and "Traceback" not in out.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)], check=True)
 
 
 def test_signature_byte_identical_to_ssh_keygen(tmp_path, home, device_key):
