@@ -83,6 +83,8 @@ class CountingSink:
             if type == "file":
                 if data.get("via") != "creation-write":  # part of a creation already counted
                     self.counts[data["op"]] += 1
+                if data.get("temp_created"):  # an atomic save carries its temporary file's creation
+                    self.counts["created"] += 1
             elif type == "file-burst":
                 for kind, n in data["counts"].items():
                     self.counts[kind] += n

@@ -93,6 +93,12 @@ class TreeIndex:
             self._inodes.pop(folder, None)
         return dropped
 
+    def holds(self, path: bytes) -> bool | None:
+        """Whether ``path`` is indexed; None when its folder is not (nothing is known of it)."""
+        folder, name = os.path.split(path)
+        entries = self._dirs.get(folder)
+        return None if entries is None else name in entries
+
     def update(self, path: bytes, st: os.stat_result | None) -> None:
         """Record what an individual event showed (``None``: the path is gone)."""
         folder, name = os.path.split(path)

@@ -16,6 +16,12 @@ window it is folded into the creation; in the next window it is marked
 of it is written (its hash is the content's final one) but not counted as an
 operation of its own. Every other operation is counted exactly
 once, either as an individual operation or in a burst's counts.
+
+An atomic save (``sed -i``, editors, package managers, ``os.replace``) writes
+a temporary file and renames it over its target. When the temporary file's
+creation and its rename fall in the same window, the creation is folded into
+the rename: the rename's ``temp_created`` says it carries both operations, and
+the creation is not written on its own (a burst still counts both).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class Op:
     dest: bytes | None = None
     via: str | None = None  # "move-in" / "move-out" / "rescan" ...
     seq: int = 0  # arrival order, set by the coalescer
+    temp_created: bool = False  # a rename that also carries the creation of its source (atomic save)
+    folded: bool = False  # a creation carried by a later rename: not written, nor counted, on its own
 
     @property
     def folder(self) -> bytes:
@@ -57,10 +65,12 @@ class Burst:
     names: set[bytes] = field(default_factory=set)
 
     def add(self, op: Op) -> None:
-        if op.via == "creation-write":  # the creation's own first write, counted with it
+        if op.via == "creation-write" or op.folded:  # counted with the operation that carries it
             return
         self.counts[op.op] += 1
         self.names.add(op.name)
+        if op.temp_created:
+            self.counts["created"] += 1
 
     @property
     def ops(self) -> int:
@@ -81,6 +91,7 @@ class BurstCoalescer:
         self._pending: dict[bytes, list[Op]] = defaultdict(list)
         self._awaiting_close: set[bytes] = set()  # creations of this window, before their first close
         self._created_before: set[bytes] = set()  # the same for the window before
+        self._created_now: dict[bytes, Op] = {}  # file creations of this window, which a rename may carry
         self._bursts: dict[bytes, Burst] = {}
         self._window_start: float | None = None
         self._seq = 0
@@ -98,7 +109,22 @@ class BurstCoalescer:
             op.via = "creation-write"
         if op.op == "created" and not op.is_dir and op.via is None:
             self._awaiting_close.add(op.path)
+            self._created_now[op.path] = op
+        elif op.op == "moved" and op.dest is not None and not op.is_dir:
+            self._fold_temp_creation(op)
+        elif op.op != "modified":  # gone, or there again by other means: no longer a fresh creation
+            self._created_now.pop(op.path, None)
         self._pending[op.folder].append(op)
+
+    def _fold_temp_creation(self, rename: Op) -> None:
+        """A file created in this window and renamed: the rename carries the creation."""
+        created = self._created_now.pop(rename.path, None)
+        self._created_now.pop(rename.dest, None)  # whatever was created there is replaced, not renamed
+        if created is None:
+            return
+        created.folded = True
+        rename.temp_created = True
+        self._awaiting_close.discard(rename.path)
 
     def due(self, now: float) -> bool:
         """Whether the current window is over (a burst in progress keeps windows ticking)."""
@@ -109,9 +135,12 @@ class BurstCoalescer:
         return not self._pending and not self._bursts
 
     def flush(self, now: float, *, final: bool = False) -> tuple[list[Op], list[Burst]]:
-        """Close the current window: the individual operations, and the bursts that ended."""
+        """Close the current window: the individual operations, and the bursts that ended.
+
+        Each individual operation is one operation, two when it is ``temp_created``."""
         pending, self._pending = self._pending, defaultdict(list)
         self._created_before, self._awaiting_close = self._awaiting_close, set()
+        self._created_now = {}
         self._window_start = None if final else now
         individual: list[Op] = []
         coalesce = {f for f, ops in pending.items() if f in self._bursts or len(ops) >= self.threshold}
@@ -120,7 +149,7 @@ class BurstCoalescer:
         for folder in calm:
             if len(pending[folder]) <= budget:
                 budget -= len(pending[folder])
-                individual.extend(pending[folder])
+                individual.extend(op for op in pending[folder] if not op.folded)
             else:
                 coalesce.add(folder)
         for folder in coalesce:

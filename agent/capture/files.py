@@ -385,14 +385,9 @@ class FileWatcher:
 
     def _write_op(self, op: Op, result: HashResult | None = None) -> None:
         """One ``file`` record; ``result`` is the new content's hash when the caller has it already."""
-        data: dict = {"op": op.op, **path_fields(op.path)}
-        if op.dest is not None:
-            data.update(path_fields(op.dest, "dest"))
-        if op.via is not None:
-            data["via"] = op.via
+        data, known = self._describe(op)
         secret = any(is_secret_file(os.fsdecode(p)) for p in (op.path, op.dest) if p is not None)
         data["secret"] = secret
-        known = self._contents.last(op.path)
         data["sha256_before"] = known.sha256 if known else None
         if op.op == "deleted":
             data.update(kind="dir" if op.is_dir else "file", size=None, sha256_after=None)
@@ -419,6 +414,34 @@ class FileWatcher:
         if result is None:
             result = self._hasher.hash_now(target, keep_bytes=0 if secret else MAX_DIFF_BYTES)
         self._finish(data, op, target, known, result)
+
+    def _describe(self, op: Op) -> tuple[dict, Known | None]:
+        """The record's first fields, and what was known of the content the operation changed."""
+        if op.op == "moved" and not op.is_dir:
+            return self._describe_rename(op)
+        data: dict = {"op": op.op, **path_fields(op.path)}
+        if op.dest is not None:
+            data.update(path_fields(op.dest, "dest"))
+        if op.via is not None:
+            data["via"] = op.via
+        return data, self._contents.last(op.path)
+
+    def _describe_rename(self, op: Op) -> tuple[dict, Known | None]:
+        """A file renamed over a file that was there replaced it (an atomic save): a modification
+        of the target, compared with the target's previous content, naming the file that replaced
+        it. A rename to a new name is a move. ``temp_created``: the record carries the creation of
+        the renamed file too, which is not recorded on its own."""
+        target_known = self._contents.last(op.dest)
+        if self._index.holds(op.dest) or (target_known is not None and target_known.sha256 is not None):
+            data: dict = {"op": "modified", **path_fields(op.dest), "via": "replace"}
+            data.update(path_fields(op.path, "replaced_by"))
+            known = target_known
+        else:
+            data = {"op": "moved", **path_fields(op.path), **path_fields(op.dest, "dest")}
+            known = self._contents.last(op.path)
+        if op.temp_created:
+            data["temp_created"] = True
+        return data, known
 
     def _finish(self, data: dict, op: Op, target: bytes, known: Known | None, result: HashResult) -> None:
         vanished = result.kind == "missing"

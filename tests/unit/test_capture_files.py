@@ -90,6 +90,7 @@ def test_each_kind_of_event_becomes_a_record(capture, tmp_path):
     (outside / "incoming.txt").write_text("from outside")
 
     (root / "new.txt").write_text("hello")
+    assert wait_for(lambda: sink.files("created", root / "new.txt"))  # else the rename would carry it
     with open(root / "existing.txt", "a") as f:
         f.write("after\n")
     os.rename(root / "new.txt", root / "sub" / "renamed.txt")
@@ -119,7 +120,7 @@ def test_each_kind_of_event_becomes_a_record(capture, tmp_path):
     assert modified["sha256_before"] is None  # not a configuration file: no baseline
     assert modified["size"] == len("before\nafter\n") and modified["kind"] == "file"
     moved = sink.files("moved", root / "new.txt")[0]
-    assert moved["dest"] == str(root / "sub" / "renamed.txt")
+    assert moved["dest"] == str(root / "sub" / "renamed.txt") and "temp_created" not in moved
     assert sink.files("created", root / "incoming.txt")[0]["via"] == "move-in"
     assert sink.files("deleted", root / "sub" / "leaving.txt")[0]["via"] == "move-out"
     assert sink.files("created", root / "newdir")[0]["kind"] == "dir"
