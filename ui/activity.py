@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui.icons import state_icon
-from ui.timefmt import clock
+from ui.timefmt import clock, counted, spoken_duration
 from ui.widgets import PlainLabel, plain_tooltip, shown
 
 NORMAL, NOTABLE, DANGER = 0, 1, 2
@@ -86,7 +86,7 @@ def describe(item: dict) -> Row:
     elif kind_of == "inventory":
         kind = f"System check ({_text(get('phase'))})"
         what = _text(get("category"))
-        flags.append(f"{_text(get('items'))} items")
+        flags.append(counted(get("items"), "item"))
     elif kind_of == "inventory-change":
         kind = f"{_text(get('category')) or 'System'} {_text(get('op'))}".strip()
         what = _text(get("item"))
@@ -109,10 +109,15 @@ def describe(item: dict) -> Row:
         kind, what = "Technician's note", _text(get("text"))
         if get("author"):
             flags.append(f"by {_text(get('author'))}")
-    elif kind_of in ("session-start", "session-end", "time-warning", "decision", "request"):
-        kind = {"session-start": "Session started", "session-end": "Session ended",
-                "time-warning": "Time warning", "decision": "Decision", "request": "Request"}[kind_of]
-        what = _text(get("reason") or get("decision") or get("until") or get("remaining_s"))
+    elif kind_of == "session-start":
+        kind, what = "Session started", f"until {clock(get('until'))}" if get("until") else ""
+    elif kind_of == "time-warning":
+        remaining = get("remaining_s")
+        kind = "Time warning"
+        what = f"{spoken_duration(remaining)} left" if isinstance(remaining, (int, float)) else ""
+    elif kind_of in ("session-end", "decision", "request"):
+        kind = {"session-end": "Session ended", "decision": "Decision", "request": "Request"}[kind_of]
+        what = _text(get("reason") or get("decision"))
     else:
         kind, what = _text(kind_of) or "Event", ""
     return (ts, kind, what, "; ".join(f for f in flags if f), level)

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from agent.errors import ChaperoneError
 from agent.home import Home
 from ui.icons import state_icon
-from ui.timefmt import date_time
+from ui.timefmt import counted, date_time
 from ui.widgets import Banner, PlainLabel, heading_font, shown
 
 STATE_WORDS = {
@@ -264,7 +264,7 @@ class HistoryWindow(QWidget):
                 if self.model.session(row).get("id") == selected.get("id"):
                     self.table.selectRow(row)
         self._selection_changed()
-        self.status.setText(f"{len(sessions)} sessions." if sessions else "No sessions yet.")
+        self.status.setText(f"{counted(len(sessions), 'session')}." if sessions else "No sessions yet.")
 
     def show_unavailable(self, sentence: str) -> None:
         self.status.setText(sentence)

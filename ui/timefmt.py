@@ -62,3 +62,10 @@ def spoken_duration(seconds: object) -> str:
     if minutes:
         parts.append(f"{minutes} minute" + ("s" if minutes != 1 else ""))
     return " ".join(parts)
+
+
+def counted(n: object, noun: str) -> str:
+    """``"1 item"``, ``"3 items"``; a value that is not a count is shown as it is."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        return f"{'' if n is None else n} {noun}s".strip()
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, Qt
 
+from ui.timefmt import clock
 from ui.activity import DANGER, DANGER_MARK, FLAGS, KIND, LEVEL, NOTABLE, WHAT, ActivityModel, ActivityWindow, describe
 
 TS = "2026-11-22T03:04:05.123456Z"
@@ -27,6 +28,9 @@ SAMPLES = [
     {"type": "note", "author": "ada", "text": "restarting cups", "ts": TS},
     {"type": "session-end", "reason": "customer", "ts": TS},
     {"type": "something-new", "ts": TS},
+    {"type": "inventory", "phase": "after", "category": "listening", "items": 1, "ts": TS},
+    {"type": "session-start", "until": "2026-11-22T05:18:01.604342Z", "ts": TS},
+    {"type": "time-warning", "remaining_s": 300, "ts": TS},
 ]
 
 
@@ -46,6 +50,9 @@ def test_describe_every_kind():
     assert rows[11][KIND] == "Technician's note"
     assert rows[12][KIND] == "Session ended"
     assert rows[13][KIND] == "something-new"
+    assert rows[14][FLAGS] == "1 item"
+    assert rows[15][KIND] == "Session started" and rows[15][WHAT] == f"until {clock(SAMPLES[15]['until'])}"
+    assert rows[16][KIND] == "Time warning" and rows[16][WHAT] == "5 minutes left"
     assert all(type(row) is tuple for row in rows)   # plain tuples: the garbage collector skips them
 
 
