@@ -14,7 +14,6 @@ import pwd
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -81,27 +80,6 @@ def start(agent_factory, home, **kwargs):
     return agent_factory(home, env={"CHAPERONE_HOME": str(home.path)}, **kwargs)
 
 
-def answer(agent, decision: str) -> threading.Thread:
-    """The customer answers the next request, from another thread (as the tray would)."""
-    from agent.errors import ChaperoneError
-
-    def run():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                pending = agent.call("pending")
-                if pending:
-                    agent.call("decide", id=pending[0]["id"], decision=decision, how="terminal")
-                    return
-            except ChaperoneError:  # the agent stopped: the test is over
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def refused(result: subprocess.CompletedProcess) -> bool:
     return result.returncode == 255 and "Permission denied" in result.stderr
 
@@ -124,7 +102,7 @@ def test_deny_refuses_the_login(home, pki, ssh_keys, agent_factory, sshd_factory
     configure(home, pki, ssh_keys, wait_s=20)
     agent = start(agent_factory, home, consent_timeout=60)
     server = sshd_factory(home)
-    answer(agent, "deny")
+    agent.decide_when_pending("deny")
     result = server.ssh("root", pki.alice, "echo in")
     assert refused(result), result.stderr
     assert [s["state"] for s in agent.call("sessions")] == ["refused"]
@@ -158,7 +136,7 @@ def test_two_logins_at_once_ask_once(home, pki, ssh_keys, agent_factory, sshd_fa
     deadline = time.monotonic() + 30
     while not agent.call("pending") and time.monotonic() < deadline:
         time.sleep(0.05)
-    answer(agent, "allow")
+    agent.decide_when_pending("allow")
     outputs = [p.communicate(timeout=60) for p in logins]
     assert [p.returncode for p in logins] == [0, 0], outputs
     assert len(agent.call("sessions")) == 1
@@ -185,7 +163,7 @@ def run_session(home, pki, ssh_keys, agent_factory, sshd_factory, target, *, cer
     configure(home, pki, ssh_keys, wait_s=30, watch=[target["conf"], "/etc/cron.d", target["home"]])
     agent = start(agent_factory, home, consent_timeout=60, capture=True)
     server = sshd_factory(home)
-    answer(agent, "allow")
+    agent.decide_when_pending("allow")
     live = server.popen_ssh("root", pki.alice, "echo connected; sleep 300", cert=cert)
     assert live.stdout.readline().strip() == "connected"
     session_id = agent.call("status")["session"]
@@ -278,7 +256,7 @@ def test_several_keys_offered_ask_once(home, pki, ssh_keys, agent_factory, sshd_
         f.write(f"{ALICE} {ssh_keys.line(f'{second}.pub')}\n")
     agent = start(agent_factory, home, consent_timeout=60)
     server = sshd_factory(home)
-    answer(agent, "deny")
+    agent.decide_when_pending("deny")
     # an unknown key first, then two trusted ones: the customer is asked once for this login
     result = server.ssh("root", [pki.stranger, pki.alice, second], "echo in")
     assert refused(result), result.stderr

@@ -89,27 +89,6 @@ def unattended(home) -> list[dict]:
         return [r for r in read_records(f) if isinstance(r, dict) and r.get("type") == "alarm"]
 
 
-def decide_when_pending(agent, decision: str) -> threading.Thread:
-    """Answer the next request as the customer would, from another thread."""
-    from agent.errors import ChaperoneError
-
-    def run():
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                pending = agent.call("pending")
-                if pending:
-                    agent.call("decide", id=pending[0]["id"], decision=decision, how="terminal")
-                    return
-            except ChaperoneError:  # the agent stopped: the test is over
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def session_count(agent) -> int:
     return len(agent.call("sessions"))
 
@@ -194,7 +173,7 @@ def test_deny_refuses_and_other_keys_of_that_login_are_not_asked_again(trusted, 
     settings(trusted)
     agent = agent_factory(trusted, consent_timeout=60)
     sshd = login()
-    decide_when_pending(agent, "deny")
+    agent.decide_when_pending("deny")
     assert Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=sshd)) is None
     assert agent.call("sessions")[0]["state"] == "refused"
     with LoginState(trusted).open(write=False) as book:
@@ -208,7 +187,7 @@ def test_allow_prints_a_line_that_ends_with_the_session(trusted, pki, agent_fact
     settings(trusted, **{"from": "127.0.0.1,::1"})
     agent = agent_factory(trusted, consent_timeout=60)
     sshd = login()
-    decide_when_pending(agent, "allow")
+    agent.decide_when_pending("allow")
     line = Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=sshd))
     status = agent.call("status")
     until = datetime.fromisoformat(status["active"]["until"].replace("Z", "+00:00"))
@@ -230,7 +209,7 @@ def test_allow_prints_a_line_that_ends_with_the_session(trusted, pki, agent_fact
 def test_after_the_session_ends_the_key_needs_a_new_consent(trusted, pki, agent_factory, login):
     settings(trusted, consent_wait_s=0.5)
     agent = agent_factory(trusted, consent_timeout=60)
-    decide_when_pending(agent, "allow")
+    agent.decide_when_pending("allow")
     settings(trusted, consent_wait_s=10)
     assert Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=login())) is not None
     first = agent.call("status")["session"]
@@ -250,7 +229,7 @@ def test_two_logins_at_once_share_one_prompt(trusted, pki, agent_factory, login)
         Authorizer(trusted).authorize(attempt(f"{pki.alice}.pub", sshd=s)))) for s in logins]
     for t in threads:
         t.start()
-    decide_when_pending(agent, "allow").join()
+    agent.decide_when_pending("allow").join()
     for t in threads:
         t.join(30)
     assert len(results) == 2 and results[0] is not None and results[0] == results[1]
@@ -260,7 +239,7 @@ def test_two_logins_at_once_share_one_prompt(trusted, pki, agent_factory, login)
 def test_certificate_login_gets_a_cert_authority_line(trusted, pki, agent_factory, login, ssh_keys):
     settings(trusted)
     agent = agent_factory(trusted, consent_timeout=60)
-    decide_when_pending(agent, "allow")
+    agent.decide_when_pending("allow")
     line = Authorizer(trusted).authorize(attempt(pki.cert, user="root", sshd=login()))
     ca = ssh_keys.line(f"{pki.ca}.pub")
     assert line.startswith('cert-authority,principals="root",expiry-time="')
