@@ -12,7 +12,7 @@ into Python for every inserted row, which is what makes a burst stall.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from ui.icons import state_icon
 from ui.timefmt import clock, counted, spoken_duration
-from ui.widgets import PlainLabel, plain_tooltip, shown
+from ui.widgets import PlainLabel, RowTableModel, plain_tooltip, shown
 
 NORMAL, NOTABLE, DANGER = 0, 1, 2
 DANGER_MARK = "⚠ "
@@ -128,7 +128,7 @@ def describe_all(items: list) -> list[Row]:
     return [describe(item) for item in items if isinstance(item, dict)]
 
 
-class ActivityModel(QAbstractTableModel):
+class ActivityModel(RowTableModel):
     """Activity rows in arrival order, appended in batches; the oldest rows go beyond ``max_rows``."""
 
     countsChanged = Signal()   # rows, merged or dropped counts changed
@@ -141,7 +141,6 @@ class ActivityModel(QAbstractTableModel):
 
     def __init__(self, parent=None, *, max_rows: int = 200_000):
         super().__init__(parent)
-        self._rows: list[Row] = []
         self.max_rows = max_rows
         self.coalesced = 0
         self.dropped = 0
@@ -149,22 +148,10 @@ class ActivityModel(QAbstractTableModel):
         self._bold.setBold(True)
 
     # --- Qt model interface -------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            if 0 <= section < len(self.HEADERS):
-                return self.HEADERS[section]
-        return None
-
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not (0 <= index.row() < len(self._rows)):
+        row = self.row_at(index)
+        if row is None:
             return None
-        row = self._rows[index.row()]
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if column == self.TIME:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QUrl, Signal
+from PySide6.QtCore import QModelIndex, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,7 +32,7 @@ from agent.errors import ChaperoneError
 from agent.home import Home
 from ui.icons import state_icon
 from ui.timefmt import counted, date_time
-from ui.widgets import Banner, PlainLabel, heading_font, shown
+from ui.widgets import Banner, PlainLabel, RowTableModel, heading_font, shown
 
 STATE_WORDS = {
     "requested": "Waiting for an answer",
@@ -54,31 +54,15 @@ def verification_words(session: dict) -> str:
     return "unknown"
 
 
-class HistoryModel(QAbstractTableModel):
+class HistoryModel(RowTableModel):
     """Sessions from the agent, newest first."""
 
     HEADERS = ("Started", "Technician", "Organisation", "Ticket", "State", "Identity")
 
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self._sessions: list[dict] = []
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._sessions)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            if 0 <= section < len(self.HEADERS):
-                return self.HEADERS[section]
-        return None
-
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not (0 <= index.row() < len(self._sessions)):
+        session = self.row_at(index)
+        if session is None:
             return None
-        session = self._sessions[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             column = index.column()
             if column == 0:
@@ -95,11 +79,11 @@ class HistoryModel(QAbstractTableModel):
 
     def set_sessions(self, sessions: list[dict]) -> None:
         self.beginResetModel()
-        self._sessions = [s for s in sessions if isinstance(s, dict)]
+        self._rows = [s for s in sessions if isinstance(s, dict)]
         self.endResetModel()
 
     def session(self, row: int) -> dict:
-        return self._sessions[row]
+        return self._rows[row]
 
 
 def write_session_report(home: Home, session: dict, folder: Path) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from functools import lru_cache
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import QFrame, QLabel, QPlainTextEdit, QWidget
 
@@ -106,3 +106,32 @@ def clip(text: str, limit: int = 240) -> str:
 def plain_tooltip(text: str) -> str:
     """A tooltip that shows ``text`` literally: Qt guesses rich text for tooltips, so decide for it."""
     return "<qt>" + html.escape(text).replace("\n", "<br>") + "</qt>"
+
+
+class RowTableModel(QAbstractTableModel):
+    """A flat table over ``self._rows`` with fixed ``HEADERS``: the counting and
+    header parts every table here shares. Subclasses give ``data``."""
+
+    HEADERS: tuple[str, ...] = ()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._rows: list = []
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            if 0 <= section < len(self.HEADERS):
+                return self.HEADERS[section]
+        return None
+
+    def row_at(self, index: QModelIndex):
+        """The row behind a valid index of this model, else None."""
+        if not index.isValid() or not (0 <= index.row() < len(self._rows)):
+            return None
+        return self._rows[index.row()]
