@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -125,9 +126,9 @@ def deep_kernel_queue():
 
 
 class EventSource:
-    """watchdog emitters feeding one queue with ``(event, watch)`` pairs.
+    """watchdog emitters feeding one queue with :class:`Op` objects.
 
-    On Linux the inotify emitters put their events straight into our queue:
+    On Linux the inotify emitters put their operations straight into our queue:
     watchdog's observer thread and its de-duplicating queue would add a thread
     hop and a lock per event, which a burst of 100,000 operations feels. Unpaired
     moves are reported as moves (in or out of the tree). Elsewhere, the
@@ -156,10 +157,9 @@ class EventSource:
             self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)
             return
         from watchdog.observers.api import ObservedWatch
-        from watchdog.observers.inotify import InotifyFullEmitter
 
         watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)
-        emitter = InotifyFullEmitter(self._events, watch, event_filter=EVENT_FILTER, inotify_fd=self._inotify)
+        emitter = _op_emitter_class()(self._events, watch, event_filter=EVENT_FILTER, inotify_fd=self._inotify)
         emitter.start()
         self._emitters.append(emitter)
 
@@ -215,7 +215,48 @@ class _QueueingHandler(FileSystemEventHandler):
         self._events = events
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self._events.put((event, None))
+        op = to_op(event)
+        if op is not None:
+            self._events.put(op)
+
+
+@functools.cache
+def _op_emitter_class():
+    """watchdog's inotify emitter (unpaired moves reported as moves) that queues :class:`Op` objects.
+
+    The common events (a file or folder created or deleted, a file closed after
+    writing) become an ``Op`` at once, without watchdog's event objects and the
+    parent folder's "modified" event that the filter would then drop: half of
+    the emitter's work per event in a burst. Moves and everything else go
+    through watchdog's own translation, then :func:`to_op`. Linux only.
+    """
+    from watchdog.observers.inotify import InotifyFullEmitter
+    from watchdog.observers.inotify_c import InotifyConstants as C
+    from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
+
+    class OpEmitter(InotifyFullEmitter):
+        def build_and_queue_event(self, event, *, full_events: bool = True) -> None:
+            if type(event) is PathedInotifyEvent:
+                mask = event.ev.mask
+                is_dir = bool(mask & C.IN_ISDIR)
+                if mask & C.IN_CREATE:
+                    self._event_queue.put(Op("created", event.path, is_dir))
+                    return
+                if mask & C.IN_DELETE:
+                    self._event_queue.put(Op("deleted", event.path, is_dir))
+                    return
+                if mask & C.IN_CLOSE_WRITE and not is_dir:
+                    self._event_queue.put(Op("modified", event.path))
+                    return
+            super().build_and_queue_event(event, full_events=full_events)
+
+        def queue_event(self, event: FileSystemEvent) -> None:
+            if type(event) in _OPS:
+                op = to_op(event)
+                if op is not None:
+                    self._event_queue.put(op)
+
+    return OpEmitter
 
 
 class _OverflowLogHandler(logging.Handler):
@@ -325,12 +366,12 @@ class FileWatcher:
             overflowed: set[bytes] = set()
             try:
                 for item in items:
-                    if item is _STOP:
+                    if type(item) is Op:
+                        self._take(item, now)
+                    elif item is _STOP:
                         stopping = True
-                    elif isinstance(item, _Overflow):
-                        overflowed.add(item.root)
                     else:
-                        self._take_event(item[0], now)
+                        overflowed.add(item.root)
                 if overflowed:
                     self._answer_overflow(overflowed, now)
                 if stopping or self._coalescer.due(now):
@@ -347,10 +388,7 @@ class FileWatcher:
                 with contextlib.suppress(Exception):  # the sink itself may be what fails
                     self._error("file-recorder", None, f"{type(exc).__name__}: {exc}")
 
-    def _take_event(self, event: FileSystemEvent, now: float) -> None:
-        op = to_op(event)
-        if op is None:
-            return
+    def _take(self, op: Op, now: float) -> None:
         if op.op == "deleted" and op.path in self.roots:
             self._root_removed(op.path)
         if op.op in ("created", "moved") and op.is_dir:
