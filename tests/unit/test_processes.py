@@ -73,25 +73,25 @@ def test_processes_from_before_the_session_are_baseline_not_records():
 
 
 def test_the_technicians_processes_and_their_children_are_marked():
-    technician_shell: list[int] = []
+    # The technician's login (sshd's session process) exists before what it starts: it is known
+    # to technician_pids() before the sampler can see its children.
+    shell = subprocess.Popen(["sh", "-c", "read line; sleep 0.3"], stdin=subprocess.PIPE)
     sink = ListSink()
-    sampler = ProcessSampler(sink, technician_pids=lambda: technician_shell, interval=0.05)
+    sampler = ProcessSampler(sink, technician_pids=lambda: [shell.pid], interval=0.05)
     sampler.start()
     try:
-        shell = subprocess.Popen(["sh", "-c", "read line; sleep 0.3"], stdin=subprocess.PIPE)
-        technician_shell.append(shell.pid)
-        assert wait_for(lambda: sink.processes(shell.pid, "started"))
         shell.stdin.write(b"go\n")
         shell.stdin.close()
         other = subprocess.Popen(["sleep", "0.3"])
         shell.wait()
         other.wait()
-        assert wait_for(lambda: sink.processes(other.pid, "ended") and sink.processes(shell.pid, "ended"))
+        assert wait_for(lambda: sink.processes(other.pid, "ended"))
+        assert wait_for(lambda: [d for t, d in list(sink.records) if t == "process" and d["ppid"] == shell.pid
+                                 and d["op"] == "ended"])
     finally:
         sampler.stop()
     with sink._lock:
         children = [d for t, d in sink.records if t == "process" and d["ppid"] == shell.pid and d["op"] == "started"]
-    assert sink.processes(shell.pid, "started")[0]["technician"] is True
     assert [c["technician"] for c in children] == [True]
     assert children[0]["cmdline"] == ["sleep", "0.3"]
     assert sink.processes(other.pid, "started")[0]["technician"] is False
