@@ -423,6 +423,8 @@ class FileWatcher:
 
     def _write_op(self, op: Op, result: HashResult | None = None) -> None:
         """One ``file`` record; ``result`` is the new content's hash when the caller has it already."""
+        if op.op == "modified" and op.via is None and self._never_seen(op.path):
+            op = Op("created", op.path, via="first-write")
         data, known = self._describe(op)
         secret = any(is_secret_file(os.fsdecode(p)) for p in (op.path, op.dest) if p is not None)
         data["secret"] = secret
@@ -452,6 +454,16 @@ class FileWatcher:
         if result is None:
             result = self._hasher.hash_now(target, keep_bytes=0 if secret else MAX_DIFF_BYTES)
         self._finish(data, op, target, known, result)
+
+    def _never_seen(self, path: bytes) -> bool:
+        """Whether a file in an indexed folder is neither indexed nor counted in a burst: its creation's
+        event was lost (a kernel queue overflow), and the close of its first write is the first sign of it.
+        Recording that write as the creation keeps the creation counted: the overflow's rescan will find
+        the file indexed."""
+        if self._index.holds(path) is not False:
+            return False
+        folder, _, name = path.rpartition(b"/")
+        return name not in self._stale.get(folder or b"/", ())
 
     def _describe(self, op: Op) -> tuple[dict, Known | None]:
         """The record's first fields, and what was known of the content the operation changed."""

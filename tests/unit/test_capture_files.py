@@ -343,6 +343,22 @@ def test_an_overflow_is_recorded_and_answered_by_a_rescan(tmp_path, monkeypatch)
     assert created >= 3000
 
 
+def test_a_write_to_a_file_whose_creation_was_lost_records_the_creation(capture):
+    import hashlib
+
+    cap, sink, root = capture
+    late = root / "sub" / "late.txt"
+    late.write_text("one")
+    assert wait_for(lambda: sink.files("created", late))
+    cap._index.update(os.fsencode(late), None)  # as if its creation's event had been lost in an overflow
+    with open(late, "a") as f:
+        f.write("two")
+    assert wait_for(lambda: len(sink.files("created", late)) == 2)
+    record = sink.files("created", late)[1]
+    assert record["via"] == "first-write" and record["sha256_after"] == hashlib.sha256(b"onetwo").hexdigest()
+    assert [r for r in sink.files("modified", late) if r.get("via") != "creation-write"] == []
+
+
 def test_folders_without_a_watch_are_rescanned_periodically(watched, monkeypatch):
     """watchdog skips folders it cannot watch (max_user_watches) without a word: the audit finds them.
 
