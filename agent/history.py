@@ -51,10 +51,22 @@ class History:
                 self._conn = self._open_readonly()
         else:
             home.require_writable()
+            self._create_private()
             self._conn = self._connect(str(self.path))
             with self._lock, self._conn:
                 self._execute("PRAGMA journal_mode=WAL")
+                # The journals are the record; the history is an index rebuilt from them after a
+                # crash, so a power cut may lose its last rows but never corrupts it (WAL).
+                self._execute("PRAGMA synchronous=NORMAL")
                 self._execute(_SCHEMA)
+
+    def _create_private(self) -> None:
+        """Make the database file 0600 before SQLite does (it would use the umask; its -wal and
+        -shm files take the database's mode)."""
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            raise HistoryError(f"Cannot create the history {self.path}: {exc.strerror}.") from None
 
     def _open_readonly(self) -> sqlite3.Connection:
         conn = self._connect(f"{self.path.as_uri()}?mode=ro", uri=True)

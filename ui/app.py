@@ -121,6 +121,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def display_problem(env, platform: str) -> str | None:
+    """One sentence when there is no desktop to show the tray on (Qt would abort), else None."""
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return ("there is no desktop session to show the tray in (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+            "run it from a desktop session, or run 'chaperone agent' for the service without a tray.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("CHAPERONE_LOG", "WARNING").upper(),
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except ChaperoneError as exc:
         print(f"chaperone-tray: {exc}", file=sys.stderr)
         return 2
-    problem = bindings_problem()
+    problem = bindings_problem() or display_problem(os.environ, sys.platform)
     if problem:
         print(f"chaperone-tray: {problem}", file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import Qt
 
@@ -215,3 +217,21 @@ def test_the_agent_the_tray_started_is_started_again_when_it_dies(qtbot, home, m
     finally:
         app.shutdown()
     assert not app.agent_process.running()
+
+
+def test_no_desktop_is_one_sentence_not_a_qt_abort(tmp_path):
+    import subprocess
+    import sys
+
+    from ui.app import display_problem
+
+    assert display_problem({}, "linux") is not None
+    assert display_problem({"DISPLAY": ":0"}, "linux") is None
+    assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
+    assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert display_problem({}, "darwin") is None
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "ui.app", "--home", str(tmp_path / "h")], capture_output=True,
+                         text=True, env=env, timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
+    assert out.returncode == 2
+    assert "no desktop session" in out.stderr and "Traceback" not in out.stderr and "Aborted" not in out.stderr

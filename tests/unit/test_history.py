@@ -136,3 +136,10 @@ def test_a_read_only_home_lists_but_refuses_to_write(read_only, device_key, caps
         Journal.create(read_only.journal_path("s-2"), "s-2", device_key)
     assert main(["export", "s-1", "-o", str(tmp_path / "b.zip"), "--home", str(read_only.path)]) == 0
     assert main(["verify", str(tmp_path / "b.zip")]) == 0
+
+
+def test_the_history_files_are_private(home):
+    with History(home) as h:
+        h.upsert("s-1", state="requested", technician="t")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in home.path.glob("history.sqlite3*")}
+    assert modes and set(modes.values()) == {0o600}, modes
