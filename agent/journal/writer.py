@@ -20,8 +20,9 @@ import os
 import threading
 import time
 from hashlib import sha256
-from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii
 from pathlib import Path
+
+import orjson
 
 from agent import __version__
 from agent.canonical import MAX_SAFE_INT, check_canonical, canonical_unchecked
@@ -44,21 +45,13 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 _RESERVED_SEAL_FIELDS = frozenset({"count", "head", "session", "seq", "ts", "type"}) | UNSIGNED_FIELDS
 
 
-def _reject(value):
-    raise TypeError(f"{type(value).__name__} values are not allowed in the journal")
-
-
-# The C encoder behind agent.canonical, built once (json.JSONEncoder.encode
-# builds it on every call): byte-identical to canonical_unchecked.
-_encode_c = c_make_encoder(None, _reject, encode_basestring, None, ":", ",", True, False, False)
-# The same with ASCII escapes, about a quarter faster. Its output differs only
-# where it writes a \uXXXX escape; without one, it is the canonical text.
-_encode_c_ascii = c_make_encoder(None, _reject, encode_basestring_ascii, None, ":", ",", True, False, False)
-
-
-def _encode_data(data: dict) -> str:
+def _encode_data(data: dict) -> bytes:
     """Canonical JSON of a record's data, after a cheap check of its top level
-    (nested values get the full check): no floats, huge ints, non-ASCII keys."""
+    (nested values get the full check): no floats, huge ints, non-ASCII keys.
+
+    orjson with sorted keys writes exactly agent.canonical's bytes for the
+    values the check lets through (a hypothesis test holds it to that), about
+    eight times faster than the standard library's encoder."""
     if type(data) is not dict:
         raise TypeError("a record's data must be a dict")
     for key, value in data.items():
@@ -70,8 +63,10 @@ def _encode_data(data: dict) -> str:
         if kind is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             continue
         check_canonical(value)
-    body = "".join(_encode_c_ascii(data, 0))
-    return body if "\\u" not in body else "".join(_encode_c(data, 0))
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        raise ValueError("a record's text is not valid Unicode (it holds a lone surrogate)") from None
 
 
 def _why(exc: OSError) -> str:
@@ -122,8 +117,8 @@ class Journal:
         self._blocked = False  # closed, sealed or failed: appends must say why
         self._lock = threading.Lock()
         self._clock = UtcClock()
-        self._session_json = json.dumps(session_id)
-        self._type_json: dict[str, str] = {}
+        self._session_json = json.dumps(session_id, ensure_ascii=False).encode("utf-8")
+        self._type_json: dict[str, bytes] = {}
         self._unsynced = False
         self._since_checkpoint = 0
         self._failure: JournalError | None = None
@@ -277,25 +272,25 @@ class Journal:
             data = {**extra, "count": seq, "head": self._head, "key": self._key.fingerprint}
             record = {"data": data, "seq": seq, "session": self.session, "ts": ts, "type": type}
             data["sig"] = self._key.sign(checkpoint_message(record))
-            self._write_locked(type, canonical_unchecked(data).decode("utf-8"), seq, ts)
+            self._write_locked(type, canonical_unchecked(data), seq, ts)
             self._since_checkpoint = 0
             if type == "seal":
                 self._sealed = self._blocked = True
         self._sync()
         return seq
 
-    def _write_locked(self, type: str, body: str, seq: int, ts: str) -> None:
+    def _write_locked(self, type: str, body: bytes, seq: int, ts: str) -> None:
         type_json = self._type_json.get(type)
         if type_json is None:
             if not isinstance(type, str) or not type:
                 raise ValueError("a record's type must be a non-empty string")
-            type_json = self._type_json[type] = json.dumps(type, ensure_ascii=False)
-        text = (f'{{"data":{body},"prev":"{self._head}","seq":{seq},"session":{self._session_json},'
-                f'"ts":"{ts}","type":{type_json},"v":1}}\n')
-        try:
-            line = text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("a record's text is not valid Unicode (it holds a lone surrogate)") from None
+            try:
+                type_json = self._type_json[type] = json.dumps(type, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a record's type is not valid Unicode") from None
+        # The envelope's keys all sort after "data", so the canonical line is the data and then these.
+        line = (b'{"data":%b,"prev":"%b","seq":%d,"session":%b,"ts":"%b","type":%b,"v":1}\n'
+                % (body, self._head.encode("ascii"), seq, self._session_json, ts.encode("ascii"), type_json))
         if len(line) > MAX_LINE:
             raise ValueError(f"a {type!r} record of {len(line)} bytes is larger than the journal's limit of {MAX_LINE}")
         try:
