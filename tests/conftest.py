@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,30 @@ def require_program(*names: str) -> None:
         if REQUIRE_E2E:
             pytest.fail(msg + " (CHAPERONE_REQUIRE_E2E=1)", pytrace=False)
         pytest.skip(msg)
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; that value, or the last one after
+    ``timeout`` (the caller asserts: a wait is never a timed assert)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+@pytest.fixture
+def technician_keys(tmp_path):
+    """Ed25519 keys made by ssh-keygen for "alice", "mallory" and a "ca": name -> private key path."""
+    import subprocess
+
+    require_program("ssh-keygen")
+    out = {}
+    for name in ("alice", "mallory", "ca"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", tmp_path / name], check=True)
+        out[name] = tmp_path / name
+    return out
 
 
 @pytest.fixture

@@ -14,13 +14,8 @@ from tests.e2e.agent_helpers import TECHNICIAN, assert_sealed_and_genuine, recor
 
 
 @pytest.fixture
-def keys(tmp_path):
-    require_program("ssh-keygen")
-    out = {}
-    for name in ("alice", "mallory", "ca"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", tmp_path / name], check=True)
-        out[name] = tmp_path / name
-    return out
+def keys(technician_keys):
+    return technician_keys
 
 
 def _trust(home, line: str) -> None:

@@ -20,15 +20,7 @@ from agent.capture.fanotify import (
     parse_events,
 )
 from agent.capture.processes import SeenProcess
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.05)
-    return predicate()
+from tests.conftest import wait_for
 
 
 def fanotify_or_skip(roots):

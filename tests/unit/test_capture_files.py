@@ -17,6 +17,7 @@ import pytest
 from agent.canonical import check_canonical
 from agent.capture import Capture, default_watch_paths, system_config_paths
 from agent.capture import files as files_module
+from tests.conftest import wait_for
 
 
 class ListSink:
@@ -39,16 +40,6 @@ class ListSink:
         return [
             d for d in self.of("file") if (op is None or d["op"] == op) and (path is None or d["path"] == str(path))
         ]
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    """Poll until ``predicate()`` is true or the timeout passes; the caller asserts."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture

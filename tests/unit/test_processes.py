@@ -9,6 +9,7 @@ import threading
 import time
 
 from agent.capture.processes import ProcessSampler
+from tests.conftest import wait_for
 
 
 class ListSink:
@@ -23,15 +24,6 @@ class ListSink:
     def processes(self, pid: int, op: str) -> list[dict]:
         with self._lock:
             return [d for t, d in self.records if t == "process" and d["pid"] == pid and d["op"] == op]
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_a_process_living_200_ms_is_caught_with_start_end_and_a_redacted_command_line():

@@ -125,13 +125,8 @@ def test_watch_flags_for_missing_paths(tmp_path):
 # --- request files and signatures ------------------------------------------------------------
 
 @pytest.fixture
-def keys(tmp_path):
-    require_program("ssh-keygen")
-    out = {}
-    for name in ("alice", "mallory", "ca"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", tmp_path / name], check=True)
-        out[name] = tmp_path / name
-    return out
+def keys(technician_keys):
+    return technician_keys
 
 
 def _signed_file(key, **change) -> str:
