@@ -11,8 +11,8 @@ reaches the views in bounded slices instead of freezing the window.
 
 Threads:
 
-- ``chaperone-subscription``: connects, reads ``status`` and ``pending``,
-  subscribes, and reconnects with a back-off when the agent goes away
+- ``chaperone-subscription``: connects, subscribes, then reads ``status`` and
+  ``pending`` (so no request falls between the two), and reconnects with a back-off when the agent goes away
   (starting one through the ``launcher`` if none answers for a while);
 - a small pool for calls and jobs (:meth:`AgentBridge.call`, :meth:`AgentBridge.run`).
 
@@ -75,7 +75,6 @@ class AgentBridge(QObject):
     activity = Signal(object, int)    # activity items (after the transform, if any), coalesced count
     alarm = Signal(object)            # alarm data
     agentStopping = Signal()
-    pendingListed = Signal(object)    # the agent's full pending list (a catch-up after connecting)
 
     _EVENT_SIGNALS = {
         "consent-needed": "consentNeeded",
@@ -202,15 +201,15 @@ class AgentBridge(QObject):
             with self._client_lock:
                 self._client = client
             try:
+                # Subscribe first (AgentClient.subscribe is subscribed when it returns),
+                # then read the state: a request made in between is in both, never in neither.
+                events = client.subscribe()
                 status = client.call("status")
                 pending = client.call("pending")
                 self._inbox.put(("connected", {"status": status, "pending": pending}))
-                # A request made between "pending" and the subscription would
-                # otherwise be missed: ask once more when the subscription is up.
-                self._pool.submit(self._catch_up, client)
                 was_connected, delay = True, 0.2
                 unavailable_since, launched_for_this_outage = None, False
-                for event in client.subscribe():
+                for event in events:
                     if self._stop.is_set():
                         break
                     prepared = self._prepare(event)
@@ -264,15 +263,6 @@ class AgentBridge(QObject):
             return event
         return {"event": "activity", "data": {**data, "items": self._transform(data["items"])}}
 
-    def _catch_up(self, client) -> None:
-        if self._stop.wait(0.5):
-            return
-        try:
-            pending = client.call("pending")
-        except Exception:  # the subscription loop reports connection trouble
-            return
-        self._inbox.put(("pending", pending))
-
     def _close_client(self) -> None:
         with self._client_lock:
             client = self._client
@@ -307,9 +297,6 @@ class AgentBridge(QObject):
                 self._announced_down = False
                 self.last_failure = None
                 self.connected.emit(entry[1])
-            elif kind == "pending":
-                if self.is_connected:
-                    self.pendingListed.emit(entry[1])
             elif kind == "disconnected":
                 self.last_failure = entry[1]
                 if self.is_connected or not self._announced_down:

@@ -78,7 +78,6 @@ class TrayApp(QObject):
         b.disconnected.connect(self._on_disconnected)
         b.consentNeeded.connect(self._on_consent_needed)
         b.consentDecided.connect(self._on_consent_decided)
-        b.pendingListed.connect(lambda items: [self.queue.add(i) for i in items if isinstance(i, dict)])
         b.sessionStarted.connect(self._on_session_started)
         b.sessionEnded.connect(self._on_session_ended)
         b.timeWarning.connect(self._on_time_warning)
