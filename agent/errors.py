@@ -16,6 +16,10 @@ class HomeError(ChaperoneError):
     """The home folder is missing, unreadable or not writable."""
 
 
+class SettingsError(ChaperoneError):
+    """``settings.json`` cannot be read, or a key in it holds a value of the wrong kind."""
+
+
 class KeyFileError(ChaperoneError):
     """The device key is missing, damaged or readable by others."""
 

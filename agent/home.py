@@ -7,12 +7,12 @@ tests and scripts can point everything at a temporary folder.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import HomeError
+from agent.settings import Settings, load_settings
 
 ENV_VAR = "CHAPERONE_HOME"
 
@@ -118,20 +118,8 @@ class Home:
             )
 
     # --- settings -----------------------------------------------------------
-    def settings(self) -> dict:
-        """The home's settings (``settings.json``), {} when absent."""
-        try:
-            raw = self.settings_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise HomeError(f"Cannot read {self.settings_path}: {exc.strerror}.") from exc
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise HomeError(
-                f"{self.settings_path} is not valid JSON (line {getattr(exc, 'lineno', '?')}); fix or remove it."
-            ) from exc
-        if not isinstance(value, dict):
-            raise HomeError(f"{self.settings_path} must hold a JSON object; fix or remove it.")
-        return value
+    def settings(self) -> Settings:
+        """The home's settings (``settings.json``, read and validated now); the defaults when absent.
+
+        A file that cannot be read or holds a bad value raises ``SettingsError`` naming the key."""
+        return load_settings(self.settings_path)

@@ -16,6 +16,8 @@ import signal
 import sys
 
 from agent.cli import home_of
+from agent.errors import ChaperoneError
+from agent.settings import SSHSettings
 
 WATCHDOG_MARGIN_S = 15
 
@@ -39,14 +41,13 @@ def _give_up(signum, frame):  # pragma: no cover - only when the agent hangs pas
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="chaperone ssh-authorize: %(message)s", stream=sys.stderr)
     from agent.ssh.authorize import Authorizer, LoginAttempt
-    from agent.ssh.settings import SSHSettings
     from agent.ssh.state import ProcessRef
 
     try:
         home = home_of(args)
         try:
-            wait_s = SSHSettings.from_settings(home.settings()).consent_wait_s
-        except Exception:  # noqa: BLE001 - the authorizer reports unreadable settings itself
+            wait_s = home.settings().ssh.consent_wait_s
+        except ChaperoneError:  # the authorizer refuses the login and says why
             wait_s = SSHSettings().consent_wait_s
         signal.signal(signal.SIGALRM, _give_up)
         signal.alarm(int(wait_s) + WATCHDOG_MARGIN_S)

@@ -26,7 +26,7 @@ from agent.service import protocol
 from agent.service.lock import AgentLock
 from agent.service.peercred import Peer, home_owner, may, peer_of
 from agent.service.protocol import MAX_MESSAGE, ProtocolError
-from agent.service.unattended import UnattendedSink, monitor_interval, start_monitor
+from agent.service.unattended import UnattendedSink, start_monitor
 from agent.session.lifecycle import SessionError
 from agent.session.manager import SessionManager, default_capture_factory
 
@@ -111,7 +111,7 @@ class AgentService:
         monitor = start_monitor(
             UnattendedSink(self.home, self.manager.device_key,
                            lambda name, data: loop.call_soon_threadsafe(self.publish, name, data)),
-            monitor_interval(self.home.settings()), self.manager.session_live,
+            self.home.settings().remote_access_interval_s, self.manager.session_live,
         )
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running

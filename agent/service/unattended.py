@@ -17,8 +17,6 @@ from agent.home import Home
 log = logging.getLogger("chaperone.agent")
 
 SESSION = "unattended"
-DEFAULT_INTERVAL_S = 15.0  # one scan costs ~20-50 ms of CPU: every 15 s keeps the idle agent near 0.2 %
-SETTING = "remote_access_interval_s"
 
 
 class UnattendedSink:
@@ -36,15 +34,6 @@ class UnattendedSink:
         if type == "alarm":
             self._publish("alarm", data)
         return seq
-
-
-def monitor_interval(settings: dict) -> float:
-    """Seconds between scans from settings.json (``0`` turns the monitor off)."""
-    value = settings.get(SETTING, DEFAULT_INTERVAL_S)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        log.warning("ignoring %s=%r in settings.json (a number of seconds is expected)", SETTING, value)
-        return DEFAULT_INTERVAL_S
-    return float(value)
 
 
 def start_monitor(sink: UnattendedSink, interval: float, session_active: Callable[[], bool]):

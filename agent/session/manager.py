@@ -28,6 +28,7 @@ from typing import Callable
 
 from agent.errors import ChaperoneError
 from agent.home import Home
+from agent.settings import Settings
 from agent.service.peercred import Peer
 from agent.session.lifecycle import END_REASONS, SessionError, State, advance
 from agent.session.request import (
@@ -226,7 +227,7 @@ class SessionManager:
         # decision waits for that, so no decision ever precedes a durable request.
         journal.append("request", data, sync=False)
         self._sessions[sid] = session
-        refuse = settings.get("require_verified") and not verification.verified
+        refuse = settings.consent.require_verified and not verification.verified
         if not refuse:
             session.timers.append(
                 self._loop.call_later(self.consent_timeout, lambda: self._spawn(self._expire(session)))
@@ -496,7 +497,7 @@ class SessionManager:
         try:
             settings = self.home.settings()
         except ChaperoneError:
-            settings = {}
+            settings = Settings()
         try:
             await asyncio.to_thread(hooks.on_session_ended, session.hook_view(self.home), settings, session.sink.emit)
         except Exception as exc:  # noqa: BLE001 - never lose the seal over a hook

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from agent.errors import AgentUnavailable, ChaperoneError
 from agent.home import Home
 from agent.sshkeys import blob_to_line, blob_type
-from agent.ssh.settings import SSHSettings
+from agent.settings import SSHSettings
 from agent.ssh.state import LoginRecord, LoginState, ProcessRef
 from agent.ssh.technician import login_request, signed_request_for
 from agent.ssh.unattended import record_attempt
@@ -119,11 +119,9 @@ class Authorizer:
     def _authorize(self, attempt: LoginAttempt) -> str | None:
         started = self.clock()
         try:
-            settings = SSHSettings.from_settings(self.home.settings())
+            settings = self.home.settings().ssh
         except ChaperoneError as exc:
             raise Refused(f"the home's settings cannot be read ({exc})") from None
-        for problem in settings.problems:
-            log.warning("%s", problem)
         blob = self._key_blob(attempt)
         if not _USER.match(attempt.user):
             raise Refused("the account name is not one sshd would pass")

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import psutil
 
 from agent.home import Home
-from agent.ssh.settings import SSHSettings
+from agent.settings import Settings
 from agent.ssh.state import LoginState, ProcessRef
 
 TERMINATE_WAIT_S = 3.0
@@ -71,9 +71,9 @@ def _describe(proc: psutil.Process) -> dict:
         return {"pid": proc.pid}
 
 
-def on_session_ended(session: dict, settings: dict, emit: Callable[[str, dict], object]) -> None:
+def on_session_ended(session: dict, settings: Settings, emit: Callable[[str, dict], object]) -> None:
     """End (or, if so configured, warn about) the technician's live SSH connections."""
-    action = SSHSettings.from_settings(settings).on_session_end
+    action = settings.ssh.on_session_end
     logins = _logins(session)
     connections = [_describe(p) for p in logins]
     user = (session.get("ssh") or {}).get("user")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from agent.errors import ChaperoneError
 from agent.home import Home
-from agent.ssh.settings import SSHSettings
+from agent.settings import SSHSettings
 from agent.trust import Identity, TrustStore
 
 TICKET_EXT = "ticket@chaperone"

@@ -6,7 +6,7 @@ import json
 import threading
 
 from agent.journal import verify_journal
-from agent.service.unattended import DEFAULT_INTERVAL_S, UnattendedSink, monitor_interval, start_monitor
+from agent.service.unattended import UnattendedSink, start_monitor
 
 ALARM = {"tool": "rustdesk", "pid": 4242, "process": "rustdesk", "connections": [], "detail": "connected"}
 
@@ -43,14 +43,6 @@ def test_writers_in_threads_keep_one_chain(home, device_key):
     pids = sorted(json.loads(line)["data"].get("pid", -1) for line in home.unattended_journal_path.read_bytes()
                   .splitlines() if json.loads(line)["type"] == "alarm")
     assert pids == list(range(4))
-
-
-def test_monitor_interval_setting():
-    assert monitor_interval({}) == DEFAULT_INTERVAL_S
-    assert monitor_interval({"remote_access_interval_s": 0}) == 0
-    assert monitor_interval({"remote_access_interval_s": 2.5}) == 2.5
-    for bad in ("5", -1, True, None):
-        assert monitor_interval({"remote_access_interval_s": bad}) == DEFAULT_INTERVAL_S
 
 
 def test_monitor_off_when_interval_is_zero(home, device_key):

@@ -17,7 +17,7 @@ import pytest
 
 from agent.journal import read_records, verify_journal
 from agent.ssh.authorize import Authorizer, LoginAttempt, authorized_keys_line, expiry_time
-from agent.ssh.settings import SSHSettings
+from agent.settings import SSHSettings
 from agent.ssh.state import LoginState, ProcessRef
 
 ALICE = "alice@acme.example"
