@@ -30,3 +30,7 @@ class UsageError(ChaperoneError):
 
 class AgentUnavailable(ChaperoneError):
     """No agent answers on the home's socket."""
+
+
+class InventoryFileError(ChaperoneError):
+    """A session's saved "before" inventory is missing, damaged, or not the one its journal recorded."""

@@ -21,7 +21,7 @@ from agent.capture.baseline import ContentBaseline, TreeIndex
 from agent.capture.fanotify import make_attributor
 from agent.capture.files import MAX_DIFF_BYTES, ConfigPlaces, FileWatcher, decode_text
 from agent.capture.hashing import hash_file
-from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
+from agent.capture.inventory import default_collectors, diff_snapshots, summary_records, take_snapshot
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessSampler
 from agent.capture.redact import is_secret_file, is_text_config
@@ -126,7 +126,7 @@ class Capture:
                     {"what": "watch-path-missing", **path_fields(root), "error": "The folder to watch does not exist."},
                 )
         if self._use_inventory:
-            self._inventory_before = take_snapshot()
+            self._inventory_before = take_snapshot(default_collectors())
             for record in summary_records(self._inventory_before, "before"):
                 self._sink.emit("inventory", record)
         self._sampler.start()
@@ -159,7 +159,7 @@ class Capture:
         if self._attributor is not None:
             self._attributor.close()
         if self._inventory_before is not None:
-            after = take_snapshot()
+            after = take_snapshot(default_collectors())
             for record in summary_records(after, "after"):
                 self._sink.emit("inventory", record)
             for change in diff_snapshots(self._inventory_before, after):

@@ -32,8 +32,7 @@ def parse_rpm_qa(text: str) -> dict[str, dict]:
         if len(fields) != 3 or not fields[0]:
             continue
         name, version, arch = fields
-        if version.startswith("0:"):
-            version = version[2:]
+        version = version.removeprefix("0:")
         key = f"{name}.{arch}"
         if key in packages:  # several versions at once (kernels)
             versions = sorted(set(packages[key]["version"].split(", ")) | {version})
