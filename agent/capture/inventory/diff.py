@@ -127,6 +127,8 @@ def _listening(op, item, before, after):
 def _shell_startup(op, item, before, after):
     who = (after or {}).get("user")
     runs = f"it runs at every login of {who}" if who else "it runs at every login"
+    if op == "added" and after.get("skel"):
+        return None  # the copy of /etc/skel's that a new account gets: the account is the way back in
     if op == "added":
         return f"a new shell start-up file {item}: {runs}"
     if op == "changed" and before.get("sha256") != after.get("sha256"):

@@ -1,9 +1,9 @@
 """Linux's categories: each collector with the files and folders that, when they change, mean
 "collect it again" (the live watcher's inotify watches), or the cheap fingerprint to poll.
 
-Every category that reads users' homes also watches ``/etc/passwd``: a new
-account may come with its home's keys, start-up files and units already in
-place.
+Every category that reads users' homes also watches ``/etc/passwd`` and
+the homes that do not exist yet: a new account may come with its home's
+keys, start-up files and units already in place.
 """
 
 from __future__ import annotations
@@ -27,13 +27,20 @@ def _files(m: Machine, *paths: str) -> list[Watch]:
     return [Watch(m.real(p)) for p in paths]
 
 
+def _homes(m: Machine) -> list[Watch]:
+    """``/etc/passwd``, and the home of every account whose home is not there yet: its creation
+    (``useradd -m`` writes passwd first) is what makes the home's own files worth watching."""
+    missing = [u["home"] for u in m.users().values() if u["home"].startswith("/") and not m.isdir(u["home"])]
+    return _files(m, PASSWD, *missing)
+
+
 def _packages(m: Machine) -> list[Watch]:
     sites = [d for pattern in PIP_SYSTEM_GLOBS for d in m.glob(pattern)]
     return _files(m, f"{DPKG_DIR}/status", f"{DPKG_DIR}/updates", RPM_DIR, *sites)
 
 
 def _services(m: Machine) -> list[Watch]:
-    return [Watch(m.real(f), depth=1) for f in linux_system.unit_folders(m)] + _files(m, PASSWD)
+    return [Watch(m.real(f), depth=1) for f in linux_system.unit_folders(m)] + _homes(m)
 
 
 def _scheduled(m: Machine) -> list[Watch]:
@@ -42,12 +49,12 @@ def _scheduled(m: Machine) -> list[Watch]:
 
 
 def _autostart(m: Machine) -> list[Watch]:
-    return _files(m, *linux_system.autostart_folders(m), PASSWD)
+    return _files(m, *linux_system.autostart_folders(m)) + _homes(m)
 
 
 def _authorized_keys(m: Machine) -> list[Watch]:
     files = [path for _user, path in linux_login.authorized_keys_files(m)]
-    return _files(m, *files, *linux_login.sshd_config_files(m), linux_login.SSHD_CONFIG_D, PASSWD)
+    return _files(m, *files, *linux_login.sshd_config_files(m), linux_login.SSHD_CONFIG_D) + _homes(m)
 
 
 def _sudoers(m: Machine) -> list[Watch]:
@@ -56,7 +63,7 @@ def _sudoers(m: Machine) -> list[Watch]:
 
 
 def _shell(m: Machine) -> list[Watch]:
-    return _files(m, *(path for _user, path in linux_login.shell_files(m)), *linux_login.SYSTEM_SHELL_DIRS, PASSWD)
+    return _files(m, *(path for _user, path in linux_login.shell_files(m)), *linux_login.SYSTEM_SHELL_DIRS) + _homes(m)
 
 
 def _pam(m: Machine) -> list[Watch]:

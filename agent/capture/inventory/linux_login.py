@@ -38,6 +38,7 @@ SECURITY = "/etc/security"
 SECURITY_SUBDIRS = ("limits.d", "namespace.d", "pam_env.d", "access.d", "faillock.d")
 SECURITY_DATA = frozenset({"opasswd"})  # old password hashes written by pam_pwhistory: data, not configuration
 LD_SO_PRELOAD = "/etc/ld.so.preload"
+SKEL = "/etc/skel"
 
 
 def _accounts(m: Machine) -> tuple[dict, dict]:
@@ -176,10 +177,28 @@ def _file_item(m: Machine, items: Items, path: str, **extra: object) -> None:
     items[path] = {"source": path, **extra, "sha256": hashlib.sha256(data).hexdigest(), "lines": lines}
 
 
+def _skel_hashes(m: Machine) -> dict[str, str]:
+    """name -> SHA-256 of the files in ``/etc/skel`` (what ``useradd -m`` copies into a new home)."""
+    found = {}
+    for name in USER_SHELL_FILES:
+        try:
+            data = m.read_bytes(join(SKEL, name))
+        except (SourceError, OSError):
+            continue
+        if data is not None:
+            found[name] = hashlib.sha256(data).hexdigest()
+    return found
+
+
 def collect_shell_startup(m: Machine) -> Items:
+    """Start-up files; a user's file that is still the copy of ``/etc/skel``'s says so (``skel``)."""
     items: Items = {}
     for user, path in shell_files(m):
         guard(items, path, partial(_file_item, m, items, path, user=user))
+    skel = _skel_hashes(m)
+    for path, d in items.items():
+        if d.get("user") and skel.get(path.rsplit("/", 1)[-1]) == d.get("sha256"):
+            d["skel"] = True
     return items
 
 

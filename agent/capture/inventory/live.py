@@ -34,7 +34,8 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 
 from agent.capture.inventory import inotify
 from agent.capture.inventory.diff import diff_category, diff_snapshots
@@ -78,12 +79,21 @@ class LiveInventory:
     """Watches the machine's ways back in while a session runs; records go to ``sink.emit(type, data)``."""
 
     def __init__(self, sink, before: Snapshot, categories: Categories, *, root: str = "/",
-                 attribute: bool = True):
+                 attribute: bool = True, unwatched_poll_s: float = UNWATCHED_POLL_S, dpkg_wait_s: float = DPKG_WAIT_S,
+                 make_inotify: Callable[[], inotify.Inotify] = inotify.Inotify):
+        """``before``: the session's "before" snapshot; only its categories are watched.
+        ``categories``: the table (``registry.default_categories(root=…)``). ``root``: where dpkg's
+        database is read for attribution (the same root as the categories'). ``attribute``: look
+        packages up at all. ``unwatched_poll_s``: how often a category whose folders cannot be
+        watched is collected instead. ``dpkg_wait_s``: the longest a change is held back while dpkg runs. ``make_inotify``: the inotify maker (tests give a failing one)."""
         self._sink = sink
         self.before = before
         self._categories = {name: c for name, c in categories.items() if name in before}
         self._current: Snapshot = {name: dict(before[name]) for name in self._categories}
         self._origins = PackageOrigins(Machine(root), before.get("packages")) if attribute else None
+        self._unwatched_poll_s = unwatched_poll_s
+        self._dpkg_wait_s = dpkg_wait_s
+        self._make_inotify = make_inotify
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
@@ -97,7 +107,7 @@ class LiveInventory:
         self._errors: set[str] = set()
         self._gap: dict | None = None
         self.ready = threading.Event()                        # set once the first check is done
-        self.checks = 0                                       # categories collected again, for tests and bench
+        self.checks: Counter[str] = Counter()                 # category -> times collected again
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -109,7 +119,7 @@ class LiveInventory:
         self._gap = gap
         if inotify.available():
             try:
-                self._ino = inotify.Inotify()
+                self._ino = self._make_inotify()
             except OSError as exc:
                 self._error(f"inotify could not be started ({exc.strerror or exc}); categories are polled instead.")
         self._replan()
@@ -218,7 +228,7 @@ class LiveInventory:
             if at > now:
                 continue
             c = self._categories[name]
-            self._next_poll[name] = now + (c.poll_s if c.fingerprint is not None else UNWATCHED_POLL_S)
+            self._next_poll[name] = now + (c.poll_s if c.fingerprint is not None else self._unwatched_poll_s)
             if c.fingerprint is None:
                 self._dirty.setdefault(name, (now, now))
                 continue
@@ -237,7 +247,6 @@ class LiveInventory:
         else:
             fresh = {names[0]: collect_one(names[0], self._categories[names[0]].collect)}
         for name in sorted(names):
-            self.checks += 1
             changes = diff_category(name, self._current[name], fresh[name])
             self._current[name] = fresh[name]
             for change in changes:
@@ -245,6 +254,7 @@ class LiveInventory:
                 if self._gap is not None:
                     change["gap"] = self._gap
                 self._hold_or_record(change)
+            self.checks[name] += 1
 
     # -- attribution, held changes, records ---------------------------------------------
 
@@ -254,12 +264,15 @@ class LiveInventory:
         return {**change, **self._origins.attribute(change_file(change), look_further=look_further)}
 
     def _hold_or_record(self, change: dict) -> None:
-        attributed = self._attributed(change, look_further=change["way_back_in"])
-        if (attributed["origin"] != "package" and change_file(change) and self._origins is not None
-                and change["op"] != "removed" and self._origins.busy()):
-            self._held.append((time.monotonic() + DPKG_WAIT_S, change))
+        """Record a change now, or, while dpkg runs, hold it until its database is written.
+
+        The question "is dpkg running?" comes first: an answer read from dpkg's
+        database while dpkg writes it would be stale when dpkg ends meanwhile."""
+        if (self._origins is not None and change["op"] != "removed" and change_file(change)
+                and self._origins.busy()):
+            self._held.append((time.monotonic() + self._dpkg_wait_s, change))
             return
-        self._record(attributed, attributed=True)
+        self._record(change)
 
     def _release_held(self) -> None:
         if not self._held:
@@ -274,9 +287,8 @@ class LiveInventory:
                 self._record(change)
         self._held = keep
 
-    def _record(self, change: dict, attributed: bool = False) -> None:
-        if not attributed:
-            change = self._attributed(change, look_further=change["way_back_in"])
+    def _record(self, change: dict) -> None:
+        change = self._attributed(change, look_further=change["way_back_in"])
         self._sink.emit("inventory-change", change)
         if change["way_back_in"]:
             self._sink.emit("alarm", alarm_of(change))
@@ -309,12 +321,12 @@ class LiveInventory:
             return
         for name, path, error in self._plan.apply(self._ino, wanted):
             self._error(f"{path} cannot be watched for {name} ({error.strerror or error}); it is checked every "
-                        f"{UNWATCHED_POLL_S:g} s instead.")
+                        f"{self._unwatched_poll_s:g} s instead.")
             self._unwatch(name)
 
     def _unwatch(self, name: str) -> None:
         """Poll a category that cannot be watched (no inotify, a watch limit reached)."""
         if name not in self._unwatched and self._categories[name].fingerprint is None:
             self._unwatched.add(name)
-            self._next_poll[name] = time.monotonic() + UNWATCHED_POLL_S
+            self._next_poll[name] = time.monotonic() + self._unwatched_poll_s
 
