@@ -19,10 +19,11 @@ from agent.capture.inventory import (
     ERROR_PREFIX,
     default_collectors,
     diff_snapshots,
+    linux_login,
+    linux_system,
     summary_records,
     take_snapshot,
 )
-from agent.capture.inventory import linux_login, linux_system
 from agent.capture.inventory.common import collect_listening
 from agent.capture.inventory.diff import RULES
 from agent.capture.inventory.machine import Machine

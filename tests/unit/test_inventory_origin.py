@@ -36,7 +36,7 @@ def shipped_file() -> tuple[str, str, str]:
             path = Path(name)
             if path.is_file() and not path.is_symlink() and path.stat().st_size < 200_000:
                 merged = "/usr" + name if name.startswith(("/bin/", "/sbin/", "/lib/")) else name
-                if subprocess.run(["md5sum", merged], capture_output=True, text=True).stdout.split()[:1] == [md5]:
+                if subprocess.run(["md5sum", merged], capture_output=True, text=True, check=False).stdout.split()[:1] == [md5]:
                     return package, merged, name
     pytest.skip("no unchanged shipped file found")
 
@@ -233,4 +233,4 @@ def test_a_real_package_installed_during_the_session_brings_its_cron_job_and_an_
         assert "not what the package shipped" in edited[0]["origin_detail"]
     finally:
         live.stop()
-        subprocess.run(["dpkg", "--purge", name], capture_output=True)
+        subprocess.run(["dpkg", "--purge", name], capture_output=True, check=False)
