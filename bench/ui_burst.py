@@ -62,7 +62,7 @@ def serve(socket_path: str) -> None:
     while os.getppid() == parent:   # never outlive the benchmark
         try:
             conn, _ = server.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         conn.settimeout(None)
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
@@ -123,7 +123,7 @@ def main() -> int:
     from ui.activity import ActivityModel, ActivityWindow, describe_all
     from ui.bridge import AgentBridge
 
-    app = QApplication([])
+    app = QApplication([])  # noqa: F841 - the widgets below need a live application
     from ui.compat import bindings_problem
 
     problem = bindings_problem()

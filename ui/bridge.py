@@ -26,8 +26,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer, Signal
 
@@ -231,7 +232,7 @@ class AgentBridge(QObject):
                         self._launcher.ensure_running()
                     except ChaperoneError as launch_error:
                         reason = str(launch_error)
-            except Exception as exc:  # a broken connection must never end the loop
+            except Exception as exc:  # noqa: BLE001 - a broken connection must never end the loop
                 reason = describe_failure(exc)
             finally:
                 with self._client_lock:

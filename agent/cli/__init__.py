@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except Exception as exc:  # a bug, not a user's mistake: one line, details on request
+    except Exception as exc:  # noqa: BLE001 - a bug, not a user's mistake: one line, details on request
         if os.environ.get("CHAPERONE_DEBUG"):
             traceback.print_exc()
         print(

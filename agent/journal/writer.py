@@ -25,16 +25,9 @@ from pathlib import Path
 import orjson
 
 from agent import __version__
-from agent.canonical import MAX_SAFE_INT, check_canonical, canonical_unchecked
-from agent.journal.format import (
-    MAX_LINE,
-    SIGNED_TYPES,
-    UNSIGNED_FIELDS,
-    ZERO_HASH,
-    JournalError,
-    UtcClock,
-    checkpoint_message,
-)
+from agent.canonical import MAX_SAFE_INT, canonical_unchecked, check_canonical
+from agent.errors import JournalError
+from agent.journal.format import MAX_LINE, SIGNED_TYPES, UNSIGNED_FIELDS, ZERO_HASH, UtcClock, checkpoint_message
 from agent.journal.reader import scan_journal
 
 SYNC_INTERVAL = 0.2
@@ -131,7 +124,7 @@ class Journal:
     # --- opening ------------------------------------------------------------
     @classmethod
     def create(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
-               checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
+               checkpoint_interval: float = CHECKPOINT_INTERVAL) -> Journal:
         """Start a new journal: seq 0 ``journal-start``, then a checkpoint."""
         path = Path(path)
         fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
@@ -147,7 +140,7 @@ class Journal:
 
     @classmethod
     def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None, mark_restart: bool = True,
-             sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
+             sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> Journal:
         """Reopen a journal after a stop or a crash.
 
         A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
@@ -360,7 +353,7 @@ class Journal:
                 pass
             os.close(self._fd)
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -20,14 +20,13 @@ import signal
 import sys
 
 from agent import __version__
-from agent.errors import ChaperoneError, HomeError
+from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.service import protocol
 from agent.service.lock import AgentLock
 from agent.service.peercred import Peer, home_owner, may, peer_of
-from agent.service.protocol import MAX_MESSAGE, ProtocolError
+from agent.service.protocol import MAX_MESSAGE
 from agent.service.unattended import UnattendedSink, start_monitor
-from agent.session.lifecycle import SessionError
 from agent.session.manager import SessionManager, default_capture_factory
 
 log = logging.getLogger("chaperone.agent")
@@ -132,7 +131,7 @@ class AgentService:
             self._subscribers.clear()
             try:
                 await asyncio.wait_for(server.wait_closed(), 5.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             path.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,7 +171,7 @@ class AgentService:
                 if subscribed:
                     await self._stream_events(reader, writer)
                     break
-        except (ConnectionError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass  # gone, idle too long, or too slow to read its answers
         finally:
             self._connections -= 1
@@ -187,7 +186,7 @@ class AgentService:
                 await asyncio.wait_for(writer.drain(), 1.0)
             writer.close()
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (ConnectionError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
 
     async def _stream_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -216,7 +215,7 @@ class AgentService:
         """(whether this starts a subscription, the response line)."""
         try:
             msg = protocol.decode_request(line)
-        except ProtocolError as exc:
+        except ApiError as exc:
             return False, protocol.error(protocol.request_id_of(line), exc.code, str(exc))
         if not may(msg.op, peer, self.owner_uid):
             return False, protocol.error(
@@ -229,7 +228,7 @@ class AgentService:
             return True, protocol.ok(msg.id, {"subscribed": True})
         try:
             result = await self._handlers[msg.op](msg.params, peer)
-        except (ProtocolError, SessionError) as exc:
+        except ApiError as exc:
             return False, protocol.error(msg.id, exc.code, str(exc))
         except ChaperoneError as exc:  # e.g. a journal that cannot be written
             return False, protocol.error(msg.id, "unavailable", str(exc))
@@ -251,10 +250,10 @@ class AgentService:
             return await self.manager.submit(request_file=params["request_file"], source="file", peer=peer)
         source = params.get("source", "cli")
         if source not in ("cli", "ssh"):
-            raise ProtocolError("bad-request", "The source must be \"cli\" or \"ssh\".")
+            raise ApiError("bad-request", "The source must be \"cli\" or \"ssh\".")
         if source == "ssh" and peer.uid not in (0, self.owner_uid):
             # Only ssh-authorize (run by sshd as root) speaks for an SSH login.
-            raise ProtocolError("forbidden", "Only root or the home's owner may submit SSH login requests.")
+            raise ApiError("forbidden", "Only root or the home's owner may submit SSH login requests.")
         return await self.manager.submit(fields=params.get("request"), source=source, peer=peer)
 
     async def _pending(self, params, peer):
@@ -282,7 +281,7 @@ def _session_id(params: dict, required: bool = False) -> str | None:
     if sid is None and not required:
         return None
     if not isinstance(sid, str) or not sid or len(sid) > 64:
-        raise ProtocolError("bad-request", "Give the session's id (as 'chaperone pending' or 'status' shows it).")
+        raise ApiError("bad-request", "Give the session's id (as 'chaperone pending' or 'status' shows it).")
     return sid
 
 

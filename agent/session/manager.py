@@ -21,18 +21,16 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
-from agent.errors import ChaperoneError
+from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError
 from agent.home import Home
-from agent.settings import Settings
 from agent.service.peercred import Peer
-from agent.session.lifecycle import END_REASONS, SessionError, State, advance
+from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.request import (
-    RequestError,
     SessionRequest,
     Verification,
     parse_request_file,
@@ -45,6 +43,7 @@ from agent.session.request import (
     watch_flags,
 )
 from agent.session.sink import Publish, SessionSink
+from agent.settings import Settings
 from agent.text import escape, show
 
 log = logging.getLogger("chaperone.session")
@@ -194,17 +193,17 @@ class SessionManager:
     async def submit(self, *, fields=None, request_file=None, source: str = "cli", peer: Peer | None = None) -> dict:
         """A new request: journal it, then either refuse it by policy or hold it for a decision."""
         if self._stopping:
-            raise SessionError("unavailable", "The agent is stopping; try again when it is back.")
+            raise ApiError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
         request, verification = self._validated(fields, request_file, source, now)
         if len(self._pending()) >= MAX_PENDING:
-            raise SessionError(
+            raise ApiError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
             )
         try:
             settings = self.home.settings()
         except ChaperoneError as exc:
-            raise SessionError("unavailable", str(exc)) from None
+            raise ApiError("unavailable", str(exc)) from None
         if not request.watch:
             request = replace(request, watch=tuple(default_watch_paths()))
         if source != "ssh" and request.ssh is not None:
@@ -274,11 +273,11 @@ class SessionManager:
                 return request, self._verify(lambda store: verify_ssh_login(request, store, now=now))
             return request, unverified("the request is not signed.")
         except RequestError as exc:
-            raise SessionError("bad-request", str(exc)) from None
+            raise ApiError("bad-request", str(exc)) from None
 
     def _verify(self, check: Callable[[object], Verification]) -> Verification:
         """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
-        from agent.trust import TrustError, TrustStore
+        from agent.trust import TrustStore
 
         try:
             store = TrustStore.load(self.home.trusted_technicians_path)
@@ -299,19 +298,19 @@ class SessionManager:
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if past:
-                raise SessionError("conflict", f"Request {escape(sid)} was already decided (it is {past['state']}).")
-            raise SessionError("not-found", f"There is no request {escape(str(sid))[:40]}; see 'chaperone pending'.")
+                raise ApiError("conflict", f"Request {escape(sid)} was already decided (it is {past['state']}).")
+            raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}; see 'chaperone pending'.")
         if session.state is not State.REQUESTED:
-            raise SessionError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
+            raise ApiError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
         return session
 
     async def decide(self, sid, decision: str, how: str, peer: Peer) -> dict:
         if decision not in ("allow", "deny"):
-            raise SessionError("bad-request", "The decision must be \"allow\" or \"deny\".")
+            raise ApiError("bad-request", "The decision must be \"allow\" or \"deny\".")
         if how not in ("click", "terminal"):
-            raise SessionError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
+            raise ApiError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
         if self._stopping:
-            raise SessionError("unavailable", "The agent is stopping; decide when it is back.")
+            raise ApiError("unavailable", "The agent is stopping; decide when it is back.")
         session = self._decidable(sid)
         if session.recorded is not None:
             await asyncio.shield(session.recorded)
@@ -321,7 +320,7 @@ class SessionManager:
             return {"id": sid, "state": session.state.value}
         live = self._live()
         if live is not None:
-            raise SessionError("conflict", f"Session {live.id} is still running; end it before allowing another.")
+            raise ApiError("conflict", f"Session {live.id} is still running; end it before allowing another.")
         self._allow(session, how, peer.who())
         return {"id": sid, "state": session.state.value}
 
@@ -365,16 +364,16 @@ class SessionManager:
 
     async def wait(self, sid, timeout) -> dict:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
-            raise SessionError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+            raise ApiError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if not past:
-                raise SessionError("not-found", f"There is no request {escape(str(sid))[:40]}.")
+                raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}.")
             return {"id": sid, "state": past["state"]}
         try:
             await asyncio.wait_for(session.decided.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return {"id": sid, "state": session.state.value}
 
@@ -427,13 +426,13 @@ class SessionManager:
     def note(self, sid, text, peer: Peer) -> dict:
         session = self._target(sid, "add a note to")
         if not isinstance(text, str) or not text.strip():
-            raise SessionError("bad-request", "The note is empty; give its text.")
+            raise ApiError("bad-request", "The note is empty; give its text.")
         if len(text) > MAX_NOTE_CHARS:
-            raise SessionError("bad-request", f"The note is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}.")
+            raise ApiError("bad-request", f"The note is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}.")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise SessionError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
+            raise ApiError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
         data = {"author": peer.user, "uid": peer.uid, "text": text}
         flag = show(text).flag("the note")
         if flag:
@@ -444,18 +443,18 @@ class SessionManager:
         live = self._live()
         if sid is None:
             if live is None:
-                raise SessionError("conflict", f"No session is running, so there is nothing to {doing}.")
+                raise ApiError("conflict", f"No session is running, so there is nothing to {doing}.")
             return live
         if live is None or live.id != sid:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if past:
-                raise SessionError("conflict", f"Session {escape(sid)} is not running (it is {past['state']}).")
-            raise SessionError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
+                raise ApiError("conflict", f"Session {escape(sid)} is not running (it is {past['state']}).")
+            raise ApiError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
         return live
 
     async def end(self, sid, reason: str, peer: Peer) -> dict:
         if reason not in ("customer", "technician"):
-            raise SessionError("bad-request", "The end reason must be \"customer\" or \"technician\".")
+            raise ApiError("bad-request", "The end reason must be \"customer\" or \"technician\".")
         session = self._target(sid, "end")
         await self.finish(session, reason, peer.who())
         return {"id": session.id, "state": session.state.value}
@@ -527,7 +526,7 @@ class SessionManager:
                     log.error("cannot recover session %s: %s", row.get("id"), exc)
 
     async def _recover(self, row: dict) -> None:
-        from agent.journal import Journal, JournalError
+        from agent.journal import Journal
 
         sid = row["id"]
         path = self.home.journal_path(sid)

@@ -26,11 +26,11 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.canonical import canonical_bytes
-from agent.errors import UsageError
+from agent.errors import RequestError, TrustError
 from agent.text import escape, show
 
 NAMESPACE = "chaperone-request"
@@ -58,27 +58,23 @@ _TECHNICIAN = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 
-class RequestError(UsageError):
-    """A request is malformed, out of range or its file cannot be used."""
-
-
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def rfc3339(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_rfc3339(text: str) -> datetime:
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except (TypeError, ValueError):
         try:
             value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
         except ValueError:
             raise RequestError(f"'{escape(str(text))[:40]}' is not an RFC 3339 time.") from None
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def min_duration_s() -> int:
@@ -221,7 +217,7 @@ class SessionRequest:
     ssh: dict | None = field(default=None, compare=False)
 
     @classmethod
-    def from_fields(cls, data: object, *, minimum_duration_s: int | None = None) -> "SessionRequest":
+    def from_fields(cls, data: object, *, minimum_duration_s: int | None = None) -> SessionRequest:
         """Validate untrusted fields (a JSON object); raise RequestError with one sentence."""
         if not isinstance(data, dict):
             raise RequestError("The request must be a JSON object of fields.")
@@ -391,7 +387,6 @@ def verify_request(request: SessionRequest, signature: str | None, signed: bytes
     """Whether the request was signed by a key trusted for its email."""
     from agent import sshsig
     from agent.sshkeys import fingerprint as key_fingerprint
-    from agent.trust import TrustError
 
     if signature is None:
         return unverified("the request is not signed.")
@@ -423,7 +418,6 @@ def verify_ssh_login(request: SessionRequest, trust_store, now: datetime | None 
     import base64
 
     from agent.sshkeys import fingerprint as key_fingerprint
-    from agent.trust import TrustError
 
     ssh = request.ssh or {}
     try:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from agent.session.request import rfc3339, utc_now
 

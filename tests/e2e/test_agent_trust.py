@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 
 from agent.session.request import FILE_LIFETIME, SessionRequest, request_file_text, stamp, utc_now
-from tests.conftest import require_program
 from tests.e2e.agent_helpers import TECHNICIAN, assert_sealed_and_genuine, records
 
 

@@ -19,8 +19,8 @@ from agent.journal import verify_journal
 from agent.service.peercred import Peer
 from agent.session import manager as manager_mod
 from agent.session.manager import SessionManager
-from agent.session.sink import ACTIVITY_BATCH_CAP
 from agent.session.request import parse_rfc3339, utc_now
+from agent.session.sink import ACTIVITY_BATCH_CAP
 
 CUSTOMER = Peer(pid=1, uid=0, gid=0)
 FIELDS = {"technician": "Alice", "email": "alice@example.com", "org": "Acme", "ticket": "1", "reason": "r"}
@@ -157,7 +157,7 @@ def test_pending_requests_are_capped(home, device_key):
     async def scenario(mgr):
         for _ in range(manager_mod.MAX_PENDING):
             await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, peer=CUSTOMER)
-        with pytest.raises(manager_mod.SessionError, match="already waiting for a decision") as info:
+        with pytest.raises(manager_mod.ApiError, match="already waiting for a decision") as info:
             await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, peer=CUSTOMER)
         assert info.value.code == "unavailable"
         return len(mgr.pending())

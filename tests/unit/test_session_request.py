@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.errors import RequestError
 from agent.session.request import (
     DEFAULT_CAPABILITIES,
     DEFAULT_DURATION_S,
     FILE_LIFETIME,
     MAX_DURATION_S,
-    RequestError,
     SessionRequest,
     parse_duration,
     parse_request_file,

@@ -6,8 +6,6 @@ import json
 import os
 import time
 
-import pytest
-
 from agent.settings import SSHSettings
 from agent.ssh.state import LoginBook, LoginRecord, LoginState, ProcessRef
 from agent.ssh.technician import NO_TICKET, key_id_details, login_request, requests_dir, signed_request_for
