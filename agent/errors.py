@@ -149,5 +149,10 @@ def user_message(exc: BaseException) -> str:
         what = _OS_SENTENCES.get(exc.errno or 0) or (exc.strerror or str(exc)).rstrip(".").lower()
         where = f" ({exc.filename})" if exc.filename else ""
         return f"The system refused{where}: {what}."
-    return (f"Internal error ({type(exc).__name__}: {exc}); run again with CHAPERONE_DEBUG=1 for details "
-            "and report it.")
+    return f"Internal error ({error_detail(exc)}); run again with CHAPERONE_DEBUG=1 for details and report it."
+
+
+def error_detail(exc: BaseException) -> str:
+    """``Type: message`` for a record's ``error`` field (for the reader of a journal, not a sentence)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError
+from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
 from agent.home import Home
 from agent.service.peercred import Peer
 from agent.session.lifecycle import END_REASONS, State, advance
@@ -403,7 +403,7 @@ class SessionManager:
         except Exception as exc:  # noqa: BLE001 - capture is optional; the session must still be recorded
             log.warning("capture did not start for %s: %s", session.id, exc)
             session.record("capture-error", {"what": "capture", "path": None,
-                                             "error": f"{type(exc).__name__}: {exc}"})
+                                             "error": error_detail(exc)})
 
     def _arm_timers(self, session: Session, warned: bool = False) -> None:
         remaining = (session.until - utc_now()).total_seconds()
@@ -481,7 +481,7 @@ class SessionManager:
                 await asyncio.to_thread(session.capture.stop)
             except Exception as exc:  # noqa: BLE001 - journal it and still seal
                 session.record("capture-error", {"what": "capture-stop", "path": None,
-                                                 "error": f"{type(exc).__name__}: {exc}"})
+                                                 "error": error_detail(exc)})
         session.sink.flush()
         await asyncio.to_thread(session.journal.seal, {"reason": reason})
         session.journal.close()
@@ -501,7 +501,7 @@ class SessionManager:
             await asyncio.to_thread(hooks.on_session_ended, session.hook_view(self.home), settings, session.sink.emit)
         except Exception as exc:  # noqa: BLE001 - never lose the seal over a hook
             session.record("capture-error", {"what": "ssh-session-end", "path": None,
-                                             "error": f"{type(exc).__name__}: {exc}"})
+                                             "error": error_detail(exc)})
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:
