@@ -31,7 +31,7 @@ TARGET_MS = 100
 
 # --- the stand-in agent (runs in a subprocess) ------------------------------------------------
 def serve(socket_path: str) -> None:
-    from agent.service.protocol import encode
+    from agent.api.protocol import encode
 
     items = [{"type": "file", "op": "modified", "path": f"/home/customer/project/src/module_{n:06d}.py",
               "kind": "file", "size": 1000 + n, "sha256_before": f"{n:064x}", "sha256_after": f"{n + 1:064x}",

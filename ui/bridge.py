@@ -48,7 +48,7 @@ class Launcher(Protocol):
 
 
 def default_client_factory(home: Home):
-    from agent.service.client import AgentClient
+    from agent.api.client import AgentClient
 
     return AgentClient(home)
 

@@ -29,6 +29,7 @@ from agent.canonical import MAX_SAFE_INT, canonical_unchecked, check_canonical
 from agent.errors import JournalError
 from agent.journal.format import MAX_LINE, SIGNED_TYPES, UNSIGNED_FIELDS, ZERO_HASH, UtcClock, checkpoint_message
 from agent.journal.reader import scan_journal
+from agent.records import SYNCED_AT_ONCE
 
 SYNC_INTERVAL = 0.2
 CHECKPOINT_INTERVAL = 5.0
@@ -91,9 +92,7 @@ def _write_error(path: Path, exc: OSError) -> str:
 class Journal:
     """An open session journal. Thread-safe; see docs/ARCHITECTURE.md ("The journal")."""
 
-    SYNC_TYPES = frozenset(
-        {"journal-start", "request", "decision", "session-start", "session-end", "recovery", "checkpoint", "seal"}
-    )
+    SYNC_TYPES = SYNCED_AT_ONCE
 
     def __init__(self, path: Path, session_id: str, device_key, fd: int, *, seq: int, head: str, size: int,
                  sync_interval: float, checkpoint_interval: float) -> None:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.session.request import rfc3339, utc_now
+from agent.clock import rfc3339, utc_now
 
 ACTIVITY_INTERVAL = 0.1
 ACTIVITY_BATCH_CAP = 200

@@ -94,7 +94,7 @@ class Authorizer:
     def __init__(self, home: Home, client=None, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if client is None:
-            from agent.service.client import AgentClient
+            from agent.api.client import AgentClient
 
             client = AgentClient(home, timeout=5.0)
         self.home = home

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from agent.clock import parse_rfc3339
 from agent.history import History
-from agent.session.request import parse_rfc3339
 from tests.e2e.agent_helpers import TECHNICIAN, Events, assert_sealed_and_genuine, records, types
 
 

@@ -79,7 +79,7 @@ def test_starts_an_agent_when_none_answers_and_stops_it(qtbot, home):
         launcher.stop()
     assert not launcher.running()
     with pytest.raises(AgentUnavailable):
-        from agent.service.client import AgentClient
+        from agent.api.client import AgentClient
 
         AgentClient(home).call("ping")
 

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.api import protocol
+from agent.api.peercred import Peer
+from agent.api.protocol import MAX_MESSAGE, OPEN_OPS, OPS, decode_request
 from agent.errors import AlreadyRunning, ApiError
-from agent.service import protocol
 from agent.service.lock import AgentLock
-from agent.service.peercred import Peer, may
-from agent.service.protocol import MAX_MESSAGE, OPEN_OPS, OPS, decode_request
+from agent.service.server import may
 
 
 def test_a_request_decodes():

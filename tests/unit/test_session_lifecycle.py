@@ -9,7 +9,7 @@ import pytest
 
 from agent.errors import LifecycleError
 from agent.session.lifecycle import TRANSITIONS, State, advance
-from agent.session.manager import new_session_id, warning_lead_s
+from agent.session.model import new_session_id, warning_lead_s
 
 HAPPY_PATH = [State.REQUESTED, State.ALLOWED, State.ACTIVE, State.ENDED, State.SEALED]
 

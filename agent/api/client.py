@@ -13,9 +13,9 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from agent.api.protocol import encode
 from agent.errors import API_CODES, AgentUnavailable, ApiError
 from agent.home import Home
-from agent.service.protocol import encode
 
 MAX_RESPONSE = 64 * 1024 * 1024
 
