@@ -22,7 +22,7 @@ OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", 
 OPEN_OPS = frozenset({"ping", "status", "request", "wait", "note"})
 
 EVENTS = ("consent-needed", "consent-decided", "session-started", "session-ended", "time-warning",
-          "activity", "alarm", "agent-stopping")
+          "activity", "alarm", "session-summary", "agent-stopping")
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 

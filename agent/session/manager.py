@@ -29,11 +29,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from agent.capture.inventory.summary import session_summary
 from agent.clock import rfc3339, utc_now
 from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
 from agent.history import History
 from agent.home import Home
-from agent.journal import Journal
+from agent.journal import Journal, read_records
 from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.hooks import CaptureFactory, LoginHooks
@@ -418,7 +419,25 @@ class SessionManager:
             except Exception as exc:  # noqa: BLE001 - whatever capture raises, journal it and still seal
                 session.record(RecordType.CAPTURE_ERROR, {"what": "capture-stop", "path": None,
                                                           "error": error_detail(exc)})
+        await self._publish_summary(session)
         await self._seal(session, reason)
+
+    async def _publish_summary(self, session: Session) -> None:
+        """The ``session-summary`` event: what changed and every way back in, for the tray to show."""
+        path = getattr(session.journal, "path", None)
+        if path is None:
+            return
+
+        def read() -> dict:
+            with open(path, "rb") as f:
+                return session_summary(r for r in read_records(f) if isinstance(r, dict))
+
+        try:
+            summary = await asyncio.to_thread(read)
+        except OSError as exc:
+            log.warning("no summary for %s: %s", session.id, exc)
+            return
+        self._publish("session-summary", {"id": session.id, **summary})
 
     async def _run_login_hook(self, session: Session) -> None:
         hooks = self._hooks(session)

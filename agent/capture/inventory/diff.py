@@ -97,7 +97,8 @@ def _groups(op, item, before, after):
     if op == "changed" and after.get("admin"):
         gained = sorted(set(after.get("members") or []) - set(before.get("members") or []))
         if gained:
-            return f"{', '.join(gained)} {'was' if len(gained) == 1 else 'were'} added to {item}, which grants administrator rights"
+            who = f"{', '.join(gained)} {'was' if len(gained) == 1 else 'were'}"
+            return f"{who} added to {item}, which grants administrator rights"
     return None
 
 
@@ -142,7 +143,8 @@ def _pam(op, item, before, after):
     if "sha256" in after:
         if op == "changed" and before.get("sha256") == after.get("sha256"):
             return None
-        return f"PAM's configuration {item} {'is new' if op == 'added' else 'changed'}: it decides who may log in and how"
+        what = "is new" if op == "added" else "changed"
+        return f"PAM's configuration {item} {what}: it decides who may log in and how"
     rule = " ".join(p for p in (after.get("type"), after.get("control"), after.get("module"), after.get("args")) if p)
     return f"a new PAM rule for {after.get('service') or 'a service'}: {rule}"
 

@@ -182,7 +182,8 @@ def _crontab_items(m: Machine, items: Items, path: str, system: bool, user: str 
     for job in scheduled.parse_crontab(text, system):
         who = job.get("user", user)
         key = f"{path}: {job['schedule']} {f'{who} ' if system else ''}{job['command']}"
-        items[key] = {"source": path, "kind": "cron", "schedule": job["schedule"], "user": who, "command": job["command"]}
+        items[key] = {"source": path, "kind": "cron", "schedule": job["schedule"], "user": who,
+                      "command": job["command"]}
 
 
 def _anacron_items(m: Machine, items: Items, path: str) -> None:

@@ -44,6 +44,7 @@ from agent.capture.inventory.origin import PackageOrigins
 from agent.capture.inventory.snapshot import collect_one, take_snapshot
 from agent.capture.inventory.types import Categories, Snapshot, collectors_of
 from agent.capture.inventory.watchplan import WatchPlan
+from agent.records import RecordType
 
 DPKG_WAIT_S = 30.0           # longest a change is held back while dpkg runs
 UNWATCHED_POLL_S = 30.0      # a category whose folders cannot be watched is collected this often
@@ -85,7 +86,8 @@ class LiveInventory:
         ``categories``: the table (``registry.default_categories(root=…)``). ``root``: where dpkg's
         database is read for attribution (the same root as the categories'). ``attribute``: look
         packages up at all. ``unwatched_poll_s``: how often a category whose folders cannot be
-        watched is collected instead. ``dpkg_wait_s``: the longest a change is held back while dpkg runs. ``make_inotify``: the inotify maker (tests give a failing one)."""
+        watched is collected instead. ``dpkg_wait_s``: the longest a change is held back while dpkg
+        runs. ``make_inotify``: the inotify maker (tests give a failing one)."""
         self._sink = sink
         self.before = before
         self._categories = {name: c for name, c in categories.items() if name in before}
@@ -289,16 +291,16 @@ class LiveInventory:
 
     def _record(self, change: dict) -> None:
         change = self._attributed(change, look_further=change["way_back_in"])
-        self._sink.emit("inventory-change", change)
+        self._sink.emit(RecordType.INVENTORY_CHANGE, change)
         if change["way_back_in"]:
-            self._sink.emit("alarm", alarm_of(change))
+            self._sink.emit(RecordType.ALARM, alarm_of(change))
 
     def _error(self, text: str) -> None:
         if text in self._errors or len(self._errors) >= MAX_ERRORS_REPORTED:
             return
         self._errors.add(text)
         try:
-            self._sink.emit("capture-error", {"what": "live-inventory", "path": None, "error": text})
+            self._sink.emit(RecordType.CAPTURE_ERROR, {"what": "live-inventory", "path": None, "error": text})
         except Exception:  # noqa: BLE001 - nowhere left to report to; the end-of-session check still runs
             return
 

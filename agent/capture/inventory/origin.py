@@ -237,7 +237,8 @@ class PackageOrigins:
         if in_session and shipped:
             origin, detail = "package", f"came with package {label}"
         elif in_session:
-            origin, detail = "unexplained", f"belongs to package {label}, but its content is not what the package shipped"
+            origin = "unexplained"
+            detail = f"belongs to package {label}, but its content is not what the package shipped"
         else:
             origin = "unexplained"
             detail = f"belongs to package {label}, which was not installed or upgraded during this session"

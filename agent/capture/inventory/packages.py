@@ -6,7 +6,8 @@ import re
 
 DPKG_FORMAT = r"${binary:Package}\t${Version}\t${Architecture}\t${db:Status-Status}\n"
 RPM_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
-_PRESENT = frozenset({"installed", "half-installed", "half-configured", "unpacked", "triggers-awaited", "triggers-pending"})
+_PRESENT = frozenset({"installed", "half-installed", "half-configured", "unpacked", "triggers-awaited",
+                      "triggers-pending"})
 
 
 def parse_dpkg_query(text: str) -> dict[str, dict]:

@@ -24,7 +24,8 @@ def have(program: str) -> bool:
     return shutil.which(program) is not None
 
 
-def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S, ok: tuple[int, ...] = (0,), silent_ok: bool = False) -> str:
+def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S, ok: tuple[int, ...] = (0,),
+        silent_ok: bool = False) -> str:
     """The standard output of a command (C locale), or SourceError when its exit status is not in ``ok``.
 
     ``silent_ok``: any exit status with no output at all, on stdout or stderr, is an empty answer

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from agent.records import RecordType
+
 FILE_OPS = ("created", "modified", "deleted", "moved")
 
 
@@ -63,15 +65,15 @@ def session_summary(records: Iterable[dict]) -> dict:
     alarms = 0
     for record in records:
         kind, data = _type_and_data(record)
-        if kind == "inventory-change":
+        if kind == RecordType.INVENTORY_CHANGE:
             (live if data.get("live") else final).append(data)
-        elif kind == "file" and data.get("op") in files and data.get("via") != "creation-write":
+        elif kind == RecordType.FILE and data.get("op") in files and data.get("via") != "creation-write":
             files[data["op"]] += 1
-        elif kind == "file-burst":
+        elif kind == RecordType.FILE_BURST:
             for op, n in (data.get("counts") or {}).items():
                 if op in files and isinstance(n, int):
                     files[op] += n
-        elif kind == "alarm" and data.get("kind") != "way-back-in":
+        elif kind == RecordType.ALARM and data.get("kind") != "way-back-in":
             alarms += 1
     complete = bool(final) or not live
     basis = final if complete else live
