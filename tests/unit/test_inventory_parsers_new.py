@@ -19,7 +19,13 @@ from agent.capture.inventory.dpkgdb import (
     parse_status_conffiles,
 )
 from agent.capture.inventory.inotify import IN_CREATE, IN_ISDIR, Event, parse_events
-from agent.capture.inventory.procfs import parse_proc_locks, parse_proc_net
+from agent.capture.inventory.procfs import (
+    listening_by_netlink,
+    listening_fingerprint,
+    parse_proc_locks,
+    parse_proc_net,
+    parse_sock_diag,
+)
 from agent.capture.inventory.startup import (
     pam_rule_text,
     parse_anacrontab,
@@ -214,3 +220,28 @@ def test_proc_net_reads_back_what_the_kernel_writes(sockets):
         addr = socket.inet_aton(host)[::-1].hex().upper()
         lines.append(f"  {i}: {addr}:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 1")
     assert parse_proc_net("\n".join(lines), "tcp") == {("tcp", h, p) for h, p in sockets}
+
+
+def test_netlink_and_proc_net_see_the_same_listening_sockets():
+    with socket.socket() as tcp, socket.socket(socket.AF_INET6) as tcp6, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        tcp6.bind(("::1", 0))
+        tcp6.listen()
+        udp.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in (tcp, tcp6, udp)]
+        by_netlink = listening_by_netlink()
+        by_proc = listening_fingerprint(netlink=False)
+    assert by_netlink is not None and by_netlink == by_proc
+    assert {("tcp", "127.0.0.1", ports[0]), ("tcp", "::1", ports[1]), ("udp", "127.0.0.1", ports[2])} <= by_netlink
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_sock_diag_parser_never_crashes(buf):
+    try:
+        found, _done = parse_sock_diag(buf)
+    except OSError:
+        return
+    assert all(isinstance(port, int) for _f, _a, port in found)

@@ -9,6 +9,7 @@ the session), and a new ``sshd`` listening shows as a port.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 
@@ -65,6 +66,7 @@ def listening_fingerprint() -> object:
 _TOOLS = tuple(t for t in KNOWN_TOOLS if t.name != SSH)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hundred program names, polled again and again
 def tool_of(name: str) -> str | None:
     """The remote-access tool a program name belongs to (lower-cased, without ``.exe``), or None."""
     base = name.lower()
