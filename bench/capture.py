@@ -335,13 +335,23 @@ def _fake_key(i: int) -> tuple[str, str]:
     return f"ssh-ed25519 {base64.b64encode(blob).decode()} bench{i}", fingerprint(blob)
 
 
+def _thread_cpu_s(tid: int | None) -> float:
+    """CPU seconds (user + system) of one thread of this process, from /proc (0 when unknown)."""
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def live_alarm_latency(rounds: int = 40, idle_s: float = 10.0) -> dict:
     """Change -> alarm of the live inventory watcher, against inotifywait seeing the same change.
 
     A temporary machine root (the real listening/remote-access polls run too). Each round makes one
     way back in, in turn: an SSH key, a cron job, an ld.so.preload entry, a sudoers file, a user; the
     latency is from just before the write to the alarm's emit. ``inotifywait -m`` watches the same
-    folders: its latency (change -> its line read) is the floor. Then the watcher's CPU while idle.
+    folders: its latency (change -> its line read) is the floor. Then the watcher thread's own CPU
+    while nothing changes (its polls of ports and programs).
     """
     from agent.capture.inventory import collectors_of, take_snapshot
     from agent.capture.inventory.linux import linux_categories
@@ -399,9 +409,10 @@ def live_alarm_latency(rounds: int = 40, idle_s: float = 10.0) -> dict:
             ours.append(got - start if got is not None else float("inf"))
             theirs.append(next((t - start for t, p in seen if t >= start and p == str(path)), float("inf")))
             time.sleep(0.3)
-        before = time.process_time()
+        thread = live._thread.native_id if live._thread is not None else None
+        before = _thread_cpu_s(thread)
         time.sleep(idle_s)
-        idle_cpu = (time.process_time() - before) / idle_s * 100
+        idle_cpu = (_thread_cpu_s(thread) - before) / idle_s * 100
     finally:
         live.stop()
         inw.terminate()
