@@ -19,7 +19,7 @@ from agent.capture.inventory import inotify
 from agent.capture.inventory.linux import linux_categories
 from agent.capture.inventory.live import LiveInventory
 from agent.capture.inventory.snapshot import take_snapshot
-from agent.capture.inventory.types import collectors_of
+from agent.capture.inventory.types import Category, Watch, collectors_of
 from tests.conftest import require_program, wait_for
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "inventory"
@@ -158,6 +158,40 @@ def test_each_way_back_in_is_an_inventory_change_and_an_alarm_while_the_watcher_
     assert len(items) == len(set(items))
 
 
+def test_a_write_through_a_hard_link_made_elsewhere_is_seen(machine, watching):
+    """The technician links a sudoers file (and passwd) from another folder, then writes through the link:
+    the folders' watches hear nothing; the watches on the files' inodes do."""
+    etc = machine / "etc"
+    (etc / "sudoers.d" / "ops").write_text("%ops ALL=(ALL) ALL\n")
+    elsewhere = machine / "var" / "tmp"
+    elsewhere.mkdir(parents=True)
+    os.link(etc / "sudoers.d" / "ops", elsewhere / "y")
+    os.link(etc / "passwd", elsewhere / "p")
+    _live, sink = watching()
+    with open(elsewhere / "y", "a") as f:
+        f.write("eve ALL=(ALL) NOPASSWD: ALL\n")
+    assert wait_for(lambda: sink.change_and_alarm("sudoers", "/etc/sudoers.d/ops: eve ALL=(ALL) NOPASSWD: ALL"))
+    with open(elsewhere / "p", "a") as f:
+        f.write("mallory:x:0:0::/root:/bin/sh\n")
+    assert wait_for(lambda: sink.change_and_alarm("users", "mallory"))
+
+
+def test_a_file_replaced_by_a_rename_is_followed_to_its_new_inode(machine, watching):
+    etc = machine / "etc"
+    (etc / "sudoers.d" / "ops").write_text("%ops ALL=(ALL) ALL\n")
+    live, sink = watching()
+    (etc / "sudoers.d" / ".ops.tmp").write_text("%ops ALL=(ALL) ALL\nbob ALL=(ALL) ALL\n")
+    os.replace(etc / "sudoers.d" / ".ops.tmp", etc / "sudoers.d" / "ops")
+    assert wait_for(lambda: sink.change_and_alarm("sudoers", "/etc/sudoers.d/ops: bob ALL=(ALL) ALL"))
+    inode = (etc / "sudoers.d" / "ops").stat().st_ino
+    assert wait_for(lambda: live._plan._wd_of.get(str(etc / "sudoers.d" / "ops"), (0, (0, 0)))[1][1] == inode)
+    other = machine / "hardlink"
+    os.link(etc / "sudoers.d" / "ops", other)
+    with open(other, "a") as f:  # the new inode is watched: a write through a link to it is seen
+        f.write("carol ALL=(ALL) ALL\n")
+    assert wait_for(lambda: sink.change_and_alarm("sudoers", "/etc/sudoers.d/ops: carol ALL=(ALL) ALL"))
+
+
 def test_a_change_that_is_not_a_way_back_in_is_recorded_without_an_alarm(machine, watching):
     _live, sink = watching()
     (machine / "etc" / "cron.d" / "old").write_text("0 3 * * * root /usr/bin/backup\n")
@@ -245,6 +279,28 @@ def test_a_folder_that_cannot_be_watched_is_said_and_polled_instead(machine, wat
     assert "checked every 0.5 s instead" in errors[0]["error"]
     (machine / "etc" / "cron.d" / "polled").write_text("* * * * * root /bin/polled\n")
     assert wait_for(lambda: sink.change_and_alarm("scheduled", "/etc/cron.d/polled"))
+
+
+def test_a_collector_that_hangs_does_not_stop_the_watcher(machine, watching):
+    release = threading.Event()
+    hang = [False]
+
+    def stuck():
+        if hang[0]:
+            release.wait(30)
+        return {}
+
+    categories = file_categories(machine)
+    categories["stuck"] = Category("stuck", stuck, lambda: [Watch(str(machine / "stuck"))])
+    try:
+        live, sink = watching(categories, collect_timeout_s=0.5)
+        hang[0] = True
+        (machine / "stuck").write_text("x")  # the stuck category is collected again, and hangs
+        assert wait_for(lambda: live.checks["stuck"] >= 2)
+        (machine / "etc" / "ld.so.preload").write_text("/after-the-hang.so\n")
+        assert wait_for(lambda: sink.change_and_alarm("preload", "/after-the-hang.so"))
+    finally:
+        release.set()
 
 
 def test_stop_ends_the_thread_and_a_second_stop_does_nothing(machine, watching):

@@ -36,6 +36,8 @@ IN_CLOEXEC = 0o2000000
 # the watcher on every write; the close after writing is what matters.
 FOLDER_MASK = (IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
                | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+# A file watched by itself (its inode): any write, however it was reached, and its end.
+FILE_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
 _HEADER = struct.Struct("iIII")
 
 
@@ -90,7 +92,8 @@ class Inotify:
         self.fd = fd
 
     def add(self, folder: str, mask: int = FOLDER_MASK) -> int:
-        """Watch a folder's entries; the same folder (by inode) twice gives the same descriptor."""
+        """Watch a folder's entries (or, with ``FILE_MASK``, a file); the same inode twice gives the same
+        descriptor, and the mask of the last call."""
         wd = _LIBC.inotify_add_watch(self.fd, os.fsencode(folder), mask)
         if wd < 0:
             err = ctypes.get_errno()

@@ -41,7 +41,7 @@ from agent.capture.inventory import inotify
 from agent.capture.inventory.diff import diff_category, diff_snapshots
 from agent.capture.inventory.machine import Machine
 from agent.capture.inventory.origin import PackageOrigins
-from agent.capture.inventory.snapshot import collect_one, take_snapshot
+from agent.capture.inventory.snapshot import take_snapshot
 from agent.capture.inventory.types import Categories, Snapshot, collectors_of
 from agent.capture.inventory.watchplan import WatchPlan
 from agent.records import RecordType
@@ -49,6 +49,7 @@ from agent.records import RecordType
 DPKG_WAIT_S = 30.0           # longest a change is held back while dpkg runs
 UNWATCHED_POLL_S = 30.0      # a category whose folders cannot be watched is collected this often
 MAX_ERRORS_REPORTED = 20
+COLLECT_TIMEOUT_S = 60.0
 
 
 def change_file(change: dict) -> str | None:
@@ -81,13 +82,15 @@ class LiveInventory:
 
     def __init__(self, sink, before: Snapshot, categories: Categories, *, root: str = "/",
                  attribute: bool = True, unwatched_poll_s: float = UNWATCHED_POLL_S, dpkg_wait_s: float = DPKG_WAIT_S,
-                 make_inotify: Callable[[], inotify.Inotify] = inotify.Inotify):
+                 make_inotify: Callable[[], inotify.Inotify] = inotify.Inotify,
+                 collect_timeout_s: float = COLLECT_TIMEOUT_S):
         """``before``: the session's "before" snapshot; only its categories are watched.
         ``categories``: the table (``registry.default_categories(root=…)``). ``root``: where dpkg's
         database is read for attribution (the same root as the categories'). ``attribute``: look
         packages up at all. ``unwatched_poll_s``: how often a category whose folders cannot be
         watched is collected instead. ``dpkg_wait_s``: the longest a change is held back while dpkg
-        runs. ``make_inotify``: the inotify maker (tests give a failing one)."""
+        runs. ``make_inotify``: the inotify maker (tests give a failing one). ``collect_timeout_s``:
+        the longest one collection may take before it counts as failed."""
         self._sink = sink
         self.before = before
         self._categories = {name: c for name, c in categories.items() if name in before}
@@ -95,6 +98,7 @@ class LiveInventory:
         self._origins = PackageOrigins(Machine(root), before.get("packages")) if attribute else None
         self._unwatched_poll_s = unwatched_poll_s
         self._dpkg_wait_s = dpkg_wait_s
+        self._collect_timeout_s = collect_timeout_s
         self._make_inotify = make_inotify
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -244,10 +248,8 @@ class LiveInventory:
                 self._dirty.setdefault(name, (now - 60, now - 60))  # due at once
 
     def _check(self, names: list[str]) -> None:
-        if len(names) > 1:
-            fresh = take_snapshot(collectors_of({n: self._categories[n] for n in names}))
-        else:
-            fresh = {names[0]: collect_one(names[0], self._categories[names[0]].collect)}
+        # in threads, within a time limit: a collector stuck on a hung home is an error entry, not a stuck watcher
+        fresh = take_snapshot(collectors_of({n: self._categories[n] for n in names}), timeout=self._collect_timeout_s)
         for name in sorted(names):
             changes = diff_category(name, self._current[name], fresh[name])
             self._current[name] = fresh[name]
