@@ -29,12 +29,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
-from agent.capture.inventory.summary import session_summary
+from agent.capture.inventory.summary import journal_summary
 from agent.clock import rfc3339, utc_now
 from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
 from agent.history import History
 from agent.home import Home
-from agent.journal import Journal, read_records
+from agent.journal import Journal
 from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.grant import Grant
@@ -478,18 +478,10 @@ class SessionManager:
         await self._seal(session, reason)
 
     async def _publish_summary(self, session: Session) -> None:
-        """The ``session-summary`` event: what changed and every way back in, for the tray to show."""
-        path = getattr(session.journal, "path", None)
-        if path is None:
-            return
-
-        def read() -> dict:
-            with open(path, "rb") as f:
-                return session_summary(r for r in read_records(f) if isinstance(r, dict))
-
+        """The ``session-summary`` event (what changed, every way back in) for the tray to show."""
         try:
-            summary = await asyncio.to_thread(read)
-        except OSError as exc:
+            summary = await asyncio.to_thread(journal_summary, session.journal.path)  # type: ignore[attr-defined]
+        except (OSError, AttributeError) as exc:
             log.warning("no summary for %s: %s", session.id, exc)
             return
         self._publish("session-summary", {"id": session.id, **summary})

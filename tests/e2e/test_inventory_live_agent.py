@@ -33,7 +33,9 @@ def account():
         subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
 
 
-def _start_session(agent, watched: Path) -> tuple[str, Events]:
+def _start_session(agent, tmp_path: Path) -> tuple[str, Events]:
+    watched = tmp_path / "watched"
+    watched.mkdir(exist_ok=True)
     events = Events(agent.client)
     done = agent.cli("request", *TECHNICIAN, "--watch", str(watched), "--duration", "10m")
     assert done.returncode == 0, done.stderr
@@ -52,9 +54,7 @@ def _add_key(home: Path) -> None:
 def test_a_key_added_mid_session_is_an_alarm_before_the_session_ends(agent_factory, home, tmp_path, account):
     name, user_home = account
     agent = agent_factory(capture=True)
-    watched = tmp_path / "watched"
-    watched.mkdir()
-    sid, events = _start_session(agent, watched)
+    sid, events = _start_session(agent, tmp_path)
     assert (home.session_dir(sid) / FILE_NAME).exists()  # the "before" survives a restart
 
     _add_key(user_home)
@@ -85,9 +85,7 @@ def test_a_key_added_mid_session_is_an_alarm_before_the_session_ends(agent_facto
 def test_a_key_added_while_the_agent_was_killed_is_found_after_the_restart(agent_factory, home, tmp_path, account):
     name, user_home = account
     agent = agent_factory(capture=True)
-    watched = tmp_path / "watched"
-    watched.mkdir()
-    sid, events = _start_session(agent, watched)
+    sid, events = _start_session(agent, tmp_path)
     events.close()
     agent.kill()
     _add_key(user_home)  # the gap: nobody is watching

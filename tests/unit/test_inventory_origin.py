@@ -49,6 +49,14 @@ def on_real_db(tmp_path):
     return tmp_path
 
 
+def copy_under(root: Path, path: str) -> Path:
+    """A copy of the machine's file ``path`` at the same path under ``root``."""
+    copy = root / path.lstrip("/")
+    copy.parent.mkdir(parents=True)
+    shutil.copy(path, copy)
+    return copy
+
+
 def before_without(package: str) -> dict:
     """The real packages category, as if ``package`` had been installed during the session."""
     items = collect_packages(Machine("/"))
@@ -59,9 +67,7 @@ def before_without(package: str) -> dict:
 @needs_dpkg
 def test_a_shipped_file_unchanged_came_with_its_package_the_same_path_changed_did_not(on_real_db):
     package, path, listed = shipped_file()
-    copy = on_real_db / path.lstrip("/")
-    copy.parent.mkdir(parents=True)
-    shutil.copy(path, copy)
+    copy = copy_under(on_real_db, path)
     origins = PackageOrigins(Machine(str(on_real_db)), before_without(package))
     version = collect_packages(Machine("/"))[f"dpkg:{package}"]["version"]
 
@@ -83,9 +89,7 @@ def test_a_shipped_file_unchanged_came_with_its_package_the_same_path_changed_di
 @needs_dpkg
 def test_a_package_file_of_a_package_not_installed_during_the_session_is_unexplained(on_real_db):
     package, path, _listed = shipped_file()
-    copy = on_real_db / path.lstrip("/")
-    copy.parent.mkdir(parents=True)
-    shutil.copy(path, copy)
+    copy_under(on_real_db, path)
     origins = PackageOrigins(Machine(str(on_real_db)), collect_packages(Machine("/")))
     found = origins.attribute(path)
     assert found["origin"] == "unexplained"

@@ -77,7 +77,8 @@ def admin_groups_of(users: dict[str, dict], groups: dict[str, dict]) -> dict[str
 _INCLUDE = re.compile(r"^[#@](include|includedir)\s+(.+?)\s*$")
 
 
-def _logical_lines(text: str) -> list[str]:
+def logical_lines(text: str) -> list[str]:
+    """Lines with a trailing backslash joined to the next (sudoers, PAM)."""
     lines, current = [], ""
     for raw in text.splitlines():
         if raw.endswith("\\"):
@@ -110,7 +111,7 @@ def _redact_rule(rule: str) -> str:
 def parse_sudoers(text: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(rules with secrets redacted and spaces normalised, include directives as (kind, path))."""
     rules, includes = [], []
-    for line in _logical_lines(text):
+    for line in logical_lines(text):
         stripped = line.strip()
         inc = _INCLUDE.match(stripped)
         if inc:

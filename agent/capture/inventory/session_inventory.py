@@ -27,9 +27,9 @@ from agent.capture.inventory.live import LiveInventory
 from agent.capture.inventory.persist import FILE_NAME, load_snapshot, save_snapshot
 from agent.capture.inventory.registry import default_categories
 from agent.capture.inventory.snapshot import summary_records, take_snapshot
+from agent.capture.inventory.summary import journal_records
 from agent.capture.inventory.types import Categories, Snapshot, collectors_of
 from agent.errors import InventoryFileError
-from agent.journal import read_records
 from agent.records import RecordType
 
 
@@ -37,10 +37,7 @@ def _records(journal_path: Path | None) -> Iterator[dict]:
     if journal_path is None:
         return
     try:
-        with open(journal_path, "rb") as f:
-            for record in read_records(f):
-                if isinstance(record, dict):
-                    yield record
+        yield from journal_records(journal_path)
     except OSError:
         return
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from agent.capture.inventory.accounts import logical_lines
 from agent.capture.redact import redact_line
 
 PAM_TYPES = frozenset({"account", "auth", "password", "session"})
@@ -30,19 +31,6 @@ def _pam_words(line: str) -> list[str]:
     return words
 
 
-def _logical_lines(text: str) -> list[str]:
-    lines, current = [], ""
-    for raw in text.splitlines():
-        if raw.endswith("\\"):
-            current += raw[:-1] + " "
-            continue
-        lines.append(current + raw)
-        current = ""
-    if current:
-        lines.append(current)
-    return lines
-
-
 def parse_pam(text: str, with_service: bool = False) -> list[dict]:
     """PAM rules: type, control, module, args (secrets redacted), and ``service`` for ``/etc/pam.conf``.
 
@@ -51,7 +39,7 @@ def parse_pam(text: str, with_service: bool = False) -> list[dict]:
     module is missing) is kept. Lines that are not rules are left out.
     """
     rules = []
-    for line in _logical_lines(text):
+    for line in logical_lines(text):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

@@ -25,8 +25,10 @@ live records are all there is, and ``complete`` says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 
+from agent.journal import read_records
 from agent.records import RecordType
 
 FILE_OPS = ("created", "modified", "deleted", "moved")
@@ -116,3 +118,16 @@ def session_summary(records: Iterable[dict]) -> dict:
         "alarms": alarms,
         "complete": complete,
     }
+
+
+def journal_records(path: str | os.PathLike) -> Iterator[dict]:
+    """The records of a journal file, its unreadable lines left out. OSError when it cannot be opened."""
+    with open(path, "rb") as f:
+        for record in read_records(f):
+            if isinstance(record, dict):
+                yield record
+
+
+def journal_summary(path: str | os.PathLike) -> dict:
+    """:func:`session_summary` over a session's journal file (its unreadable lines left out)."""
+    return session_summary(journal_records(path))
