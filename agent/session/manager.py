@@ -474,8 +474,8 @@ class SessionManager:
             except Exception as exc:  # noqa: BLE001 - whatever capture raises, journal it and still seal
                 session.record(RecordType.CAPTURE_ERROR, {"what": "capture-stop", "path": None,
                                                           "error": error_detail(exc)})
-        await self._publish_summary(session)
         await self._seal(session, reason)
+        await self._publish_summary(session)  # over the sealed journal: nothing more can be added
 
     async def _publish_summary(self, session: Session) -> None:
         """The ``session-summary`` event (what changed, every way back in) for the tray to show."""

@@ -123,7 +123,9 @@ class WatchPlan:
             try:
                 wd = ino.add(path, inotify.FILE_MASK if path in files else inotify.FOLDER_MASK)
             except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                # ENOENT: gone meanwhile, its parent's event says so. EACCES: another user's folder that an
+                # agent not running as root may not watch, nor read: its collector records that instead.
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                     failures += [(category, path, exc) for category in plan[path]]
                 continue
             self._wd_of[path] = (wd, inode)
