@@ -370,6 +370,7 @@ class SessionManager:
             )
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
+        await self._run_login_hook(session, "on_session_started")
 
     def _hooks(self, session: Session) -> LoginHooks | None:
         return self.login_hooks.get(session.source)
@@ -466,7 +467,7 @@ class SessionManager:
             history={"ended": rfc3339(utc_now()), "end_reason": reason},
             event=("session-ended", {"id": session.id, "reason": reason}),
         )
-        await self._run_login_hook(session)
+        await self._run_login_hook(session, "on_session_ended")
         if session.capture is not None:
             try:
                 await asyncio.to_thread(session.capture.stop)
@@ -475,7 +476,8 @@ class SessionManager:
                                                           "error": error_detail(exc)})
         await self._seal(session, reason)
 
-    async def _run_login_hook(self, session: Session) -> None:
+    async def _run_login_hook(self, session: Session, which: str) -> None:
+        """``on_session_started`` or ``on_session_ended`` of the session's login source, in a thread."""
         hooks = self._hooks(session)
         if hooks is None:
             return
@@ -485,11 +487,11 @@ class SessionManager:
             settings = Settings()
         assert session.sink is not None
         try:
-            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(str(self.home.path)), settings,
+            await asyncio.to_thread(getattr(hooks, which), session.hook_view(str(self.home.path)), settings,
                                     session.sink.emit)
         except Exception as exc:  # noqa: BLE001 - whatever a hook raises, never lose the seal over it
-            session.record(RecordType.CAPTURE_ERROR, {"what": "ssh-session-end", "path": None,
-                                                      "error": error_detail(exc)})
+            what = "ssh-session-end" if which == "on_session_ended" else "ssh-session-start"
+            session.record(RecordType.CAPTURE_ERROR, {"what": what, "path": None, "error": error_detail(exc)})
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:
