@@ -65,7 +65,7 @@ def test_a_key_added_mid_session_is_an_alarm_before_the_session_ends(agent_facto
     assert agent.call("status")["session"] == sid  # still running: the alarm came during the session
 
     assert agent.cli("end", timeout=120).returncode == 0
-    summary = events.wait_for("session-summary", lambda d: d["id"] == sid, timeout=60)
+    summary = events.wait_for("session-sealed", lambda d: d["id"] == sid, timeout=60)["summary"]
     events.close()
     ways = [w for w in summary["ways_back_in"] if name in w["item"]]
     assert ways and ways[0]["seen_live"] and ways[0]["still_there"] and ways[0]["origin"] == "unexplained"

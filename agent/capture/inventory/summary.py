@@ -128,6 +128,12 @@ def journal_records(path: str | os.PathLike) -> Iterator[dict]:
                 yield record
 
 
-def journal_summary(path: str | os.PathLike) -> dict:
-    """:func:`session_summary` over a session's journal file (its unreadable lines left out)."""
-    return session_summary(journal_records(path))
+def journal_summary(path: str | os.PathLike | None) -> dict | None:
+    """:func:`session_summary` over a session's journal file (its unreadable lines left out);
+    None when there is no file or it cannot be read."""
+    if path is None:
+        return None
+    try:
+        return session_summary(journal_records(path))
+    except OSError:
+        return None
