@@ -365,7 +365,8 @@ class AgentService:
                                          only=params.get("only"), for_s=params.get("for_s"))
 
     async def _wait(self, params, peer, caller):
-        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30))
+        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30),
+                                       params.get("until", "decided"))
 
     async def _end(self, params, peer, caller):
         return await self.manager.end(_session_id(params), caller)
