@@ -199,7 +199,7 @@ class AgentService:
         if os.geteuid() != 0:
             return
         live = {s["id"] for s in [self.manager.status().get("active") or {}] if s.get("id")}
-        for sid in ssh_sudo.revoke_all_but(live):
+        for sid in ssh_sudo.revoke_all_but(live, str(self.home.path)):
             assert self._unattended is not None
             self._unattended.emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "session": sid,
                                                       "detail": f"sudo left by session {sid} was taken back when "

@@ -341,10 +341,11 @@ class SessionManager:
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
+        # What the grant gives at the door beyond the key (sudo for admin) is in place before anyone is let in.
+        await self._run_login_hook(session, "on_session_started")
         session.settled.set()  # also for a session resumed after a restart: it records again
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
-        await self._run_login_hook(session, "on_session_started")
 
     def _hooks(self, session: Session) -> LoginHooks | None:
         return self.login_hooks.get(session.source)
