@@ -24,7 +24,7 @@ from agent.capture.hashing import hash_file
 from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessSampler
-from agent.capture.redact import is_secret_file, is_text_config
+from agent.redact import is_secret_file, is_text_config
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
 

@@ -49,7 +49,7 @@ from agent.capture.baseline import ContentBaseline, Known, TreeIndex
 from agent.capture.bursts import Burst, BurstCoalescer, Op
 from agent.capture.hashing import Hasher, HashResult
 from agent.capture.paths import path_fields
-from agent.capture.redact import is_secret_file, is_text_config, redact_diff
+from agent.redact import is_secret_file, is_text_config, redact_diff
 
 EVENT_FILTER = [
     FileCreatedEvent,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import psutil
 
-from agent.capture.redact import redact_cmdline
+from agent.redact import redact_cmdline
 
 TechnicianPids = Callable[[], Iterable[int]]
 

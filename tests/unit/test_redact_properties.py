@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape as xml_escape
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent.capture.redact import (
+from agent.redact import (
     is_secret_file,
     is_text_config,
     redact_cmdline,

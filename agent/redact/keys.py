@@ -1,0 +1,96 @@
+"""Which key names hold secrets, and which values cannot be secrets even under such a key.
+
+The rules err towards hiding: a leaked password is worse than an unreadable
+line. The only values of secret-named keys left visible are ones that cannot
+be secrets: file paths (``/etc/ssl/private/site.key``), whole-value variable
+references (``${DB_PASSWORD}``, ``{{ vault_pw }}``), YAML block indicators,
+switches (``yes``, ``disabled``) and markers already in place; and keys whose
+name says they hold something *about* a secret (``PasswordAuthentication``,
+``max_password_age``, ``key_size``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from agent.redact.spans import MARKER_RE_TEXT
+
+_SECRET_SUBSTRINGS = (
+    "password", "passwd", "passphrase", "secret", "token", "apikey",
+    "credential", "privatekey", "accesskey", "secretkey", "authkey",
+    "signingkey", "encryptionkey", "masterkey", "accountkey", "sharedkey",
+    "licensekey", "sessionkey", "clientkey", "hmackey", "appkey",
+)
+_SECRET_SEGMENTS = frozenset({
+    "key", "pass", "pw", "pwd", "psk", "auth", "authorization", "cookie",
+    "cookies", "sig", "signature", "salt", "bearer", "jwt", "otp", "private",
+    "creds", "passin", "passout", "sas", "dsn",
+})
+_NOT_PASS = frozenset({"bypass", "compass", "encompass", "surpass", "overpass", "underpass", "trespass", "preauth"})
+_NOT_SECRET_NAMES = frozenset({"nmtoken", "nmtokens"})  # XML DTD types
+# A key whose last word is one of these holds something *about* a secret.
+_META_LAST = frozenset({
+    "length", "len", "size", "bits", "type", "types", "file", "files", "path",
+    "paths", "dir", "directory", "format", "algorithm", "algorithms", "alg",
+    "policy", "expiry", "expiration", "expires", "expire", "ttl", "timeout",
+    "lifetime", "age", "count", "min", "max", "minimum", "maximum", "enabled",
+    "enable", "disable", "disabled", "required", "require", "prompt", "mode",
+    "method", "methods", "authentication", "name", "url", "uri", "endpoint",
+    "helper", "command", "cmd", "env", "provider", "strength", "complexity",
+    "hint", "retries", "attempts", "location", "flags", "header", "label",
+    "validity", "days", "interval", "regex", "pattern", "quality", "history",
+    "chars", "server", "servers", "host", "port", "backend", "store", "cache", "stdin", "sock", "socket",
+    "check", "checking", "scheme", "schemes", "usage", "identifier", "encryption", "mgmt", "management",
+})
+_META_FIRST = frozenset({
+    "permit", "allow", "max", "min", "num", "no", "without", "ask", "prompt", "require", "is", "has", "use",
+    "prevent", "handle", "meta",
+})
+_CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+_SPLIT = re.compile(r"[^A-Za-z0-9]+")
+
+
+def segments(name: str) -> list[str]:
+    """The words of a key name, lower case: ``dbPassword_2`` -> ``['db', 'password', '2']``."""
+    return [m.group(0).lower() for part in _SPLIT.split(name) for m in _CAMEL.finditer(part)]
+
+
+@functools.lru_cache(maxsize=8192)
+def is_secret_key(name: str) -> bool:
+    """Whether a key, option or header of this name holds a secret value."""
+    segs = segments(name)
+    if not segs:
+        return False
+    compact = "".join(segs)
+    if compact in _NOT_SECRET_NAMES:
+        return False
+    secret = any(s in compact for s in _SECRET_SUBSTRINGS) or any(
+        s in _SECRET_SEGMENTS
+        or (s.endswith(("pass", "pwd", "pw", "auth")) and s not in _NOT_PASS)
+        for s in segs
+    )
+    if not secret:
+        return False
+    meta = (segs[-1] in _META_LAST or segs[0] in _META_FIRST) and len(segs) > 1
+    return not meta
+
+
+# Values that cannot be secrets even under a secret-named key.
+HARMLESS_VALUE = re.compile(
+    r"(?:~|\.\.?)?/[\w.@+-]+(?:/[\w.@+-]+)+/?"  # a file path
+    r"|\$\{[A-Za-z_]\w*\}"                       # ${VAR}
+    r"|\{\{\s*[\w.]+\s*\}\}"                     # {{ var }}
+    r"|[|>][-+]?\d?|[|>]\d[-+]"                  # a YAML block indicator
+    r"|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?"  # a switch, not a secret
+    r"|\d{1,5}/(?:tcp|udp|sctp|ddp)"              # a port (/etc/services)
+    r"|(?:(?:files|systemd|compat|sss|ldap|nis|nisplus|db|dns|winbind|mymachines|myhostname|resolve|usrfiles"
+    r"|altfiles|cache|extrausers|wins|mdns4?(?:_minimal)?|hesiod|\[[!A-Za-z= ]+\])[ \t]*)+"  # nsswitch sources
+    r"|" + MARKER_RE_TEXT
+)
+
+
+def harmless(value: str) -> bool:
+    """Whether a value cannot be a secret (see ``HARMLESS_VALUE``)."""
+    value = value.strip()
+    return not value or HARMLESS_VALUE.fullmatch(value) is not None
