@@ -293,6 +293,7 @@ OURS: tuple[Format, ...] = (
     ("slack-webhook-path", "slack", r"hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9/_+-]{8,})", ("hooks.slack.com",), None, 1),
     ("slack-token-any", "slack", r"\bxox[abposre]-[A-Za-z0-9-]{10,}", ("xox",), None, 0),
     ("slack-app-token-any", "slack", r"\bxapp-\d-[A-Za-z0-9-]{10,}", ("xapp-",), None, 0),
+    ("facebook-app-token-any", "facebook", r"(?<![\w|])\d{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27,40}\b", ("|", "%7c"), 3, 0),
     ("discord-webhook", "discord", r"discord(?:app)?\.com/api/webhooks/([0-9]+/[A-Za-z0-9_-]+)", ("discord",), None, 1),
     ("github-token-any", "github", r"\bgh[pousr]_[A-Za-z0-9]{30,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), None, 0),
     ("github-fine-grained-any", "github", r"\bgithub_pat_[A-Za-z0-9_]{22,}", ("github_pat_",), None, 0),

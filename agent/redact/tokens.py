@@ -34,7 +34,7 @@ def _compile() -> tuple[TokenFormat, ...]:
     formats = [TokenFormat(i, f, re.compile(rx), kw, ent, g) for i, f, rx, kw, ent, g in (*PREFIXED, *OURS)]
     for fid, family, key, keywords, value, ent in KEYED:
         rx = re.compile(f"(?i:{key}){_SEPARATOR}((?i:{value})){_TAIL}")
-        formats.append(TokenFormat(fid, family, rx, keywords, ent, 1))
+        formats.append(TokenFormat(fid, family, rx, keywords, ent, re.compile(key).groups + 1))
     return tuple(formats)
 
 
