@@ -83,9 +83,12 @@ def entropy(s: str) -> float:
 def formats_in(line: str) -> list[TokenFormat]:
     """The formats whose keywords occur in ``line``."""
     found: dict[str, TokenFormat] = {}
-    for m in _KEYWORD_RE.finditer(line.lower()):
+    low, pos = line.lower(), 0
+    search = _KEYWORD_RE.search
+    while (m := search(low, pos)) is not None:  # overlapping: "duffel_test_" holds "duffel_" and "_test_"
         for f in _BY_KEYWORD.get(m.group(0), ()):
             found[f.id] = f
+        pos = m.start() + 1
     return list(found.values())
 
 

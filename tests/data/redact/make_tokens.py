@@ -25,7 +25,9 @@ import re._constants as C  # noqa: E402 - the regex engine's own parse tree, to 
 import re._parser as P  # noqa: E402
 
 from agent.redact.formats import KEYED, OURS, PREFIXED  # noqa: E402
-from agent.redact.tokens import entropy  # noqa: E402
+from agent.redact.tokens import FORMATS, entropy  # noqa: E402
+
+BY_ID = {f.id: f for f in FORMATS}
 
 _CATEGORIES = {
     C.CATEGORY_DIGIT: string.digits,
@@ -89,11 +91,15 @@ _TAIL = r"""(?:[\x60'"\s;]|\\[nr]|$)"""
 def example_for(pattern: str, group: int, minimum: float | None, rnd: random.Random) -> tuple[str, str]:
     """(the whole match, the secret in it) drawn from ``pattern``."""
     tree = P.parse(pattern.replace(_TAIL, ""))
-    for _ in range(200):
+    compiled = re.compile(pattern)
+    for _ in range(500):
         groups: dict[int, str] = {}
         whole = draw(tree, rnd, groups).strip()
         s = whole if group == 0 else groups.get(group, "")
-        if len(s) >= 6 and (minimum is None or entropy(s) >= minimum + 0.3) and "\\" not in whole and s in whole:
+        if len(s) < 6 or (minimum is not None and entropy(s) < minimum + 0.3) or "\\" in whole:
+            continue
+        m = compiled.search(f"rotated {whole} today")
+        if m and s in (m.group(group) or ""):  # the format itself matches its example, in a line
             return whole, s
     raise ValueError(f"no example for {pattern!r}")
 
@@ -107,8 +113,13 @@ def main() -> None:
         rows.append((fid, family, "neutral-key", f"VALUE_1={m}", s))
         rows.append((fid, family, "json", f'{{"value": "{m}", "n": 1}}', s))
     for fid, family, key, keywords, value, ent in KEYED:
-        _, s = example_for(f"(?i:{value})", 0, ent, rnd)
         word = next((k for k in keywords if re.fullmatch(f"(?i:{key})", k)), None) or draw(P.parse(key), rnd)
+        compiled = BY_ID[fid].regex
+        while True:  # the value must also be what gitleaks' template takes (not eaten by its separator)
+            _, s = example_for(f"(?i:{value})", 0, ent, rnd)
+            m = compiled.search(f"{word}_value = {s}")
+            if m and m.group(BY_ID[fid].group) == s:
+                break
         rows.append((fid, family, "vendor-key", f"{word}_value = {s}", s))
         rows.append((fid, family, "vendor-json", f'"{word}": "{s}",', s))
     print("# format\tfamily\tcontext\tline\tsecret  (made by make_tokens.py; do not edit by hand)")
