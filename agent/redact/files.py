@@ -101,7 +101,7 @@ _NOT_A_SECRET = re.compile(
     r"-?\d+(?:\.\d+)*[a-z]{0,2}"                      # numbers, versions, 30s, 10MB
     r"|(?i:true|false|yes|no|on|off|null|none|debug|info|warn|warning|error|local|production|development|staging|test)"
     r"|[a-z][a-z0-9]*(?:[._-][a-z0-9]+)*\.[a-z]{2,}(?::\d+)?"    # host names
-    r"|(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?|\[?[0-9a-fA-F:]+\]?(?::\d+)?"  # addresses
+    r"|(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?|\[?[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\]?(?::\d+)?"  # addresses
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"                   # e-mail addresses
     r"|[A-Za-z][A-Za-z_]*(?:/[A-Za-z_]+)+"             # Europe/Berlin, text/html
     r"|[a-z]+(?:[_ -][a-z]+)*"                          # words in lower case
