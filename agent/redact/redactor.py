@@ -101,29 +101,36 @@ class Redactor:
                         if piece != v:
                             self._known.add(piece)
 
-    def _known_spans(self, line: str, spans: list[Span]) -> list[Span]:
-        """Known secrets in ``line`` not already inside ``spans``, widened to their word or quoted string."""
+    def _known_spans(self, line: str, spans: list[Span]) -> tuple[list[Span], list[Span]]:
+        """Known secrets in ``line``: (those outside ``spans``, widened to their word or quoted string;
+        the merged rule spans that hold one, whose other parts are then remembered too)."""
         if not self.remember or not len(self._known):
-            return []
+            return [], []
         with self._lock:
             found = self._known.find(line)
+        if not found:
+            return [], []
         covered = merge(spans)
         markers = [m.span() for m in MARKER_RE.finditer(line)]
-        out = []
+        widened, holding = [], []
         for s, e in found:
-            if any(cs <= s and e <= ce for cs, ce in covered) or any(ms <= s < me for ms, me in markers):
+            if any(ms <= s < me for ms, me in markers):
                 continue
-            out.append(enclosing(line, (s, e)))
-        return out
+            around = next(((cs, ce) for cs, ce in covered if cs <= s and e <= ce), None)
+            if around is not None:
+                holding.append(around)
+            else:
+                widened.append(enclosing(line, (s, e)))
+        return widened, holding
 
     def _hide(self, line: str, spans: list[Span]) -> str:
         """``line`` with ``spans`` and every known secret hidden; what was hidden is remembered."""
-        widened = self._known_spans(line, spans)
+        widened, holding = self._known_spans(line, spans)
         if not spans and not widened:
             return line
         out, hidden = apply(line, spans + widened, self._marker)
         self._remember(hidden + [line[s:e] for s, e in spans])
-        self._remember([line[s:e] for s, e in widened], pieces=True)
+        self._remember([line[s:e] for s, e in widened + holding], pieces=True)
         return out
 
     def learn(self, text: str, path: str | None = None) -> int:
