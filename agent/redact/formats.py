@@ -327,6 +327,7 @@ OURS: tuple[Format, ...] = (
     ("grafana-token-any", "grafana", r"\bgl(?:c|sa)_[A-Za-z0-9+/_=-]{32,}", ("glc_", "glsa_"), None, 0),
     ("postman-key-any", "postman", r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b", ("pmak-",), None, 0),
     ("age-secret-key-any", "age", r"\bAGE-SECRET-KEY-1[0-9A-Z]{58}\b", ("age-secret-key-1",), None, 0),
+    ("azure-ad-client-secret-any", "azure", r"(?<![\w~.-])([a-zA-Z0-9_~.]{3}\dQ~[a-zA-Z0-9_~.-]{31,34})(?![\w~.-])", ("q~",), 3, 1),
     ("azure-storage-key", "azure", r"\b[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])", ("==",), None, 0),
     ("azure-sas-signature", "azure", r"[?&]sig=([A-Za-z0-9%+/=]{16,})", ("sig=",), None, 1),
     ("jwt-any", "jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", ("eyj",), None, 0),

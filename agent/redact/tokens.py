@@ -18,6 +18,9 @@ from agent.redact.spans import Span
 
 _SEPARATOR = r"""[ \t\w.-]{0,20}[\s'"]{0,3}(?:=|>|:{1,3}=|\|\||:|=>|\?=|,)[\x60'"\s=]{0,5}"""
 _TAIL = r"""(?:[\x60'"\s;]|\\[nr]|$)"""
+# gitleaks ends a token at a quote, a blank, ";" or a literal \n: here at anything that cannot
+# continue it, so that "(token)" and "token," are found too.
+_END = r"(?![\w-])"
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,9 @@ class TokenFormat:
 
 
 def _compile() -> tuple[TokenFormat, ...]:
-    formats = [TokenFormat(i, f, re.compile(rx), kw, ent, g) for i, f, rx, kw, ent, g in (*PREFIXED, *OURS)]
+    formats = [TokenFormat(i, f, re.compile(rx.replace(_TAIL, _END)), kw, ent, g) for i, f, rx, kw, ent, g in (*PREFIXED, *OURS)]
     for fid, family, key, keywords, value, ent in KEYED:
-        rx = re.compile(f"(?i:{key}){_SEPARATOR}((?i:{value})){_TAIL}")
+        rx = re.compile(f"(?i:{key}){_SEPARATOR}((?i:{value})){_END}")
         formats.append(TokenFormat(fid, family, rx, keywords, ent, re.compile(key).groups + 1))
     return tuple(formats)
 
