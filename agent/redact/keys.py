@@ -41,7 +41,7 @@ _META_LAST = frozenset({
     "hint", "retries", "attempts", "location", "flags", "header", "label",
     "validity", "days", "interval", "regex", "pattern", "quality", "history",
     "chars", "server", "servers", "host", "port", "backend", "store", "cache", "stdin", "sock", "socket",
-    "check", "checking", "scheme", "schemes", "usage", "identifier", "encryption", "mgmt", "management",
+    "check", "checking", "scheme", "schemes", "usage", "identifier", "encryption", "mgmt", "management", "limit", "limits", "filter", "config", "conf", "hashes",
 })
 _META_FIRST = frozenset({
     "permit", "allow", "max", "min", "num", "no", "without", "ask", "prompt", "require", "is", "has", "use",
@@ -78,9 +78,14 @@ def is_secret_key(name: str) -> bool:
 
 # Values that cannot be secrets even under a secret-named key.
 HARMLESS_VALUE = re.compile(
-    r"(?:~|\.\.?)?/[\w.@+-]+(?:/[\w.@+-]+)+/?"  # a file path
+    r"(?:~|\.\.?|\$\w+|\$\{\w+\})?/[\w.@+-]+(?:/[\w.@+-]+)+/?"  # a file path ($dir/private/ca.pem too)
     r"|\$\{[A-Za-z_]\w*\}"                       # ${VAR}
     r"|\{\{\s*[\w.]+\s*\}\}"                     # {{ var }}
+    r"|\$[A-Za-z_][\w]*(?:::\w+)?"                # $VAR, $section::name (openssl.cnf)
+    r"|\$\([^()]*\)|`[^`]*`"                      # a command substitution: computed, not written here
+    r"|%[-#+ 0-9.]*[a-zA-Z]|%\(\w+\)[sd]|\{\d*\}"  # printf-style placeholders (%a, %(pw)s, {0})
+    r"|<[\w-]+>"                                   # <keystore-password>: a placeholder
+    r"|\d"                                        # a single digit: a count or a switch
     r"|[|>][-+]?\d?|[|>]\d[-+]"                  # a YAML block indicator
     r"|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?"  # a switch, not a secret
     r"|\d{1,5}/(?:tcp|udp|sctp|ddp)"              # a port (/etc/services)
@@ -90,7 +95,13 @@ HARMLESS_VALUE = re.compile(
 )
 
 
+_TRAILING_COMMENT = re.compile(r"(?:\s+|(?<=\.pem)|(?<=\.key)|(?<=\.crt))#.*$")
+
+
 def harmless(value: str) -> bool:
-    """Whether a value cannot be a secret (see ``HARMLESS_VALUE``)."""
+    """Whether a value cannot be a secret (see ``HARMLESS_VALUE``); a trailing ``# comment`` is not part of it."""
     value = value.strip()
-    return not value or HARMLESS_VALUE.fullmatch(value) is not None
+    if not value or HARMLESS_VALUE.fullmatch(value) is not None:
+        return True
+    bare = _TRAILING_COMMENT.sub("", value).strip()
+    return bare != value and bool(bare) and HARMLESS_VALUE.fullmatch(bare) is not None

@@ -172,7 +172,16 @@ def high_entropy_spans(line: str) -> list[Span]:
 _VALUE_TOKEN = re.compile(r"[A-Za-z0-9+/_.~=-]{20,}")
 
 
+_CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
 def random_value(value: str) -> bool:
-    """A value after *any* key that is a key itself: 20+ characters of one token that look random."""
+    """A value after *any* key that is a key itself: 20+ characters of one token that look random.
+
+    Names written in words (``jdk.G1GarbageCollection``) are long runs of letters;
+    a key changes case or class every character or two."""
     value = value.strip().strip("\"'`")
-    return _VALUE_TOKEN.fullmatch(value) is not None and looks_random(value.rstrip("="), min_len=20, min_entropy=3.7)
+    if _VALUE_TOKEN.fullmatch(value) is None or not looks_random(value.rstrip("="), min_len=20, min_entropy=3.7):
+        return False
+    runs = _CAMEL.findall(value)
+    return not runs or sum(map(len, runs)) / len(runs) < 3.0
