@@ -40,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.redact import default_redactor, is_text_config, redact_line, redact_text  # noqa: E402
-from agent.redact.tokens import FORMATS  # noqa: E402
+from agent.redact import default_redactor, is_text_config, redact_line, redact_text
+from agent.redact.tokens import FORMATS
 
 CORPUS = ROOT / "tests" / "data" / "redact" / "tokens.tsv"
 _BEGIN = re.compile(r"-----BEGIN [A-Za-z0-9 ]+-----")
@@ -161,7 +161,7 @@ def capture_before_after(args: argparse.Namespace) -> dict:
             after.append(capture_cpu(ROOT, args))
     b, a = sorted(before)[len(before) // 2], sorted(after)[len(after) // 2]
     return {"capture_before_ref": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref],
-                                                 capture_output=True, text=True).stdout.strip(),
+                                                 capture_output=True, text=True, check=True).stdout.strip(),
             "capture_ops": 2 * args.capture_ops, "capture_rounds": args.capture_rounds,
             "capture_cpu_before_s": round(b, 2), "capture_cpu_after_s": round(a, 2),
             "capture_cpu_ratio": round(a / b, 3) if b else None,

@@ -122,9 +122,9 @@ def kv_spans(line: str) -> tuple[list[Span], Open | None]:
             continue
         if c in "\"'`":
             end = close_quote(line, p + 1, c)
-            if name.lower() in NAMING_ATTRS and end > 0 and is_identifier(line[p + 1 : end]):
-                if line.rfind("<", 0, start) > line.rfind(">", 0, start):
-                    continue  # key="DbPassword" in a tag names a setting; the value="…" beside it is judged by that name
+            naming = name.lower() in NAMING_ATTRS and end > 0 and is_identifier(line[p + 1 : end])
+            if naming and line.rfind("<", 0, start) > line.rfind(">", 0, start):
+                continue  # key="DbPassword" in a tag names a setting; the value="…" beside it is judged by that name
             if end < 0:
                 spans.append((p + 1, n))
                 opened = opened or Open("quote", c)

@@ -10,6 +10,7 @@ such input.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from agent.redact.keys import harmless, is_secret_key
@@ -41,7 +42,7 @@ _SHORT_FLAGS_WITH_B = re.compile(r"-[a-zA-Z]*b[a-zA-Z]*")
 def program(arg0: str) -> str:
     """The program's name from argv[0]: no folder, no ``.exe``, lower case."""
     name = re.split(r"[/\\]", arg0)[-1].lower()
-    return name[:-4] if name.endswith(".exe") else name
+    return name.removesuffix(".exe")
 
 
 def argv_spans(argv: list[str]) -> list[ArgSpan]:
@@ -194,7 +195,7 @@ def reads_secret_on_stdin(argv: list[str]) -> bool:
         rest = [a for a in argv[1:] if not a.startswith("-")]
         return reads_secret_on_stdin(rest)
     sub = STDIN_SUBCOMMANDS.get(prog)
-    if sub and list(a.lower() for a in argv[1:3]) == list(sub):
+    if sub and [a.lower() for a in argv[1:3]] == list(sub):
         return True
     return prog in STDIN_READERS or any(a in STDIN_OPTIONS for a in argv[1:])
 
@@ -202,7 +203,8 @@ def reads_secret_on_stdin(argv: list[str]) -> bool:
 def _commands(words: list[tuple[int, str]]) -> list[tuple[str, list[tuple[int, str]]]]:
     """The words of a shell line split into commands, each with the separator before it."""
     commands: list[tuple[str, list[tuple[int, str]]]] = []
-    sep, current = "", []
+    sep = ""
+    current: list[tuple[int, str]] = []
     for start, w in words:
         if _SEPARATOR.fullmatch(w):
             commands.append((sep, current))
@@ -221,7 +223,7 @@ def _piped_secret_spans(words: list[tuple[int, str]]) -> list[Span]:
         argv = [w.strip("'\"") for _, w in cmd]
         if not reads_secret_on_stdin(argv):
             continue
-        for (_, w), (start, following) in zip(cmd, cmd[1:]):
+        for (_, w), (start, following) in itertools.pairwise(cmd):
             if w == "<<<":
                 spans.append(_word_span(start, following))
         previous = commands[i - 1][1] if i > 0 else []
@@ -248,7 +250,8 @@ def shell_spans(line: str) -> list[Span]:
     for i, (_, word) in enumerate(words):
         if program(word.strip("'\"")) not in KNOWN_PROGRAMS:
             continue
-        argv, offsets = [], []
+        argv: list[str] = []
+        offsets: list[int] = []
         for start, w in words[i : i + MAX_ARGS]:
             if argv and (_SEPARATOR.fullmatch(w) or program(w.strip("'\"")) in KNOWN_PROGRAMS):
                 break  # the end of this command, or the start of the next one

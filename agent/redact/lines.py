@@ -17,7 +17,17 @@ from agent.redact.assignments import auth_header_spans, kv_spans, random_value_s
 from agent.redact.commands import heredoc_opens, shell_spans
 from agent.redact.keys import harmless, is_secret_key
 from agent.redact.markup import NEXT_ELEMENT, xml_spans
-from agent.redact.spans import MAX_LINE, MAX_OPEN_LINES, Open, Span, close_quote, indent_of, shift, split_lines, whole
+from agent.redact.spans import (
+    MAX_LINE,
+    MAX_OPEN_LINES,
+    Open,
+    Span,
+    close_quote,
+    indent_of,
+    shift,
+    split_lines,
+    whole,
+)
 from agent.redact.tokens import high_entropy_spans, token_spans
 
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Za-z0-9 ]+?-----|---- BEGIN [A-Za-z0-9 ]+? ----")
@@ -87,7 +97,7 @@ def continue_line(line: str, opened: Open) -> tuple[list[Span], Open | None, boo
             return [], None, True  # the end, or not a key after all
         return whole(line), opened, False
     if kind == "putty":
-        if line.startswith("Private-MAC:") or line.startswith("Private-Hash:"):
+        if line.startswith(("Private-MAC:", "Private-Hash:")):
             colon = line.index(":") + 1
             start = colon + (len(line[colon:]) - len(line[colon:].lstrip()))
             return [(start, len(line.rstrip()))], None, False

@@ -26,7 +26,15 @@ from agent.redact.files import credentials_in, env_spans, is_secret_file, profil
 from agent.redact.known import PIECES, KnownSecrets, enclosing
 from agent.redact.lines import scan_line, scan_text
 from agent.redact.markup import xml_spans
-from agent.redact.spans import MARKER_RE_TEXT, MAX_LINE, Marker, Span, apply, merge, split_lines
+from agent.redact.spans import (
+    MARKER_RE_TEXT,
+    MAX_LINE,
+    Marker,
+    Span,
+    apply,
+    merge,
+    split_lines,
+)
 from agent.redact.tokens import high_entropy_spans, token_spans
 
 MARKER_RE = re.compile(MARKER_RE_TEXT)

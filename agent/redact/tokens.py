@@ -116,7 +116,7 @@ _PLAIN_USER = re.compile(r"[a-z_][a-z0-9._-]{0,31}|[\w.+-]+%40[\w.-]+|[A-Za-z][a
 
 def url_spans(line: str) -> list[Span]:
     """Passwords in URLs (``scheme://user:PW@host``) and tokens standing as the user (``https://TOKEN@host``)."""
-    spans = []
+    spans: list[Span] = []
     if "://" not in line:
         return spans
     for m in _URL_USERINFO.finditer(line):

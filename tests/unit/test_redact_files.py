@@ -55,32 +55,32 @@ def test_a_diff_of_an_env_file_hides_by_shape():
 # (path, text, secrets): each secret must not survive, and the line count is kept
 FILES = [
     ("/root/.docker/config.json",
-     '{\n  "auths": {\n    "registry.example": {\n      "auth": "Ym9iOmRvY2tlclB3MQ=="\n    }\n  },\n'
-     '  "identitytoken": "idTok3nValue55"\n}\n', ["Ym9iOmRvY2tlclB3MQ==", "idTok3nValue55"]),
+     ('{\n  "auths": {\n    "registry.example": {\n      "auth": "Ym9iOmRvY2tlclB3MQ=="\n    }\n  },\n'
+     '  "identitytoken": "idTok3nValue55"\n}\n'), ["Ym9iOmRvY2tlclB3MQ==", "idTok3nValue55"]),
     ("/root/.kube/config",
-     "users:\n- name: admin\n  user:\n    client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=\n"
-     "    token: kubeTok3nValue1\n    password: kubePw1\n", ["LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=", "kubeTok3nValue1", "kubePw1"]),
+     ("users:\n- name: admin\n  user:\n    client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=\n"
+     "    token: kubeTok3nValue1\n    password: kubePw1\n"), ["LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo=", "kubeTok3nValue1", "kubePw1"]),
     ("/root/.config/rclone/rclone.conf",
-     "[s3]\ntype = s3\naccess_key_id = AKIAIOSFODNN7EXAMPLE\nsecret_access_key = rcloneSecret1\n[drive]\n"
-     'token = {"access_token":"ya29.a0Afh6SMBxyz0123456789abcdef","refresh_token":"1//0gRefreshTok"}\npass = rclObscured9\n',
+     ("[s3]\ntype = s3\naccess_key_id = AKIAIOSFODNN7EXAMPLE\nsecret_access_key = rcloneSecret1\n[drive]\n"
+     'token = {"access_token":"ya29.a0Afh6SMBxyz0123456789abcdef","refresh_token":"1//0gRefreshTok"}\npass = rclObscured9\n'),
      ["AKIAIOSFODNN7EXAMPLE", "rcloneSecret1", "ya29.a0Afh6SMBxyz0123456789abcdef", "1//0gRefreshTok", "rclObscured9"]),
     ("/root/.s3cfg",
      "[default]\naccess_key = AKIAI44QH8DHBEXAMPLE\nsecret_key = s3cmdSecret1\ngpg_passphrase = s3cmdGpg2\nhost_base = s3.amazonaws.com\n",
      ["AKIAI44QH8DHBEXAMPLE", "s3cmdSecret1", "s3cmdGpg2"]),
     ("/etc/boto.cfg",
-     "[Credentials]\naws_access_key_id = AKIAI44QH8DHBEXAMPLE\naws_secret_access_key = botoSecret1\n"
-     "gs_oauth2_refresh_token = botoRefresh2\n", ["AKIAI44QH8DHBEXAMPLE", "botoSecret1", "botoRefresh2"]),
+     ("[Credentials]\naws_access_key_id = AKIAI44QH8DHBEXAMPLE\naws_secret_access_key = botoSecret1\n"
+     "gs_oauth2_refresh_token = botoRefresh2\n"), ["AKIAI44QH8DHBEXAMPLE", "botoSecret1", "botoRefresh2"]),
     ("/etc/wpa_supplicant/wpa_supplicant.conf",
-     'network={\n  ssid="Home"\n  psk="wpa secret phrase"\n}\nnetwork={\n  ssid="Office"\n  key_mgmt=WPA-EAP\n'
-     '  identity="bob"\n  password="eapPw1"\n  private_key_passwd="keyPw2"\n  wep_key0=0102030405\n}\n',
+     ('network={\n  ssid="Home"\n  psk="wpa secret phrase"\n}\nnetwork={\n  ssid="Office"\n  key_mgmt=WPA-EAP\n'
+     '  identity="bob"\n  password="eapPw1"\n  private_key_passwd="keyPw2"\n  wep_key0=0102030405\n}\n'),
      ["wpa secret phrase", "eapPw1", "keyPw2", "0102030405"]),
     ("/etc/NetworkManager/system-connections/Home.nmconnection",
-     "[connection]\nid=Home\ntype=wifi\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=nmPsk12345\n[802-1x]\npassword=nmPw2\n"
-     "[vpn-secrets]\nXauth password=nmXauth3\n[wireguard]\nprivate-key=yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n",
+     ("[connection]\nid=Home\ntype=wifi\n[wifi-security]\nkey-mgmt=wpa-psk\npsk=nmPsk12345\n[802-1x]\npassword=nmPw2\n"
+     "[vpn-secrets]\nXauth password=nmXauth3\n[wireguard]\nprivate-key=yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n"),
      ["nmPsk12345", "nmPw2", "nmXauth3", "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="]),
     ("/etc/openvpn/client/office.ovpn",
-     "client\nremote vpn.example 1194\n<auth-user-pass>\nbob\novpnInlinePw\n</auth-user-pass>\n<tls-auth>\n"
-     "-----BEGIN OpenVPN Static key V1-----\n0123456789abcdef0123456789abcdef\n-----END OpenVPN Static key V1-----\n</tls-auth>\nverb 3\n",
+     ("client\nremote vpn.example 1194\n<auth-user-pass>\nbob\novpnInlinePw\n</auth-user-pass>\n<tls-auth>\n"
+     "-----BEGIN OpenVPN Static key V1-----\n0123456789abcdef0123456789abcdef\n-----END OpenVPN Static key V1-----\n</tls-auth>\nverb 3\n"),
      ["ovpnInlinePw", "0123456789abcdef0123456789abcdef"]),
     ("/etc/msmtprc", "account default\nhost smtp.example\nuser bob\npassword msmtpPw1\n", ["msmtpPw1"]),
     ("/root/.fetchmailrc", "poll mail.example protocol imap user bob password fetchPw1\n", ["fetchPw1"]),

@@ -66,7 +66,7 @@ def test_a_quoted_string_holding_a_known_secret_is_hidden_whole():
 def test_paths_alarms_and_records_are_scrubbed():
     r = Redactor()
     r.learn(CONF)
-    raw = "/tmp/OLDPASSWORD-backup".encode() + b"\xff"
+    raw = b"/tmp/OLDPASSWORD-backup" + b"\xff"
     data = {
         "path": "/tmp/OLDPASSWORD-backup",
         "path_b64": base64.b64encode(raw).decode(),

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import re._constants as C  # noqa: E402 - the regex engine's own parse tree, to draw strings from a pattern
-import re._parser as P  # noqa: E402
+import re._constants as C
+import re._parser as P
 
-from agent.redact.formats import KEYED, OURS, PREFIXED  # noqa: E402
-from agent.redact.tokens import FORMATS, entropy  # noqa: E402
+from agent.redact.formats import KEYED, OURS, PREFIXED
+from agent.redact.tokens import FORMATS, entropy
 
 BY_ID = {f.id: f for f in FORMATS}
 
