@@ -33,7 +33,7 @@ class KnownSecrets:
 
     def __init__(self, digest: Callable[[str], bytes], *, min_chars: int = MIN_CHARS, max_values: int = MAX_VALUES):
         self._digest = digest
-        self._salt = secrets.token_hex(8)
+        self._salt = secrets.randbits(64)
         self._digests: set[bytes] = set()
         self._lengths: Counter[int] = Counter()
         self._sorted_lengths: list[int] = []
@@ -46,7 +46,8 @@ class KnownSecrets:
         return len(self._digests)
 
     def _fingerprint(self, anchor: str) -> int:
-        return hash((self._salt, anchor)) & (_BITS - 1)
+        # str hashes are SipHash under the interpreter's random key; the salt makes them ours
+        return ((hash(anchor) ^ self._salt) * 0x9E3779B97F4A7C15 >> 48) & (_BITS - 1)
 
     def add(self, value: str) -> bool:
         """Remember ``value``; False if it is too short, already known, or the memory is full."""
@@ -66,6 +67,10 @@ class KnownSecrets:
         self._table[f >> 3] |= 1 << (f & 7)
         return True
 
+    def holds_any(self, text: str) -> bool:
+        """Whether any remembered value occurs in ``text`` (the quick test before hiding)."""
+        return bool(self._digests) and len(text) >= self.min_chars and bool(self.find(text))
+
     def __contains__(self, value: str) -> bool:
         return bool(self._digests) and self._digest(value) in self._digests
 
@@ -74,10 +79,10 @@ class KnownSecrets:
         if not self._digests or len(text) < self.min_chars:
             return []
         spans: list[Span] = []
-        table, lengths, n = self._table, self._sorted_lengths, len(text)
-        fingerprint, digest, digests = self._fingerprint, self._digest, self._digests
+        table, lengths, n, salt = self._table, self._sorted_lengths, len(text), self._salt
+        digest, digests = self._digest, self._digests
         for i in range(n - self.min_chars + 1):
-            f = fingerprint(text[i : i + ANCHOR])
+            f = ((hash(text[i : i + ANCHOR]) ^ salt) * 0x9E3779B97F4A7C15 >> 48) & 0xFFFF  # _fingerprint, inlined
             if not table[f >> 3] & (1 << (f & 7)):
                 continue
             for length in lengths:

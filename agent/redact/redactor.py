@@ -38,6 +38,7 @@ from agent.redact.spans import (
 from agent.redact.tokens import high_entropy_spans, token_spans
 
 MARKER_RE = re.compile(MARKER_RE_TEXT)
+CLEAN_CACHE = 50_000  # names remembered as clean, at most
 # In a note (prose), "the password is X", "new token: X", "pw to X" name their value.
 _NOTE_SECRET = re.compile(
     r"(?i)\b(?:new[ \t]+|old[ \t]+|the[ \t]+|admin[ \t]+|root[ \t]+)?"
@@ -75,6 +76,8 @@ class Redactor:
         self.remember = remember
         self._known = KnownSecrets(self._marker.digest)
         self._lock = threading.Lock()
+        self._clean_names: set[str] = set()  # names (parts of paths) known to hold no known secret
+        self._clean_for = 0  # how many secrets were known when they were checked
 
     # -- markers and memory -----------------------------------------------------------
     def marker(self, value: str) -> str:
@@ -260,7 +263,9 @@ class Redactor:
         if isinstance(value, str):
             if key.endswith("_b64"):
                 return self._scrub_b64(value)
-            return self.hide_known(value)
+            if key.startswith("sha256") or key.endswith("_sha256"):
+                return value  # our own digests
+            return value if self._clean(value) else self.hide_known(value)
         if isinstance(value, dict):
             return {k: self._scrub(v, k if isinstance(k, str) else "") for k, v in value.items()}
         if isinstance(value, list):
@@ -268,6 +273,22 @@ class Redactor:
         if isinstance(value, tuple):
             return tuple(self._scrub(v, key) for v in value)
         return value
+
+    def _clean(self, value: str) -> bool:
+        """Whether ``value`` holds no known secret. A path is checked name by name, and names found clean
+        are remembered until the next secret is learned: the folders of a burst are checked once."""
+        with self._lock:
+            if self._clean_for != len(self._known) or len(self._clean_names) > CLEAN_CACHE:
+                self._clean_names.clear()
+                self._clean_for = len(self._known)
+            parts = value.split("/") if value.startswith("/") and "\n" not in value else [value]
+            for part in parts:
+                if part in self._clean_names:
+                    continue
+                if self._known.holds_any(part):
+                    return False
+                self._clean_names.add(part)
+            return True
 
     def _scrub_b64(self, value: str) -> str:
         try:
