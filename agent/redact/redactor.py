@@ -38,7 +38,8 @@ from agent.redact.spans import (
 from agent.redact.tokens import high_entropy_spans, token_spans
 
 MARKER_RE = re.compile(MARKER_RE_TEXT)
-CLEAN_CACHE = 50_000  # names remembered as clean, at most
+CLEAN_CACHE = 50_000
+_KEY_AFTER = re.compile(r"[ \t]*[=:]")  # names remembered as clean, at most
 # In a note (prose), "the password is X", "new token: X", "pw to X" name their value.
 _NOTE_SECRET = re.compile(
     r"(?i)\b(?:new[ \t]+|old[ \t]+|the[ \t]+|admin[ \t]+|root[ \t]+)?"
@@ -97,20 +98,26 @@ class Redactor:
     def knows(self, value: str) -> bool:
         return value in self._known
 
-    def _remember(self, values: list[str], pieces: bool = False) -> None:
-        """Remember ``values``; with ``pieces``, also their parts (``s/OLD/NEW/`` -> ``NEW``)."""
+    def _remember(self, values: list[str]) -> None:
+        """Remember ``values`` (what was hidden)."""
         if not self.remember:
             return
         with self._lock:
             for v in values:
                 v = v.strip().strip("\"'`")
-                if MARKER_RE.fullmatch(v):
-                    continue
-                self._known.add(v)
-                if pieces:
-                    for piece in PIECES.findall(v):
-                        if piece != v:
-                            self._known.add(piece)
+                if not MARKER_RE.fullmatch(v):
+                    self._known.add(v)
+
+    def _remember_parts(self, line: str, spans: list[Span]) -> None:
+        """Remember the parts of spans that held a known secret (``s/OLD/NEW/`` -> ``NEW``), except
+        the parts that are keys (``password`` in ``password=NEW``: followed by ``=`` or ``:`` in the line)."""
+        if not self.remember or not spans:
+            return
+        with self._lock:
+            for s, e in spans:
+                for m in PIECES.finditer(line, s, e):
+                    if not _KEY_AFTER.match(line, m.end()) and not MARKER_RE.fullmatch(m.group(0)):
+                        self._known.add(m.group(0))
 
     def _known_spans(self, line: str, spans: list[Span]) -> tuple[list[Span], list[Span]]:
         """Known secrets in ``line``: (those outside ``spans``, widened to their word or quoted string;
@@ -140,8 +147,8 @@ class Redactor:
         if not spans and not widened:
             return line
         out, hidden = apply(line, spans + widened, self._marker)
-        self._remember(hidden + [line[s:e] for s, e in spans])
-        self._remember([line[s:e] for s, e in widened + holding], pieces=True)
+        self._remember(hidden + [line[s:e] for s, e in spans + widened])
+        self._remember_parts(line, widened + holding)
         return out
 
     def learn(self, text: str, path: str | None = None) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.clock import rfc3339
+from agent.redact import Redactor
 from agent.session.lifecycle import State
 from agent.session.request import SessionRequest, Verification
 from agent.session.sink import SessionSink
@@ -53,6 +54,8 @@ class Session:
     finishing: asyncio.Task | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    # What this session hides, and remembers having hidden (agent.redact): notes, capture, every record.
+    redactor: Redactor = field(default_factory=Redactor)
 
     def record(self, type: str, data: dict) -> int:
         """Journal a record: through the sink (live to subscribers) once the session has one."""

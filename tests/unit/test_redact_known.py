@@ -191,3 +191,17 @@ def test_a_note_repeating_a_known_secret():
     note = r.redact_note("Checked that Tok3nFromConfig99 still works")
     assert "Tok3nFromConfig99" not in note.text and note.hidden == 1
     assert MARKER_RE.search(note.text)
+
+
+def test_key_names_around_a_known_secret_are_never_learned():
+    """Found in the real-sshd test: a sed over 'password = …' must not make the word 'password' a secret."""
+    r = Redactor()
+    conf = "port = 8080\npassword = hunter2-original\n"
+    r.learn(conf, "/etc/x/app.conf")
+    script = "set -e\nsed -i 's/^password = .*/password = s3cr3t-rotated/' /etc/x/app.conf\n"
+    r.redact_cmdline(["sed", "-i", "s/^password = .*/password = s3cr3t-rotated/", "/etc/x/app.conf"])
+    r.redact_cmdline(["bash", "-c", script])
+    r.redact_line("sed -i 's/password=hunter2-original/password=BRANDNEW99/' f")
+    assert not r.knows("password") and r.knows("BRANDNEW99")
+    diff = r.redact_diff("/etc/x/app.conf", conf, conf.replace("hunter2-original", "s3cr3t-rotated") + "workers = 4\n")
+    assert "-password = [redacted: sha256 " in diff and "+password = [redacted: sha256 " in diff
