@@ -18,6 +18,9 @@ Prints one JSON line:
   burst (``chaperone_cpu_s``), run alternately from a copy of the tree before
   redaction moved to ``agent/redact`` (``--before REF``, default: the parent
   of the commit that deleted ``agent/capture/redact.py``) and from this tree.
+- ``scrub_us_per_record``: what the session sink adds to each record (hiding
+  known secrets), with a Redactor that learned this machine's ``/etc``
+  (``etc_known`` values), over 50,000 file records of a burst.
 
     python bench/redact.py                          # everything (about a minute)
     python bench/redact.py --no-capture --changed /tmp/changed.txt
@@ -40,8 +43,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.redact import default_redactor, is_text_config, redact_line, redact_text
-from agent.redact.tokens import FORMATS
+from agent.redact import (  # noqa: E402 - after sys.path
+    Redactor,
+    default_redactor,
+    is_text_config,
+    redact_line,
+    redact_text,
+)
+from agent.redact.tokens import FORMATS  # noqa: E402 - after sys.path
 
 CORPUS = ROOT / "tests" / "data" / "redact" / "tokens.tsv"
 _BEGIN = re.compile(r"-----BEGIN [A-Za-z0-9 ]+-----")
@@ -122,6 +131,21 @@ def throughput(lines: list[str], min_s: float = 2.0) -> tuple[float, float]:
     return max(rates["ours"]), max(rates["baseline"])
 
 
+def scrub_cost(files: list[tuple[str, str]], records: int = 50_000) -> dict:
+    """µs a record for SessionSink's scrub, with a session Redactor that learned this machine's /etc."""
+    r = Redactor()
+    for path, text in files:
+        r.learn(text, path)
+    burst = [{"op": "created", "path": f"/srv/data/d{i // 1000:04d}/n{i:07d}.dat", "kind": "file", "size": 3,
+              "sha256_after": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+              "attribution": {"pid": 4242, "exe": "/usr/bin/python3", "user": "root", "how": "fanotify"}}
+             for i in range(records)]
+    start = time.process_time()
+    for data in burst:
+        r.scrub(data)
+    return {"scrub_us_per_record": round((time.process_time() - start) / records * 1e6, 2), "etc_known": r.known}
+
+
 def corpus() -> tuple[list[str], dict]:
     rows = [r.split("\t") for r in CORPUS.read_text().splitlines() if not r.startswith("#")]
     missed = Counter(r[1] for r in rows if r[4] in redact_line(r[3]))
@@ -190,7 +214,7 @@ def main() -> None:
     ours, baseline = throughput(mix)
     result = {"lines_per_s": round(ours), "baseline_lines_per_s": round(baseline),
               "ratio": round(ours / baseline, 3), "mix_lines": len(mix), "etc_files": len(files), **prec,
-              **corpus_figures, "formats": len(FORMATS)}
+              **corpus_figures, "formats": len(FORMATS), **scrub_cost(files)}
     if not args.no_capture:
         result.update(capture_before_after(args))
     print(json.dumps(result))

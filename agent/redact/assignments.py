@@ -54,7 +54,8 @@ def _command_follows(line: str, at: int) -> bool:
     rest = line[at:].lstrip(" \t")
     word = rest.split(None, 1)[0] if rest.strip() else ""
     name = word.rsplit("/", 1)[-1]
-    return bool(word) and (name in _COMMANDS_AFTER_ENV or word.startswith(("./", "/")) or _ENV_NAME.fullmatch(word.split("=", 1)[0]) is not None and "=" in word)
+    another_assignment = "=" in word and _ENV_NAME.fullmatch(word.split("=", 1)[0]) is not None
+    return bool(word) and (name in _COMMANDS_AFTER_ENV or word.startswith(("./", "/")) or another_assignment)
 
 
 def kv_spans(line: str) -> tuple[list[Span], Open | None]:

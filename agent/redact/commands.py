@@ -164,7 +164,9 @@ def _by_program(prog: str, argv: list[str]) -> list[ArgSpan]:
 
 SHELL_WORD = re.compile(r"""'[^']*'|"(?:[^"\\]|\\.)*"|<<<|[^\s'";|&]+|[;|&]+""")
 _PROGRAM_IN_LINE = re.compile(
-    r"(?<![\w.-])(?:" + "|".join(sorted((re.escape(p) for p in KNOWN_PROGRAMS), key=len, reverse=True)) + r")(?![\w.-])",
+    r"(?<![\w.-])(?:"
+    + "|".join(sorted((re.escape(p) for p in KNOWN_PROGRAMS), key=len, reverse=True))
+    + r")(?![\w.-])",
     re.IGNORECASE,
 )
 _SEPARATOR = re.compile(r"[;|&]+")

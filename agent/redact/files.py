@@ -43,7 +43,9 @@ _SECRET_DIRS = ("private-keys-v1.d", "keyrings", "legacy_credentials", ".passwor
 # in its folders, anything that is not a configuration, a certificate or a script.
 _OPENVPN_DIRS = ("openvpn", "openvpn/client", "openvpn/server")
 _OPENVPN_PUBLIC = (".conf", ".ovpn", ".crt", ".cer", ".csr", ".sh", ".up", ".down", ".log", ".status", ".txt.sample")
-_OPENVPN_SECRET_NAMES = re.compile(r"(?:.*[._-])?(?:auth|pass|passwd|password|login|creds?|credentials|userpass|secret)(?:[._-].*)?")
+_OPENVPN_SECRET_NAMES = re.compile(
+    r"(?:.*[._-])?(?:auth|pass|passwd|password|login|creds?|credentials|userpass|secret)(?:[._-].*)?"
+)
 
 
 def _path(path: str) -> PurePath:

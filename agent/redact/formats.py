@@ -48,6 +48,7 @@ notice is kept here as it requires:
     SOFTWARE.
 """
 
+# ruff: noqa: E501 - data: one format a line, and a regex is clearer unwrapped
 from __future__ import annotations
 
 # (id, family, regex, keywords, minimum entropy, secret group)

@@ -41,7 +41,8 @@ _META_LAST = frozenset({
     "hint", "retries", "attempts", "location", "flags", "header", "label",
     "validity", "days", "interval", "regex", "pattern", "quality", "history",
     "chars", "server", "servers", "host", "port", "backend", "store", "cache", "stdin", "sock", "socket",
-    "check", "checking", "scheme", "schemes", "usage", "identifier", "encryption", "mgmt", "management", "limit", "limits", "filter", "config", "conf", "hashes",
+    "check", "checking", "scheme", "schemes", "usage", "identifier", "encryption", "mgmt", "management",
+    "limit", "limits", "filter", "config", "conf", "hashes",
 })
 _META_FIRST = frozenset({
     "permit", "allow", "max", "min", "num", "no", "without", "ask", "prompt", "require", "is", "has", "use",

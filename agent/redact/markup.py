@@ -14,7 +14,9 @@ _ATTR = re.compile(r"""([\w.:-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 NAMING_ATTRS = frozenset({"key", "name", "id", "property", "param", "parameter", "setting"})
 NEXT_ELEMENT = re.compile(r"<([A-Za-z_][\w.:-]*)(?:\s[^<>]*)?>((?:<!\[CDATA\[.*?\]\]>|[^<])*)")
 # OpenVPN's inline blocks hold keys and credentials: <auth-user-pass>, <tls-auth>, <secret>…
-INLINE_SECRET_BLOCK = re.compile(r"[ \t]*<(auth-user-pass|tls-auth|tls-crypt|tls-crypt-v2|secret|key|pkcs12|http-proxy-user-pass)>[ \t]*$")
+INLINE_SECRET_BLOCK = re.compile(
+    r"[ \t]*<(auth-user-pass|tls-auth|tls-crypt|tls-crypt-v2|secret|key|pkcs12|http-proxy-user-pass)>[ \t]*$"
+)
 
 
 def is_identifier(text: str) -> bool:

@@ -34,7 +34,8 @@ class TokenFormat:
 
 
 def _compile() -> tuple[TokenFormat, ...]:
-    formats = [TokenFormat(i, f, re.compile(rx.replace(_TAIL, _END)), kw, ent, g) for i, f, rx, kw, ent, g in (*PREFIXED, *OURS)]
+    formats = [TokenFormat(i, f, re.compile(rx.replace(_TAIL, _END)), kw, ent, g)
+               for i, f, rx, kw, ent, g in (*PREFIXED, *OURS)]
     for fid, family, key, keywords, value, ent in KEYED:
         rx = re.compile(f"(?i:{key}){_SEPARATOR}((?i:{value})){_END}")
         formats.append(TokenFormat(fid, family, rx, keywords, ent, re.compile(key).groups + 1))
@@ -134,7 +135,9 @@ def token_spans(line: str) -> list[Span]:
 
 
 _LONG_TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{40,}={0,2}(?![\w+/=-])")
-_SSH_PUBKEY_BEFORE = re.compile(r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-\S+|sk-\S+@openssh\.com|\S+-cert-v01@openssh\.com)[ \t]+$")
+_SSH_PUBKEY_BEFORE = re.compile(
+    r"(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-\S+|sk-\S+@openssh\.com|\S+-cert-v01@openssh\.com)[ \t]+$"
+)
 _WORD_SHAPE = re.compile(r"[A-Z]?[a-z]+\d*|[A-Z]+\d*|\d+")
 _UPPER, _LOWER, _DIGIT = re.compile(r"[A-Z]"), re.compile(r"[a-z]"), re.compile(r"\d")
 
