@@ -139,6 +139,8 @@ def kv_spans(line: str) -> tuple[list[Span], Open | None]:
             continue  # prose ("# the password expires", "SET PASSWORD FOR"), not "login bob password pw"
         if sep_is_space and c == "-" and (dashed or bare):
             continue  # "--no-password -h host": the next word is another option
+        if c == "{" and not sep_is_space:
+            continue  # "auth": {"type": …}: an object, whose members are judged by their own keys
         if at_stmt and not sep_is_space and not quoted_key:
             end = len(line.rstrip())
             word = _NON_SPACE.match(line, p)

@@ -20,6 +20,7 @@ from agent.redact.programs import (
     KEY_VALUE_PROGRAMS,
     KNOWN_PROGRAMS,
     LOGIN_SUBCOMMAND,
+    NO_ATTACHED,
     ORACLE,
     POSITIONAL,
     SECRET_OPTIONS,
@@ -86,7 +87,8 @@ def argv_spans(argv: list[str]) -> list[ArgSpan]:
         if arg in secret_opts:
             whole(i + 1)
             continue
-        attached = next((o for o in secret_opts if len(o) == 2 and arg.startswith(o) and len(arg) > 2), None)
+        attached = None if prog in NO_ATTACHED else next(
+            (o for o in secret_opts if len(o) == 2 and arg.startswith(o) and len(arg) > 2), None)
         if attached or (prog in ATTACHED_ONLY and arg.startswith(ATTACHED_ONLY[prog]) and len(arg) > 2):
             spans.append((i, 2, len(arg)))
             continue

@@ -35,6 +35,8 @@ SECRET_OPTIONS: dict[str, tuple[str, ...]] = {
     **{p: ("-w",) for p in LDAP},
     **{p: ("-p",) for p in MONGO},
 }
+# programs whose options are whole words: "-key" is not "-k" + "ey"
+NO_ATTACHED = frozenset({"openssl", "keytool", "plink", "pscp", "psftp"})
 # program -> the option ("-p") whose value is a secret only when attached ("-pS3cret"; "-p" alone prompts)
 ATTACHED_ONLY = {**{p: "-p" for p in MYSQL}, "7z": "-p", "7za": "-p", "7zz": "-p", "rar": "-p", "unrar": "-p"}
 USER_PASS_OPTIONS = {  # program -> (options, separator between user and password)

@@ -98,3 +98,12 @@ def test_every_regex_is_python_syntax_without_global_flags_in_the_middle():
     for f in FORMATS:
         assert "(?i)" not in f.regex.pattern[1:] or f.regex.pattern.startswith("(?i)"), f.id
         assert re.compile(f.regex.pattern)
+
+
+HARMLESS = [line for line in (Path(__file__).resolve().parents[1] / "data" / "redact" / "harmless.txt").read_text()
+            .splitlines() if line.strip() and not line.startswith("# Lines")]
+
+
+@pytest.mark.parametrize("line", HARMLESS)
+def test_harmless_lines_stay_unchanged(line):
+    assert redact_line(line) == line
