@@ -81,7 +81,7 @@ def is_secret_key(name: str) -> bool:
 HARMLESS_VALUE = re.compile(
     r"(?:~|\.\.?|\$\w+|\$\{\w+\})?/[\w.@+-]+(?:/[\w.@+-]+)+/?;?"  # a file path ($dir/private/ca.pem too)
     r"|[\w.-]+\.(?:key|pem|crt|cer|der|csr|p12|pfx|jks|keystore|kdbx|gpg|asc|pub|json|conf|cfg|ini|ya?ml|txt)"  # a file
-    r"|(?i:password|passwd|secret|token|key|api[_-]?key|private[_-]?key|client[_-]?secret|credentials)"  # a key's name
+    r"|password|passwd|secret|token|key|api[_-]?key|private[_-]?key|client[_-]?secret|credentials"  # a key's name
     r"|\$\{[A-Za-z_]\w*\}"                       # ${VAR}
     r"|\{\{\s*[\w.]+\s*\}\}"                     # {{ var }}
     r"|\$[A-Za-z_][\w]*(?:::\w+)?"                # $VAR, $section::name (openssl.cnf)

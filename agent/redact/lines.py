@@ -33,6 +33,7 @@ from agent.redact.tokens import high_entropy_spans, token_spans
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Za-z0-9 ]+?-----|---- BEGIN [A-Za-z0-9 ]+? ----")
 _PEM_END = re.compile(r"-----END [A-Za-z0-9 ]+?-----|---- END [A-Za-z0-9 ]+? ----")
 _PEM_BODY = re.compile(r"\S*|[A-Za-z][\w-]*: .*")  # base64 or hex (perhaps quoted), "Proc-Type: …" headers
+_PUBLIC_PEM = re.compile(r"CERTIFICATE|PUBLIC KEY|X509 CRL|PKCS7|PARAMETERS")
 _PUTTY_HEADERS = re.compile(
     r"(?:PuTTY-User-Key-File-\d+|Encryption|Comment|Public-Lines|Private-Lines|Key-Derivation|Argon2-Memory|Argon2-Passes|Argon2-Parallelism):"
 )
@@ -52,7 +53,9 @@ def scan_line(line: str) -> tuple[list[Span], Open | None]:
         bare = line.strip(" \t\"'")
         begin = _PEM_BEGIN.match(bare)
         if begin and not bare[begin.end() :].strip():
-            opened = Open("pem")  # certificates too: a body is not read to tell which is which
+            # certificates too are hidden (a body is not read to tell which is which), but a public
+            # block's lines are not secrets to remember
+            opened = Open("pem", until="public" if _PUBLIC_PEM.search(begin.group(0)) else "")
         elif line.startswith("PuTTY-User-Key-File-"):
             opened = Open("putty")
         else:
@@ -113,12 +116,14 @@ def continue_line(line: str, opened: Open) -> tuple[list[Span], Open | None, boo
     return [], None, True
 
 
-def scan_text(text: str) -> Iterator[tuple[str, str, list[Span]]]:
-    """Each line of ``text`` as ``(content, ending, spans)``; the endings (``\\n``, ``\\r\\n``, none) are kept."""
+def scan_text(text: str) -> Iterator[tuple[str, str, list[Span], bool]]:
+    """Each line of ``text`` as ``(content, ending, spans, public)``; the endings (``\\n``, ``\\r\\n``,
+    none) are kept; ``public`` marks the body of a certificate or public key (hidden, not a secret)."""
     opened: Open | None = None
     for raw in split_lines(text):
         content = raw.removesuffix("\n").removesuffix("\r")
         ending = raw[len(content) :]
+        public = opened is not None and opened.kind == "pem" and opened.until == "public"
         if opened is None:
             spans, opened = scan_line(content)
         else:
@@ -128,4 +133,4 @@ def scan_text(text: str) -> Iterator[tuple[str, str, list[Span]]]:
                 spans += more
                 still_open = still_open or found
             opened = still_open
-        yield content, ending, spans
+        yield content, ending, spans, public

@@ -141,12 +141,15 @@ class Redactor:
                 widened.append(enclosing(line, (s, e)))
         return widened, holding
 
-    def _hide(self, line: str, spans: list[Span]) -> str:
-        """``line`` with ``spans`` and every known secret hidden; what was hidden is remembered."""
+    def _hide(self, line: str, spans: list[Span], public: bool = False) -> str:
+        """``line`` with ``spans`` and every known secret hidden; what was hidden is remembered
+        (unless ``public``: a certificate's body is hidden but is no secret)."""
         widened, holding = self._known_spans(line, spans)
         if not spans and not widened:
             return line
         out, hidden = apply(line, spans + widened, self._marker)
+        if public:
+            return out
         self._remember(hidden + [line[s:e] for s, e in spans + widened])
         self._remember_parts(line, widened + holding)
         return out
@@ -165,7 +168,9 @@ class Redactor:
         else:
             env = profile_of(path) == "env"
             values = []
-            for content, _, spans in scan_text(text):
+            for content, _, spans, public in scan_text(text):
+                if public:
+                    continue
                 if env:
                     spans = spans + env_spans(content)
                 values += [content[s:e] for s, e in merge(spans)]
@@ -186,10 +191,10 @@ class Redactor:
         judged by their shape whatever their key's name."""
         env = profile_of(path) == "env"
         out = []
-        for content, ending, spans in scan_text(text):
+        for content, ending, spans, public in scan_text(text):
             if env:
                 spans = spans + env_spans(content)
-            out.append(self._hide(content, spans) + ending)
+            out.append(self._hide(content, spans, public) + ending)
         return "".join(out)
 
     def hide_known(self, text: str) -> str:
@@ -201,7 +206,7 @@ class Redactor:
     def redact_note(self, text: str) -> RedactedNote:
         """A technician's note with secrets hidden, and whether anything was (to tell the technician)."""
         extra_by_line = []
-        for content, _, _ in scan_text(text):
+        for content, _, _, _ in scan_text(text):
             extra = []
             for m in _NOTE_SECRET.finditer(content):
                 value = m.group(1).rstrip(".,;:!?)")
@@ -209,8 +214,8 @@ class Redactor:
                     extra.append((m.start(1), m.start(1) + len(value)))
             extra_by_line.append(extra)
         out = []
-        for (content, ending, spans), extra in zip(scan_text(text), extra_by_line):
-            out.append(self._hide(content, spans + extra + high_entropy_spans(content)) + ending)
+        for (content, ending, spans, public), extra in zip(scan_text(text), extra_by_line, strict=True):
+            out.append(self._hide(content, spans + extra + high_entropy_spans(content), public) + ending)
         result = "".join(out)
         return RedactedNote(result, len(MARKER_RE.findall(result)) - len(MARKER_RE.findall(text)))
 

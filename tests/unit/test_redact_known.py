@@ -205,3 +205,14 @@ def test_key_names_around_a_known_secret_are_never_learned():
     assert not r.knows("password") and r.knows("BRANDNEW99")
     diff = r.redact_diff("/etc/x/app.conf", conf, conf.replace("hunter2-original", "s3cr3t-rotated") + "workers = 4\n")
     assert "-password = [redacted: sha256 " in diff and "+password = [redacted: sha256 " in diff
+
+
+def test_certificates_are_hidden_but_not_remembered():
+    r = Redactor()
+    cert = "-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBa\n-----END CERTIFICATE-----\n"
+    assert "MIIDdzCCAl" not in r.redact_text(cert)
+    r.learn(cert, "/etc/ssl/certs/ca-certificates.crt")
+    assert r.known == 0
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
+    r.learn(key)
+    assert r.knows("b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ")

@@ -31,7 +31,10 @@ key_names = st.builds(
 
 # Values that the redactor shows on purpose under a secret key (they cannot be
 # secrets): paths, ${VAR} and {{ var }} references, switches like "disabled".
-NOT_SECRETS = re.compile(r"[/~.$\{].*|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?")
+NOT_SECRETS = re.compile(
+    r"[/~.$\{].*|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?"
+    r"|password|passwd|secret|token|key|api[_-]?key|private[_-]?key|client[_-]?secret|credentials"  # a key's name
+)
 
 
 def secrets(exclude: str = ""):
