@@ -51,6 +51,13 @@ format against examples of its documented shape.
 
 The rules err towards hiding: a leaked password is worse than an unreadable
 line (see ``agent.redact.keys`` for the few values left visible).
+
+What it cannot promise. Redaction protects the customer against a careless
+technician, not against one who sets out to carry a secret out in the log:
+a value typed in pieces (``OLD""PASS``), encoded (``base64``, ``rev``) or
+shorter than 6 characters is not recognised as a known secret, and a secret
+that no rule recognises and that the session never saw hidden is kept. The
+commands that did the encoding are in the log, in full.
 """
 
 from __future__ import annotations

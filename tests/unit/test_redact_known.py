@@ -216,3 +216,12 @@ def test_certificates_are_hidden_but_not_remembered():
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
     r.learn(key)
     assert r.knows("b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ")
+
+
+def test_what_is_not_promised_is_as_documented():
+    """The limits said in agent/redact/__init__.py: an encoded or split value is not a known secret."""
+    r = Redactor()
+    r.learn("password=OLDPASSWORD\n")
+    assert "OLD" in r.redact_line("echo OLD''PASSWORD | base64")  # split: not recognised (documented)
+    assert "T0xEUEFTU1dPUkQ=" in r.redact_line("echo T0xEUEFTU1dPUkQ= | base64 -d")  # encoded: kept (documented)
+    assert "OLDPASSWORD" not in r.redact_line("echo OLDPASSWORD | base64")  # the plain value always goes
