@@ -126,6 +126,8 @@ class SessionManager:
         self.history.upsert(session.id, state=to.value, **(history or {}))
         if to in (State.ALLOWED, State.REFUSED, State.EXPIRED):
             session.decided.set()
+        if to in (State.ACTIVE, State.REFUSED, State.EXPIRED, State.ENDED):
+            session.settled.set()
         if event is not None:
             self._publish(*event)
 
@@ -338,18 +340,23 @@ class SessionManager:
         if session.state is State.REQUESTED:
             await self._refuse(session, State.EXPIRED, how, None, reason)
 
-    async def wait(self, sid, timeout) -> dict:
+    async def wait(self, sid, timeout, until: str = "decided") -> dict:
+        """The request's state once decided (``until="decided"``), or once it records or never will
+        (``until="active"``: what a login waits for before it is let in), or after ``timeout`` seconds."""
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
             raise ApiError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+        if until not in ("decided", "active"):
+            raise ApiError("bad-request", "Wait until \"decided\" or \"active\".")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if not past:
                 raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}.")
             return {"id": sid, "state": past["state"]}
+        event = session.decided if until == "decided" else session.settled
         try:
-            await asyncio.wait_for(session.decided.wait(), timeout)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
             pass
         return {"id": sid, "state": session.state.value}
 
@@ -369,6 +376,7 @@ class SessionManager:
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
+        session.settled.set()  # also for a session resumed after a restart: it records again
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
         await self._run_login_hook(session, "on_session_started")
@@ -472,7 +480,7 @@ class SessionManager:
             history={"ended": rfc3339(utc_now()), "end_reason": reason},
             event=("session-ended", {"id": session.id, "reason": reason}),
         )
-        await self._run_login_hook(session, "on_session_ended")
+        outcome = await self._run_login_hook(session, "on_session_ended")
         if session.capture is not None:
             try:
                 await asyncio.to_thread(session.capture.stop)
@@ -480,23 +488,37 @@ class SessionManager:
                 session.record(RecordType.CAPTURE_ERROR, {"what": "capture-stop", "path": None,
                                                           "error": error_detail(exc)})
         await self._seal(session, reason)
+        connections = outcome.get(RecordType.SSH_CONNECTIONS) or {}
+        self._publish("session-sealed", {
+            "id": session.id, "reason": reason,
+            # how many of the technician's connections this ending closed (0: nobody was disconnected)
+            "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
+        })
 
-    async def _run_login_hook(self, session: Session, which: str) -> None:
-        """``on_session_started`` or ``on_session_ended`` of the session's login source, in a thread."""
+    async def _run_login_hook(self, session: Session, which: str) -> dict:
+        """``on_session_started`` or ``on_session_ended`` of the session's login source, in a thread;
+        the last record of each type the hook emitted (what it did)."""
         hooks = self._hooks(session)
+        outcome: dict = {}
         if hooks is None:
-            return
+            return outcome
         try:
             settings = self.home.settings()
         except ChaperoneError:
             settings = Settings()
-        assert session.sink is not None
+        sink = session.sink
+        assert sink is not None
+
+        def emit(type: str, data: dict) -> object:
+            outcome[type] = data
+            return sink.emit(type, data)
+
         try:
-            await asyncio.to_thread(getattr(hooks, which), session.hook_view(str(self.home.path)), settings,
-                                    session.sink.emit)
+            await asyncio.to_thread(getattr(hooks, which), session.hook_view(str(self.home.path)), settings, emit)
         except Exception as exc:  # noqa: BLE001 - whatever a hook raises, never lose the seal over it
             what = "ssh-session-end" if which == "on_session_ended" else "ssh-session-start"
             session.record(RecordType.CAPTURE_ERROR, {"what": what, "path": None, "error": error_detail(exc)})
+        return outcome
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:

@@ -58,6 +58,7 @@ class Session:
     finishing: asyncio.Task | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # recording (active), or it will never be
     # What this session hides, and remembers having hidden (agent.redact): notes, capture, every record.
     redactor: Redactor = field(default_factory=Redactor)
 
