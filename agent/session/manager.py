@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from agent.capture.inventory.summary import journal_summary
 from agent.clock import rfc3339, utc_now
 from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
 from agent.history import History
@@ -489,8 +490,9 @@ class SessionManager:
                                                           "error": error_detail(exc)})
         await self._seal(session, reason)
         connections = outcome.get(RecordType.SSH_CONNECTIONS) or {}
+        summary = await asyncio.to_thread(journal_summary, getattr(session.journal, "path", None))
         self._publish("session-sealed", {
-            "id": session.id, "reason": reason,
+            "id": session.id, "reason": reason, "summary": summary,  # what changed, every way back in
             # how many of the technician's connections this ending closed (0: nobody was disconnected)
             "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
         })
