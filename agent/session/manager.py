@@ -31,7 +31,7 @@ from datetime import timedelta
 
 from agent.capture.inventory.summary import journal_summary
 from agent.clock import rfc3339, utc_now
-from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
+from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, error_detail
 from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
@@ -39,21 +39,14 @@ from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks
+from agent.session.intake import take_request
 from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.model import Session, new_session_id, warning_lead_s
 from agent.session.recovery import Step, journal_facts, plan_recovery
-from agent.session.request import SessionRequest, Verification, unverified, watch_flags
-from agent.session.request_file import (
-    check_binding,
-    file_digest,
-    parse_request_file,
-    verify_request,
-    verify_ssh_login,
-)
+from agent.session.request import SessionRequest, Verification, watch_flags
 from agent.session.sink import Publish, SessionSink
 from agent.settings import Settings
 from agent.text import escape, show
-from agent.trust import TrustStore
 
 log = logging.getLogger("chaperone.session")
 
@@ -152,7 +145,9 @@ class SessionManager:
         if self._stopping:
             raise ApiError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
-        request, verification, digest = self._validated(fields, request_file, source, now)
+        request, verification, digest = take_request(fields, request_file, source, now,
+                                                     device=self.device_key.fingerprint,
+                                                     trusted=self.home.trusted_technicians_path)
         if len(self._pending()) >= MAX_PENDING:
             raise ApiError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
@@ -220,36 +215,6 @@ class SessionManager:
             verified=v.verified, signer=v.principal if v.verified else None, key_fingerprint=v.fingerprint,
             flags=session.flags, requested=session.requested, journal=str(session.journal.path),
         )
-
-    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification, str | None]:
-        """The request, what its verification found, and for a request file the digest that makes it single-use."""
-        try:
-            if request_file is not None:
-                if not isinstance(request_file, str):
-                    raise RequestError("The request_file must be the request file's text.")
-                parsed = parse_request_file(request_file, now=now)
-                check_binding(parsed.request, parsed.signature is not None, self.device_key.fingerprint)
-                verification = self._verify(lambda store: verify_request(
-                    parsed.request, parsed.signature, parsed.signed_bytes, store, now=now))
-                return parsed.request, verification, file_digest(parsed.signed_bytes)
-            if fields is None:
-                raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
-            request = SessionRequest.from_fields(fields)
-            if request.device is not None or request.nonce is not None:
-                request = replace(request, device=None, nonce=None)  # only a signed file binds a request
-            if source == "ssh":
-                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now)), None
-            return request, unverified("the request is not signed."), None
-        except RequestError as exc:
-            raise ApiError("bad-request", str(exc)) from None
-
-    def _verify(self, check: Callable[[TrustStore], Verification]) -> Verification:
-        """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
-        try:
-            store = TrustStore.load(self.home.trusted_technicians_path)
-        except TrustError as exc:
-            return unverified(f"the trusted technicians cannot be read ({str(exc).rstrip('.')})")
-        return check(store)
 
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
