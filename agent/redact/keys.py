@@ -2,9 +2,13 @@
 
 The rules err towards hiding: a leaked password is worse than an unreadable
 line. The only values of secret-named keys left visible are ones that cannot
-be secrets: file paths (``/etc/ssl/private/site.key``), whole-value variable
-references (``${DB_PASSWORD}``, ``{{ vault_pw }}``), YAML block indicators,
-switches (``yes``, ``disabled``) and markers already in place; and keys whose
+be secrets: file paths (``/etc/ssl/private/site.key``, ``$dir/ca.pem``) and
+file names with a key's or configuration's extension (``server.key``),
+whole-value variable references (``${DB_PASSWORD}``, ``{{ vault_pw }}``,
+``$(command)``), printf placeholders (``%a``), ``<placeholders>``, a key's
+own name in lower case (``key: password`` in a Kubernetes secretKeyRef),
+YAML block indicators, single digits, switches (``yes``, ``disabled``) and
+markers already in place; and keys whose
 name says they hold something *about* a secret (``PasswordAuthentication``,
 ``max_password_age``, ``key_size``).
 """
@@ -80,7 +84,8 @@ def is_secret_key(name: str) -> bool:
 # Values that cannot be secrets even under a secret-named key.
 HARMLESS_VALUE = re.compile(
     r"(?:~|\.\.?|\$\w+|\$\{\w+\})?/[\w.@+-]+(?:/[\w.@+-]+)+/?;?"  # a file path ($dir/private/ca.pem too)
-    r"|[\w.-]+\.(?:key|pem|crt|cer|der|csr|p12|pfx|jks|keystore|kdbx|gpg|asc|pub|json|conf|cfg|ini|ya?ml|txt)"  # a file
+    # a file name with a key's or a configuration's extension (openssl -key server.key)
+    r"|[A-Za-z][\w.-]*\.(?:key|pem|crt|cer|der|csr|p12|pfx|jks|keystore|kdbx|gpg|asc|pub|json|conf|cfg|ini|ya?ml|txt)"
     r"|password|passwd|secret|token|key|api[_-]?key|private[_-]?key|client[_-]?secret|credentials"  # a key's name
     r"|\$\{[A-Za-z_]\w*\}"                       # ${VAR}
     r"|\{\{\s*[\w.]+\s*\}\}"                     # {{ var }}

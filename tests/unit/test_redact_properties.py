@@ -34,6 +34,7 @@ key_names = st.builds(
 NOT_SECRETS = re.compile(
     r"[/~.$\{].*|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?"
     r"|password|passwd|secret|token|key|api[_-]?key|private[_-]?key|client[_-]?secret|credentials"  # a key's name
+    r"|[A-Za-z][\w.-]*\.(?:key|pem|crt|cer|der|csr|p12|pfx|jks|keystore|kdbx|gpg|asc|pub|json|conf|cfg|ini|ya?ml|txt)"
 )
 
 
