@@ -30,6 +30,7 @@ from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.records import RecordType
+from agent.redact import Redactor
 from agent.service.authority import Authority, LineageView, Verdict
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
@@ -52,11 +53,13 @@ WRITE_TIMEOUT = 10.0
 CAPTURE_ENV = "CHAPERONE_CAPTURE"
 
 
-def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None) -> Capture:
-    """The real capture of a session (agent.capture.Capture)."""
+def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
+                    redactor: Redactor | None = None) -> Capture:
+    """The real capture of a session (agent.capture.Capture), redacting with the session's Redactor."""
     if os.environ.get(CAPTURE_ENV) == "off":
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
-    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids)
+    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
+                   redactor=redactor)
 
 
 class RefusalLog:
