@@ -165,7 +165,8 @@ class AgentService:
                                 self.manager.session_live)
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        servers: list[asyncio.AbstractServer] = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
+        servers: list[asyncio.AbstractServer] = [
+            await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
         if self.system_socket is not None:
