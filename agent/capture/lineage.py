@@ -1,0 +1,511 @@
+"""Process lineage: which processes are a technician's, known from the kernel's process events.
+
+One :class:`Lineage` per agent (the service builds it and hands it to
+consent and to capture). As root on Linux it reads the proc connector
+(``how = "proc-connector"``): every fork, exec, exit, uid and sid event,
+however short the process; elsewhere it samples with psutil every 100 ms
+(``how = "sampled"``, a guess: it misses short processes and a fork-and-
+detach between two samples). Records say which one was used.
+
+::
+
+    lineage = Lineage()                 # or Lineage(prefer="sampled")
+    lineage.start()                     # seeds the table from /proc, then follows the events
+    lineage.mark(pid, "s-2026…")        # the technician's login process: the root of their lineage
+    lineage.is_technician(pid)          # that process and everything forked from it since
+    lineage.describe(pid)               # the lineage for a record
+    lineage.living("s-2026…")           # its processes alive now, detached ones included
+    lineage.end_lineage("s-2026…")      # stop them all (frozen first, so none can fork away)
+    sub = lineage.subscribe()           # fork/exec/exit events for the process recorder
+    lineage.stop()
+
+A technician's lineage is the marked process and everything forked from it
+(by fork history, so ``setsid -f``, ``nohup``, double forks and re-parenting
+to init change nothing), plus: a process a technician's process attached to
+with ``ptrace``; a process in a Unix session a technician's process leads or
+in the technician's audit login session (``/proc/<pid>/sessionid``, set by
+``pam_loginuid`` at an sshd login) when it was forked by a reaper (the
+``clone(CLONE_PARENT)`` escape); and processes of systemd units the
+technician started (:mod:`agent.capture.units` says exactly which).
+
+The netlink socket may overflow under a flood: the loss is counted
+(``overflows``), subscribers get a ``lost`` event, and the table is
+re-seeded from ``/proc`` once the reader has caught up. Processes that a
+technician detached *during* the loss are then known only by their session.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from agent.capture import procfs
+from agent.capture.proc_connector import EventsLost, ProcConnector, ProcConnectorUnavailable, ProcEvent
+from agent.capture.proctable import LabelState, Proc, ProcessTable, ProcfsReader, ProcReader
+from agent.capture.sampling import PsutilReader, Sampler
+from agent.clock import rfc3339_from_timestamp
+
+PROC_CONNECTOR = "proc-connector"
+SAMPLED = "sampled"
+BATCH = 256
+
+
+class ProcessRef(NamedTuple):
+    """One process for good: its pid and its start time in clock ticks since boot."""
+
+    pid: int
+    start_ticks: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineageEvent:
+    """What a subscriber receives. ``kind``: ``fork``, ``exec``, ``exit`` (``proc`` is a frozen view
+    of the process then), ``lost`` (events were dropped: ``count`` overflows so far) or ``reseed``
+    (the table was re-read from /proc: ``count`` processes found, ``ended`` found gone)."""
+
+    kind: str
+    proc: ProcView | None = None
+    count: int = 0
+    ended: int = 0
+    wall: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcView:
+    pid: int
+    start_ticks: int
+    start_ns: int
+    ppid: int
+    uid: int | None
+    exe: str | None
+    argv: tuple[str, ...] | None
+    label: str | None
+    via: str | None
+    exit_code: int | None
+    ended_ns: int | None
+    parent: Proc | None = field(compare=False, repr=False)
+
+    @property
+    def ref(self) -> ProcessRef:
+        return ProcessRef(self.pid, self.start_ticks)
+
+
+def _view(proc: Proc) -> ProcView:
+    return ProcView(proc.pid, proc.start_ticks, proc.start_ns, proc.ppid, proc.uid, proc.exe,
+                    tuple(proc.argv) if proc.argv is not None else None, proc.label, proc.via,
+                    proc.exit_code, proc.ended_ns, proc.parent)
+
+
+class Subscription:
+    """A bounded queue of :class:`LineageEvent` filled by the reader without ever waiting; what does
+    not fit is counted in ``dropped`` (the subscriber records the loss)."""
+
+    def __init__(self, lineage: Lineage, maxsize: int):
+        self._lineage = lineage
+        self._items: deque[LineageEvent] = deque()
+        self._maxsize = maxsize
+        self._ready = threading.Event()
+        self.dropped = 0
+
+    def put(self, event: LineageEvent) -> None:
+        if len(self._items) >= self._maxsize:
+            self.dropped += 1
+        else:
+            self._items.append(event)
+        self._ready.set()
+
+    def get(self, timeout: float | None = None) -> list[LineageEvent]:
+        """Everything queued (waiting up to ``timeout`` for something); [] when nothing came."""
+        if not self._items:
+            self._ready.wait(timeout)
+        self._ready.clear()
+        out = []
+        while self._items:
+            out.append(self._items.popleft())
+        return out
+
+    def close(self) -> None:
+        self._lineage._unsubscribe(self)
+        self._ready.set()
+
+
+@dataclass
+class EndResult:
+    """What :meth:`Lineage.end_lineage` did: the processes signalled and those still alive after it."""
+
+    ended: list[dict] = field(default_factory=list)
+    survivors: list[dict] = field(default_factory=list)
+
+
+class Lineage:
+    """The process table, kept by a reader thread; every public method is thread-safe."""
+
+    def __init__(self, *, prefer: str = "auto", rcvbuf: int = 8 << 20, sample_interval: float = 0.1,
+                 reader: ProcReader | None = None):
+        self._own_pid = os.getpid()
+        self._connector: ProcConnector | None = None
+        self.why_sampled: str | None = None
+        if prefer != SAMPLED:
+            try:
+                self._connector = ProcConnector(rcvbuf=rcvbuf)
+            except ProcConnectorUnavailable as exc:
+                if prefer == PROC_CONNECTOR:
+                    raise
+                self.why_sampled = str(exc)
+        else:
+            self.why_sampled = "sampling was asked for."
+        self.how = PROC_CONNECTOR if self._connector is not None else SAMPLED
+        if reader is None:
+            reader = ProcfsReader() if sys.platform.startswith("linux") else PsutilReader()
+        offset = procfs.boot_offset_ns() if sys.platform.startswith("linux") else 0
+        self._table = ProcessTable(reader, own_pid=self._own_pid, offset_ns=offset)
+        self._lock = threading.RLock()
+        self._subs: list[Subscription] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sampler: Sampler | None = None
+        self._sample_interval = sample_interval
+        self._wake_r, self._wake_w = os.pipe()
+        self._caught_up = threading.Condition()
+        self._caught_up_ns = 0
+        self.events = 0
+        self.overflows = 0
+        self.reseeds = 0
+        self._need_reseed = False
+        self._users: dict[int, str | None] = {}
+
+    # --- running -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Seed the table from /proc and follow the events (subscribed first, so none is missed)."""
+        with self._lock:
+            self._table.seed("seed")
+        if self._connector is not None:
+            self._thread = threading.Thread(target=self._run, name="chaperone-lineage", daemon=True)
+            self._thread.start()
+        else:
+            self._sampler = Sampler(self._table.reader, self._apply_batch, self._table.offset_ns,
+                                    interval=self._sample_interval)
+            self._sampler.start(set(self._table.live))
+
+    def stop(self) -> None:
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._connector is not None:
+            self._connector.close()
+            self._connector = None
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        with self._caught_up:
+            self._caught_up.notify_all()
+
+    def _run(self) -> None:
+        connector = self._connector
+        assert connector is not None
+        poller = select.poll()
+        poller.register(connector.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stop.is_set():
+            batch: list[ProcEvent] = []
+            try:
+                while len(batch) < BATCH:
+                    event = connector.read(blocking=False)
+                    if event is None:
+                        break
+                    batch.append(event)
+            except EventsLost:
+                self._apply_batch(batch)
+                self._lost()
+                continue
+            except OSError as exc:  # the socket itself failed: say so to subscribers, then sample
+                self._apply_batch(batch)
+                self._fail(exc)
+                return
+            if batch:
+                self._apply_batch(batch)
+                if len(batch) == BATCH:
+                    continue
+            if self._need_reseed:
+                self._reseed()
+            self._mark_caught_up()
+            for fd, _ in poller.poll():
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 512)
+
+    def _apply_batch(self, batch: list[ProcEvent]) -> None:
+        if not batch:
+            return
+        out: list[LineageEvent] = []
+        with self._lock:
+            self.events += len(batch)
+            table = self._table
+            subscribed = bool(self._subs)
+            for event in batch:
+                proc = table.apply(event)
+                if proc is not None and subscribed and event.kind in ("fork", "exec", "exit"):
+                    out.append(LineageEvent(event.kind, _view(proc)))
+            subs = list(self._subs)
+        for item in out:
+            for sub in subs:
+                sub.put(item)
+
+    def _lost(self) -> None:
+        self.overflows += 1
+        self._need_reseed = True
+        self._broadcast(LineageEvent("lost", count=self.overflows, wall=time.time()))
+
+    def _reseed(self) -> None:
+        self._need_reseed = False
+        with self._lock:
+            added, ended = self._table.seed("reseed")
+            self.reseeds += 1
+        self._broadcast(LineageEvent("reseed", count=added, ended=ended, wall=time.time()))
+
+    def _fail(self, exc: OSError) -> None:
+        self.why_sampled = f"the proc connector failed: {exc}."
+        self.how = SAMPLED
+        self._broadcast(LineageEvent("lost", count=self.overflows + 1, wall=time.time()))
+        self._sampler = Sampler(self._table.reader, self._apply_batch, self._table.offset_ns,
+                                interval=self._sample_interval)
+        with self._lock:
+            self._table.seed("reseed")
+            known = set(self._table.live)
+        self._sampler.start(known)
+
+    def _broadcast(self, event: LineageEvent) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.put(event)
+
+    def _mark_caught_up(self) -> None:
+        with self._caught_up:
+            self._caught_up_ns = time.monotonic_ns()
+            self._caught_up.notify_all()
+
+    def sync(self, timeout: float = 2.0) -> bool:
+        """Wait until every event the kernel sent before this call is applied. False on timeout or
+        when sampling (a sample is taken now instead)."""
+        if self._sampler is not None:
+            self._sampler.sample_now()
+            return False
+        if self._thread is None:
+            return False
+        asked = time.monotonic_ns()
+        deadline = time.monotonic() + timeout
+        os.write(self._wake_w, b"s")
+        with self._caught_up:
+            while self._caught_up_ns <= asked and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._caught_up.wait(left)
+        return self._caught_up_ns > asked
+
+    # --- subscriptions -------------------------------------------------------------------------
+
+    def subscribe(self, maxsize: int = 200_000, *, argv_of_all: bool = False) -> Subscription:
+        """Fork/exec/exit events from now on. With ``argv_of_all``, every exec's command line is read
+        (otherwise only a technician's: the customer's arguments are not read at all)."""
+        sub = Subscription(self, maxsize)
+        with self._lock:
+            self._subs.append(sub)
+            if argv_of_all:
+                self._table.read_argv_of_all = True
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+            if not self._subs:
+                self._table.read_argv_of_all = False
+
+    def read_argv_of_all(self, value: bool) -> None:
+        with self._lock:
+            self._table.read_argv_of_all = value
+
+    # --- questions -----------------------------------------------------------------------------
+
+    def identify(self, pid: int) -> ProcessRef | None:
+        """The process that has ``pid`` now, with its start time (None if there is none)."""
+        stat = self._table.reader.stat(pid)
+        return ProcessRef(pid, stat.start_ticks) if stat is not None else None
+
+    def _find(self, pid: int, start_ticks: int | None) -> Proc | None:
+        with self._lock:
+            proc = self._table.find(pid, start_ticks)
+        if proc is None:
+            self.sync()
+            with self._lock:
+                proc = self._table.find(pid, start_ticks)
+        return proc
+
+    def owner(self, pid: int, start_ticks: int | None = None, *, fresh: bool = True) -> str | None:
+        """The label of the technician lineage ``pid`` belongs to, or None (the customer's, or unknown).
+
+        ``fresh`` (the default) first applies every event already sent, so a process forked or
+        ptraced a moment ago is answered for correctly; the filesystem capture passes False."""
+        if fresh:
+            self.sync()
+        proc = self._find(pid, start_ticks)
+        return proc.label if proc is not None else None
+
+    def is_technician(self, pid: int, start_ticks: int | None = None) -> bool:
+        """True for a process of any technician's lineage (see the module's docstring)."""
+        return self.owner(pid, start_ticks) is not None
+
+    def has_label(self, label: str) -> bool:
+        with self._lock:
+            state = self._table.labels.get(label)
+            return bool(state and state.roots)
+
+    def label_state(self, label: str) -> LabelState | None:
+        with self._lock:
+            return self._table.labels.get(label)
+
+    def mark(self, pid: int, label: str, start_ticks: int | None = None) -> bool:
+        """Make the process the root of ``label``'s lineage (with its living descendants). False if
+        there is no such process (gone, or ``start_ticks`` names another one)."""
+        if pid in (0, 1, 2, self._own_pid):
+            raise ValueError(f"process {pid} cannot be a technician's login.")
+        proc = self._find(pid, start_ticks)
+        if proc is None or not proc.alive:
+            return False
+        with self._lock:
+            if proc.sessionid is None:
+                proc.loginuid, proc.sessionid = self._table.reader.audit_session(pid)
+            self._table.mark(proc, label)
+        return True
+
+    def claim_unit(self, unit: str, label: str) -> None:
+        """``unit`` is the technician's (they wrote or named it): processes it runs are theirs."""
+        with self._lock:
+            self._table.claim_unit(unit, label)
+
+    def living(self, label: str) -> list[ProcessRef]:
+        """The processes of ``label``'s lineage alive now (after applying the events already sent)."""
+        self.sync()
+        with self._lock:
+            return [ProcessRef(p.pid, p.start_ticks) for p in self._table.living(label)]
+
+    def describe(self, pid: int, start_ticks: int | None = None) -> dict | None:
+        """The lineage of a process, for a record (None if unknown)."""
+        proc = self._find(pid, start_ticks)
+        if proc is None:
+            return None
+        with self._lock:
+            return self.record_of(proc)
+
+    def record_of(self, proc: Proc | ProcView) -> dict:
+        """``pid``, ``exe``, ``user``, ``started``, ``technician``, ``label``, ``via``, ``chain`` (the
+        forking ancestors, nearest first: ``pid``, ``exe``, ``started``) and ``how``."""
+        chain = []
+        node = proc.parent
+        while node is not None and len(chain) < 16:
+            chain.append({"pid": node.pid, "exe": node.exe, "started": self.started(node.start_ns)})
+            node = node.parent
+        return {
+            "pid": proc.pid,
+            "exe": proc.exe,
+            "user": self.user(proc.uid),
+            "started": self.started(proc.start_ns),
+            "technician": proc.label is not None,
+            "label": proc.label,
+            "via": proc.via,
+            "chain": chain,
+            "how": self.how,
+        }
+
+    @staticmethod
+    def started(start_ns: int) -> str:
+        return rfc3339_from_timestamp(procfs.wall_from_monotonic_ns(start_ns))
+
+    def user(self, uid: int | None) -> str | None:
+        if uid is None:
+            return None
+        if uid not in self._users:
+            try:
+                self._users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._users[uid] = str(uid)
+        return self._users[uid]
+
+    # --- ending --------------------------------------------------------------------------------
+
+    def end_lineage(self, label: str, *, grace_s: float = 3.0, poll_s: float = 0.05) -> EndResult:
+        """End every living process of ``label``'s lineage, detached ones included.
+
+        All are stopped first (SIGSTOP, repeated until a pass finds no new member: a stopped
+        process cannot fork), then sent SIGTERM and continued; after ``grace_s`` whatever is left
+        (and whatever it forked meanwhile) is stopped the same way and killed. Signals go through a
+        pidfd checked against the start time, so a reused pid is never signalled."""
+        result = EndResult()
+        seen: dict[ProcessRef, dict] = {}
+        frozen = self._freeze(label, seen)
+        for ref in frozen:
+            _signal(ref, signal.SIGTERM)
+            _signal(ref, signal.SIGCONT)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and self.living(label):
+            time.sleep(poll_s)
+        for _ in range(5):
+            left = self._freeze(label, seen)
+            if not left:
+                break
+            for ref in left:
+                _signal(ref, signal.SIGKILL)
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end and self.living(label):
+                time.sleep(poll_s)
+        alive = set(self.living(label))
+        result.ended = [d for ref, d in seen.items() if ref not in alive]
+        result.survivors = [seen.get(ref) or {"pid": ref.pid} for ref in alive]
+        return result
+
+    def _freeze(self, label: str, seen: dict[ProcessRef, dict]) -> list[ProcessRef]:
+        stopped: set[ProcessRef] = set()
+        for _ in range(100):
+            members = [ref for ref in self.living(label) if ref not in stopped]
+            if not members:
+                break
+            for ref in members:
+                if ref not in seen:
+                    seen[ref] = self.describe(ref.pid, ref.start_ticks) or {"pid": ref.pid}
+                _signal(ref, signal.SIGSTOP)
+                stopped.add(ref)
+        return sorted(stopped)
+
+
+def _signal(ref: ProcessRef, sig: int) -> bool:
+    """Send ``sig`` to exactly that process (a pidfd opened, then its start time checked)."""
+    try:
+        fd = os.pidfd_open(ref.pid)
+    except OSError:
+        return False
+    try:
+        stat = procfs.read_stat(ref.pid)
+        if stat is None or abs(stat.start_ticks - ref.start_ticks) > 1:
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
