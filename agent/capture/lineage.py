@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from agent.capture import procfs
+from agent.capture.execs import ExecOpens
+from agent.capture.fanotify import FanotifyUnavailable
 from agent.capture.proc_connector import EventsLost, ProcConnector, ProcConnectorUnavailable, ProcEvent
 from agent.capture.proctable import LabelState, Proc, ProcessTable, ProcfsReader, ProcReader
 from agent.capture.sampling import PsutilReader, Sampler
@@ -56,6 +58,8 @@ from agent.clock import rfc3339_from_timestamp
 PROC_CONNECTOR = "proc-connector"
 SAMPLED = "sampled"
 BATCH = 256
+BUSY_S = 0.01
+COALESCE_MS = 20
 
 
 class ProcessRef(NamedTuple):
@@ -163,10 +167,20 @@ class Lineage:
         else:
             self.why_sampled = "sampling was asked for."
         self.how = PROC_CONNECTOR if self._connector is not None else SAMPLED
+        self._opens: ExecOpens | None = None
+        self.why_no_programs: str | None = None
+        if self._connector is not None:
+            try:
+                self._opens = ExecOpens()
+            except FanotifyUnavailable as exc:
+                self.why_no_programs = f"{exc} Programs of processes that exit at once may be unknown."
         if reader is None:
             reader = ProcfsReader() if sys.platform.startswith("linux") else PsutilReader()
         offset = procfs.boot_offset_ns() if sys.platform.startswith("linux") else 0
         self._table = ProcessTable(reader, own_pid=self._own_pid, offset_ns=offset)
+        if self._opens is not None:
+            self._table.exec_program = self._opens.take
+            self._table.forget_program = self._opens.forget
         self._lock = threading.RLock()
         self._subs: list[Subscription] = []
         self._stop = threading.Event()
@@ -176,6 +190,7 @@ class Lineage:
         self._wake_r, self._wake_w = os.pipe()
         self._caught_up = threading.Condition()
         self._caught_up_ns = 0
+        self._sync_waiters = 0
         self.events = 0
         self.overflows = 0
         self.reseeds = 0
@@ -207,6 +222,9 @@ class Lineage:
         if self._connector is not None:
             self._connector.close()
             self._connector = None
+        if self._opens is not None:
+            self._opens.close()
+            self._opens = None
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -221,16 +239,17 @@ class Lineage:
         poller = select.poll()
         poller.register(connector.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        pause = select.poll()
+        pause.register(self._wake_r, select.POLLIN)
+        last_wake = 0.0
         while not self._stop.is_set():
             batch: list[ProcEvent] = []
             try:
-                while len(batch) < BATCH:
-                    event = connector.read(blocking=False)
-                    if event is None:
-                        break
-                    batch.append(event)
-            except EventsLost:
-                self._apply_batch(batch)
+                batch = connector.read_batch(BATCH)
+            except EventsLost as lost:
+                if self._opens is not None:
+                    self._opens.drain()
+                self._apply_batch(lost.events)
                 self._lost()
                 continue
             except OSError as exc:  # the socket itself failed: say so to subscribers, then sample
@@ -238,15 +257,22 @@ class Lineage:
                 self._fail(exc)
                 return
             if batch:
+                if self._opens is not None:
+                    self._opens.drain()
                 self._apply_batch(batch)
                 if len(batch) == BATCH:
                     continue
             if self._need_reseed:
                 self._reseed()
             self._mark_caught_up()
-            for fd, _ in poller.poll():
+            # Busy (events again within BUSY_S): let the next ones gather for COALESCE_MS instead of
+            # waking for each, which costs more than the events themselves. A sync or stop request
+            # ends the pause at once; a quiet reader wakes for the first event.
+            busy = bool(batch) and time.monotonic() - last_wake < BUSY_S
+            for fd, _ in (pause.poll(COALESCE_MS) if busy else poller.poll()):
                 if fd == self._wake_r:
                     os.read(self._wake_r, 512)
+            last_wake = time.monotonic()
 
     def _apply_batch(self, batch: list[ProcEvent]) -> None:
         if not batch:
@@ -295,9 +321,10 @@ class Lineage:
             sub.put(event)
 
     def _mark_caught_up(self) -> None:
-        with self._caught_up:
-            self._caught_up_ns = time.monotonic_ns()
-            self._caught_up.notify_all()
+        self._caught_up_ns = time.monotonic_ns()
+        if self._sync_waiters:
+            with self._caught_up:
+                self._caught_up.notify_all()
 
     def sync(self, timeout: float = 2.0) -> bool:
         """Wait until every event the kernel sent before this call is applied. False on timeout or
@@ -311,11 +338,15 @@ class Lineage:
         deadline = time.monotonic() + timeout
         os.write(self._wake_w, b"s")
         with self._caught_up:
-            while self._caught_up_ns <= asked and not self._stop.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._caught_up.wait(left)
+            self._sync_waiters += 1
+            try:
+                while self._caught_up_ns <= asked and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._caught_up.wait(min(left, 0.05))
+            finally:
+                self._sync_waiters -= 1
         return self._caught_up_ns > asked
 
     # --- subscriptions -------------------------------------------------------------------------
@@ -400,10 +431,16 @@ class Lineage:
             self._table.claim_unit(unit, label)
 
     def living(self, label: str) -> list[ProcessRef]:
-        """The processes of ``label``'s lineage alive now (after applying the events already sent)."""
+        """The processes of ``label``'s lineage alive now (after applying the events already sent;
+        a zombie, dead but not yet reaped by its parent, is not alive)."""
         self.sync()
         with self._lock:
-            return [ProcessRef(p.pid, p.start_ticks) for p in self._table.living(label)]
+            refs = [ProcessRef(p.pid, p.start_ticks) for p in self._table.living(label)]
+        return [ref for ref in refs if self._running(ref)]
+
+    def _running(self, ref: ProcessRef) -> bool:
+        stat = self._table.reader.stat(ref.pid)
+        return stat is not None and abs(stat.start_ticks - ref.start_ticks) <= 1 and stat.state not in ("Z", "X")
 
     def describe(self, pid: int, start_ticks: int | None = None) -> dict | None:
         """The lineage of a process, for a record (None if unknown)."""

@@ -20,7 +20,7 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
@@ -46,6 +46,14 @@ NLMSGHDR = struct.Struct("=IHHII")
 CN_MSG = struct.Struct("=IIIIHH")
 EVENT_HEAD = struct.Struct("=IIQ")  # what, cpu, timestamp_ns
 HEADER_SIZE = NLMSGHDR.size + CN_MSG.size  # 36: where proc_event starts
+_HEAD = struct.Struct("=IHHIIIIIIHHIIQ")  # the three headers at once, up to the event's data
+# The three events of every process, each read with one unpack (headers and data): the hot path.
+_FORK_MSG = struct.Struct("=IHHIIIIIIHHIIQiiii")
+_EXEC_MSG = struct.Struct("=IHHIIIIIIHHIIQii")
+_EXIT_MSG = struct.Struct("=IHHIIIIIIHHIIQiiIIii")
+_WHAT = struct.Struct("=I")
+_what_of, _fork_of, _exec_of, _exit_of = _WHAT.unpack_from, _FORK_MSG.unpack_from, _EXEC_MSG.unpack_from, \
+    _EXIT_MSG.unpack_from
 _TWO = struct.Struct("=ii")
 _FOUR = struct.Struct("=iiii")
 _ID = struct.Struct("=iiII")  # pid, tgid, real id, effective id
@@ -67,8 +75,7 @@ KINDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ProcEvent:
+class ProcEvent(NamedTuple):
     """One kernel event. ``pid``/``tgid`` are the process (for ``fork``: the child); ``parent_*``
     the forking process (``fork``), the parent at exit (``exit``, 0 when the kernel is too old to say)
     or the tracer (``ptrace``). ``real``/``effective``: the new ids of ``uid``/``gid``. ``exit_code``
@@ -92,6 +99,9 @@ class ProcEvent:
         return self.pid != self.tgid
 
 
+_new = tuple.__new__
+
+
 def subscribe_message(op: int = PROC_CN_MCAST_LISTEN, *, seq: int = 0, port: int = 0) -> bytes:
     """The netlink message that starts (or, with ``PROC_CN_MCAST_IGNORE``, stops) the events."""
     payload = struct.pack("=I", op)
@@ -106,52 +116,79 @@ def parse_message(buf: bytes | bytearray | memoryview, length: int | None = None
     Never raises for any input: the socket is the kernel's, but a parser that can crash the
     reader would stop the lineage, so bad bytes are simply not an event."""
     size = len(buf) if length is None else min(length, len(buf))
-    if size < HEADER_SIZE + EVENT_HEAD.size:
+    if size < _HEAD.size:
         return None
-    msg_len, _type, _flags, _seq, _port = NLMSGHDR.unpack_from(buf, 0)
-    idx, val, _cseq, _ack, data_len, _cflags = CN_MSG.unpack_from(buf, NLMSGHDR.size)
+    msg_len, _t, _f, _s, _p, idx, val, _cs, _ack, data_len, _cf, what, cpu, ts = _HEAD.unpack_from(buf, 0)
     if idx != CN_IDX_PROC or val != CN_VAL_PROC or msg_len > size or msg_len < HEADER_SIZE + data_len:
         return None
     if data_len < EVENT_HEAD.size:
         return None
-    what, cpu, ts = EVENT_HEAD.unpack_from(buf, HEADER_SIZE)
-    body = HEADER_SIZE + EVENT_HEAD.size
+    body = _HEAD.size
     room = HEADER_SIZE + data_len - body
     kind = KINDS.get(what)
     if kind is None:
         return None
+    new = _new  # positional construction: about twice as fast as the keyword form, per event
     try:
         if kind == "fork" and room >= _FOUR.size:
             ppid, ptgid, pid, tgid = _FOUR.unpack_from(buf, body)
-            return ProcEvent(kind, pid, tgid, ts, cpu, parent_pid=ppid, parent_tgid=ptgid)
+            return new(ProcEvent, (kind, pid, tgid, ts, cpu, ppid, ptgid, None, None, None, None))
         if kind in ("exec", "sid") and room >= _TWO.size:
             pid, tgid = _TWO.unpack_from(buf, body)
-            return ProcEvent(kind, pid, tgid, ts, cpu)
+            return new(ProcEvent, (kind, pid, tgid, ts, cpu, 0, 0, None, None, None, None))
         if kind in ("uid", "gid") and room >= _ID.size:
             pid, tgid, real, effective = _ID.unpack_from(buf, body)
-            return ProcEvent(kind, pid, tgid, ts, cpu, real=real, effective=effective)
+            return new(ProcEvent, (kind, pid, tgid, ts, cpu, 0, 0, real, effective, None, None))
         if kind == "exit" and room >= _EXIT.size - 8:
             if room >= _EXIT.size:
                 pid, tgid, code, _sig, ppid, ptgid = _EXIT.unpack_from(buf, body)
             else:  # kernels before 4.18 do not send the parent
                 pid, tgid, code, _sig = _ID.unpack_from(buf, body)
                 ppid = ptgid = 0
-            return ProcEvent(kind, pid, tgid, ts, cpu, parent_pid=ppid, parent_tgid=ptgid, exit_code=code)
+            return new(ProcEvent, (kind, pid, tgid, ts, cpu, ppid, ptgid, None, None, code, None))
         if kind in ("ptrace", "coredump") and room >= _FOUR.size:
             pid, tgid, other_pid, other_tgid = _FOUR.unpack_from(buf, body)
-            return ProcEvent(kind, pid, tgid, ts, cpu, parent_pid=other_pid, parent_tgid=other_tgid)
+            return new(ProcEvent, (kind, pid, tgid, ts, cpu, other_pid, other_tgid, None, None, None, None))
         if kind == "comm" and room >= _COMM.size:
             pid, tgid, raw = _COMM.unpack_from(buf, body)
-            return ProcEvent(kind, pid, tgid, ts, cpu, comm=raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+            comm = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            return new(ProcEvent, (kind, pid, tgid, ts, cpu, 0, 0, None, None, None, comm))
         if kind == "ack":
-            return ProcEvent(kind, 0, 0, ts, cpu)
+            return new(ProcEvent, (kind, 0, 0, ts, cpu, 0, 0, None, None, None, None))
     except struct.error:
         return None
     return None
 
 
+def decode(buf: bytearray | bytes, n: int) -> ProcEvent | None:
+    """:func:`parse_message`, with fork, exec and exit (nearly every event) decoded by one unpack
+    each: the reader's hot path. Anything else, or anything that does not check out, goes through
+    :func:`parse_message`; the tests hold the two to the same answers."""
+    if n >= 52 and len(buf) >= n:
+        what = _what_of(buf, 36)[0]
+        if what == PROC_EVENT_FORK and n >= 68:
+            size, _t, _f, _s, _p, idx, val, _c, _a, dlen, _cf, _w, cpu, ts, ppid, ptgid, pid, tgid = _fork_of(buf)
+            if idx == 1 and val == 1 and size <= n and 68 <= 36 + dlen <= size and dlen >= 32:
+                return _new(ProcEvent, ("fork", pid, tgid, ts, cpu, ppid, ptgid, None, None, None, None))
+        elif what == PROC_EVENT_EXEC and n >= 60:
+            size, _t, _f, _s, _p, idx, val, _c, _a, dlen, _cf, _w, cpu, ts, pid, tgid = _exec_of(buf)
+            if idx == 1 and val == 1 and size <= n and 60 <= 36 + dlen <= size and dlen >= 24:
+                return _new(ProcEvent, ("exec", pid, tgid, ts, cpu, 0, 0, None, None, None, None))
+        elif what == PROC_EVENT_EXIT and n >= 76:
+            size, _t, _f, _s, _p, idx, val, _c, _a, dlen, _cf, _w, cpu, ts, pid, tgid, code, _sig, ppid, ptgid \
+                = _exit_of(buf)
+            if idx == 1 and val == 1 and size <= n and 76 <= 36 + dlen <= size and dlen >= 40:
+                return _new(ProcEvent, ("exit", pid, tgid, ts, cpu, ppid, ptgid, None, None, code, None))
+    return parse_message(buf, n)
+
+
 class EventsLost(Exception):
-    """The kernel dropped events because the reader fell behind (``ENOBUFS``)."""
+    """The kernel dropped events because the reader fell behind (``ENOBUFS``). ``events``: those
+    read before the loss was noticed (still valid: apply them first)."""
+
+    def __init__(self, events: list[ProcEvent] | None = None):
+        super().__init__("the kernel dropped process events")
+        self.events = events or []
 
 
 class ProcConnectorUnavailable(Exception):
@@ -194,22 +231,23 @@ class ProcConnector:
     def rcvbuf(self) -> int:
         return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
-    def read(self, *, blocking: bool = True) -> ProcEvent | None:
-        """The next proc event; skips datagrams that are not one. None when ``blocking=False`` and
-        nothing is queued."""
-        flags = 0 if blocking else socket.MSG_DONTWAIT
-        while True:
+    def read_batch(self, limit: int = 256) -> list[ProcEvent]:
+        """Up to ``limit`` events queued now, without waiting ([] if none)."""
+        out: list[ProcEvent] = []
+        recv_into, buf, decode_one, append = self._sock.recv_into, self._buf, decode, out.append
+        while len(out) < limit:
             try:
-                n = self._sock.recv_into(self._buf, 0, flags)
+                n = recv_into(buf, 0, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return None
+                break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
-                    raise EventsLost() from None
+                    raise EventsLost(out) from None
                 raise
-            event = parse_message(self._view, n)
-            if event is not None and event.kind != "ack":
-                return event
+            event = decode_one(buf, n)
+            if event is not None and event[0] != "ack":
+                append(event)
+        return out
 
     def close(self) -> None:
         try:

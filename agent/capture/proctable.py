@@ -29,6 +29,7 @@ serialises access.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -149,6 +150,8 @@ class ProcessTable:
         self.offset_ns = offset_ns
         self._recent_max = recent
         self.read_argv_of_all = False
+        self.exec_program: Callable[[int], str | None] | None = None  # what the exec opened (fanotify)
+        self.forget_program: Callable[[int], None] = lambda pid: None
 
     # --- lookups -------------------------------------------------------------------------------
 
@@ -209,12 +212,12 @@ class ProcessTable:
 
     def apply(self, event: ProcEvent) -> Proc | None:
         """Apply one kernel event; returns the process it concerns (None for threads and strays)."""
-        if event.is_thread:
-            return None
-        kind = event.kind
+        kind, pid, tgid = event[0], event[1], event[2]
+        if pid != tgid:
+            return None  # a thread
         if kind == "fork":
             return self._fork(event)
-        proc = self.live.get(event.tgid)
+        proc = self.live.get(tgid)
         if proc is None:
             if kind == "exit":
                 return None
@@ -276,9 +279,10 @@ class ProcessTable:
 
     def _exec(self, proc: Proc) -> None:
         proc.execs += 1
-        proc.exe = self.reader.exe(proc.pid)
+        program = self.exec_program(proc.pid) if self.exec_program is not None else None
+        proc.exe = program or self.reader.exe(proc.pid)
         if proc.label is not None or self.read_argv_of_all:
-            proc.argv = self.reader.cmdline(proc.pid)
+            proc.argv = self.reader.cmdline(proc.pid) or None  # empty: it has exited already
         else:
             proc.argv = None
         if proc.label is not None:
@@ -316,6 +320,8 @@ class ProcessTable:
 
     def _exit(self, proc: Proc, event: ProcEvent) -> None:
         del self.live[proc.pid]
+        if self.exec_program is not None:
+            self.forget_program(proc.pid)
         self._gone(proc, event.timestamp_ns, event.exit_code)
         if proc.label is not None:
             self.labels[proc.label].runs.discard(proc.key)
