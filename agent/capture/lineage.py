@@ -196,6 +196,7 @@ class Lineage:
         self.reseeds = 0
         self._need_reseed = False
         self._users: dict[int, str | None] = {}
+        self._started_text: dict[int, str] = {}
 
     # --- running -------------------------------------------------------------------------------
 
@@ -450,13 +451,13 @@ class Lineage:
         with self._lock:
             return self.record_of(proc)
 
-    def record_of(self, proc: Proc | ProcView) -> dict:
+    def record_of(self, proc: Proc | ProcView, *, chain: int = 16) -> dict:
         """``pid``, ``exe``, ``user``, ``started``, ``technician``, ``label``, ``via``, ``chain`` (the
-        forking ancestors, nearest first: ``pid``, ``exe``, ``started``) and ``how``."""
-        chain = []
+        forking ancestors, nearest first, at most ``chain``: ``pid``, ``exe``, ``started``) and ``how``."""
+        links = []
         node = proc.parent
-        while node is not None and len(chain) < 16:
-            chain.append({"pid": node.pid, "exe": node.exe, "started": self.started(node.start_ns)})
+        while node is not None and len(links) < chain:
+            links.append({"pid": node.pid, "exe": node.exe, "started": self.started(node.start_ns)})
             node = node.parent
         return {
             "pid": proc.pid,
@@ -466,13 +467,19 @@ class Lineage:
             "technician": proc.label is not None,
             "label": proc.label,
             "via": proc.via,
-            "chain": chain,
+            "chain": links,
             "how": self.how,
         }
 
-    @staticmethod
-    def started(start_ns: int) -> str:
-        return rfc3339_from_timestamp(procfs.wall_from_monotonic_ns(start_ns))
+    def started(self, start_ns: int) -> str:
+        """A start time (CLOCK_MONOTONIC ns) as RFC 3339 (remembered: parents are named again and again)."""
+        text = self._started_text.get(start_ns)
+        if text is None:
+            text = rfc3339_from_timestamp(procfs.wall_from_monotonic_ns(start_ns))
+            if len(self._started_text) > 50_000:
+                self._started_text.clear()
+            self._started_text[start_ns] = text
+        return text
 
     def user(self, uid: int | None) -> str | None:
         if uid is None:

@@ -1,9 +1,16 @@
-"""Processes started during the session, sampled with psutil.
+"""Programs started during the session: :class:`ProcessRecorder` (from the lineage's events) and the
+older :class:`ProcessSampler` (psutil sampling, kept until capture takes its lineage from the service).
 
-Each tick compares the set of pids (one ``/proc`` listing, cheap) with the
-previous one and queries details only for the new pids, so a short interval
-(100 ms by default, see bench/RESULTS.md) catches processes that live 200 ms or
-more. Processes that existed before the session are the baseline, not records.
+:class:`ProcessRecorder` turns every exec the lineage reports into records. As root the
+lineage follows the kernel's process events (``how: "proc-connector"``), so an exec is recorded
+however short the process; without root it samples (``how: "sampled"``, a guess).
+
+**Privacy.** When the technician's processes are known (an SSH session: their login is marked
+in the lineage), only theirs are recorded in full: ``process`` records with the redacted command
+line, user, parent, start, end and lineage. The customer's own programs are counted by name
+only, in a ``process-summary`` record every ``summary_s`` seconds and at the end: no arguments,
+no paths, and their arguments are not even read. When the two cannot be told apart (no
+technician lineage, e.g. a GUI remote-control session), every program is recorded in full.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ from datetime import UTC, datetime
 
 import psutil
 
+from agent.capture.lineage import Lineage, LineageEvent, ProcView
+from agent.capture.procfs import wall_from_monotonic_ns
 from agent.capture.redact import redact_cmdline
+from agent.clock import rfc3339_from_timestamp
 
 TechnicianPids = Callable[[], Iterable[int]]
 
@@ -167,3 +177,181 @@ def _describe(pid: int) -> dict:
         info["error"] = f"could not be read: {exc}"
     info["cmdline"] = redact_cmdline(list(info["cmdline"] or []))
     return info
+
+
+MAX_PROGRAM_NAMES = 500
+CHAIN_IN_RECORDS = 8
+
+
+class ProcessRecorder:
+    """``process`` and ``process-summary`` records from a :class:`Lineage`'s events, in a thread of its own.
+
+    ``label``: the session's technician lineage; while it has a marked root (``lineage.has_label``)
+    the customer's programs are only counted. A process of *any* technician lineage is the
+    technician's."""
+
+    def __init__(self, sink, lineage: Lineage, *, label: str | None = None,
+                 split: Callable[[], bool] | None = None, summary_s: float = 60.0):
+        self._sink = sink
+        self._lineage = lineage
+        self._label = label
+        self._split = split or (lambda: label is not None and lineage.has_label(label))
+        self.summary_s = summary_s
+        self._own_pid = os.getpid()
+        self._counts: dict[str, int] = {}
+        self._other_names = 0
+        self._since = time.time()
+        self._recorded: set[tuple[int, int]] = set()  # processes with a "started" record, to end them
+        self._pending_loss: dict | None = None
+        self._dropped_seen = 0
+        self._sub = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._splitting = False
+        self.records = 0
+
+    def start(self) -> None:
+        self._splitting = self._split()
+        self._sub = self._lineage.subscribe(argv_of_all=not self._splitting)
+        self._since = time.time()
+        self._thread = threading.Thread(target=self._run, name="chaperone-process-recorder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Record what the lineage has seen up to now, the last summary and any loss; then stop."""
+        if self._thread is None:
+            return
+        self._lineage.sync()
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        assert self._sub is not None
+        self._handle(self._sub.get(timeout=0))
+        self._sub.close()
+        self._flush_loss()
+        self._summarise()
+
+    def _run(self) -> None:
+        assert self._sub is not None
+        next_summary = time.monotonic() + self.summary_s
+        while not self._stop.is_set():
+            events = self._sub.get(timeout=0.5)
+            try:
+                self._handle(events)
+                if time.monotonic() >= next_summary:
+                    self._summarise()
+                    next_summary = time.monotonic() + self.summary_s
+            except Exception as exc:  # noqa: BLE001 - the recorder must not die silently
+                self._sink.emit("capture-error", {"what": "process-recorder", "path": None, "error": str(exc)})
+
+    def _handle(self, events: list[LineageEvent]) -> None:
+        splitting = self._split()
+        if splitting != self._splitting:
+            self._splitting = splitting
+            self._lineage.read_argv_of_all(not splitting)
+        for event in events:
+            if event.kind == "exec" and event.proc is not None:
+                self._exec(event.proc, splitting)
+            elif event.kind == "exit" and event.proc is not None:
+                self._exit(event.proc)
+            elif event.kind == "lost":
+                self._pending_loss = {"count": event.count}
+            elif event.kind == "reseed":
+                self._pending_loss = {**(self._pending_loss or {"count": 0}), "found": event.count,
+                                      "ended_unseen": event.ended}
+                self._flush_loss()
+        self._note_dropped()
+
+    def _exec(self, proc: ProcView, splitting: bool) -> None:
+        if proc.pid == self._own_pid:
+            return
+        if proc.label is None and splitting:
+            name = program_name(proc.exe)
+            if name in self._counts or len(self._counts) < MAX_PROGRAM_NAMES:
+                self._counts[name] = self._counts.get(name, 0) + 1
+            else:
+                self._other_names += 1
+            return
+        self._recorded.add(proc.ref)
+        self._emit(self._record(proc, "started"))
+
+    def _exit(self, proc: ProcView) -> None:
+        if proc.ref not in self._recorded:
+            return  # forked and never exec'd during the session, or the customer's (counted at exec)
+        self._recorded.discard(proc.ref)
+        data = self._record(proc, "ended")
+        data["ended"] = rfc3339_from_timestamp(wall_from_monotonic_ns(proc.ended_ns)) if proc.ended_ns else None
+        data["exit_code"] = proc.exit_code
+        self._emit(data)
+
+    def _record(self, proc: ProcView, op: str) -> dict:
+        lineage = self._lineage.record_of(proc, chain=CHAIN_IN_RECORDS)
+        data = {
+            "op": op,
+            "pid": proc.pid,
+            "ppid": proc.ppid,
+            "user": lineage["user"],
+            "exe": proc.exe,
+            "cmdline": redact_cmdline(list(proc.argv)) if proc.argv else [],
+            "started": lineage["started"],
+            "ended": None,
+            "technician": proc.label is not None,
+            "how": self._lineage.how,
+            "lineage": {"label": proc.label, "via": proc.via, "chain": lineage["chain"]},
+        }
+        if proc.argv is None:
+            data["cmdline_unavailable"] = "it exited before its arguments could be read"
+        return data
+
+    def _emit(self, data: dict) -> None:
+        self.records += 1
+        self._sink.emit("process", data)
+
+    def _summarise(self) -> None:
+        now = time.time()
+        if self._counts or self._other_names:
+            data = {
+                "since": rfc3339_from_timestamp(self._since),
+                "until": rfc3339_from_timestamp(now),
+                "programs": dict(sorted(self._counts.items())),
+                "execs": sum(self._counts.values()) + self._other_names,
+                "other_programs": self._other_names,
+                "how": self._lineage.how,
+                "detail": "The customer's own programs, counted by name only (no arguments, no paths).",
+            }
+            self._sink.emit("process-summary", data)
+        self._counts = {}
+        self._other_names = 0
+        self._since = now
+
+    def _flush_loss(self) -> None:
+        if self._pending_loss is None:
+            return
+        loss, self._pending_loss = self._pending_loss, None
+        self._sink.emit("overflow", {
+            "root": None,
+            "source": "proc-connector",
+            "count": loss.get("count", 0),
+            "detail": "The kernel dropped process events (the reader fell behind): programs that started "
+                      "and ended meanwhile are not recorded. The process table was read again from /proc.",
+            "rescanned": "found" in loss,
+            "changes": loss.get("found", 0) + loss.get("ended_unseen", 0),
+        })
+
+    def _note_dropped(self) -> None:
+        assert self._sub is not None
+        dropped = self._sub.dropped
+        if dropped > self._dropped_seen:
+            self._sink.emit("overflow", {
+                "root": None, "source": "process-recorder", "count": dropped - self._dropped_seen,
+                "detail": "Process events were dropped because the recorder fell behind.",
+                "rescanned": False, "changes": 0})
+            self._dropped_seen = dropped
+
+
+def program_name(exe: str | None) -> str:
+    """A program's name without its folder (the customer's summary keeps no paths)."""
+    if not exe:
+        return "(unknown)"
+    return os.path.basename(exe.rstrip("/")) or "(unknown)"
+
