@@ -210,6 +210,16 @@ class HandleResolver:
         self._mounts[fsid] = fd
         return fsid
 
+    def fsid_of(self, path: bytes) -> bytes | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return fsid_of(self._libc, fd)
+        finally:
+            os.close(fd)
+
     def knows(self, fsid: bytes) -> bool:
         return fsid in self._mounts
 
