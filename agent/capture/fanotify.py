@@ -11,14 +11,15 @@ Two uses:
   reads the buffer (pure, tested with hypothesis); :class:`HandleResolver`
   turns a handle into a path (``open_by_handle_at``, root only), caching
   folders.
-- **Attribution below the watch roots** (today's :class:`FanotifyAttributor`,
-  a descriptor-reporting group): who last closed each file after writing.
-  ``FAN_MODIFY`` (every write) is left out of both: the watcher records
-  closes, and under a burst the doubled event rate starved the inotify
-  reader until its queue overflowed (bench/RESULTS.md). Elsewhere, or when
-  the kernel refuses, :class:`GuessAttributor` names the newest process
-  started during the session that was alive around the change (``how =
-  "guess"``).
+- **Programs of execs** (:mod:`agent.capture.execs`): ``FAN_OPEN_EXEC``
+  on the same kind of group, so the lineage knows what a 1 ms process ran.
+
+``FAN_MODIFY`` (every write) is not asked for: a close after writing is
+one event per file, while a write is one per ``write()`` (the journal's own
+appends among them), and under a burst the doubled event rate starved the
+inotify reader until its queue overflowed (bench/RESULTS.md). Without
+root, :class:`GuessAttributor` names the newest process started during the
+session that was alive around the change (``how = "guess"``).
 """
 
 from __future__ import annotations
@@ -27,14 +28,10 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import select
 import struct
 import sys
-import threading
 from collections import OrderedDict
 from typing import NamedTuple
-
-import psutil
 
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
@@ -187,27 +184,25 @@ def fsid_of(libc, fd: int) -> bytes | None:
 
 
 class HandleResolver:
-    """File handles to paths, through one open folder per marked filesystem (``open_by_handle_at``
-    needs ``CAP_DAC_READ_SEARCH``). Folders are cached; :meth:`forget_folders` after a folder moves."""
+    """File handles to paths, through a folder of each marked filesystem (``open_by_handle_at``
+    needs ``CAP_DAC_READ_SEARCH``). Folders are cached; :meth:`forget_folders` after a folder moves.
+
+    No descriptor is kept open on a filesystem: one would keep it busy, and the customer could not
+    unmount a USB stick during a session. The mount point is opened for each lookup that misses the
+    cache, and checked to still be that filesystem."""
 
     def __init__(self, libc=None, *, cache: int = 8192):
         self._libc = libc or _libc()
-        self._mounts: dict[bytes, int] = {}
+        self._mounts: dict[bytes, bytes] = {}  # fsid -> a mount point of it
         self._folders: OrderedDict[bytes, bytes] = OrderedDict()  # fsid + file_handle -> path
         self._max = cache
         self.failures = 0
 
     def add(self, mountpoint: bytes) -> bytes | None:
         """Remember a filesystem by one of its folders; returns its fsid (None if it has none)."""
-        try:
-            fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        fsid = fsid_of(self._libc, fd)
-        if fsid is None or fsid in self._mounts:
-            os.close(fd)
-            return fsid
-        self._mounts[fsid] = fd
+        fsid = self.fsid_of(mountpoint)
+        if fsid is not None and fsid not in self._mounts:
+            self._mounts[fsid] = mountpoint
         return fsid
 
     def fsid_of(self, path: bytes) -> bytes | None:
@@ -250,12 +245,23 @@ class HandleResolver:
         return path
 
     def _open(self, fsid: bytes, handle_type: int, handle: bytes) -> bytes | None:
-        mount_fd = self._mounts.get(fsid)
-        if mount_fd is None:
+        mountpoint = self._mounts.get(fsid)
+        if mountpoint is None:
             self.failures += 1
             return None
-        raw = _HANDLE_HEADER.pack(len(handle), handle_type) + handle
-        fd = self._libc.open_by_handle_at(mount_fd, raw, O_PATH | os.O_CLOEXEC)
+        try:
+            mount_fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            self.failures += 1
+            return None
+        try:
+            if fsid_of(self._libc, mount_fd) != fsid:  # unmounted, or another filesystem mounted over it
+                self.failures += 1
+                return None
+            raw = _HANDLE_HEADER.pack(len(handle), handle_type) + handle
+            fd = self._libc.open_by_handle_at(mount_fd, raw, O_PATH | os.O_CLOEXEC)
+        finally:
+            os.close(mount_fd)
         if fd < 0:
             self.failures += 1
             return None
@@ -274,8 +280,6 @@ class HandleResolver:
         self._folders.clear()
 
     def close(self) -> None:
-        for fd in self._mounts.values():
-            os.close(fd)
         self._mounts.clear()
         self._folders.clear()
 
@@ -324,146 +328,23 @@ class FanotifyGroup:
             self.fd = -1
 
 
-def _process_info(pid: int) -> dict:
-    info = {"pid": pid, "exe": None, "user": None}
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            info["user"] = proc.username()
-            try:
-                info["exe"] = proc.exe() or proc.name()
-            except psutil.AccessDenied:
-                info["exe"] = proc.name()
-    except psutil.Error:
-        pass
-    return info
-
-
-class FanotifyAttributor:
-    """Remembers the last writer of each recently written file below the roots."""
-
-    how = "fanotify"
-
-    def __init__(self, roots: list[bytes], *, max_paths: int = 16_384):
-        if not sys.platform.startswith("linux"):
-            raise FanotifyUnavailable("fanotify exists only on Linux.")
-        if os.geteuid() != 0:
-            raise FanotifyUnavailable("fanotify needs root.")
-        self._libc = _libc()
-        fd = self._libc.fanotify_init(FAN_CLOEXEC | FAN_NONBLOCK | FAN_CLASS_NOTIF, os.O_RDONLY | os.O_LARGEFILE)
-        if fd < 0:
-            raise FanotifyUnavailable(f"the kernel refused fanotify: {os.strerror(ctypes.get_errno())}.")
-        self._fd = fd
-        try:
-            for root in roots:
-                self._mark(root)
-        except FanotifyUnavailable:
-            os.close(fd)
-            raise
-        self._prefixes = tuple(r.rstrip(b"/") + b"/" for r in roots)
-        self._roots = set(roots)
-        self._writers: OrderedDict[bytes, int] = OrderedDict()
-        self._max_paths = max_paths
-        self._info: dict[int, dict] = {}
-        self._lock = threading.Lock()
-        self._own_pid = os.getpid()
-        self.overflows = 0
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="chaperone-fanotify", daemon=True)
-        self._thread.start()
-
-    def _mark(self, root: bytes) -> None:
-        mask = FAN_CLOSE_WRITE
-        for how in (FAN_MARK_FILESYSTEM, FAN_MARK_MOUNT):
-            if self._libc.fanotify_mark(self._fd, FAN_MARK_ADD | how, mask, AT_FDCWD, root) == 0:
-                return
-        raise FanotifyUnavailable(f"the kernel refused to watch {os.fsdecode(root)!r}: {os.strerror(ctypes.get_errno())}.")
-
-    def attribute(self, path: bytes) -> dict | None:
-        with self._lock:
-            pid = self._writers.get(path)
-            if pid is None:
-                return None
-            info = self._info.get(pid)
-        if info is None:
-            info = _process_info(pid)
-        return {**info, "how": self.how}
-
-    def close(self) -> None:
-        os.write(self._wake_w, b"x")
-        self._thread.join()
-        for fd in (self._fd, self._wake_r, self._wake_w):
-            os.close(fd)
-
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        while True:
-            ready = {fd for fd, _ in poller.poll()}
-            if self._wake_r in ready:
-                self._drain()
-                return
-            self._drain()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                buf = os.read(self._fd, 64 * 1024)
-            except BlockingIOError:
-                return
-            if not buf:
-                return
-            for mask, fd, pid in parse_events(buf):
-                if mask & FAN_Q_OVERFLOW:
-                    self.overflows += 1
-                if fd < 0:
-                    continue
-                try:
-                    path = os.readlink(f"/proc/self/fd/{fd}".encode())
-                except OSError:
-                    path = None
-                finally:
-                    os.close(fd)
-                if path is not None and pid != self._own_pid and (path in self._roots or path.startswith(self._prefixes)):
-                    self._remember(path, pid)
-
-    def _remember(self, path: bytes, pid: int) -> None:
-        with self._lock:
-            self._writers[path] = pid
-            self._writers.move_to_end(path)
-            if len(self._writers) > self._max_paths:
-                self._writers.popitem(last=False)
-            if pid not in self._info:
-                self._info[pid] = _process_info(pid)  # now, while the writer is likely alive
-                if len(self._info) > 4096:
-                    self._info.pop(next(iter(self._info)))
-
-
 class GuessAttributor:
-    """The newest process of the session alive around the change, labelled as a guess."""
+    """Without fanotify: the newest process of the session alive around the change, the technician's
+    first, labelled as a guess (``how = "guess"``). ``recent`` gives the candidates, newest first
+    (:meth:`agent.capture.lineage.Lineage.recent`)."""
 
     how = "guess"
 
-    def __init__(self, sampler):
-        self._sampler = sampler
+    def __init__(self, recent):
+        self._recent = recent
 
     def attribute(self, path: bytes) -> dict | None:
-        candidates = self._sampler.recent() if self._sampler is not None else []
+        candidates = self._recent() if self._recent is not None else []
         if not candidates:
             return None
-        best = next((p for p in candidates if p.technician), candidates[0])
-        return {"pid": best.pid, "exe": best.data.get("exe"), "user": best.data.get("user"), "how": self.how}
+        best = next((p for p in candidates if p.get("technician")), candidates[0])
+        return {"pid": best["pid"], "exe": best.get("exe"), "user": best.get("user"), "how": self.how,
+                "technician": bool(best.get("technician")), "label": best.get("label")}
 
     def close(self) -> None:
         pass
-
-
-def make_attributor(roots: list[bytes], sampler, *, prefer_fanotify: bool = True):
-    """The best attributor available, and why fanotify is not used (or None)."""
-    if prefer_fanotify:
-        try:
-            return FanotifyAttributor(roots), None
-        except FanotifyUnavailable as exc:
-            return GuessAttributor(sampler), str(exc)
-    return GuessAttributor(sampler), "fanotify not requested."

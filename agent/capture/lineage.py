@@ -50,6 +50,7 @@ from typing import NamedTuple
 from agent.capture import procfs
 from agent.capture.execs import ExecOpens
 from agent.capture.fanotify import FanotifyUnavailable
+from agent.capture.mountinfo import PSEUDO_FILESYSTEMS
 from agent.capture.proc_connector import EventsLost, ProcConnector, ProcConnectorUnavailable, ProcEvent
 from agent.capture.proctable import LabelState, Proc, ProcessTable, ProcfsReader, ProcReader
 from agent.capture.sampling import PsutilReader, Sampler
@@ -209,7 +210,7 @@ class Lineage:
             self._thread.start()
         else:
             self._sampler = Sampler(self._table.reader, self._apply_batch, self._table.offset_ns,
-                                    interval=self._sample_interval)
+                                    interval=self._sample_interval, wanted=self._wanted)
             self._sampler.start(set(self._table.live))
 
     def stop(self) -> None:
@@ -309,11 +310,16 @@ class Lineage:
         self.how = SAMPLED
         self._broadcast(LineageEvent("lost", count=self.overflows + 1, wall=time.time()))
         self._sampler = Sampler(self._table.reader, self._apply_batch, self._table.offset_ns,
-                                interval=self._sample_interval)
+                                interval=self._sample_interval, wanted=self._wanted)
         with self._lock:
             self._table.seed("reseed")
             known = set(self._table.live)
         self._sampler.start(known)
+
+    def _wanted(self) -> bool:
+        """Sampling costs CPU all the time (a listing of /proc every interval): it runs only while a
+        session records processes or a technician's lineage is marked."""
+        return bool(self._subs) or any(state.roots for state in self._table.labels.values())
 
     def _broadcast(self, event: LineageEvent) -> None:
         with self._lock:
@@ -426,6 +432,12 @@ class Lineage:
             self._table.mark(proc, label)
         return True
 
+    def on_mount(self, mount) -> None:
+        """A filesystem mounted now: programs run from it are named too."""
+        if self._opens is not None and mount.fstype not in PSEUDO_FILESYSTEMS:
+            with self._lock:
+                self._opens.add_filesystem(mount.mountpoint)
+
     def claim_unit(self, unit: str, label: str) -> None:
         """``unit`` is the technician's (they wrote or named it): processes it runs are theirs."""
         with self._lock:
@@ -443,6 +455,12 @@ class Lineage:
         stat = self._table.reader.stat(ref.pid)
         return stat is not None and abs(stat.start_ticks - ref.start_ticks) <= 1 and stat.state not in ("Z", "X")
 
+    def view(self, pid: int, start_ticks: int | None = None) -> ProcView | None:
+        """A frozen view of the process as the table knows it now (no waiting for events)."""
+        with self._lock:
+            proc = self._table.find(pid, start_ticks)
+            return _view(proc) if proc is not None else None
+
     def describe(self, pid: int, start_ticks: int | None = None) -> dict | None:
         """The lineage of a process, for a record (None if unknown)."""
         proc = self._find(pid, start_ticks)
@@ -454,7 +472,7 @@ class Lineage:
     def record_of(self, proc: Proc | ProcView, *, chain: int = 16) -> dict:
         """``pid``, ``exe``, ``user``, ``started``, ``technician``, ``label``, ``via``, ``chain`` (the
         forking ancestors, nearest first, at most ``chain``: ``pid``, ``exe``, ``started``) and ``how``."""
-        links = []
+        links: list[dict] = []
         node = proc.parent
         while node is not None and len(links) < chain:
             links.append({"pid": node.pid, "exe": node.exe, "started": self.started(node.start_ns)})
@@ -490,6 +508,18 @@ class Lineage:
             except KeyError:
                 self._users[uid] = str(uid)
         return self._users[uid]
+
+    def recent(self, within_s: float = 2.0, *, since_ns: int = 0) -> list[dict]:
+        """Processes alive now or ended within ``within_s``, started after ``since_ns`` (CLOCK_MONOTONIC),
+        newest first, as ``{"pid", "exe", "user", "technician", "label"}``: the candidates of a guess."""
+        now = time.monotonic_ns()
+        horizon = now - int(within_s * 1e9)
+        with self._lock:
+            procs = [p for p in (*self._table.live.values(), *self._table.recent.values())
+                     if p.start_ns >= since_ns and p.pid != self._own_pid and (p.alive or (p.ended_ns or 0) >= horizon)]
+        procs.sort(key=lambda p: p.start_ns, reverse=True)
+        return [{"pid": p.pid, "exe": p.exe, "user": self.user(p.uid), "technician": p.label is not None,
+                 "label": p.label} for p in procs[:64]]
 
     # --- ending --------------------------------------------------------------------------------
 

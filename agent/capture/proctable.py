@@ -28,12 +28,11 @@ serialises access.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
-
-import os
 
 from agent.capture import procfs
 from agent.capture.proc_connector import ProcEvent
@@ -191,9 +190,13 @@ class ProcessTable:
         if proc.key not in state.roots:
             state.roots.append(proc.key)
         count = self._label(proc, label, "mark")
-        for other in self.live.values():
+        # What it forked before the mark: the living, and those that already exited (their records
+        # are still to be written, e.g. a second login's first commands before its root was marked).
+        for other in (*self.live.values(), *self.recent.values()):
             if other.label is None and any(a is proc for a in other.chain(limit=256)):
                 count += self._label(other, label, "fork")
+                if other.alive and other.argv is None and other.execs:
+                    other.argv = self.reader.cmdline(other.pid) or None
         return count
 
     def _label(self, proc: Proc, label: str, via: str) -> int:

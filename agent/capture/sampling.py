@@ -70,7 +70,8 @@ class PsutilReader:
 class Sampler:
     """Feeds synthetic events to ``apply`` from a thread of its own."""
 
-    def __init__(self, reader, apply: Callable[[list[ProcEvent]], None], offset_ns: int, *, interval: float = 0.1):
+    def __init__(self, reader, apply: Callable[[list[ProcEvent]], None], offset_ns: int, *, interval: float = 0.1,
+                 wanted: Callable[[], bool] = lambda: True):
         self._reader = reader
         self._apply = apply
         self._offset_ns = offset_ns
@@ -80,6 +81,7 @@ class Sampler:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.failures = 0
+        self._wanted = wanted
 
     def start(self, known: set[int]) -> None:
         self._known = set(known)
@@ -94,6 +96,9 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if not self._wanted():
+                self._stop.wait(1.0)  # idle: nobody needs it; what starts meanwhile is seen by the next sample
+                continue
             try:
                 self.sample_now()
             except Exception:  # noqa: BLE001 - a sampler must not die; the next tick tries again

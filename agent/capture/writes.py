@@ -284,6 +284,7 @@ class WriteRecorder:
             if mask & FAN_ATTRIB:
                 self._metadata(path, pid, label)
             return
+        assert label is not None  # outside the watch paths, only the technician's events get here
         if mask & FAN_DELETE:
             self._deleted(path, pid, label, is_dir)
             return
@@ -325,8 +326,8 @@ class WriteRecorder:
 
     def _file_record(self, op: str, entry: Pending, after: dict | None, attribution: dict, where: bytes) -> None:
         name = os.fsdecode(entry.path)
-        data = {"op": op, **path_fields(entry.path), "via": "filesystem", "attribution": attribution,
-                "sha256_before": None, "secret": is_secret_file(name)}
+        data: dict = {"op": op, **path_fields(entry.path), "via": "filesystem", "attribution": attribution,
+                      "sha256_before": None, "secret": is_secret_file(name)}
         if entry.dir or (after and after["kind"] == "dir"):
             data.update(kind="dir", size=None, sha256_after=None)
         else:
@@ -377,9 +378,10 @@ class WriteRecorder:
         if pending is not None:
             self._record(pending)
         before = self._meta.pop(path, None)
-        self._sink.emit("file", {"op": "deleted", **path_fields(path), "kind": "dir" if is_dir else
-                                 (before or {}).get("kind", "file"), "via": "filesystem", "size": None,
-                                 "sha256_before": None, "sha256_after": None, "secret": is_secret_file(os.fsdecode(path)),
+        kind = "dir" if is_dir else (before or {}).get("kind", "file")
+        secret = is_secret_file(os.fsdecode(path))
+        self._sink.emit("file", {"op": "deleted", **path_fields(path), "kind": kind, "via": "filesystem",
+                                 "size": None, "sha256_before": None, "sha256_after": None, "secret": secret,
                                  "attribution": self._attribution(pid, label)})
 
     def _moved(self, old: bytes | None, new: bytes | None, pid: int, label: str, is_dir: bool) -> None:

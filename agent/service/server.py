@@ -24,6 +24,7 @@ from agent.api import protocol
 from agent.api.peercred import Peer, home_owner, peer_of
 from agent.api.protocol import MAX_MESSAGE, OPEN_OPS
 from agent.capture import Capture, default_watch_paths
+from agent.capture.lineage import Lineage
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
@@ -48,11 +49,13 @@ WRITE_TIMEOUT = 10.0
 CAPTURE_ENV = "CHAPERONE_CAPTURE"
 
 
-def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None) -> Capture:
-    """The real capture of a session (agent.capture.Capture)."""
+def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
+                    lineage: Lineage | None = None) -> Capture:
+    """The real capture of a session (agent.capture.Capture), on the agent's process lineage."""
     if os.environ.get(CAPTURE_ENV) == "off":
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
-    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids)
+    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
+                   lineage=lineage)
 
 
 def may(op: str, peer: Peer, owner_uid: int) -> bool:
@@ -98,9 +101,15 @@ class AgentService:
     """The service around a SessionManager: socket, permissions, events, stop."""
 
     def __init__(self, home: Home, device_key, *, consent_timeout: float = 120.0,
-                 capture: CaptureFactory = capture_factory):
+                 capture: CaptureFactory | None = None, lineage: Lineage | None = None):
         self.home = home
         self.owner_uid = home_owner(home.path)
+        # One process lineage for the whole agent (kernel events as root, else sampling): capture
+        # records from it, consent asks it whose a peer is. Started in run(), stopped at the end.
+        self.lineage = lineage if lineage is not None else Lineage()
+        if capture is None:
+            def capture(sink, watch_paths, technician_pids):
+                return capture_factory(sink, watch_paths, technician_pids, lineage=self.lineage)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
                                       default_watch_paths=default_watch_paths)
@@ -133,6 +142,7 @@ class AgentService:
         check_socket_path(self.home)
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
+        await asyncio.to_thread(self.lineage.start)
         await self.manager.start()
         monitor = start_monitor(
             UnattendedSink(self.home, self.manager.device_key,
@@ -153,6 +163,7 @@ class AgentService:
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
             await self.manager.stop()
+            await asyncio.to_thread(self.lineage.stop)
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()

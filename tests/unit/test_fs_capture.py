@@ -181,6 +181,8 @@ def test_a_tmpfs_mounted_during_the_session_is_watched_too(lineage, writes, tmp_
         assert wait_for(lambda: str(place) in writes.marked)
         as_technician(lineage, f"echo x > {place}/on-new-fs")
         assert wait_for(lambda: writes.sink.of("file", path=str(place / "on-new-fs")))
+        # the agent keeps nothing open there: the customer can still unmount (a USB stick, say)
+        assert subprocess.run(["umount", str(place)], capture_output=True).returncode == 0
     finally:
         subprocess.run(["umount", str(place)], capture_output=True)
         mounts.stop()

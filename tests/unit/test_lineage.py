@@ -113,7 +113,7 @@ def test_detached_and_millisecond_processes_stay_the_technicians(lineage, tmp_pa
     assert {d["pid"] for d in result.ended} >= set(detached)
     assert result.survivors == []
     for pid in detached:
-        assert wait_for(lambda: procfs.read_stat(pid) is None or procfs.read_stat(pid).state == "Z")
+        assert wait_for(lambda p=pid: procfs.read_stat(p) is None or procfs.read_stat(p).state == "Z")
     assert customer.returncode == -signal.SIGKILL  # ours, not the lineage's ending
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+import psutil
 import pytest
 
 from agent.capture.lineage import PROC_CONNECTOR, SAMPLED, Lineage
@@ -151,3 +152,30 @@ def test_ten_thousand_short_execs_are_all_recorded_with_their_lineage(lineage):
     assert all(d["lineage"]["chain"][0]["pid"] == shell.pid for d in started)
     assert len({(d["pid"], d["started"]) for d in started}) == 10_000
     assert sink.of("overflow") == []
+
+
+@needs_root
+def test_a_second_login_marked_late_still_has_its_first_commands_recorded_as_the_technicians(lineage, tmp_path):
+    """The login source names a login that joined the session up to a second after it started: the
+    mark reaches back to what it already ran, and the recorder decides only after that delay."""
+    first = technician_shell("sleep 30")
+    second = technician_shell(f"chmod 600 {tmp_path}; sleep 1.5")
+    known = [first.pid]
+    sink = ListSink()
+    recorder = ProcessRecorder(sink, lineage, label="S10", summary_s=3600, technician_roots=lambda: list(known))
+    recorder.start()
+    try:
+        assert lineage.has_label("S10")  # the first login: the session splits the customer's programs off
+        second.stdin.write(b"go\n")  # its chmod runs and ends before anything names this login
+        second.stdin.close()
+        assert wait_for(lambda: [p for p in psutil.Process(second.pid).children() if p.name() == "sleep"])
+        known.append(second.pid)
+        assert wait_for(lambda: [d for d in sink.of("process") if (d["exe"] or "").endswith("chmod")])
+    finally:
+        recorder.stop()
+        first.kill()
+        first.wait()
+    chmod = [d for d in sink.of("process") if (d["exe"] or "").endswith("chmod")]
+    assert {d["op"] for d in chmod} == {"started", "ended"}
+    assert all(d["technician"] and d["lineage"]["label"] == "S10" for d in chmod)
+    assert "chmod" not in (sink.of("process-summary") or [{"programs": {}}])[-1]["programs"]
