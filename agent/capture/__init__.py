@@ -172,7 +172,8 @@ class Capture:
         self._processes.start()
         self._attributor = self._start_writes(present, lineage)
         if sys.platform.startswith("linux"):
-            self._mounts = MountWatcher(self._sink, present, on_mount=self._mounted)
+            self._mounts = MountWatcher(self._sink, present, on_mount=self._mounted,
+                                        describe=lambda pid: lineage.describe(pid, fresh=True))
             self._mounts.start()
         self._watcher = FileWatcher(
             self._sink,

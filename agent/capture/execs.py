@@ -28,7 +28,7 @@ from agent.capture.fanotify import (
     HandleResolver,
     join_name,
 )
-from agent.capture.mountinfo import read_mountinfo, storage_mounts
+from agent.capture.mountinfo import Mount, read_mountinfo, storage_mounts
 
 MAX_PENDING_PIDS = 65_536
 _META = struct.Struct("=IBBHQii")
@@ -125,16 +125,11 @@ class ExecOpens:
         self._group = FanotifyGroup(FAN_CLASS_NOTIF | FAN_REPORT_DFID_NAME)
         self._resolver = HandleResolver(self._group.libc)
         self.unmarked: list[str] = []
-        marked = 0
+        self._devs: set[str] = set()
         for mount in storage_mounts(read_mountinfo()):
-            if "noexec" in mount.options.split(","):
-                continue
-            try:
-                self._group.mark(mount.mountpoint, FAN_OPEN_EXEC)
-                self._resolver.add(mount.mountpoint)
-                marked += 1
-            except FanotifyUnavailable as exc:
-                self.unmarked.append(str(exc))
+            if "noexec" not in mount.options.split(","):
+                self.add_filesystem(mount)
+        marked = len(self._devs)
         if not marked:
             self.close()
             raise FanotifyUnavailable("no filesystem could be watched for execs.")
@@ -146,10 +141,14 @@ class ExecOpens:
     def fileno(self) -> int:
         return self._group.fileno()
 
-    def add_filesystem(self, mountpoint: bytes) -> None:
+    def add_filesystem(self, mount: Mount) -> None:
+        """Watch execs from one more filesystem (not one already watched: see WriteRecorder.on_mount)."""
+        if mount.dev in self._devs:
+            return
         try:
-            self._group.mark(mountpoint, FAN_OPEN_EXEC)
-            self._resolver.add(mountpoint)
+            self._group.mark(mount.mountpoint, FAN_OPEN_EXEC)
+            self._resolver.add(mount.mountpoint)
+            self._devs.add(mount.dev)
         except FanotifyUnavailable as exc:
             self.unmarked.append(str(exc))
 

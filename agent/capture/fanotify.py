@@ -40,6 +40,7 @@ FAN_REPORT_FID = 0x200
 FAN_REPORT_DIR_FID = 0x400
 FAN_REPORT_NAME = 0x800
 FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME
+FAN_REPORT_MNT = 0x4000
 FAN_MARK_ADD = 0x1
 FAN_MARK_REMOVE = 0x2
 FAN_MARK_INODE = 0x0
@@ -47,6 +48,7 @@ FAN_MARK_MOUNT = 0x10
 FAN_MARK_IGNORED_MASK = 0x20
 FAN_MARK_IGNORED_SURV_MODIFY = 0x40
 FAN_MARK_FILESYSTEM = 0x100
+FAN_MARK_MNTNS = 0x110
 
 FAN_MODIFY = 0x2
 FAN_ATTRIB = 0x4
@@ -58,11 +60,14 @@ FAN_DELETE = 0x200
 FAN_OPEN_EXEC = 0x1000
 FAN_Q_OVERFLOW = 0x4000
 FAN_RENAME = 0x10000000
+FAN_MNT_ATTACH = 0x01000000
+FAN_MNT_DETACH = 0x02000000
 FAN_ONDIR = 0x40000000
 
 FAN_EVENT_INFO_TYPE_FID = 1
 FAN_EVENT_INFO_TYPE_DFID_NAME = 2
 FAN_EVENT_INFO_TYPE_DFID = 3
+FAN_EVENT_INFO_TYPE_MNT = 7
 FAN_EVENT_INFO_TYPE_OLD_DFID_NAME = 10
 FAN_EVENT_INFO_TYPE_NEW_DFID_NAME = 12
 _NAMED_INFO = (FAN_EVENT_INFO_TYPE_DFID_NAME, FAN_EVENT_INFO_TYPE_OLD_DFID_NAME, FAN_EVENT_INFO_TYPE_NEW_DFID_NAME)
@@ -165,6 +170,49 @@ def _parse_fid_info(data: bytes, at: int, length: int, kind: int) -> FidInfo | N
         raw = data[handle_at + handle_bytes:end]
         name = raw.split(b"\0", 1)[0]
     return FidInfo(kind, fsid, handle_type, handle, name)
+
+
+def mount_events(data: bytes) -> list[tuple[int, int, int]]:
+    """``(mask, pid, unique mount id)`` for each event of a ``FAN_REPORT_MNT`` group (attach, detach);
+    an overflow is ``(FAN_Q_OVERFLOW, 0, 0)``. Never raises."""
+    out = []
+    offset = 0
+    while offset + _METADATA.size <= len(data):
+        event_len, _v, _r, meta_len, mask, _fd, pid = _METADATA.unpack_from(data, offset)
+        end = offset + event_len
+        if event_len < _METADATA.size or meta_len < _METADATA.size or end > len(data):
+            break
+        if mask & FAN_Q_OVERFLOW:
+            out.append((FAN_Q_OVERFLOW, 0, 0))
+        at = offset + meta_len
+        while at + _INFO_HEADER.size <= end:
+            kind, _pad, length = _INFO_HEADER.unpack_from(data, at)
+            if length < _INFO_HEADER.size or at + length > end:
+                break
+            if kind == FAN_EVENT_INFO_TYPE_MNT and length >= 16:
+                out.append((mask, pid, struct.unpack_from("=Q", data, at + 8)[0]))  # after 4 bytes of padding
+            at += length
+        offset = end
+    return out
+
+
+SYS_STATMOUNT = 457  # the same number on every architecture (the unified table)
+STATMOUNT_MNT_BASIC = 0x2
+_MNT_ID_REQ = struct.Struct("=IIQQQ")  # size, spare, mnt_id, param, mnt_ns_id
+
+
+def old_mount_id(libc, unique_id: int) -> int | None:
+    """The id ``/proc/self/mountinfo`` shows for the mount whose unique id fanotify reported
+    (``statmount``, Linux 6.8+; by id, so it never walks a path into the mount and never makes an
+    ``umount`` fail as busy). None when the mount is gone or the kernel cannot say."""
+    request = ctypes.create_string_buffer(_MNT_ID_REQ.pack(24, 0, unique_id, STATMOUNT_MNT_BASIC, 0), 32)
+    answer = ctypes.create_string_buffer(512)
+    if libc.syscall(SYS_STATMOUNT, request, answer, ctypes.c_size_t(len(answer)), ctypes.c_uint(0)) != 0:
+        return None
+    mask = struct.unpack_from("=Q", answer.raw, 8)[0]
+    if not mask & STATMOUNT_MNT_BASIC:
+        return None
+    return struct.unpack_from("=I", answer.raw, 56)[0]
 
 
 def join_name(folder: bytes, name: bytes | None) -> bytes:

@@ -436,7 +436,7 @@ class Lineage:
         """A filesystem mounted now: programs run from it are named too."""
         if self._opens is not None and mount.fstype not in PSEUDO_FILESYSTEMS:
             with self._lock:
-                self._opens.add_filesystem(mount.mountpoint)
+                self._opens.add_filesystem(mount)
 
     def claim_unit(self, unit: str, label: str) -> None:
         """``unit`` is the technician's (they wrote or named it): processes it runs are theirs."""
@@ -461,8 +461,11 @@ class Lineage:
             proc = self._table.find(pid, start_ticks)
             return _view(proc) if proc is not None else None
 
-    def describe(self, pid: int, start_ticks: int | None = None) -> dict | None:
-        """The lineage of a process, for a record (None if unknown)."""
+    def describe(self, pid: int, start_ticks: int | None = None, *, fresh: bool = False) -> dict | None:
+        """The lineage of a process, for a record (None if unknown). ``fresh``: apply the events already
+        sent first (a process that just exec'd is then named by its new program)."""
+        if fresh:
+            self.sync()
         proc = self._find(pid, start_ticks)
         if proc is None:
             return None

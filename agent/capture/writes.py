@@ -121,6 +121,7 @@ class WriteRecorder:
         self.overflows = 0
         self._overflows_reported = 0
         self.marked: list[str] = []
+        self._devs: set[str] = set()  # the devices of the filesystems marked
         self.events = 0
         self._synced = False
 
@@ -132,7 +133,8 @@ class WriteRecorder:
         self._resolver = HandleResolver(self._group.libc)
         mounts = storage_mounts(read_mountinfo())
         for mount in mounts:
-            self.add_filesystem(mount.mountpoint)
+            if self.add_filesystem(mount.mountpoint):
+                self._devs.add(mount.dev)
         if not self.marked:
             self._group.close()
             raise FanotifyUnavailable("no filesystem could be watched for writes.")
@@ -200,10 +202,13 @@ class WriteRecorder:
                 os.read(self._wake_r, 64)
 
     def on_mount(self, mount: Mount) -> None:
-        """For :class:`agent.capture.mounts.MountWatcher`: watch a filesystem mounted during the session."""
-        if mount.fstype not in PSEUDO_FILESYSTEMS:
+        """For :class:`agent.capture.mounts.MountWatcher`: watch a filesystem mounted during the session.
+        One already watched (a bind mount of it) is not even opened: opening a mount point that is
+        about to be unmounted makes the ``umount`` fail as busy."""
+        if mount.fstype not in PSEUDO_FILESYSTEMS and mount.dev not in self._devs:
             with self._lock:
-                self.add_filesystem(mount.mountpoint)
+                if self.add_filesystem(mount.mountpoint):
+                    self._devs.add(mount.dev)
 
     # --- attribution for the file watcher -----------------------------------------------------------
 

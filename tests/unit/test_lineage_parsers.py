@@ -21,6 +21,7 @@ from agent.capture.fanotify import (
     FAN_Q_OVERFLOW,
     FAN_RENAME,
     join_name,
+    mount_events,
     parse_fid_events,
 )
 from agent.capture.mountinfo import escape, parse_line, parse_mountinfo, storage_mounts
@@ -277,3 +278,11 @@ def test_each_exec_takes_its_program_and_leaves_the_next_ones():
     opens = deque([b"/lib64/ld-linux-x86-64.so.2", b"/bin/ls", b"/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"])
     assert take_program(opens, is_script=lambda p: False) == b"/bin/ls" and not opens
     assert is_elf_interpreter(b"/lib/ld-musl-x86_64.so.1")
+
+
+@given(st.lists(st.tuples(st.sampled_from([0x01000000, 0x02000000]), st.integers(1, 2**22), u64), max_size=6))
+def test_mount_events_read_back(specs):
+    buf = b"".join(struct.pack("=IBBHQii", 24 + 16, 3, 0, 24, mask, -1, pid) + struct.pack("=BBHIQ", 7, 0, 16, 0, uid)
+                   for mask, pid, uid in specs)
+    assert mount_events(buf) == specs
+    assert isinstance(mount_events(buf[:-3]), list)
