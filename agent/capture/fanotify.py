@@ -78,6 +78,7 @@ O_PATH = getattr(os, "O_PATH", 0o10000000)
 _METADATA = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
 _INFO_HEADER = struct.Struct("=BBH")  # info_type, pad, len
 _HANDLE_HEADER = struct.Struct("=Ii")  # handle_bytes, handle_type
+_U32 = struct.Struct("=I")
 READ_SIZE = 256 * 1024
 
 
@@ -152,6 +153,32 @@ def parse_fid_events(buf: bytes | bytearray | memoryview) -> list[FidEvent]:
         events.append(FidEvent(mask, pid, tuple(infos)))
         offset = end
     return events
+
+
+def event_spans(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
+    """``(start, end, mask, pid, key)`` of each event in a file-identifier buffer, where ``key`` is the
+    fsid and ``struct file_handle`` of its first record (the folder, for ``DFID_NAME``), as
+    :meth:`HandleResolver.folder_raw` takes it (b"" if none): the cheap first look of a hot path.
+    ``data[start:end]`` is the whole event, for :func:`parse_fid_events`. Never raises."""
+    out = []
+    size = len(data)
+    offset = 0
+    while offset + _METADATA.size <= size:
+        event_len, _v, _r, meta_len, mask, _fd, pid = _METADATA.unpack_from(data, offset)
+        end = offset + event_len
+        if event_len < _METADATA.size or meta_len < _METADATA.size or end > size:
+            break
+        key = b""
+        at = offset + meta_len
+        if at + _INFO_HEADER.size + 8 + _HANDLE_HEADER.size <= end:
+            kind, _pad, length = _INFO_HEADER.unpack_from(data, at)
+            if kind in _FID_INFO and at + length <= end:
+                key_end = at + _INFO_HEADER.size + 8 + _HANDLE_HEADER.size + _U32.unpack_from(data, at + 12)[0]
+                if key_end <= at + length:
+                    key = data[at + _INFO_HEADER.size:key_end]
+        out.append((offset, end, mask, pid, key))
+        offset = end
+    return out
 
 
 def _parse_fid_info(data: bytes, at: int, length: int, kind: int) -> FidInfo | None:

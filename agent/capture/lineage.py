@@ -405,6 +405,12 @@ class Lineage:
         proc = self._find(pid, start_ticks)
         return proc.label if proc is not None else None
 
+    def peek(self, pid: int) -> tuple[bool, str | None]:
+        """(whether the table knows ``pid`` now, its label): no lock, no waiting, for a hot path that
+        takes the slow way (:meth:`owner`) when the pid is not known."""
+        proc = self._table.live.get(pid)  # (only living: a pid of the recently dead may be reused already)
+        return (proc is not None, proc.label if proc is not None else None)
+
     def is_technician(self, pid: int, start_ticks: int | None = None) -> bool:
         """True for a process of any technician's lineage (see the module's docstring)."""
         return self.owner(pid, start_ticks) is not None

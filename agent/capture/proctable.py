@@ -39,6 +39,7 @@ from agent.capture.proc_connector import ProcEvent
 from agent.capture.units import MANAGERS, is_service_manager, is_transient_run, units_started
 
 RECENT_EXITED = 16_384
+AUDIT_EVERY_NS = 500_000_000
 
 
 class ProcReader(Protocol):
@@ -122,6 +123,7 @@ class LabelState:
     sids: dict[int, int] = field(default_factory=dict)  # session leader pid -> its start ticks
     units: set[str] = field(default_factory=set)
     runs: set[tuple[int, int]] = field(default_factory=set)  # its systemd-run processes alive now
+    audit_asked_ns: int = 0
 
 
 def manager_command(exe: str | None, argv: list[str] | None) -> list[str] | None:
@@ -290,10 +292,14 @@ class ProcessTable:
             proc.argv = None
         if proc.label is not None:
             state = self.labels[proc.label]
-            loginuid, sessionid = self.reader.audit_session(proc.pid)
-            if sessionid is not None:
-                proc.loginuid, proc.sessionid = loginuid, sessionid
-                state.sessionids.add(sessionid)
+            # The login's audit session, once pam_loginuid has set it (after the login was marked);
+            # children inherit it from then on, so asking twice a second is enough.
+            if proc.sessionid is None and proc.start_ns - state.audit_asked_ns > AUDIT_EVERY_NS:
+                state.audit_asked_ns = proc.start_ns
+                loginuid, sessionid = self.reader.audit_session(proc.pid)
+                if sessionid is not None:
+                    proc.loginuid, proc.sessionid = loginuid, sessionid
+                    state.sessionids.add(sessionid)
             command = manager_command(proc.exe, proc.argv)
             if command:
                 named, transient = units_started(command)

@@ -58,6 +58,7 @@ from agent.capture.fanotify import (
     FanotifyUnavailable,
     FidEvent,
     HandleResolver,
+    event_spans,
     parse_fid_events,
 )
 from agent.capture.filemeta import changed, read_metadata, way_back_in
@@ -74,6 +75,9 @@ MAX_PENDING = 10_000
 MAX_HASH_BYTES = 64 << 20
 MAX_WRITERS = 65_536
 MAX_META = 65_536
+MAX_VERDICTS = 65_536
+BUSY_EVENTS = 8
+COALESCE_S = 0.02
 _PATH_INFO = (FAN_EVENT_INFO_TYPE_DFID_NAME, FAN_EVENT_INFO_TYPE_DFID, FAN_EVENT_INFO_TYPE_FID)
 
 
@@ -124,6 +128,7 @@ class WriteRecorder:
         self._devs: set[str] = set()  # the devices of the filesystems marked
         self.events = 0
         self._synced = False
+        self._verdicts: dict[bytes, bool] = {}  # folder key -> may concern a watch path
 
     # --- running -------------------------------------------------------------------------------
 
@@ -189,11 +194,18 @@ class WriteRecorder:
         poller = select.poll()
         poller.register(self._group.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        busy = False
         while not self._stop.is_set():
-            ready = poller.poll(int(self.quiet_s * 500))
+            # Busy: let events gather (the kernel merges a file's create and close into one) instead
+            # of waking for each; a stop ends the pause at once.
+            if busy:
+                self._stop.wait(COALESCE_S)
+                ready = poller.poll(0)
+            else:
+                ready = poller.poll(int(self.quiet_s * 500))
             try:
                 with self._lock:
-                    self._drain()
+                    busy = self._drain() >= BUSY_EVENTS
                     self._flush()
                     self._report_overflow()
             except Exception as exc:  # noqa: BLE001 - a capture thread must not die silently
@@ -232,16 +244,48 @@ class WriteRecorder:
 
     # --- events ----------------------------------------------------------------------------------
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
+        """Read and handle what is queued; returns how many events there were.
+
+        Every write on the machine comes through here, so an event is first looked at cheaply: its
+        writer (the lineage's table, without waiting) and its folder (cached per handle). Anyone
+        else's event in a folder outside the watch paths is dropped there; the rest are parsed in
+        full and handled."""
         assert self._group is not None
+        count = 0
+        peek = self._lineage.peek
         while True:
             data = self._group.read()
             if not data:
-                return
+                return count
             self._synced = False
-            for event in parse_fid_events(data):
-                self.events += 1
-                self._handle(event)
+            for start, end, mask, pid, key in event_spans(data):
+                count += 1
+                if pid == self._own_pid and not mask & FAN_Q_OVERFLOW:
+                    continue
+                if not mask & (FAN_Q_OVERFLOW | FAN_RENAME | FAN_MOVED_FROM | FAN_MOVED_TO) and key:
+                    known, label = peek(pid)
+                    if known and label is None and not self._folder_may_hold_watched(key):
+                        continue
+                for event in parse_fid_events(data[start:end]):
+                    self._handle(event)
+            self.events += count
+
+    def _folder_may_hold_watched(self, key: bytes) -> bool:
+        """Whether an event in this folder may concern a watch path: the folder is one, or inside
+        one, or holds one (an event on a watch path itself names its parent folder)."""
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            assert self._resolver is not None
+            folder = self._resolver.folder_raw(key)
+            if folder is None:
+                return True  # cannot tell: look closer
+            holds = any(os.path.dirname(r) == folder for r in self._roots)
+            verdict = self._inside(folder) or holds
+            if len(self._verdicts) > MAX_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
 
     def _inside(self, path: bytes | None) -> bool:
         return path is not None and (path in self._roots or path.startswith(self._prefixes))
@@ -266,6 +310,7 @@ class WriteRecorder:
             new = self._path(event, FAN_EVENT_INFO_TYPE_NEW_DFID_NAME)
             if is_dir and self._resolver is not None:
                 self._resolver.forget_folders()  # every cached path below it is stale now
+                self._verdicts.clear()
             if label is not None and not (self._inside(old) and self._inside(new)):
                 self._moved(old, new, pid, label, is_dir)
             return
@@ -276,6 +321,7 @@ class WriteRecorder:
         if mask & (FAN_MOVED_FROM | FAN_MOVED_TO):
             if is_dir and self._resolver is not None:
                 self._resolver.forget_folders()
+                self._verdicts.clear()
             if label is not None and not inside:
                 self._moved(path if mask & FAN_MOVED_FROM else None, path if mask & FAN_MOVED_TO else None,
                             pid, label, is_dir)
