@@ -52,6 +52,7 @@ from agent.capture.fanotify import (
     old_mount_id,
 )
 from agent.capture.mountinfo import Mount, parse_mountinfo
+from agent.records import RecordType
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -188,7 +189,7 @@ class MountWatcher:
                 try:
                     self.check()
                 except Exception as exc:  # noqa: BLE001 - a capture thread must not die silently
-                    self._sink.emit("capture-error", {"what": "mounts", "path": None, "error": str(exc)})
+                    self._sink.emit(RecordType.CAPTURE_ERROR, {"what": "mounts", "path": None, "error": str(exc)})
 
     def check(self) -> None:
         """Compare the mount table with the last one seen, match the kernel's mount events (who, and
@@ -252,13 +253,13 @@ class MountWatcher:
                    if (rel := relation(mount.mountpoint, root)) is not None]
         watched = list({w["path"]: w for w in watched}.values())
         by = self._by(pid)
-        self._sink.emit("mount", {"op": op, **mount.describe(), "watched": watched, "by": by,
+        self._sink.emit(RecordType.MOUNT, {"op": op, **mount.describe(), "watched": watched, "by": by,
                                   "events": self._events is not None})
         if op == "mounted":
             for hit in watched:
                 what = ("hides the watched folder" if hit["relation"] == "over"
                         else "puts another filesystem inside the watched folder")
-                self._sink.emit("alarm", {
+                self._sink.emit(RecordType.ALARM, {
                     "tool": "mount", "pid": pid, "process": (by or {}).get("exe"), "user": (by or {}).get("user"),
                     "connections": [], "by": by,
                     "mountpoint": mount.describe()["mountpoint"], "watch_path": hit["path"],
@@ -275,9 +276,9 @@ class MountWatcher:
         by = self._by(pid)
         detail = ("A mount was attached and removed again before the mount table could be read (within "
                   "milliseconds): where it was is no longer known, and it may have covered a watched folder.")
-        self._sink.emit("mount", {"op": "mounted-and-unmounted" if gone else "mounted-unseen",
+        self._sink.emit(RecordType.MOUNT, {"op": "mounted-and-unmounted" if gone else "mounted-unseen",
                                   "mount_id_unique": uid, "mountpoint": None, "watched": None, "by": by,
                                   "events": True, "detail": detail})
-        self._sink.emit("alarm", {"tool": "mount", "pid": pid, "process": (by or {}).get("exe"),
+        self._sink.emit(RecordType.ALARM, {"tool": "mount", "pid": pid, "process": (by or {}).get("exe"),
                                   "user": (by or {}).get("user"), "connections": [], "by": by,
                                   "mountpoint": None, "watch_path": None, "relation": None, "detail": detail})

@@ -23,6 +23,7 @@ from agent.capture.lineage import Lineage, LineageEvent, ProcView, Subscription
 from agent.capture.procfs import wall_from_monotonic_ns
 from agent.capture.redact import redact_cmdline
 from agent.clock import rfc3339_from_timestamp
+from agent.records import RecordType
 
 TechnicianPids = Callable[[], Iterable[int]]
 ROOTS_EVERY_S = 1.0
@@ -118,7 +119,7 @@ class ProcessRecorder:
                     self._summarise()
                     next_summary = time.monotonic() + self.summary_s
             except Exception as exc:  # noqa: BLE001 - the recorder must not die silently
-                self._sink.emit("capture-error", {"what": "process-recorder", "path": None, "error": str(exc)})
+                self._sink.emit(RecordType.CAPTURE_ERROR, {"what": "process-recorder", "path": None, "error": str(exc)})
 
     def _handle(self, events: list[LineageEvent]) -> None:
         splitting = self._split()
@@ -200,7 +201,7 @@ class ProcessRecorder:
 
     def _emit(self, data: dict) -> None:
         self.records += 1
-        self._sink.emit("process", data)
+        self._sink.emit(RecordType.PROCESS, data)
 
     def _summarise(self) -> None:
         now = time.time()
@@ -214,7 +215,7 @@ class ProcessRecorder:
                 "how": self._lineage.how,
                 "detail": "The customer's own programs, counted by name only (no arguments, no paths).",
             }
-            self._sink.emit("process-summary", data)
+            self._sink.emit(RecordType.PROCESS_SUMMARY, data)
         self._counts = {}
         self._other_names = 0
         self._since = now
@@ -223,7 +224,7 @@ class ProcessRecorder:
         if self._pending_loss is None:
             return
         loss, self._pending_loss = self._pending_loss, None
-        self._sink.emit("overflow", {
+        self._sink.emit(RecordType.OVERFLOW, {
             "root": None,
             "source": "proc-connector",
             "count": loss.get("count", 0),
@@ -237,7 +238,7 @@ class ProcessRecorder:
         assert self._sub is not None
         dropped = self._sub.dropped
         if dropped > self._dropped_seen:
-            self._sink.emit("overflow", {
+            self._sink.emit(RecordType.OVERFLOW, {
                 "root": None, "source": "process-recorder", "count": dropped - self._dropped_seen,
                 "detail": "Process events were dropped because the recorder fell behind.",
                 "rescanned": False, "changes": 0})

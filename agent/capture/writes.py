@@ -68,6 +68,7 @@ from agent.capture.mountinfo import PSEUDO_FILESYSTEMS, Mount, read_mountinfo, s
 from agent.capture.paths import path_fields
 from agent.capture.redact import is_secret_file
 from agent.capture.units import UNIT_SUFFIXES
+from agent.records import RecordType
 
 BASE_MASK = FAN_CREATE | FAN_DELETE | FAN_CLOSE_WRITE | FAN_ATTRIB | FAN_ONDIR
 QUIET_S = 1.0
@@ -164,7 +165,7 @@ class WriteRecorder:
                 self._group.mark(mountpoint, self._mask | FAN_MOVED_FROM | FAN_MOVED_TO)  # kernels before 5.17
                 self._mask |= FAN_MOVED_FROM | FAN_MOVED_TO
         except FanotifyUnavailable as exc:
-            self._sink.emit("capture-error", {"what": "filesystem-watch", **path_fields(mountpoint),
+            self._sink.emit(RecordType.CAPTURE_ERROR, {"what": "filesystem-watch", **path_fields(mountpoint),
                                               "error": f"{exc} Writes there are not seen outside the watch paths."})
             return False
         self._resolver.add(mountpoint)
@@ -209,7 +210,7 @@ class WriteRecorder:
                     self._flush()
                     self._report_overflow()
             except Exception as exc:  # noqa: BLE001 - a capture thread must not die silently
-                self._sink.emit("capture-error", {"what": "filesystem-watch", "path": None, "error": str(exc)})
+                self._sink.emit(RecordType.CAPTURE_ERROR, {"what": "filesystem-watch", "path": None, "error": str(exc)})
             if any(fd == self._wake_r for fd, _ in ready):
                 os.read(self._wake_r, 64)
 
@@ -398,7 +399,7 @@ class WriteRecorder:
         data["why"] = "; ".join(reasons) if reasons else None
         if entry.attrib:
             data["metadata_changed"] = True
-        self._sink.emit("file", data)
+        self._sink.emit(RecordType.FILE, data)
         self._claim_unit(entry.path, entry.label)
 
     def _metadata(self, path: bytes, pid: int, label: str | None, *, inside: bool = True) -> None:
@@ -418,7 +419,7 @@ class WriteRecorder:
         of the file); an empty list means times or attributes the record does not keep (``touch``)."""
         what = changed(before, after) if before is not None else None
         why = way_back_in(before, after)
-        self._sink.emit("file-meta", {
+        self._sink.emit(RecordType.FILE_META, {
             **path_fields(path), "kind": (after or before or {}).get("kind"), "before": before, "after": after,
             "changed": what, "way_back_in": why is not None, "why": why, "attribution": attribution,
             "inside_watch": inside, "error": None if after is not None else "gone before it could be read",
@@ -431,7 +432,7 @@ class WriteRecorder:
         before = self._meta.pop(path, None)
         kind = "dir" if is_dir else (before or {}).get("kind", "file")
         secret = is_secret_file(os.fsdecode(path))
-        self._sink.emit("file", {"op": "deleted", **path_fields(path), "kind": kind, "via": "filesystem",
+        self._sink.emit(RecordType.FILE, {"op": "deleted", **path_fields(path), "kind": kind, "via": "filesystem",
                                  "size": None, "sha256_before": None, "sha256_after": None, "secret": secret,
                                  "attribution": self._attribution(pid, label)})
 
@@ -456,7 +457,7 @@ class WriteRecorder:
                 why = way_back_in(_EMPTY, after) if not is_dir else None
                 data.update(mode=after["mode"], way_back_in=why is not None, why=why)
             self._claim_unit(new, label)
-        self._sink.emit("file", data)
+        self._sink.emit(RecordType.FILE, data)
 
     def _remember(self, path: bytes, meta: dict) -> None:
         self._meta[path] = meta
@@ -471,7 +472,7 @@ class WriteRecorder:
 
     def _report_overflow(self) -> None:
         if self.overflows > self._overflows_reported:
-            self._sink.emit("overflow", {
+            self._sink.emit(RecordType.OVERFLOW, {
                 "root": None, "source": "fanotify-filesystem", "count": self.overflows - self._overflows_reported,
                 "detail": "The kernel's queue of file events overflowed: changes made meanwhile outside the watch "
                           "paths are not recorded (below them the file watcher's rescan finds them).",
