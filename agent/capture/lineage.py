@@ -39,15 +39,14 @@ from __future__ import annotations
 import os
 import pwd
 import select
-import signal
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from agent.capture import procfs
+from agent.capture.ending import EndResult, ProcessRef, end_processes
 from agent.capture.execs import ExecOpens
 from agent.capture.fanotify import FanotifyUnavailable
 from agent.capture.mountinfo import PSEUDO_FILESYSTEMS
@@ -61,13 +60,6 @@ SAMPLED = "sampled"
 BATCH = 256
 BUSY_S = 0.01
 COALESCE_MS = 20
-
-
-class ProcessRef(NamedTuple):
-    """One process for good: its pid and its start time in clock ticks since boot."""
-
-    pid: int
-    start_ticks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +132,6 @@ class Subscription:
     def close(self) -> None:
         self._lineage._unsubscribe(self)
         self._ready.set()
-
-
-@dataclass
-class EndResult:
-    """What :meth:`Lineage.end_lineage` did: the processes signalled and those still alive after it."""
-
-    ended: list[dict] = field(default_factory=list)
-    survivors: list[dict] = field(default_factory=list)
 
 
 class Lineage:
@@ -533,62 +517,9 @@ class Lineage:
     # --- ending --------------------------------------------------------------------------------
 
     def end_lineage(self, label: str, *, grace_s: float = 3.0, poll_s: float = 0.05) -> EndResult:
-        """End every living process of ``label``'s lineage, detached ones included.
-
-        All are stopped first (SIGSTOP, repeated until a pass finds no new member: a stopped
-        process cannot fork), then sent SIGTERM and continued; after ``grace_s`` whatever is left
-        (and whatever it forked meanwhile) is stopped the same way and killed. Signals go through a
-        pidfd checked against the start time, so a reused pid is never signalled."""
-        result = EndResult()
-        seen: dict[ProcessRef, dict] = {}
-        frozen = self._freeze(label, seen)
-        for ref in frozen:
-            _signal(ref, signal.SIGTERM)
-            _signal(ref, signal.SIGCONT)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and self.living(label):
-            time.sleep(poll_s)
-        for _ in range(5):
-            left = self._freeze(label, seen)
-            if not left:
-                break
-            for ref in left:
-                _signal(ref, signal.SIGKILL)
-            end = time.monotonic() + 1.0
-            while time.monotonic() < end and self.living(label):
-                time.sleep(poll_s)
-        alive = set(self.living(label))
-        result.ended = [d for ref, d in seen.items() if ref not in alive]
-        result.survivors = [seen.get(ref) or {"pid": ref.pid} for ref in alive]
-        return result
-
-    def _freeze(self, label: str, seen: dict[ProcessRef, dict]) -> list[ProcessRef]:
-        stopped: set[ProcessRef] = set()
-        for _ in range(100):
-            members = [ref for ref in self.living(label) if ref not in stopped]
-            if not members:
-                break
-            for ref in members:
-                if ref not in seen:
-                    seen[ref] = self.describe(ref.pid, ref.start_ticks) or {"pid": ref.pid}
-                _signal(ref, signal.SIGSTOP)
-                stopped.add(ref)
-        return sorted(stopped)
-
-
-def _signal(ref: ProcessRef, sig: int) -> bool:
-    """Send ``sig`` to exactly that process (a pidfd opened, then its start time checked)."""
-    try:
-        fd = os.pidfd_open(ref.pid)
-    except OSError:
-        return False
-    try:
-        stat = procfs.read_stat(ref.pid)
-        if stat is None or abs(stat.start_ticks - ref.start_ticks) > 1:
-            return False
-        signal.pidfd_send_signal(fd, sig)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+        """End every living process of ``label``'s lineage, detached ones included (see
+        :func:`agent.capture.ending.end_processes`: all are stopped before any is killed, so none
+        can fork away). ``survivors`` are those still alive after it: an alarm and a way back in."""
+        return end_processes(lambda: self.living(label),
+                             lambda ref: self.describe(ref.pid, ref.start_ticks) or {"pid": ref.pid},
+                             grace_s=grace_s, poll_s=poll_s)

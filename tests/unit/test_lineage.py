@@ -280,3 +280,20 @@ def test_marking_init_or_the_agent_is_refused(lineage):
 
 def test_process_refs_are_pid_and_start():
     assert ProcessRef(5, 7) == (5, 7)
+
+
+@needs_root
+def test_ending_a_lineage_that_keeps_forking_and_ignores_sigterm(lineage, tmp_path):
+    """The attack: a detached loop that ignores SIGTERM and forks all the time. Frozen first, it cannot
+    fork away; every member ends, none survives."""
+    login = Login(f"setsid -f sh -c 'trap \"\" TERM; while true; do sleep 5 & sleep 0.01; done'; "
+                  f"touch {tmp_path}/started; sleep 30")
+    assert lineage.mark(login.pid, "S11")
+    login.proc.stdin.write(b"go\n")
+    login.proc.stdin.close()
+    assert wait_for(lambda: len(lineage.living("S11")) >= 10)
+    result = lineage.end_lineage("S11", grace_s=0.5)
+    assert result.survivors == [] and lineage.living("S11") == []
+    assert len(result.ended) >= 10
+    assert any((d.get("exe") or "").endswith("sleep") for d in result.ended)
+    login.proc.wait(timeout=10)
