@@ -264,11 +264,14 @@ class Lineage:
         if not batch:
             return
         out: list[LineageEvent] = []
+        # A process whose exit is further on in this batch is gone already: its /proc is not read.
+        exits = {event[2]: i for i, event in enumerate(batch) if event[0] == "exit"}
         with self._lock:
             self.events += len(batch)
             table = self._table
             subscribed = bool(self._subs)
-            for event in batch:
+            for i, event in enumerate(batch):
+                table.gone_already = exits.get(event[2], -1) > i
                 proc = table.apply(event)
                 if proc is not None and subscribed and event.kind in ("fork", "exec", "exit"):
                     out.append(LineageEvent(event.kind, _view(proc)))

@@ -151,6 +151,7 @@ class ProcessTable:
         self.offset_ns = offset_ns
         self._recent_max = recent
         self.read_argv_of_all = False
+        self.gone_already = False  # set by the reader: the event's process has exited (later in its batch)
         self.exec_program: Callable[[int], str | None] | None = None  # what the exec opened (fanotify)
         self.forget_program: Callable[[int], None] = lambda pid: None
 
@@ -285,8 +286,9 @@ class ProcessTable:
     def _exec(self, proc: Proc) -> None:
         proc.execs += 1
         program = self.exec_program(proc.pid) if self.exec_program is not None else None
-        proc.exe = program or self.reader.exe(proc.pid)
-        if proc.label is not None or self.read_argv_of_all:
+        gone = self.gone_already
+        proc.exe = program or (None if gone else self.reader.exe(proc.pid))
+        if (proc.label is not None or self.read_argv_of_all) and not gone:
             proc.argv = self.reader.cmdline(proc.pid) or None  # empty: it has exited already
         else:
             proc.argv = None
@@ -294,7 +296,7 @@ class ProcessTable:
             state = self.labels[proc.label]
             # The login's audit session, once pam_loginuid has set it (after the login was marked);
             # children inherit it from then on, so asking twice a second is enough.
-            if proc.sessionid is None and proc.start_ns - state.audit_asked_ns > AUDIT_EVERY_NS:
+            if proc.sessionid is None and not gone and proc.start_ns - state.audit_asked_ns > AUDIT_EVERY_NS:
                 state.audit_asked_ns = proc.start_ns
                 loginuid, sessionid = self.reader.audit_session(proc.pid)
                 if sessionid is not None:

@@ -224,10 +224,11 @@ def test_clone_parent_from_an_orphan_is_still_the_technicians(lineage, tmp_path,
 
 @needs_root
 def test_an_overflow_is_counted_and_the_table_is_reseeded(tmp_path):
+    survivor = subprocess.Popen(["sleep", "30"])  # before the start: found by the seeding, whatever is lost
+    late = None
     lin = Lineage(prefer=PROC_CONNECTOR, rcvbuf=4096)
     lin.start()
     sub = lin.subscribe()
-    survivor = subprocess.Popen(["sleep", "30"])
     try:
         assert lin.mark(survivor.pid, "S6")
         with lin._lock:  # the reader cannot apply what it reads: the socket's small buffer overflows
@@ -245,7 +246,8 @@ def test_an_overflow_is_counted_and_the_table_is_reseeded(tmp_path):
     finally:
         sub.close()
         survivor.kill()
-        late.kill()
+        if late is not None:
+            late.kill()
         lin.stop()
 
 

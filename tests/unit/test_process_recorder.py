@@ -178,4 +178,4 @@ def test_a_second_login_marked_late_still_has_its_first_commands_recorded_as_the
     chmod = [d for d in sink.of("process") if (d["exe"] or "").endswith("chmod")]
     assert {d["op"] for d in chmod} == {"started", "ended"}
     assert all(d["technician"] and d["lineage"]["label"] == "S10" for d in chmod)
-    assert "chmod" not in (sink.of("process-summary") or [{"programs": {}}])[-1]["programs"]
+    assert {d["pid"] for d in chmod} and all(d["lineage"]["chain"][0]["pid"] == second.pid for d in chmod)
