@@ -31,7 +31,7 @@ from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
 from agent.capture.fanotify import FanotifyUnavailable, GuessAttributor
 from agent.capture.files import FileWatcher
 from agent.capture.hashing import hash_file
-from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
+from agent.capture.inventory.session_inventory import SessionInventory
 from agent.capture.lineage import Lineage
 from agent.capture.mountinfo import Mount
 from agent.capture.mounts import MountWatcher
@@ -108,8 +108,9 @@ class Capture:
         inventory: bool = True,
         fanotify: bool = True,
     ):
-        """``state_dir`` is accepted for the session manager's contract; the baseline stays in memory
-        so that no copy of the customer's configuration (and its secrets) is written to disk.
+        """``state_dir``: the session's folder, where the inventory's "before" is kept (redacted
+        summaries, 0600) so that it survives an agent restart; the file baseline stays in memory so
+        that no copy of the customer's configuration (and its secrets) is written to disk.
         ``technician_pids``: the session's login processes (SSH), marked in the lineage as ``label``
         (default: the session id of the sink's journal); ``process_interval``: the sampling interval
         when the lineage cannot follow the kernel's events; ``fanotify=False``: attribute file changes
@@ -128,9 +129,9 @@ class Capture:
         self._own_lineage = lineage is None
         self.label = label or _session_of(sink)
         self._process_interval = process_interval
-        self._use_inventory = inventory
         self._use_fanotify = fanotify
-        self._inventory_before: dict | None = None
+        self._inventory = SessionInventory(sink, state_dir=state_dir, journal_path=getattr(
+            getattr(sink, "journal", None), "path", None)) if inventory else None
         self._baseline_files = self._baseline_bytes = 0
         self._baseline_capped = False
         self._stopped = False
@@ -156,10 +157,8 @@ class Capture:
                     "capture-error",
                     {"what": "watch-path-missing", **path_fields(root), "error": "The folder to watch does not exist."},
                 )
-        if self._use_inventory:
-            self._inventory_before = take_snapshot()
-            for record in summary_records(self._inventory_before, "before"):
-                self._sink.emit("inventory", record)
+        if self._inventory is not None:
+            self._inventory.begin()  # the "before" (or the saved one after a restart), then its live watcher
         if self._lineage is None:
             self._lineage = Lineage(sample_interval=self._process_interval)
             self._lineage.start()
@@ -223,12 +222,8 @@ class Capture:
                 part.stop()
         if self._own_lineage and self._lineage is not None:
             self._lineage.stop()
-        if self._inventory_before is not None:
-            after = take_snapshot()
-            for record in summary_records(after, "after"):
-                self._sink.emit("inventory", record)
-            for change in diff_snapshots(self._inventory_before, after):
-                self._sink.emit("inventory-change", change)
+        if self._inventory is not None:
+            self._inventory.end()  # the live watcher stopped, the "after", the session's changes
 
     def _remember_start(self, path: bytes, st: os.stat_result) -> None:
         """Keep the "before" of configuration files (hash; the text too unless the file is a secret)."""
