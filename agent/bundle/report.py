@@ -230,9 +230,9 @@ def _section_row(key: str, record: dict) -> str:
         now = f"mode {after.get('mode', '')} owner {after.get('user', '')}"
         return _row([ts, change, d.get("path"), "", now, by, ""])
     if kind == "mount":
-        by = _obj(d.get("by"))
+        mounter = _obj(d.get("by"))
         what = f"{d.get('fstype', '')} from {d.get('source', '')}" if d.get("fstype") else d.get("detail")
-        return _row([ts, d.get("op"), d.get("mountpoint"), "", what, by.get("exe", ""), ""])
+        return _row([ts, d.get("op"), d.get("mountpoint"), "", what, mounter.get("exe", ""), ""])
     if kind == "process-summary":
         programs = _obj(d.get("programs"))
         names = ", ".join(f"{name} ×{count}" for name, count in list(programs.items())[:50])

@@ -102,7 +102,7 @@ class MountEvents:
         return self._group.fileno()
 
     def drain(self) -> list[tuple[int, int, int]]:
-        out = []
+        out: list[tuple[int, int, int]] = []
         while True:
             data = self._group.read()
             if not data:
