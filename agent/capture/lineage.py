@@ -431,6 +431,16 @@ class Lineage:
             with self._lock:
                 self._opens.add_filesystem(mount)
 
+    def mark_parent(self, pid: int, label: str, start_ticks: int | None = None) -> ProcessRef | None:
+        """Mark the process that forked ``pid`` (for an SSH login: ``pid`` is ssh-authorize, which sshd
+        runs from the login's own process, so the login is marked before its shell exists). Returns
+        the marked process, or None if it is unknown or gone."""
+        proc = self._find(pid, start_ticks)
+        parent = proc.parent if proc is not None else None
+        if parent is None or not parent.alive or parent.pid in (0, 1, 2, self._own_pid):
+            return None
+        return ProcessRef(parent.pid, parent.start_ticks) if self.mark(parent.pid, label, parent.start_ticks) else None
+
     def claim_unit(self, unit: str, label: str) -> None:
         """``unit`` is the technician's (they wrote or named it): processes it runs are theirs."""
         with self._lock:

@@ -299,3 +299,22 @@ def test_ending_a_lineage_that_keeps_forking_and_ignores_sigterm(lineage, tmp_pa
     assert len(result.ended) >= 10
     assert any((d.get("exe") or "").endswith("sleep") for d in result.ended)
     login.proc.wait(timeout=10)
+
+
+@needs_root
+def test_marking_the_parent_of_a_login_helper_marks_the_login_before_its_shell(lineage):
+    """sshd runs ssh-authorize from the login's own process: marking its parent marks the login."""
+    login = subprocess.Popen(["sh", "-c", "sleep 0.5 & wait; read go; sleep 30"], stdin=subprocess.PIPE)
+    helper = wait_for(lambda: next((s.pid for s in map(procfs.read_stat, procfs.list_pids())
+                                    if s and s.ppid == login.pid), None))
+    try:
+        ref = lineage.mark_parent(helper, "S12")
+        assert ref is not None and ref.pid == login.pid
+        login.stdin.write(b"go\n")
+        login.stdin.flush()
+        shell_child = wait_for(lambda: next((s.pid for s in map(procfs.read_stat, procfs.list_pids())
+                                             if s and s.ppid == login.pid and s.pid != helper), None))
+        assert lineage.is_technician(shell_child) and lineage.is_technician(login.pid)
+    finally:
+        login.kill()
+        login.wait()
