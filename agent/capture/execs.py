@@ -184,6 +184,11 @@ class ExecOpens:
         program = take_program(queue)
         return os.fsdecode(program) if program is not None else None
 
+    def discard(self) -> None:
+        """Drop what was queued while nobody listened (it cannot be matched to execs any more)."""
+        self.drain()
+        self._pending.clear()
+
     def forget(self, pid: int) -> None:
         self._pending.pop(pid, None)
 

@@ -60,6 +60,8 @@ SAMPLED = "sampled"
 BATCH = 256
 BUSY_S = 0.01
 COALESCE_MS = 20
+REST_AFTER_S = 30.0  # no subscriber and no technician's process alive this long: stop the events
+REST_CHECK_MS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,11 @@ class Lineage:
         self.overflows = 0
         self.reseeds = 0
         self._need_reseed = False
+        self._resting = False
+        self._wake_up = False
+        self._wanted_at = time.monotonic()
+        self.rest_after_s = REST_AFTER_S
+        self.rest_check_ms = REST_CHECK_MS
         self._users: dict[int, str | None] = {}
         self._started_text: dict[int, str] = {}
 
@@ -255,10 +262,56 @@ class Lineage:
             # waking for each, which costs more than the events themselves. A sync or stop request
             # ends the pause at once; a quiet reader wakes for the first event.
             busy = bool(batch) and time.monotonic() - last_wake < BUSY_S
-            for fd, _ in (pause.poll(COALESCE_MS) if busy else poller.poll()):
+            for fd, _ in (pause.poll(COALESCE_MS) if busy else poller.poll(self.rest_check_ms)):
                 if fd == self._wake_r:
                     os.read(self._wake_r, 512)
             last_wake = time.monotonic()
+            if not busy and self._should_rest():
+                self._rest(connector, pause)
+
+    @property
+    def resting(self) -> bool:
+        """Whether the kernel's events are paused now (nothing needed them for a while)."""
+        return self._resting
+
+    def _should_rest(self) -> bool:
+        """Following every process costs CPU on a busy machine: with no subscriber and no technician's
+        process alive for REST_AFTER_S, the kernel is asked to stop sending events."""
+        if self._wanted():
+            self._wanted_at = time.monotonic()
+            return False
+        return time.monotonic() - self._wanted_at > self.rest_after_s
+
+    def _rest(self, connector: ProcConnector, pause: select.poll) -> None:
+        connector.pause()
+        with self._lock:
+            self._resting = True
+        self._apply_batch(connector.read_batch(1 << 20))  # what was sent before the pause
+        while not self._stop.is_set():
+            self._mark_caught_up()  # nothing to apply while resting
+            for fd, _ in pause.poll():
+                os.read(fd, 512)
+            if self._wake_up:
+                break
+        connector.resume()
+        if self._opens is not None:
+            self._opens.discard()
+        with self._lock:
+            self._wake_up = False
+            self._resting = False
+            self._need_reseed = True  # the table is re-read from /proc before anything is answered
+        self._wanted_at = time.monotonic()
+
+    def _ensure_following(self) -> None:
+        """Wake a resting reader and wait until the table is re-read (before a mark or a question)."""
+        if self._resting:
+            self._wake_up = True
+            self._caught_up_ns = 0
+            os.write(self._wake_w, b"w")
+            deadline = time.monotonic() + 5.0
+            while self._resting and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(0.001)
+            self.sync(timeout=5.0)
 
     def _apply_batch(self, batch: list[ProcEvent]) -> None:
         if not batch:
@@ -304,9 +357,9 @@ class Lineage:
         self._sampler.start(known)
 
     def _wanted(self) -> bool:
-        """Sampling costs CPU all the time (a listing of /proc every interval): it runs only while a
-        session records processes or a technician's lineage is marked."""
-        return bool(self._subs) or any(state.roots for state in self._table.labels.values())
+        """Whether anything needs the events now: a subscriber (a session's capture), or a technician's
+        process alive. Sampling runs only then, and the kernel's events rest after a while without."""
+        return bool(self._subs) or any(p.label is not None for p in list(self._table.live.values()))
 
     def _broadcast(self, event: LineageEvent) -> None:
         with self._lock:
@@ -348,6 +401,7 @@ class Lineage:
     def subscribe(self, maxsize: int = 200_000, *, argv_of_all: bool = False) -> Subscription:
         """Fork/exec/exit events from now on. With ``argv_of_all``, every exec's command line is read
         (otherwise only a technician's: the customer's arguments are not read at all)."""
+        self._ensure_following()
         sub = Subscription(self, maxsize)
         with self._lock:
             self._subs.append(sub)
@@ -374,6 +428,7 @@ class Lineage:
         return ProcessRef(pid, stat.start_ticks) if stat is not None else None
 
     def _find(self, pid: int, start_ticks: int | None) -> Proc | None:
+        self._ensure_following()
         with self._lock:
             proc = self._table.find(pid, start_ticks)
         if proc is None:
@@ -387,6 +442,8 @@ class Lineage:
 
         ``fresh`` (the default) first applies every event already sent, so a process forked or
         ptraced a moment ago is answered for correctly; the filesystem capture passes False."""
+        if self._resting:
+            return None  # it rests only while no technician's process is alive
         if fresh:
             self.sync()
         proc = self._find(pid, start_ticks)

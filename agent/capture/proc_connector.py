@@ -249,6 +249,13 @@ class ProcConnector:
                 append(event)
         return out
 
+    def pause(self) -> None:
+        """Ask the kernel to stop sending events (nothing needs them for now)."""
+        self._sock.send(subscribe_message(PROC_CN_MCAST_IGNORE, port=self._sock.getsockname()[0]))
+
+    def resume(self) -> None:
+        self._sock.send(subscribe_message(PROC_CN_MCAST_LISTEN, port=self._sock.getsockname()[0]))
+
     def close(self) -> None:
         try:
             self._sock.send(subscribe_message(PROC_CN_MCAST_IGNORE, port=self._sock.getsockname()[0]))

@@ -318,3 +318,30 @@ def test_marking_the_parent_of_a_login_helper_marks_the_login_before_its_shell(l
     finally:
         login.kill()
         login.wait()
+
+
+@needs_root
+def test_with_nothing_to_follow_the_events_rest_and_a_mark_wakes_them():
+    """A busy machine's processes cost CPU to follow; with no session and no technician's process
+    alive the kernel is asked to stop sending them, and a mark (or a subscription) resumes, re-reading
+    the table first so nothing is answered from a stale one."""
+    lin = Lineage(prefer=PROC_CONNECTOR)
+    lin.rest_after_s, lin.rest_check_ms = 0.2, 50
+    lin.start()
+    try:
+        assert wait_for(lambda: lin.resting)
+        quiet = lin.events
+        subprocess.run(["sh", "-c", "for i in 1 2 3 4 5; do /bin/true; done"], check=True)
+        assert lin.resting and lin.events == quiet  # nothing was read meanwhile
+        shell = subprocess.Popen(["sh", "-c", "read go; sleep 30"], stdin=subprocess.PIPE)
+        assert lin.mark(shell.pid, "S13")  # started while resting: found by the re-read
+        assert not lin.resting
+        shell.stdin.write(b"go\n")
+        shell.stdin.flush()
+        child = wait_for(lambda: next((s.pid for s in map(procfs.read_stat, procfs.list_pids())
+                                       if s and s.ppid == shell.pid), None))
+        assert lin.is_technician(child) and lin.describe(child)["via"] == "fork"
+        assert not lin.resting  # a technician's process is alive: it keeps following
+    finally:
+        lin.end_lineage("S13", grace_s=1)
+        lin.stop()
