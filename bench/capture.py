@@ -438,6 +438,7 @@ def serve_fs_agent(watch: str) -> None:
     from agent.capture.writes import WriteRecorder
 
     lineage = Lineage()
+    lineage.rest_after_s = float("inf")  # as during a session (its capture subscribes)
     lineage.start()
     writes = WriteRecorder(_NullSink(), lineage, [watch])
     writes.start()

@@ -38,6 +38,7 @@ def serve_lineage() -> None:
     from agent.capture.lineage import Lineage
 
     lineage = Lineage()
+    lineage.rest_after_s = float("inf")  # measured while following (it rests only when nothing needs it)
     lineage.start()
     print(json.dumps({"ready": True, "how": lineage.how, "programs": lineage.why_no_programs is None}), flush=True)
     for line in sys.stdin:

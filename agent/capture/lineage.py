@@ -60,7 +60,7 @@ SAMPLED = "sampled"
 BATCH = 256
 BUSY_S = 0.01
 COALESCE_MS = 20
-REST_AFTER_S = 30.0  # no subscriber and no technician's process alive this long: stop the events
+REST_AFTER_S = 5.0  # no subscriber and no technician's process alive this long: stop the events
 REST_CHECK_MS = 5000
 
 
