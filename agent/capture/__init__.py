@@ -37,8 +37,8 @@ from agent.capture.mountinfo import Mount
 from agent.capture.mounts import MountWatcher
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessRecorder
-from agent.capture.redact import is_secret_file, is_text_config
 from agent.capture.writes import WriteRecorder
+from agent.redact import Redactor, default_redactor, is_secret_file, is_text_config
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
 
@@ -107,6 +107,7 @@ class Capture:
         process_interval: float = 0.1,
         inventory: bool = True,
         fanotify: bool = True,
+        redactor: Redactor | None = None,
     ):
         """``state_dir``: the session's folder, where the inventory's "before" is kept (redacted
         summaries, 0600) so that it survives an agent restart; the file baseline stays in memory so
@@ -129,6 +130,7 @@ class Capture:
         self._own_lineage = lineage is None
         self.label = label or _session_of(sink)
         self._process_interval = process_interval
+        self.redactor = redactor or default_redactor()
         self._use_fanotify = fanotify
         self._inventory = SessionInventory(sink, state_dir=state_dir, journal_path=getattr(
             getattr(sink, "journal", None), "path", None)) if inventory else None
@@ -167,7 +169,7 @@ class Capture:
             self._sink.emit("capture-error", {"what": "process-events", "path": None,
                                               "error": f"{lineage.why_sampled} Programs are sampled (a guess)."})
         self._processes = ProcessRecorder(self._sink, lineage, label=self.label,
-                                          technician_roots=self._technician_pids)
+                                          technician_roots=self._technician_pids, redactor=self.redactor)
         self._processes.start()
         self._attributor = self._start_writes(present, lineage)
         if sys.platform.startswith("linux"):
@@ -181,6 +183,7 @@ class Capture:
             contents=self._contents,
             config_roots=tuple(p.rstrip(b"/") for p in self._config_prefixes),
             attributor=self._attributor,
+            redactor=self.redactor,
         )
         self._watcher.start()
 
@@ -246,13 +249,20 @@ class Capture:
         self._baseline_bytes += st.st_size
         name = os.fsdecode(path)
         secret = is_secret_file(name)
-        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=0 if secret else MAX_DIFF_BYTES)
+        # A secret file is read too, only for the redactor to remember its passwords (never kept or diffed).
+        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=MAX_DIFF_BYTES)
         if result.sha256 is None:
             return
         text = None
-        if not secret and result.data is not None:
-            if path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
+        if result.data is not None and b"\0" not in result.data[:4096]:
+            if secret:
+                secret_text = decode_text(result.data)
+                if secret_text is not None:
+                    self.redactor.learn(secret_text, name)
+            elif path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
                 text = decode_text(result.data)
+                if text is not None:
+                    self.redactor.learn(text, name)
         self._contents.remember_start(path, result.sha256, text)
 
 

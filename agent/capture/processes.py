@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable
 
 from agent.capture.lineage import Lineage, LineageEvent, ProcView, Subscription
 from agent.capture.procfs import wall_from_monotonic_ns
-from agent.capture.redact import redact_cmdline
 from agent.clock import rfc3339_from_timestamp
 from agent.records import RecordType
+from agent.redact import Redactor, default_redactor
 
 TechnicianPids = Callable[[], Iterable[int]]
 ROOTS_EVERY_S = 1.0
@@ -41,7 +41,7 @@ class ProcessRecorder:
 
     def __init__(self, sink, lineage: Lineage, *, label: str | None = None,
                  split: Callable[[], bool] | None = None, summary_s: float = 60.0,
-                 technician_roots: TechnicianPids | None = None):
+                 technician_roots: TechnicianPids | None = None, redactor: Redactor | None = None):
         """``technician_roots``: the session's login processes (the SSH hook's ``technician_pids``),
         asked at the start and every second and marked in the lineage as ``label``'s roots."""
         self._sink = sink
@@ -62,6 +62,7 @@ class ProcessRecorder:
         self._splitting = False
         self.records = 0
         self._technician_roots = technician_roots
+        self._redactor = redactor or default_redactor()
         self._marked: set[tuple[int, int]] = set()
         self._deferred: deque[tuple[float, ProcView]] = deque()
 
@@ -187,8 +188,8 @@ class ProcessRecorder:
             "pid": proc.pid,
             "ppid": proc.ppid,
             "user": lineage["user"],
-            "exe": proc.exe,
-            "cmdline": redact_cmdline(list(proc.argv)) if proc.argv else [],
+            "exe": self._redactor.hide_known(proc.exe) if proc.exe else proc.exe,
+            "cmdline": self._redactor.redact_cmdline(list(proc.argv)) if proc.argv else [],
             "started": lineage["started"],
             "ended": None,
             "technician": proc.label is not None,

@@ -66,9 +66,9 @@ from agent.capture.hashing import hash_file
 from agent.capture.lineage import Lineage
 from agent.capture.mountinfo import PSEUDO_FILESYSTEMS, Mount, read_mountinfo, storage_mounts
 from agent.capture.paths import path_fields
-from agent.capture.redact import is_secret_file
 from agent.capture.units import UNIT_SUFFIXES
 from agent.records import RecordType
+from agent.redact import is_secret_file
 
 BASE_MASK = FAN_CREATE | FAN_DELETE | FAN_CLOSE_WRITE | FAN_ATTRIB | FAN_ONDIR
 QUIET_S = 1.0

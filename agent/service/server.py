@@ -31,6 +31,7 @@ from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.records import RecordType
+from agent.redact import Redactor
 from agent.service.authority import Authority, Verdict
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
@@ -54,12 +55,13 @@ CAPTURE_ENV = "CHAPERONE_CAPTURE"
 
 
 def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
-                    lineage: Lineage | None = None) -> Capture:
-    """The real capture of a session (agent.capture.Capture), on the agent's process lineage."""
+                    lineage: Lineage | None = None, redactor: Redactor | None = None) -> Capture:
+    """The real capture of a session (agent.capture.Capture), on the agent's process lineage, redacting
+    with the session's Redactor."""
     if os.environ.get(CAPTURE_ENV) == "off":
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
     return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
-                   lineage=lineage)
+                   lineage=lineage, redactor=redactor)
 
 
 class RefusalLog:
@@ -125,8 +127,8 @@ class AgentService:
         # records from it, the authority asks it whose a peer is. Started in run(), stopped at the end.
         self.lineage = lineage if lineage is not None else Lineage()
         if capture is None:
-            def capture(sink, watch_paths, technician_pids):
-                return capture_factory(sink, watch_paths, technician_pids, lineage=self.lineage)
+            def capture(sink, watch_paths, technician_pids, *, redactor=None):
+                return capture_factory(sink, watch_paths, technician_pids, lineage=self.lineage, redactor=redactor)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
                                       default_watch_paths=default_watch_paths)
@@ -210,7 +212,7 @@ class AgentService:
         if os.geteuid() != 0:
             return
         live = {s["id"] for s in [self.manager.status().get("active") or {}] if s.get("id")}
-        for sid in ssh_sudo.revoke_all_but(live):
+        for sid in ssh_sudo.revoke_all_but(live, str(self.home.path)):
             assert self._unattended is not None
             self._unattended.emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "session": sid,
                                                       "detail": f"sudo left by session {sid} was taken back when "
