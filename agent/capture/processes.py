@@ -55,6 +55,7 @@ class ProcessRecorder:
         self._since = time.time()
         self._recorded: set[tuple[int, int]] = set()  # processes with a "started" record, to end them
         self._pending_loss: dict | None = None
+        self._overflows_seen = lineage.overflows
         self._dropped_seen = 0
         self._sub: Subscription | None = None
         self._thread: threading.Thread | None = None
@@ -133,10 +134,9 @@ class ProcessRecorder:
             elif event.kind == "exit" and event.proc is not None:
                 self._exit(event.proc)
             elif event.kind == "lost":
-                self._pending_loss = {"count": event.count}
+                self._pending_loss = self._pending_loss or {}
             elif event.kind == "reseed":
-                self._pending_loss = {**(self._pending_loss or {"count": 0}), "found": event.count,
-                                      "ended_unseen": event.ended}
+                self._pending_loss = {**(self._pending_loss or {}), "found": event.count, "ended_unseen": event.ended}
                 self._flush_loss()
         self._note_dropped()
 
@@ -225,10 +225,12 @@ class ProcessRecorder:
         if self._pending_loss is None:
             return
         loss, self._pending_loss = self._pending_loss, None
+        overflows = self._lineage.overflows  # every overflow since the last record (one may predate our events)
+        count, self._overflows_seen = max(1, overflows - self._overflows_seen), overflows
         self._sink.emit(RecordType.OVERFLOW, {
             "root": None,
             "source": "proc-connector",
-            "count": loss.get("count", 0),
+            "count": count,
             "detail": "The kernel dropped process events (the reader fell behind): programs that started "
                       "and ended meanwhile are not recorded. The process table was read again from /proc.",
             "rescanned": "found" in loss,
