@@ -131,7 +131,8 @@ class AgentService:
                 return capture_factory(sink, watch_paths, technician_pids, lineage=self.lineage, redactor=redactor)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
-                                      default_watch_paths=default_watch_paths)
+                                      default_watch_paths=default_watch_paths,
+                                      end_technician=self.lineage.end_lineage)
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
                                    settings=home.settings, lineage=self.lineage)
         self._refusals = RefusalLog()
@@ -379,8 +380,15 @@ class AgentService:
                                          only=params.get("only"), for_s=params.get("for_s"))
 
     async def _wait(self, params, peer, caller):
-        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30),
-                                       params.get("until", "decided"))
+        sid = _session_id(params, required=True)
+        result = await self.manager.wait(sid, params.get("timeout", 30), params.get("until", "decided"))
+        if result["state"] == "active" and peer.uid == 0 and self.manager.source_of(sid) == "ssh":
+            # ssh-authorize (run by sshd as root, from the login's own process) is letting a login in:
+            # that login is the technician's from now on, before its shell exists.
+            marked = await asyncio.to_thread(self.lineage.mark_parent, peer.pid, sid, peer.start_ticks)
+            if marked is not None:
+                log.info("session %s: the SSH login %d is the technician's", sid, marked.pid)
+        return result
 
     async def _end(self, params, peer, caller):
         return await self.manager.end(_session_id(params), caller)

@@ -37,6 +37,7 @@ from agent.home import Home
 from agent.journal import Journal
 from agent.records import RecordType
 from agent.session.caller import Caller
+from agent.session.endings import Ended, end_technician_processes, run_login_hook
 from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks
 from agent.session.intake import take_request
@@ -49,6 +50,7 @@ from agent.settings import Settings
 from agent.text import escape, show
 
 log = logging.getLogger("chaperone.session")
+
 
 MAX_PENDING = 16
 STOP_GRACE_S = 30.0
@@ -64,6 +66,7 @@ class SessionManager:
                  capture_factory: CaptureFactory = _no_capture,
                  login_hooks: Mapping[str, LoginHooks] | None = None,
                  default_watch_paths: Callable[[], list[str]] = list,
+                 end_technician: Callable[[str], Ended] | None = None,
                  history: History | None = None):
         self.home = home
         self.device_key = device_key
@@ -71,6 +74,7 @@ class SessionManager:
         self.capture_factory = capture_factory
         self.login_hooks = dict(login_hooks or {})
         self.default_watch_paths = default_watch_paths
+        self.end_technician = end_technician
         self.history = history if history is not None else History(home)
         self._publish = publish
         self._sessions: dict[str, Session] = {}
@@ -95,6 +99,11 @@ class SessionManager:
 
     def _pending(self) -> list[Session]:
         return [s for s in self._sessions.values() if s.state is State.REQUESTED]
+
+    def source_of(self, sid: str) -> str | None:
+        """Where a live session's request came from (``cli``, ``file``, ``ssh``), or None."""
+        session = self._sessions.get(sid)
+        return session.source if session is not None else None
 
     def status(self) -> dict:
         live, pending = self._live(), self._pending()
@@ -448,6 +457,7 @@ class SessionManager:
             event=("session-ended", {"id": session.id, "reason": reason}),
         )
         outcome = await self._run_login_hook(session, "on_session_ended")
+        await self._end_technician_processes(session)
         if session.capture is not None:
             try:
                 await asyncio.to_thread(session.capture.stop)
@@ -463,30 +473,15 @@ class SessionManager:
             "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
         })
 
+    async def _end_technician_processes(self, session: Session) -> None:
+        await end_technician_processes(self.end_technician, session)
+
     async def _run_login_hook(self, session: Session, which: str) -> dict:
-        """``on_session_started`` or ``on_session_ended`` of the session's login source, in a thread;
-        the last record of each type the hook emitted (what it did)."""
-        hooks = self._hooks(session)
-        outcome: dict = {}
-        if hooks is None:
-            return outcome
         try:
             settings = self.home.settings()
         except ChaperoneError:
             settings = Settings()
-        sink = session.sink
-        assert sink is not None
-
-        def emit(type: str, data: dict) -> object:
-            outcome[type] = data
-            return sink.emit(type, data)
-
-        try:
-            await asyncio.to_thread(getattr(hooks, which), session.hook_view(str(self.home.path)), settings, emit)
-        except Exception as exc:  # noqa: BLE001 - whatever a hook raises, never lose the seal over it
-            what = "ssh-session-end" if which == "on_session_ended" else "ssh-session-start"
-            session.record(RecordType.CAPTURE_ERROR, {"what": what, "path": None, "error": error_detail(exc)})
-        return outcome
+        return await run_login_hook(self._hooks(session), which, session, str(self.home.path), settings)
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:
