@@ -30,3 +30,11 @@ class UsageError(ChaperoneError):
 
 class AgentUnavailable(ChaperoneError):
     """No agent answers on the home's socket."""
+
+
+class LedgerError(ChaperoneError):
+    """The device ledger cannot be opened, read or written, or its files disagree with a signed head."""
+
+
+class WitnessError(ChaperoneError):
+    """A witness's key or state cannot be read or written, or its arguments are wrong."""
