@@ -99,7 +99,7 @@ def test_every_proof_of_a_random_tree_verifies(entries, data):
     for index in range(size):
         proof = inclusion_proof(index, size, tree.read)
         verify_inclusion(proof, index, size, leaf_hash(entries[index]), root)
-    for old in range(0, size + 1):
+    for old in range(size + 1):
         proof = consistency_proof(old, size, tree.read)
         verify_consistency(proof, old, reference_root(entries[:old]), size, root)
 

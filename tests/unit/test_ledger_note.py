@@ -114,7 +114,7 @@ def test_every_mutation_of_a_signed_checkpoint_is_rejected(data):
     else:
         note.insert(i, data.draw(st.integers(0, 255)))
     try:
-        parsed, found = open_note(bytes(note), [signer.verifier])
+        parsed, _found = open_note(bytes(note), [signer.verifier])
         reread = Checkpoint.from_note(parsed)
     except NoteError:
         return
@@ -162,7 +162,7 @@ def test_every_mutation_of_a_cosignature_is_rejected(data):
     i = data.draw(st.integers(line_start, len(raw) - 2))
     raw[i] ^= 1 << data.draw(st.integers(0, 7))
     try:
-        parsed, found = open_note(bytes(raw), [log.verifier, witness.verifier])
+        _parsed, found = open_note(bytes(raw), [log.verifier, witness.verifier])
     except NoteError:
         return
     assert witness.verifier not in found, bytes(raw)
