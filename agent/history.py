@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 
-from agent.errors import ChaperoneError
+from agent.errors import HistoryError
 from agent.home import Home
 
 FIELDS = (
@@ -31,10 +31,6 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS sessions ({})".format(
         for f in FIELDS
     )
 )
-
-
-class HistoryError(ChaperoneError):
-    """The history database cannot be read or written."""
 
 
 class History:
@@ -140,7 +136,7 @@ class History:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> "History":
+    def __enter__(self) -> History:
         return self
 
     def __exit__(self, *exc) -> None:

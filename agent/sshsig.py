@@ -18,17 +18,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from agent.sshwire import WireError, WireReader, ssh_mpint, ssh_string
+from agent.errors import SignatureError, WireError
+from agent.sshwire import WireReader, ssh_mpint, ssh_string
 
 MAGIC = b"SSHSIG"
 VERSION = 1
 BEGIN = "-----BEGIN SSH SIGNATURE-----"
 END = "-----END SSH SIGNATURE-----"
 _HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
-
-
-class SignatureError(ValueError):
-    """The signature is malformed or does not match."""
 
 
 @dataclass(frozen=True)

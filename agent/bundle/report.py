@@ -15,10 +15,12 @@ from __future__ import annotations
 import html
 import io
 import json
-from typing import Callable, Iterable, Iterator, TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import TextIO
 
 from agent import text as display
-from agent.journal.reader import BadLine, parse_record
+from agent.errors import BadLine
+from agent.journal.reader import parse_record
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:72em;padding:0 1em;color:#1b1b1b}

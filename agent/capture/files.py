@@ -50,6 +50,7 @@ from agent.capture.bursts import Burst, BurstCoalescer, Op
 from agent.capture.hashing import Hasher, HashResult
 from agent.capture.paths import path_fields
 from agent.capture.redact import is_secret_file, is_text_config, redact_diff
+from agent.errors import error_detail
 
 EVENT_FILTER = [
     FileCreatedEvent,
@@ -386,7 +387,7 @@ class FileWatcher:
                     self._audit_watches()
             except Exception as exc:  # noqa: BLE001 - the recorder must keep recording
                 with contextlib.suppress(Exception):  # the sink itself may be what fails
-                    self._error("file-recorder", None, f"{type(exc).__name__}: {exc}")
+                    self._error("file-recorder", None, error_detail(exc))
 
     def _take(self, op: Op, now: float) -> None:
         if op.op == "deleted" and op.path in self.roots:

@@ -18,7 +18,7 @@ import sys
 import traceback
 
 from agent import __version__
-from agent.errors import ChaperoneError
+from agent.errors import ChaperoneError, user_message
 from agent.home import Home
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ChaperoneError as exc:
-        print(f"chaperone: {exc}", file=sys.stderr)
+        print(f"chaperone: {user_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("chaperone: interrupted.", file=sys.stderr)
@@ -78,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except Exception as exc:  # a bug, not a user's mistake: one line, details on request
+    except Exception as exc:  # noqa: BLE001 - a bug, not a user's mistake: one line, details on request
         if os.environ.get("CHAPERONE_DEBUG"):
             traceback.print_exc()
-        print(
-            f"chaperone: internal error ({type(exc).__name__}: {exc}); "
-            "run again with CHAPERONE_DEBUG=1 for details and report it.",
-            file=sys.stderr,
-        )
+        print(f"chaperone: {user_message(exc)}", file=sys.stderr)
         return 70

@@ -1,7 +1,7 @@
 """Session commands: agent, request, open, pending, approve, deny, status, note, end.
 
 Everything a technician or customer types here goes through the agent's
-local API (agent.service.client); text that came from a technician is
+local API (agent.api.client); text that came from a technician is
 printed escaped (agent.text).
 """
 
@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from agent.api.client import AgentClient
 from agent.cli import home_of
+from agent.clock import parse_rfc3339, utc_now
 from agent.errors import UsageError
-from agent.service.client import AgentClient
 from agent.session.request import (
     CAPABILITIES,
     DEFAULT_CAPABILITIES,
@@ -23,13 +24,9 @@ from agent.session.request import (
     SessionRequest,
     format_duration,
     parse_duration,
-    parse_rfc3339,
     parse_technician,
-    request_file_text,
-    sign_with_ssh_keygen,
-    stamp,
-    utc_now,
 )
+from agent.session.request_file import request_file_text, sign_with_ssh_keygen, stamp
 from agent.text import escape
 
 EXIT_ALLOWED, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 3, 4

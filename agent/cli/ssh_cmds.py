@@ -16,7 +16,7 @@ import signal
 import sys
 
 from agent.cli import home_of
-from agent.errors import ChaperoneError
+from agent.errors import ChaperoneError, user_message
 from agent.settings import SSHSettings
 
 WATCHDOG_MARGIN_S = 15
@@ -57,6 +57,5 @@ def run(args) -> int:
         if line:
             print(line, flush=True)
     except Exception as exc:  # noqa: BLE001 - sshd must always get exit 0 and no stray output
-        print(f"chaperone ssh-authorize: refused after an internal error ({type(exc).__name__}: {exc}).",
-              file=sys.stderr)
+        print(f"chaperone ssh-authorize: refused. {user_message(exc)}", file=sys.stderr)
     return 0

@@ -28,14 +28,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from hashlib import sha256
 
+from agent.errors import ProofError
+
 HASH_SIZE = 32
 EMPTY_ROOT = sha256(b"").digest()
 
 HashReader = Callable[[Sequence[int]], Sequence[bytes]]
-
-
-class ProofError(ValueError):
-    """A proof does not verify, or does not have the shape its sizes call for."""
 
 
 def leaf_hash(entry: bytes) -> bytes:

@@ -29,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agent.errors import NoteError
+
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
 DASH = "\u2014"
@@ -36,10 +38,6 @@ DASH = "\u2014"
 MAX_SIGNATURES = 100
 #: The longest note we read (a checkpoint with 100 cosignatures is under 20 KB).
 MAX_NOTE = 1 << 20
-
-
-class NoteError(ValueError):
-    """A note, a signature line or a verifier key is malformed, or a signature does not verify."""
 
 
 def valid_name(name: str) -> bool:

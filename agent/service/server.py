@@ -20,15 +20,18 @@ import signal
 import sys
 
 from agent import __version__
-from agent.errors import ChaperoneError, HomeError
+from agent.api import protocol
+from agent.api.peercred import Peer, home_owner, peer_of
+from agent.api.protocol import MAX_MESSAGE, OPEN_OPS
+from agent.capture import Capture, default_watch_paths
+from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
-from agent.service import protocol
 from agent.service.lock import AgentLock
-from agent.service.peercred import Peer, home_owner, may, peer_of
-from agent.service.protocol import MAX_MESSAGE, ProtocolError
 from agent.service.unattended import UnattendedSink, start_monitor
-from agent.session.lifecycle import SessionError
-from agent.session.manager import SessionManager, default_capture_factory
+from agent.session.caller import Caller
+from agent.session.hooks import CaptureFactory, TechnicianPids
+from agent.session.manager import SessionManager
+from agent.ssh import lifecycle as ssh_lifecycle
 
 log = logging.getLogger("chaperone.agent")
 
@@ -38,6 +41,27 @@ IDLE_TIMEOUT = 300.0  # a connection that sends no complete message for this lon
 SUBSCRIBER_QUEUE = 1000
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, with the terminating NUL
 WRITE_TIMEOUT = 10.0
+
+
+# Test-only: CHAPERONE_CAPTURE=off runs sessions without capture (journaled as a capture-error).
+CAPTURE_ENV = "CHAPERONE_CAPTURE"
+
+
+def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None) -> Capture:
+    """The real capture of a session (agent.capture.Capture)."""
+    if os.environ.get(CAPTURE_ENV) == "off":
+        raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
+    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids)
+
+
+def may(op: str, peer: Peer, owner_uid: int) -> bool:
+    """The home's owner and root may do everything; others only the open operations."""
+    return peer.uid in (0, owner_uid) or op in OPEN_OPS
+
+
+def caller_of(peer: Peer) -> Caller:
+    """Who the session layer records as having asked."""
+    return Caller(uid=peer.uid, user=peer.user, pid=peer.pid)
 
 
 def check_socket_path(home: Home) -> None:
@@ -73,11 +97,12 @@ class AgentService:
     """The service around a SessionManager: socket, permissions, events, stop."""
 
     def __init__(self, home: Home, device_key, *, consent_timeout: float = 120.0,
-                 capture_factory=default_capture_factory):
+                 capture: CaptureFactory = capture_factory):
         self.home = home
         self.owner_uid = home_owner(home.path)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
-                                      capture_factory=capture_factory)
+                                      capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
+                                      default_watch_paths=default_watch_paths)
         self._subscribers: set[_Subscriber] = set()
         self._connections = 0
         self._stranger_connections: dict[int, int] = {}
@@ -132,7 +157,7 @@ class AgentService:
             self._subscribers.clear()
             try:
                 await asyncio.wait_for(server.wait_closed(), 5.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             path.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,7 +197,7 @@ class AgentService:
                 if subscribed:
                     await self._stream_events(reader, writer)
                     break
-        except (ConnectionError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass  # gone, idle too long, or too slow to read its answers
         finally:
             self._connections -= 1
@@ -187,7 +212,7 @@ class AgentService:
                 await asyncio.wait_for(writer.drain(), 1.0)
             writer.close()
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (ConnectionError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
 
     async def _stream_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -216,7 +241,7 @@ class AgentService:
         """(whether this starts a subscription, the response line)."""
         try:
             msg = protocol.decode_request(line)
-        except ProtocolError as exc:
+        except ApiError as exc:
             return False, protocol.error(protocol.request_id_of(line), exc.code, str(exc))
         if not may(msg.op, peer, self.owner_uid):
             return False, protocol.error(
@@ -229,7 +254,7 @@ class AgentService:
             return True, protocol.ok(msg.id, {"subscribed": True})
         try:
             result = await self._handlers[msg.op](msg.params, peer)
-        except (ProtocolError, SessionError) as exc:
+        except ApiError as exc:
             return False, protocol.error(msg.id, exc.code, str(exc))
         except ChaperoneError as exc:  # e.g. a journal that cannot be written
             return False, protocol.error(msg.id, "unavailable", str(exc))
@@ -248,30 +273,31 @@ class AgentService:
 
     async def _request(self, params, peer):
         if "request_file" in params:
-            return await self.manager.submit(request_file=params["request_file"], source="file", peer=peer)
+            return await self.manager.submit(request_file=params["request_file"], source="file",
+                                             caller=caller_of(peer))
         source = params.get("source", "cli")
         if source not in ("cli", "ssh"):
-            raise ProtocolError("bad-request", "The source must be \"cli\" or \"ssh\".")
+            raise ApiError("bad-request", "The source must be \"cli\" or \"ssh\".")
         if source == "ssh" and peer.uid not in (0, self.owner_uid):
             # Only ssh-authorize (run by sshd as root) speaks for an SSH login.
-            raise ProtocolError("forbidden", "Only root or the home's owner may submit SSH login requests.")
-        return await self.manager.submit(fields=params.get("request"), source=source, peer=peer)
+            raise ApiError("forbidden", "Only root or the home's owner may submit SSH login requests.")
+        return await self.manager.submit(fields=params.get("request"), source=source, caller=caller_of(peer))
 
     async def _pending(self, params, peer):
         return self.manager.pending()
 
     async def _decide(self, params, peer):
         return await self.manager.decide(_session_id(params, required=True), params.get("decision"),
-                                         params.get("how", "terminal"), peer)
+                                         params.get("how", "terminal"), caller_of(peer))
 
     async def _wait(self, params, peer):
         return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30))
 
     async def _end(self, params, peer):
-        return await self.manager.end(_session_id(params), params.get("reason", "customer"), peer)
+        return await self.manager.end(_session_id(params), params.get("reason", "customer"), caller_of(peer))
 
     async def _note(self, params, peer):
-        return self.manager.note(_session_id(params), params.get("text"), peer)
+        return self.manager.note(_session_id(params), params.get("text"), caller_of(peer))
 
     async def _sessions(self, params, peer):
         return self.manager.sessions()
@@ -282,7 +308,7 @@ def _session_id(params: dict, required: bool = False) -> str | None:
     if sid is None and not required:
         return None
     if not isinstance(sid, str) or not sid or len(sid) > 64:
-        raise ProtocolError("bad-request", "Give the session's id (as 'chaperone pending' or 'status' shows it).")
+        raise ApiError("bad-request", "Give the session's id (as 'chaperone pending' or 'status' shows it).")
     return sid
 
 

@@ -10,7 +10,7 @@ agent.journal.shared, which holds the journal's lock.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from agent.home import Home
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from agent.session.request import rfc3339, utc_now
+from agent.clock import rfc3339, utc_now
 
 ACTIVITY_INTERVAL = 0.1
 ACTIVITY_BATCH_CAP = 200

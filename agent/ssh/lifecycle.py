@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psutil
 
@@ -65,7 +65,7 @@ def technician_pids(session: dict) -> set[int]:
 def _describe(proc: psutil.Process) -> dict:
     """A connection for the journal (which takes no floats: the start time is RFC 3339)."""
     try:
-        started = datetime.fromtimestamp(proc.create_time(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        started = datetime.fromtimestamp(proc.create_time(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return {"pid": proc.pid, "started": started, "user": proc.username(), "process": proc.name()}
     except psutil.Error:
         return {"pid": proc.pid}

@@ -55,7 +55,8 @@ def _cut(name: str, value: str) -> str:
 def signed_request_for(home: Home, store: TrustStore, fingerprint: str, now: float | None = None) -> dict | None:
     """The fields of the newest valid request file in ``HOME/ssh/requests`` signed by this key, if any."""
     try:
-        from agent.session.request import NAMESPACE, parse_request_file
+        from agent.session.request import NAMESPACE
+        from agent.session.request_file import parse_request_file
     except ImportError:
         return None
     try:

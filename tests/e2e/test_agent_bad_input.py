@@ -15,8 +15,8 @@ import pytest
 from agent.devicekey import DeviceKey
 from agent.home import Home
 from agent.service.server import MAX_CONNECTIONS_PER_STRANGER
-from tests.fixtures.agent import AgentProcess
 from tests.e2e.agent_helpers import TECHNICIAN, assert_sealed_and_genuine, records
+from tests.fixtures.agent import AgentProcess
 
 MIB = 1024 * 1024
 

@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from agent.clock import parse_rfc3339
 from agent.history import History
-from agent.session.request import parse_rfc3339
 from tests.e2e.agent_helpers import TECHNICIAN, Events, assert_sealed_and_genuine, records, types
 
 
@@ -193,7 +193,7 @@ def test_sigkill_then_restart_after_the_limit_ends_with_reason_recovery(agent_fa
     agent.cli("approve", sid)
     agent.kill()
     until = next(r["data"]["granted"]["until"] for r in records(home, sid) if r["type"] == "decision")
-    while datetime.now(timezone.utc) <= parse_rfc3339(until):  # the limit passes while no agent runs
+    while datetime.now(UTC) <= parse_rfc3339(until):  # the limit passes while no agent runs
         time.sleep(0.1)
     agent = agent_factory()
     assert agent.call("status")["state"] == "idle"

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from agent.session.request import FILE_LIFETIME, SessionRequest, request_file_text, stamp, utc_now
-from tests.conftest import require_program
+from agent.clock import utc_now
+from agent.session.request import FILE_LIFETIME, SessionRequest
+from agent.session.request_file import request_file_text, stamp
 from tests.e2e.agent_helpers import TECHNICIAN, assert_sealed_and_genuine, records
 
 

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.service import protocol
-from agent.service.lock import AgentLock, AlreadyRunning
-from agent.service.peercred import Peer, may
-from agent.service.protocol import MAX_MESSAGE, OPEN_OPS, OPS, ProtocolError, decode_request
+from agent.api import protocol
+from agent.api.peercred import Peer
+from agent.api.protocol import MAX_MESSAGE, OPEN_OPS, OPS, decode_request
+from agent.errors import AlreadyRunning, ApiError
+from agent.service.lock import AgentLock
+from agent.service.server import may
 
 
 def test_a_request_decodes():
@@ -31,7 +33,7 @@ def test_a_request_decodes():
     (b'{"op":"ping","pad":"' + b"x" * MAX_MESSAGE + b'"}\n', "too-large", "larger than 1024 KiB"),
 ])
 def test_bad_messages_get_a_code_and_a_sentence(line, code, message):
-    with pytest.raises(ProtocolError, match=message) as info:
+    with pytest.raises(ApiError, match=message) as info:
         decode_request(line)
     assert info.value.code == code
 
@@ -41,7 +43,7 @@ def test_bad_messages_get_a_code_and_a_sentence(line, code, message):
 def test_any_bytes_decode_or_raise_protocol_error(data):
     try:
         msg = decode_request(data)
-    except ProtocolError as exc:
+    except ApiError as exc:
         assert exc.code in protocol.CODES
     else:
         assert msg.op in OPS

@@ -13,19 +13,11 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from agent.errors import AgentUnavailable, ChaperoneError
+from agent.api.protocol import encode
+from agent.errors import API_CODES, AgentUnavailable, ApiError
 from agent.home import Home
-from agent.service.protocol import encode
 
 MAX_RESPONSE = 64 * 1024 * 1024
-
-
-class AgentError(ChaperoneError):
-    """The agent answered with an error; ``code`` is the protocol's error code."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 class AgentClient:
@@ -56,7 +48,7 @@ class AgentClient:
         return sock
 
     def call(self, op: str, **params):
-        """Send one request and return its result; raise AgentError on an error response.
+        """Send one request and return its result; raise ApiError on an error response.
 
         A ``timeout`` parameter (as ``wait`` takes) lengthens the socket timeout to match.
         The session's ``id`` parameter travels as ``session`` on the wire, where ``id``
@@ -78,7 +70,7 @@ class AgentClient:
                     raise AgentUnavailable("The agent closed the connection without answering; is it stopping?")
                 if reply.get("id") == msg_id:
                     break
-        except socket.timeout:
+        except TimeoutError:
             raise AgentUnavailable(f"The agent did not answer within {io_timeout:g} s.") from None
         except (ConnectionResetError, BrokenPipeError):
             raise AgentUnavailable("The agent closed the connection without answering; is it stopping?") from None
@@ -86,7 +78,7 @@ class AgentClient:
             sock.close()
         if reply.get("ok"):
             return reply.get("result")
-        raise AgentError(str(reply.get("error") or "The agent refused the request."), str(reply.get("code")))
+        raise _api_error(reply, "The agent refused the request.")
 
     def subscribe(self) -> Iterator[dict]:
         """Events ``{"event", "data"}`` as they come, until ``close()`` or the agent stops.
@@ -99,19 +91,18 @@ class AgentClient:
         try:
             sock.sendall(encode({"op": "subscribe", "id": 0}))
             reply = reader.next()
-        except (OSError, socket.timeout):
+        except (TimeoutError, OSError):
             sock.close()
             raise AgentUnavailable("The agent did not accept the subscription; is it stopping?") from None
         if reply is None or not reply.get("ok"):
             sock.close()
-            raise AgentError(str((reply or {}).get("error") or "The agent refused the subscription."),
-                             str((reply or {}).get("code")))
+            raise _api_error(reply or {}, "The agent refused the subscription.")
         sock.settimeout(None)
         with self._lock:
             self._subscriptions.append(sock)
         return self._events(sock, reader)
 
-    def _events(self, sock: socket.socket, reader: "_LineReader") -> Iterator[dict]:
+    def _events(self, sock: socket.socket, reader: _LineReader) -> Iterator[dict]:
         try:
             while True:
                 try:
@@ -137,6 +128,12 @@ class AgentClient:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _api_error(reply: dict, fallback: str) -> ApiError:
+    """The agent's error response as the same ApiError it raised (an unknown code reads as unavailable)."""
+    code = reply.get("code")
+    return ApiError(code if code in API_CODES else "unavailable", str(reply.get("error") or fallback))
 
 
 class _LineReader:
