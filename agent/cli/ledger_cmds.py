@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.cli import home_of
 from agent.clock import parse_rfc3339, utc_now
 from agent.errors import LedgerError
-from agent.ledger import Ledger
+from agent.home import Home
+from agent.ledger import Ledger, vkey_verifier
+from agent.witness import WitnessPool
+
+#: How long ``export`` waits for a cosignature of the seal by default, and with ``--wait-witness``.
+DEFAULT_WAIT_S = 10.0
+WAIT_WITNESS_S = 120.0
 
 
 def register(subparsers, common) -> None:
@@ -90,3 +98,55 @@ def run_export(args) -> int:
     if cosigned is None:
         print("No witness has cosigned this ledger yet.")
     return 0
+
+
+def _last_line(journal: Path) -> bytes:
+    with open(journal, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - (1 << 20)))
+        tail = fh.read()
+    return tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+
+
+def witness_seal(home: Home, journal: Path, timeout: float) -> tuple[str, ...] | None:
+    """Wait up to ``timeout`` seconds until the journal's seal is in a ledger head cosigned by a quorum of
+    the configured witnesses: their names, ``()`` if not in time, None when no witness is configured.
+
+    When no agent holds the ledger, this command sends the head to the witnesses itself (an agent that
+    runs sends its heads at every seal); otherwise it watches what the agent keeps."""
+    config = home.settings().witness
+    if not config.witnesses:
+        return None
+    seal = _last_line(journal)
+    verifiers = [vkey_verifier(w.vkey) for w in config.witnesses]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ledger = Ledger.open(home)
+        except LedgerError as exc:
+            if "already open for writing" not in str(exc):
+                raise
+            ledger = Ledger.open(home, readonly=True)
+        with ledger:
+            index = ledger.find([seal]).get(seal)
+            if index is None:
+                return ()  # the seal never reached the ledger: there is nothing to witness
+            head = ledger.cosigned_covering(index, verifiers, config.quorum)
+            if head is None and not ledger.store.readonly:
+                remaining = max(1.0, deadline - time.monotonic())
+                asyncio.run(_push_once(ledger, config, min(10.0, remaining)))
+                head = ledger.cosigned_covering(index, verifiers, config.quorum)
+            if head is not None:
+                return head.witnesses
+        if time.monotonic() >= deadline:
+            return ()
+        time.sleep(0.5)
+
+
+async def _push_once(ledger: Ledger, config, timeout: float) -> None:
+    pool = WitnessPool(ledger, [(w.url, w.vkey) for w in config.witnesses], quorum=config.quorum, timeout=timeout)
+    try:
+        await pool.push()
+    finally:
+        await pool.close()

@@ -39,6 +39,7 @@ from agent.clock import rfc3339, utc_now
 from agent.devicekey import DeviceKey
 from agent.errors import LedgerError
 from agent.home import Home
+from agent.ledger import merkle
 from agent.ledger.checkpoint import Checkpoint, TlogProof
 from agent.ledger.keyfile import load_or_make_key, write_atomic
 from agent.ledger.note import (
@@ -215,6 +216,12 @@ class Ledger:
     def entry(self, index: int) -> bytes:
         return self.store.entry(index)
 
+    def find(self, entries: Iterable[bytes], stop_below: int = 0, *, newest: bool = True) -> dict[bytes, int]:
+        """The index of each of ``entries`` in the ledger (those it holds), by entry: its newest occurrence,
+        or its first with ``newest=False``."""
+        by_leaf = {merkle.leaf_hash(e): e for e in entries}
+        return {by_leaf[h]: i for h, i in self.store.find_leaves(by_leaf, stop_below, newest=newest).items()}
+
     # --- cosignatures -------------------------------------------------------------------------------
     def record_cosignatures(self, note: bytes, cosignatures: Sequence[Signature],
                             verifiers: Sequence[Verifier]) -> CosignedHead:
@@ -284,6 +291,13 @@ class Ledger:
     def last_cosigned(self) -> CosignedHead | None:
         return self._recent[-1] if self._recent else None
 
+    def last_cosigned_size(self, witness: str) -> int:
+        """The size of the newest head ``witness`` (a key name) cosigned for us; 0 if none."""
+        for head in reversed(self._recent):
+            if witness in head.witnesses:
+                return head.size
+        return max((h.size for h in self._read_cosigned() if witness in h.witnesses), default=0)
+
     def cosigned_covering(self, index: int, verifiers: Sequence[Verifier] = (), quorum: int = 1) -> CosignedHead | None:
         """The newest cosigned head that covers entry ``index`` and carries cosignatures by at least
         ``quorum`` of ``verifiers`` (by any witness when none are given); None if there is none."""
@@ -320,7 +334,8 @@ class Ledger:
         size = head.size if head else 0
         self.store.copy_entries(out / "entries", size)
         if head is not None:
-            best = self.last_cosigned if self.last_cosigned and self.last_cosigned.checkpoint == head.checkpoint else None
+            last = self.last_cosigned
+            best = last if last and last.checkpoint == head.checkpoint else None
             (out / "checkpoint").write_bytes(best.note if best else head.note)
         for cosigned in self.cosigned_heads():
             if cosigned.size <= size:

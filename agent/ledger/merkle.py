@@ -65,6 +65,16 @@ def stored_index(level: int, n: int) -> int:
     return 2 * m - m.bit_count() + level
 
 
+def leaf_of(position: int) -> int:
+    """The leaf whose hash is stored at ``position`` (``ValueError`` if a subtree root is stored there)."""
+    n = position // 2
+    while stored_index(0, n) < position:
+        n += 1
+    if stored_index(0, n) != position:
+        raise ValueError(f"position {position} holds a subtree root, not a leaf hash")
+    return n
+
+
 def stored_count(size: int) -> int:
     """How many hashes are stored for a tree of ``size`` leaves (``2 size - popcount(size)``)."""
     return 2 * size - size.bit_count()

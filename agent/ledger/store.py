@@ -44,7 +44,7 @@ import fcntl
 import os
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from hashlib import sha256
 from pathlib import Path
 from typing import Self
@@ -320,6 +320,30 @@ class LedgerStore:
             chunk = list(self.iter_entries(start, index))
             yield from reversed(chunk)
             index = start
+
+    def find_leaves(self, leaves: Iterable[bytes], stop_below: int = 0, *, newest: bool = True) -> dict[bytes, int]:
+        """The index of each leaf hash in ``leaves`` that the ledger holds, among entries ``stop_below`` and
+        up: its newest occurrence (the scan from the end stops when all are found), or with ``newest=False``
+        its first (the whole range is read). The stored hashes are read 1 MiB at a time; a subtree root can
+        never equal a leaf hash (RFC 6962's 0x00/0x01 prefixes), so any match is that leaf."""
+        wanted = set(leaves)
+        found: dict[bytes, int] = {}
+        size = self._size
+        if not wanted or not size:
+            return found
+        fd = self._fds[HASHES]
+        end = merkle.stored_count(size)
+        low = merkle.stored_index(0, stop_below) if stop_below < size else end
+        step = (1 << 20) // merkle.HASH_SIZE
+        while end > low and (not newest or len(found) < len(wanted)):
+            start = max(low, end - step)
+            data = os.pread(fd, (end - start) * merkle.HASH_SIZE, start * merkle.HASH_SIZE)
+            for k in range(len(data) - merkle.HASH_SIZE, -1, -merkle.HASH_SIZE):
+                h = data[k:k + merkle.HASH_SIZE]
+                if h in wanted and (not newest or h not in found):
+                    found[h] = merkle.leaf_of(start + k // merkle.HASH_SIZE)
+            end = start
+        return found
 
     def copy_entries(self, out_path: Path, size: int) -> None:
         """Write the first ``size`` entries (the ``entries`` file's prefix) to ``out_path``."""

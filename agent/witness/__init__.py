@@ -12,6 +12,7 @@ from agent.witness.client import (
     Refused,
     WitnessClient,
 )
+from agent.witness.pool import PushResult, WitnessPool
 from agent.witness.state import WitnessState, init_witness, load_witness
 
 __all__ = [
@@ -19,8 +20,10 @@ __all__ = [
     "Conflict",
     "Cosigned",
     "Failed",
+    "PushResult",
     "Refused",
     "WitnessClient",
+    "WitnessPool",
     "WitnessState",
     "init_witness",
     "load_witness",

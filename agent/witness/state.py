@@ -83,7 +83,8 @@ def init_witness(home: Home, name: str | None = None) -> tuple[CosignatureSigner
 def load_witness(home: Home) -> CosignatureSigner:
     folder = witness_dir(home)
     if not (folder / "name").exists():
-        raise WitnessError(f"There is no witness in {home.path}; run 'chaperone witness init --home {home.path}' first.")
+        raise WitnessError(f"There is no witness in {home.path}; "
+                           f"run 'chaperone witness init --home {home.path}' first.")
     return CosignatureSigner(_read_name(folder / "name"), load_key(folder / "key", "witness key", WitnessError))
 
 
@@ -130,7 +131,8 @@ class WitnessState:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise WitnessError(f"Cannot open the witness's state {path}: {exc}; check the disk and its permissions.") from None
+            raise WitnessError(f"Cannot open the witness's state {path}: {exc}; "
+                               "check the disk and its permissions.") from None
         self._lock = threading.Lock()
 
     @classmethod
