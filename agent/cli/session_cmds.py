@@ -96,6 +96,7 @@ def _add_wait(p) -> None:
 
 
 def run_agent_cmd(args) -> int:
+    # Only `chaperone agent` loads the service (capture, watchdog, psutil): every other command starts faster.
     from agent.service.server import run_agent
 
     if not 0 < args.consent_timeout <= 86400:

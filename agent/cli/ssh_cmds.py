@@ -40,6 +40,8 @@ def _give_up(signum, frame):  # pragma: no cover - only when the agent hangs pas
 
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="chaperone ssh-authorize: %(message)s", stream=sys.stderr)
+    # sshd waits on this command at every login: only ssh-authorize loads the SSH part (and the
+    # other commands start without it).
     from agent.ssh.authorize import Authorizer, LoginAttempt
     from agent.ssh.state import ProcessRef
 

@@ -24,6 +24,7 @@ from agent.api import protocol
 from agent.api.peercred import Peer, home_owner, peer_of
 from agent.api.protocol import MAX_MESSAGE, OPEN_OPS
 from agent.capture import Capture, default_watch_paths
+from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.service.lock import AgentLock
@@ -314,8 +315,6 @@ def _session_id(params: dict, required: bool = False) -> str | None:
 
 def run_agent(home: Home, consent_timeout: float = 120.0) -> int:
     """``chaperone agent``: run in the foreground until SIGTERM or SIGINT; 0 on a clean stop."""
-    from agent.devicekey import DeviceKey
-
     check_socket_path(home)
     device_key, _ = DeviceKey.init(home)
     home.settings()  # a broken settings file stops the agent now, not at the first request

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from agent.api.client import AgentClient
 from agent.errors import AgentUnavailable, ChaperoneError, TrustError
 from agent.home import Home
 from agent.settings import SSHSettings
@@ -94,8 +95,6 @@ class Authorizer:
     def __init__(self, home: Home, client=None, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if client is None:
-            from agent.api.client import AgentClient
-
             client = AgentClient(home, timeout=5.0)
         self.home = home
         self.client = client
