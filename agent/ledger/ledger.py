@@ -132,11 +132,11 @@ class Ledger:
         self._load_cosigned()
 
     @classmethod
-    def open(cls, home: Home, *, readonly: bool = False) -> Ledger:
+    def open(cls, home: Home, *, readonly: bool = False, lock_wait: float = 0.0) -> Ledger:
         folder = ledger_dir(home)
         signer, _ = _identity(home)
         last = _read_signed_head(folder, signer)
-        store = LedgerStore.open(folder, readonly=readonly, verify_from=last.size if last else 0)
+        store = LedgerStore.open(folder, readonly=readonly, verify_from=last.size if last else 0, lock_wait=lock_wait)
         try:
             if last is not None:
                 if last.size > store.size:

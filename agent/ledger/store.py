@@ -44,6 +44,7 @@ import fcntl
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from hashlib import sha256
 from pathlib import Path
@@ -107,7 +108,9 @@ class LedgerStore:
 
     # --- opening ----------------------------------------------------------------------------------
     @classmethod
-    def open(cls, folder: Path, *, readonly: bool = False, verify_from: int = 0) -> LedgerStore:
+    def open(cls, folder: Path, *, readonly: bool = False, verify_from: int = 0, lock_wait: float = 0.0) -> LedgerStore:
+        """The writer (which takes the lock, waiting up to ``lock_wait`` seconds for another process, such as
+        a command exporting, to let it go), or a reader."""
         folder = Path(folder)
         if readonly:
             return cls._open_readonly(folder)
@@ -116,9 +119,15 @@ class LedgerStore:
             lock_fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise LedgerError(f"Cannot open the ledger in {folder}: {_why(exc)}.") from None
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        deadline = time.monotonic() + lock_wait
+        while True:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
             os.close(lock_fd)
             raise LedgerError(f"The ledger in {folder} is already open for writing by another process "
                               "(the agent); stop it first, or read the ledger without writing.") from None

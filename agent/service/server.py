@@ -27,6 +27,8 @@ from agent.capture import Capture, default_watch_paths
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
+from agent.records import RecordType
+from agent.service.ledger_link import UNATTENDED, LedgerLink
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
 from agent.session.caller import Caller
@@ -101,9 +103,11 @@ class AgentService:
                  capture: CaptureFactory = capture_factory):
         self.home = home
         self.owner_uid = home_owner(home.path)
+        self.device_key = device_key
+        self.ledger_link = LedgerLink(home, home.settings().witness, self.publish)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
-                                      default_watch_paths=default_watch_paths)
+                                      default_watch_paths=default_watch_paths, ledger_hook=self.ledger_link.hook)
         self._subscribers: set[_Subscriber] = set()
         self._connections = 0
         self._stranger_connections: dict[int, int] = {}
@@ -133,12 +137,15 @@ class AgentService:
         check_socket_path(self.home)
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
+        unattended = UnattendedSink(self.home, self.manager.device_key,
+                                    lambda name, data: loop.call_soon_threadsafe(self.publish, name, data),
+                                    on_line=self.ledger_link.hook)
+        await self._start_ledger(unattended)  # before any journal is reopened: the restart checks
         await self.manager.start()
-        monitor = start_monitor(
-            UnattendedSink(self.home, self.manager.device_key,
-                           lambda name, data: loop.call_soon_threadsafe(self.publish, name, data)),
-            self.home.settings().remote_access_interval_s, self.manager.session_live,
-        )
+        link = asyncio.ensure_future(self.ledger_link.run(
+            self.manager.session_live, self.manager.record_live, self.manager.end_live,
+            lambda data: unattended.emit(RecordType.ALARM, data)))
+        monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
@@ -153,6 +160,9 @@ class AgentService:
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
             await self.manager.stop()
+            self.ledger_link.stop()
+            await asyncio.gather(link, return_exceptions=True)
+            await self.ledger_link.close()  # a last push: the seals just written
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()
@@ -163,6 +173,21 @@ class AgentService:
             path.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    async def _start_ledger(self, unattended: UnattendedSink) -> None:
+        """Open the device ledger and check the journals a previous run left open against it."""
+        link = self.ledger_link
+        await asyncio.to_thread(link.open)
+        damaged = link.ledger_problem_alarm()
+        if damaged is not None:
+            await asyncio.to_thread(unattended.emit, RecordType.ALARM, damaged)
+            return
+        open_rows = [row["id"] for row in self.manager.history.list()
+                     if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed")]
+        journals = [(sid, self.home.journal_path(sid)) for sid in open_rows]
+        journals.append((UNATTENDED, self.home.unattended_journal_path))
+        findings = await asyncio.to_thread(link.check_journals, journals)
+        await asyncio.to_thread(link.record_findings, findings, self.device_key)
 
     # --- connections ---------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -270,7 +295,7 @@ class AgentService:
         return {"version": __version__, "pid": os.getpid()}
 
     async def _status(self, params, peer):
-        return self.manager.status()
+        return {**self.manager.status(), "ledger": self.ledger_link.status()}
 
     async def _request(self, params, peer):
         if "request_file" in params:

@@ -34,6 +34,7 @@ from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, T
 from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
+from agent.journal.writer import LineHook
 from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.hooks import CaptureFactory, LoginHooks
@@ -52,6 +53,8 @@ log = logging.getLogger("chaperone.session")
 MAX_PENDING = 16
 STOP_GRACE_S = 30.0
 MAX_NOTE_CHARS = 4000
+#: A session journal writes a checkpoint at least this often, records or not (see agent.bundle.witnessing).
+HEARTBEAT_S = 30.0
 
 
 def _no_capture(sink, watch_paths, technician_pids):
@@ -63,7 +66,7 @@ class SessionManager:
                  capture_factory: CaptureFactory = _no_capture,
                  login_hooks: Mapping[str, LoginHooks] | None = None,
                  default_watch_paths: Callable[[], list[str]] = list,
-                 history: History | None = None):
+                 history: History | None = None, ledger_hook: LineHook | None = None):
         self.home = home
         self.device_key = device_key
         self.consent_timeout = consent_timeout
@@ -71,6 +74,7 @@ class SessionManager:
         self.login_hooks = dict(login_hooks or {})
         self.default_watch_paths = default_watch_paths
         self.history = history if history is not None else History(home)
+        self.ledger_hook = ledger_hook  # the journals' checkpoint and seal lines go to the device ledger
         self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -226,7 +230,7 @@ class SessionManager:
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Journal.create(path, sid, self.device_key)
+        return Journal.create(path, sid, self.device_key, on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
 
     # --- decisions ------------------------------------------------------------------------
     def _decidable(self, sid: str) -> Session:
@@ -395,6 +399,22 @@ class SessionManager:
         await self.finish(session, reason, caller.who())
         return {"id": session.id, "state": session.state.value}
 
+    async def end_live(self, reason: str) -> str | None:
+        """End the live session for a reason of the agent's own (``witness-lag``); its id, or None."""
+        live = self._live()
+        if live is None:
+            return None
+        await self.finish(live, reason, None)
+        return live.id
+
+    def record_live(self, type: str, data: dict) -> int | None:
+        """Journal a record of the agent's own (a witness gap, a ledger alarm) in the live session; its seq,
+        or None when no session is live."""
+        live = self._live()
+        if live is None or live.finishing is not None:
+            return None
+        return live.record(type, data)
+
     async def finish(self, session: Session, reason: str, by: dict | None) -> None:
         """End a live session and seal it; concurrent callers share the same ending."""
         if session.finishing is None:
@@ -467,7 +487,8 @@ class SessionManager:
         try:
             # Journal.open writes the one `recovery` record: what was set aside, the gap, and whether we go on.
             journal = Journal.open(path, sid, self.device_key,
-                                   recovery={"gap_s": plan.gap_s, "resumed": plan.resumed})
+                                   recovery={"gap_s": plan.gap_s, "resumed": plan.resumed},
+                                   on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
         except (JournalError, FileNotFoundError) as exc:
             # Sealed before the crash (the history lagged behind), or the journal is gone.
             self.history.upsert(sid, state="sealed" if facts.get("sealed") else row["state"],
