@@ -210,6 +210,8 @@ def _section_row(key: str, record: dict) -> str:
         return _row([ts, d.get("category"), f"{d.get('op', '')} {d.get('item', '')}", d.get("why")])
     if kind == "inventory-change":
         return _row([ts, d.get("category"), d.get("op"), d.get("item"), d.get("detail")])
+    if kind == "alarm" and d.get("tool") == "ledger":  # agent.service.ledger_link: a cut journal, a fork
+        return _row([ts, "device ledger", d.get("kind"), d.get("detail")])
     if kind == "alarm":
         return _row([ts, f"remote-access tool {d.get('tool', '')}", f"{d.get('process', '')} (pid {d.get('pid', '')})",
                      d.get("detail")])

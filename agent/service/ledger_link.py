@@ -120,6 +120,7 @@ class LedgerLink:
         self._stop = asyncio.Event()
         self._append_errors = 0
         self._last_push = 0.0
+        self._push_task: asyncio.Task | None = None
         self._witness_ok: dict[str, bool] = {}
         self._witness_since: dict[str, float] = {}
         self._last_quorum: float | None = None  # wall time of the newest head a quorum cosigned
@@ -127,6 +128,8 @@ class LedgerLink:
         self._lag_reported = False
         self._unattended_size = 0
         self._lock = threading.Lock()
+        self._record_live: Callable[[str, dict], object] = lambda type, data: None
+        self._unattended_alarm: Callable[[dict], object] = lambda data: None
 
     # --- opening and the checks at start -------------------------------------------------------
     def open(self) -> None:
@@ -275,14 +278,22 @@ class LedgerLink:
                 pass
             self._wake.clear()
             now = time.monotonic()
-            if self.pool is not None and self._dirty and (self._urgent or now - self._last_push >= PUSH_INTERVAL_S):
+            pushing = self._push_task is not None and not self._push_task.done()
+            if (self.pool is not None and self._dirty and not pushing
+                    and (self._urgent or now - self._last_push >= PUSH_INTERVAL_S)):
                 self._dirty = self._urgent = False
                 self._last_push = now
-                await self._push()
-            if now - last_catch_up >= CATCH_UP_S:
-                last_catch_up = now
-                await asyncio.to_thread(self._catch_up_unattended)
-            await self._policy(live(), end_live)
+                # A task of its own: a slow witness (up to its time-out) never delays the policy below.
+                self._push_task = asyncio.ensure_future(self._push())
+            try:
+                if now - last_catch_up >= CATCH_UP_S:
+                    last_catch_up = now
+                    await asyncio.to_thread(self._catch_up_unattended)
+                await self._policy(live(), end_live)
+            except Exception:  # noqa: BLE001 - a bug here must not stop the witnessing (nor the agent)
+                log.exception("the ledger's loop failed; it goes on")
+        if self._push_task is not None:
+            await asyncio.gather(self._push_task, return_exceptions=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -315,10 +326,15 @@ class LedgerLink:
         assert self.pool is not None
         try:
             result = await self.pool.push()
+            self._note_results(result)
         except (ChaperoneError, OSError) as exc:  # the ledger itself failed (disk): no head to send
             log.error("cannot sign a ledger head: %s", exc)
             return
-        self._note_results(result)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the witnessing (nor the agent)
+            log.exception("a push to the witnesses failed")
+            return
+        if self._dirty:
+            self._wake.set()  # lines came during the push: the next one goes at the next tick
 
     def _note_results(self, result: PushResult) -> None:
         now = time.time()
@@ -336,7 +352,7 @@ class LedgerLink:
                     data: dict[str, Any] = {"witness": name, "event": "answering" if ok else "not-answering",
                                             "size": result.head.size}
                     if ok:
-                        data["gap_s"] = round(gap, 1)
+                        data["gap_s"] = int(gap)  # the journal holds no floats
                     else:
                         data["reason"] = getattr(answer, "reason", type(answer).__name__)[:300]
                     self._record_live(RecordType.WITNESS, data)
@@ -364,8 +380,8 @@ class LedgerLink:
         if lag <= self.config.max_lag_s or self._lag_reported:
             return
         self._lag_reported = True
-        data = {"lag_s": round(lag, 1), "max_lag_s": self.config.max_lag_s, "on_lag": self.config.on_lag,
-                "quorum": self.config.quorum}
+        data = {"lag_s": int(lag), "max_lag_s": int(self.config.max_lag_s), "on_lag": self.config.on_lag,
+                "quorum": self.config.quorum}  # whole seconds: the journal holds no floats
         log.warning("no ledger head was cosigned by %d witness(es) for %.0f s", self.config.quorum, lag)
         self._record_live(RecordType.WITNESS, {"event": "lagging", **data})
         self._publish("witness-lag", data)
