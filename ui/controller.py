@@ -66,6 +66,7 @@ class TrayApp(QObject):
         self.history_window: HistoryWindow | None = None
         self.active: dict | None = None
         self.alarm: dict | None = None
+        self.ledger: dict | None = None  # the device ledger's state (LedgerLink.status())
         self.ever_connected = False
         self.lost_contact = False
         self._state = ""
@@ -83,6 +84,8 @@ class TrayApp(QObject):
         b.timeWarning.connect(self._on_time_warning)
         b.activity.connect(self._on_activity)
         b.alarm.connect(self._on_alarm)
+        b.ledger.connect(self._on_ledger)
+        b.witnessLag.connect(self._on_witness_lag)
         b.agentStopping.connect(self._on_agent_stopping)
         self.queue.decisionMade.connect(self._send_decision)
         self.queue.changed.connect(self._refresh)
@@ -126,8 +129,9 @@ class TrayApp(QObject):
             return TrayStatus("alarm" if alarm else "disconnected", why, self._alarm_text() if alarm else "",
                               alarm=alarm)
         if alarm:
-            return TrayStatus("alarm", "Remote access without a session you allowed.", self._alarm_text(),
-                              can_end=self.active is not None, alarm=True)
+            headline = ("This computer's record was tampered with." if self.alarm.get("tool") == "ledger"
+                        else "Remote access without a session you allowed.")
+            return TrayStatus("alarm", headline, self._alarm_text(), can_end=self.active is not None, alarm=True)
         if len(self.queue):
             count = len(self.queue)
             headline = "A technician asks to connect." if count == 1 else f"{count} technicians ask to connect."
@@ -138,12 +142,16 @@ class TrayApp(QObject):
             detail = f"{who} is connected."
             if self.bar.isVisible() and self.bar.remaining_label.text():
                 detail += f" {self.bar.remaining_label.text().capitalize()}."
+            if self.bar.unwitnessed:
+                detail += " Its record is not leaving this computer (no witness confirms it)."
             return TrayStatus("active", "A session is active.", detail, can_end=True)
         return TrayStatus("idle", "Nobody is connected.")
 
     def _alarm_text(self) -> str:
         if not self.alarm:
             return ""
+        if self.alarm.get("tool") == "ledger":
+            return clip(shown(self.alarm.get("detail")) or "The device ledger raised an alarm.", 300)
         tool = shown(self.alarm.get("tool") or self.alarm.get("process") or "a remote-access tool")
         return f"{clip(tool, 60)} is running or connected."
 
@@ -160,6 +168,8 @@ class TrayApp(QObject):
             self.notifier.notify("Chaperone", "Reconnected to the Chaperone agent.")
         self.ever_connected, self.lost_contact = True, False
         status = snapshot.get("status") if isinstance(snapshot.get("status"), dict) else {}
+        self.ledger = status.get("ledger") if isinstance(status.get("ledger"), dict) else None
+        self.bar.set_ledger(self.ledger)
         active = status.get("active")
         if isinstance(active, dict) and active.get("id"):
             if self.active is None or self.active.get("id") != active.get("id"):
@@ -236,7 +246,22 @@ class TrayApp(QObject):
     def _on_alarm(self, data: dict) -> None:
         self.alarm = data
         self.activity_model.append([{**data, "type": "alarm"}])
-        self.notifier.notify("Chaperone: remote access without consent", self._alarm_text(), "critical")
+        title = ("Chaperone: the record was tampered with" if data.get("tool") == "ledger"
+                 else "Chaperone: remote access without consent")
+        self.notifier.notify(title, self._alarm_text(), "critical")
+        self._refresh()
+
+    def _on_ledger(self, data: dict) -> None:
+        self.ledger = data if isinstance(data, dict) else None
+        self.bar.set_ledger(self.ledger)
+        self._refresh()
+
+    def _on_witness_lag(self, data: dict) -> None:
+        lag = data.get("lag_s")
+        seconds = f" for {countdown(lag)}" if isinstance(lag, (int, float)) else ""
+        ending = " The session ends now, as the settings say." if data.get("on_lag") == "end" else ""
+        self.notifier.notify("Chaperone: the record is not leaving this computer",
+                             f"No witness has confirmed this session's record{seconds}.{ending}", "warning")
         self._refresh()
 
     # --- user actions -----------------------------------------------------------------------------

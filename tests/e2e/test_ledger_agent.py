@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent.devicekey import DeviceKey
 from agent.journal.shared import append_shared
+from agent.ledger import CosignatureSigner
 from agent.records import RecordType
 from tests.conftest import wait_for
 from tests.e2e.agent_helpers import TECHNICIAN, Events, records
@@ -30,8 +34,6 @@ def _settings(home, **witness) -> None:
 
 
 def _ledger_identity(home, chaperone_cmd) -> dict:
-    import subprocess  # only here: the other tests talk to the agent
-
     out = subprocess.run(chaperone_cmd + ["init", "--json", "--home", str(home.path)], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout)["ledger"]
@@ -85,9 +87,6 @@ def test_no_cosignature_for_max_lag_ends_the_session_without_blocking_the_agent(
         threading.Thread(target=accept, daemon=True).start()
     else:
         listener.close()
-    from agent.ledger import CosignatureSigner  # a key for a witness that never answers
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
     vkey = CosignatureSigner("witness.test/silent", ed25519.Ed25519PrivateKey.generate()).vkey
     _settings(home, witnesses=[{"url": f"http://127.0.0.1:{port}", "vkey": vkey}], quorum=1, max_lag_s=3,
               on_lag="end")
@@ -140,8 +139,6 @@ def test_a_session_journal_cut_while_the_agent_was_down_is_an_alarm(agent_factor
 
 
 def test_the_unattended_journal_cut_while_the_agent_was_down_is_an_alarm(agent_factory, home, tmp_path):
-    from agent.devicekey import DeviceKey
-
     key = DeviceKey.load(home)
     _settings(home)  # no remote-access scans: the only alarms are the test's
     path = home.unattended_journal_path
