@@ -185,9 +185,9 @@ class _Heads:
 
     def read(self, note_bytes: bytes) -> tuple[Checkpoint, dict[str, int], Note]:
         note = parse_note(note_bytes)
-        if note_bytes in self._cache:
-            cp, times = self._cache[note_bytes]
-            return cp, times, note
+        cached = self._cache.get(note_bytes)
+        if cached is not None:
+            return cached[0], cached[1], note
         cp = Checkpoint.from_note(note)
         times: dict[str, int] = {}
         for v in self.verifiers:
