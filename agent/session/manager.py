@@ -37,12 +37,19 @@ from agent.journal import Journal
 from agent.journal.writer import LineHook
 from agent.records import RecordType
 from agent.session.caller import Caller
+from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks
 from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.model import Session, new_session_id, warning_lead_s
 from agent.session.recovery import Step, journal_facts, plan_recovery
 from agent.session.request import SessionRequest, Verification, unverified, watch_flags
-from agent.session.request_file import parse_request_file, verify_request, verify_ssh_login
+from agent.session.request_file import (
+    check_binding,
+    file_digest,
+    parse_request_file,
+    verify_request,
+    verify_ssh_login,
+)
 from agent.session.sink import Publish, SessionSink
 from agent.settings import Settings
 from agent.text import escape, show
@@ -78,8 +85,15 @@ class SessionManager:
         self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The agent's loop, known once ``start`` ran."""
+        if self._running_loop is None:
+            raise RuntimeError("SessionManager.start() was not called")
+        return self._running_loop
 
     # --- queries -------------------------------------------------------------------
     def _live(self) -> Session | None:
@@ -139,7 +153,7 @@ class SessionManager:
         if self._stopping:
             raise ApiError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
-        request, verification = self._validated(fields, request_file, source, now)
+        request, verification, digest = self._validated(fields, request_file, source, now)
         if len(self._pending()) >= MAX_PENDING:
             raise ApiError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
@@ -157,6 +171,12 @@ class SessionManager:
             flags.append("the request file's signer is not trusted")
 
         sid = new_session_id(now, lambda i: i in self._sessions or self.home.session_dir(i).exists())
+        if digest is not None:
+            used_by = await asyncio.to_thread(self.history.claim_request_file, digest, sid, rfc3339(now),
+                                              request.expires)
+            if used_by is not None:
+                raise ApiError("conflict", f"This request file was already used (for {used_by}); a request file "
+                                           "opens one session only, so ask the technician for a new one.")
         journal = await asyncio.to_thread(self._create_journal, sid)
         expires = now + timedelta(seconds=self.consent_timeout)
         session = Session(id=sid, request=request, source=source, verification=verification, flags=flags,
@@ -202,20 +222,25 @@ class SessionManager:
             flags=session.flags, requested=session.requested, journal=str(session.journal.path),
         )
 
-    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification]:
+    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification, str | None]:
+        """The request, what its verification found, and for a request file the digest that makes it single-use."""
         try:
             if request_file is not None:
                 if not isinstance(request_file, str):
                     raise RequestError("The request_file must be the request file's text.")
                 parsed = parse_request_file(request_file, now=now)
-                return parsed.request, self._verify(lambda store: verify_request(
+                check_binding(parsed.request, parsed.signature is not None, self.device_key.fingerprint)
+                verification = self._verify(lambda store: verify_request(
                     parsed.request, parsed.signature, parsed.signed_bytes, store, now=now))
+                return parsed.request, verification, file_digest(parsed.signed_bytes)
             if fields is None:
                 raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
             request = SessionRequest.from_fields(fields)
+            if request.device is not None or request.nonce is not None:
+                request = replace(request, device=None, nonce=None)  # only a signed file binds a request
             if source == "ssh":
-                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now))
-            return request, unverified("the request is not signed.")
+                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now)), None
+            return request, unverified("the request is not signed."), None
         except RequestError as exc:
             raise ApiError("bad-request", str(exc)) from None
 
@@ -244,7 +269,12 @@ class SessionManager:
             raise ApiError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
         return session
 
-    async def decide(self, sid, decision: str, how: str, caller: Caller) -> dict:
+    async def decide(self, sid, decision: str, how: str, caller: Caller, *,
+                     only: list[str] | None = None, for_s: int | None = None) -> dict:
+        """The customer's decision; ``only`` grants a subset of the capabilities asked for, ``for_s`` a
+        shorter time. Refuses (forbidden) any caller the service did not establish as the customer."""
+        if caller.role != "customer":
+            raise ApiError("forbidden", "Only the customer at this computer may allow or refuse a session.")
         if decision not in ("allow", "deny"):
             raise ApiError("bad-request", "The decision must be \"allow\" or \"deny\".")
         if how not in ("click", "terminal"):
@@ -256,26 +286,39 @@ class SessionManager:
             await asyncio.shield(session.recorded)
             session = self._decidable(sid)  # still undecided after the wait?
         if decision == "deny":
-            await self._refuse(session, State.REFUSED, how, caller.who(), "The customer refused.")
+            await self._refuse(session, State.REFUSED, how, caller.provenance(), "The customer refused.")
             return {"id": sid, "state": session.state.value}
+        grant = self._grant(session.request, only, for_s)
         live = self._live()
         if live is not None:
             raise ApiError("conflict", f"Session {live.id} is still running; end it before allowing another.")
-        self._allow(session, how, caller.who())
+        self._allow(session, how, caller.provenance(), grant)
         return {"id": sid, "state": session.state.value}
 
-    def _allow(self, session: Session, how: str, by: dict) -> None:
+    @staticmethod
+    def _grant(request: SessionRequest, only: list[str] | None, for_s: int | None) -> Grant:
+        """What the customer grants: all that was asked, or less (never more)."""
+        try:
+            return Grant.of(request, only, for_s)
+        except RequestError as exc:
+            raise ApiError("bad-request", str(exc)) from None
+
+    def _allow(self, session: Session, how: str, by: dict, grant: Grant) -> None:
         r = session.request
         now = utc_now()
         session.cancel_timers()
-        session.until = now + timedelta(seconds=r.duration_s)
-        granted = {"capabilities": list(r.capabilities), "watch": list(r.watch), "until": rfc3339(session.until)}
+        session.grant = grant
+        session.until = now + timedelta(seconds=grant.duration_s)
+        granted = {"capabilities": list(grant.capabilities), "watch": list(r.watch), "until": rfc3339(session.until)}
+        reason = ("The customer allowed the session." if grant.is_all(r)
+                  else f"The customer allowed less than was asked: {grant.describe(r)}.")
         self._transition(
             session, State.ALLOWED,
             (RecordType.DECISION, {"decision": "allow", "how": how, "by": by, "granted": granted,
-                                   "reason": "The customer allowed the session."}),
+                                   "reason": reason}),
             checkpoint=True,
-            history={"decided": rfc3339(now), "decided_by": by, "how": how, "until": granted["until"]},
+            history={"decided": rfc3339(now), "decided_by": by, "how": how, "until": granted["until"],
+                     "granted": list(grant.capabilities)},
             event=("consent-decided", {"id": session.id, "state": "allowed"}),
         )
         session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id))
@@ -319,12 +362,13 @@ class SessionManager:
         await self._start_capture(session)
         if session.state is not State.ALLOWED and not resumed:
             return  # ended while capture was starting
+        assert session.until is not None and session.sink is not None
         if not resumed:
             session.started = rfc3339(utc_now())
             self._transition(
                 session, State.ACTIVE,
                 (RecordType.SESSION_START, {"until": rfc3339(session.until),
-                                            "capabilities": list(session.request.capabilities),
+                                            "capabilities": list(session.capabilities),
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
@@ -336,6 +380,7 @@ class SessionManager:
 
     async def _start_capture(self, session: Session) -> None:
         hooks = self._hooks(session)
+        assert session.sink is not None
         pids = (lambda: hooks.technician_pids(session.hook_view(str(self.home.path)))) if hooks else None
         try:
             capture = self.capture_factory(session.sink, list(session.request.watch), pids)
@@ -346,6 +391,7 @@ class SessionManager:
             session.record(RecordType.CAPTURE_ERROR, {"what": "capture", "path": None, "error": error_detail(exc)})
 
     def _arm_timers(self, session: Session, warned: bool = False) -> None:
+        assert session.until is not None
         remaining = (session.until - utc_now()).total_seconds()
         lead = warning_lead_s(session.request.duration_s)
         if remaining > lead:
@@ -357,7 +403,7 @@ class SessionManager:
         ))
 
     def _warn(self, session: Session) -> None:
-        if session.state is not State.ACTIVE:
+        if session.state is not State.ACTIVE or session.until is None:
             return
         remaining = max(0, round((session.until - utc_now()).total_seconds()))
         session.record(RecordType.TIME_WARNING, {"remaining_s": remaining})
@@ -373,11 +419,15 @@ class SessionManager:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
-        data = {"author": caller.user, "uid": caller.uid, "text": text}
+        data = {"author": caller.user, "uid": caller.uid, "role": caller.role, "text": text}
         flag = show(text).flag("the note")
         if flag:
             data["flags"] = [flag]
         return {"id": session.id, "seq": session.record(RecordType.NOTE, data)}
+
+    def record_alarm(self, data: dict) -> bool:
+        """Journal an alarm in the live session (and send it to subscribers); False when none is live."""
+        return self.record_live(RecordType.ALARM, data) is not None
 
     def _target(self, sid, doing: str) -> Session:
         live = self._live()
@@ -392,26 +442,26 @@ class SessionManager:
             raise ApiError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
         return live
 
-    async def end(self, sid, reason: str, caller: Caller) -> dict:
-        if reason not in ("customer", "technician"):
-            raise ApiError("bad-request", "The end reason must be \"customer\" or \"technician\".")
+    async def end(self, sid, caller: Caller) -> dict:
+        """End the session now: the customer's ending, or the technician's own (as the caller's role says)."""
+        if caller.role not in ("customer", "technician"):
+            raise ApiError("forbidden", "Only the customer or the session's technician may end a session.")
         session = self._target(sid, "end")
-        await self.finish(session, reason, caller.who())
+        await self.finish(session, caller.role, caller.provenance())
         return {"id": session.id, "state": session.state.value}
 
     async def end_live(self, reason: str) -> str | None:
         """End the live session for a reason of the agent's own (``witness-lag``); its id, or None."""
         live = self._live()
-        if live is None:
-            return None
-        await self.finish(live, reason, None)
-        return live.id
+        if live is not None:
+            await self.finish(live, reason, None)
+        return live.id if live is not None else None
 
     def record_live(self, type: str, data: dict) -> int | None:
-        """Journal a record of the agent's own (a witness gap, a ledger alarm) in the live session; its seq,
-        or None when no session is live."""
+        """Journal a record of the agent's own (an alarm, a witness gap) in the live session, live to
+        subscribers; its seq, or None when no session is live."""
         live = self._live()
-        if live is None or live.finishing is not None:
+        if live is None or live.sink is None or live.finishing is not None:
             return None
         return live.record(type, data)
 
@@ -448,6 +498,7 @@ class SessionManager:
             settings = self.home.settings()
         except ChaperoneError:
             settings = Settings()
+        assert session.sink is not None
         try:
             await asyncio.to_thread(hooks.on_session_ended, session.hook_view(str(self.home.path)), settings,
                                     session.sink.emit)
@@ -469,7 +520,7 @@ class SessionManager:
 
     async def start(self) -> None:
         """Take over from a previous run: resume, end or expire what it left unsealed."""
-        self._loop = asyncio.get_running_loop()
+        self._running_loop = asyncio.get_running_loop()
         for row in self.history.list():
             if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed"):
                 try:
@@ -525,6 +576,9 @@ class SessionManager:
         session = Session(id=row["id"], request=request, source=request_data.get("source", "cli"),
                           verification=verification, flags=request_data.get("flags", []), journal=journal,
                           state=state, requested=row.get("requested") or "", expires_at=rfc3339(utc_now()))
+        if facts.get("capabilities") is not None:
+            granted = tuple(c for c in request.capabilities if c in facts["capabilities"])
+            session.grant = Grant(granted, request.duration_s)
         self._sessions[session.id] = session
         return session
 
