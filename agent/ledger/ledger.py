@@ -186,8 +186,9 @@ class Ledger:
     def sign_head(self) -> SignedHead:
         """Sync, then sign and save a checkpoint of the whole ledger (the same one again if nothing was added)."""
         with self._head_lock:
-            self.store.sync()
-            size, root = self.store.head()
+            # The head covers exactly what this sync made durable (appends may go on meanwhile).
+            size = self.store.sync()
+            root = self.store.tree_hash(size)
             last = self._last_signed
             if last is not None and last.size == size and last.checkpoint.root == root:
                 return last

@@ -123,6 +123,7 @@ class LedgerLink:
         self._push_task: asyncio.Task | None = None
         self._witness_ok: dict[str, bool] = {}
         self._witness_since: dict[str, float] = {}
+        self._forked: dict[str, int] = {}  # witness -> what it answered, for one alarm per fork
         self._last_quorum: float | None = None  # wall time of the newest head a quorum cosigned
         self._live_since: float | None = None
         self._lag_reported = False
@@ -301,11 +302,12 @@ class LedgerLink:
 
     async def close(self) -> None:
         """A last push of what was logged (the final seals), then close the ledger."""
-        if self.pool is not None and self._dirty and self.ledger is not None:
-            try:
-                await asyncio.wait_for(self._push(), 15.0)
-            except TimeoutError:
-                log.warning("the witnesses did not answer the last push in time")
+        if self.pool is not None:
+            if self._dirty and self.ledger is not None:
+                try:
+                    await asyncio.wait_for(self._push(), 15.0)
+                except TimeoutError:
+                    log.warning("the witnesses did not answer the last push in time")
             await self.pool.close()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
@@ -356,7 +358,13 @@ class LedgerLink:
                     else:
                         data["reason"] = getattr(answer, "reason", type(answer).__name__)[:300]
                     self._record_live(RecordType.WITNESS, data)
+        for name in set(self._forked) - set(result.forks):
+            del self._forked[name]  # that witness cosigns again
         for name, answer in result.forks.items():
+            seen = getattr(answer, "witness_size", getattr(answer, "status", 0))
+            if self._forked.get(name) == seen:
+                continue  # the same fork at every push: one alarm, not one every two seconds
+            self._forked[name] = seen
             data = {"tool": "ledger", "kind": "fork", "witness": name, "size": result.head.size,
                     "detail": f"The witness {name} holds a head of this device's ledger that the ledger does not "
                               f"extend ({getattr(answer, 'reason', '')}): its history was forked or cut."}
