@@ -68,16 +68,17 @@ def run_export(args) -> int:
     witnessed = witness_seal(home, journal, WAIT_WITNESS_S if args.wait_witness else DEFAULT_WAIT_S)
     path, evidence = export_bundle_with_evidence(home, args.session, args.output)
     fingerprint = DeviceKey.load(home).fingerprint
-    print(f"Wrote the bundle of session {args.session} to {path}.")
+    shown = text.escape(str(path))
+    print(f"Wrote the bundle of session {text.escape(args.session)} to {shown}.")
     if evidence is not None and evidence.witnessed:
-        print(f"Witnessed by {', '.join(evidence.witnessed_by)}.")
-        print(f"Check it with: chaperone verify {path} --fingerprint {fingerprint} --witness <each witness's key>")
+        print(text.escape(f"Witnessed by {', '.join(evidence.witnessed_by)}."))
+        print(f"Check it with: chaperone verify {shown} --fingerprint {fingerprint} --witness <each witness's key>")
         return 0
     if witnessed is not None:
         print("Not yet witnessed: no witness had cosigned the seal"
               + (" in time" if not args.wait_witness else f" within {WAIT_WITNESS_S:.0f} s")
               + "; export it again later (or with --wait-witness) for a bundle that proves it left the machine.")
-    print(f"Check it with: chaperone verify {path} --fingerprint {fingerprint}")
+    print(f"Check it with: chaperone verify {shown} --fingerprint {fingerprint}")
     return 0
 
 
@@ -96,17 +97,20 @@ def run_verify(args) -> int:
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False))
     elif verdict.genuine:
-        print(verdict.reason)
+        # A verdict's reason can name files and records of the bundle: hostile text, printed escaped so
+        # that no escape sequence in a member name can paint a bad bundle as a good one.
+        print(text.escape(verdict.reason))
         if verdict.pinned:
-            print(f"The signing key matches the pinned fingerprint {verdict.fingerprint}.")
+            print(f"The signing key matches the pinned fingerprint {text.escape(verdict.fingerprint)}.")
         else:
-            print(f"The key was not pinned: compare {verdict.fingerprint} with the device's fingerprint "
-                  f"('chaperone init' on that device prints it), or pass --fingerprint.")
-        print(_witness_sentence(verdict.witness, args.max_lag))
+            print(f"The key was not pinned: compare {text.escape(verdict.fingerprint)} with the device's "
+                  f"fingerprint ('chaperone init' on that device prints it), or pass --fingerprint.")
+        # The witnesses' names come from the bundle: escaped like the reason.
+        print(text.escape(_witness_sentence(verdict.witness, args.max_lag)))
     elif verdict.readable:
-        print(f"NOT GENUINE: {verdict.reason}")
+        print(f"NOT GENUINE: {text.escape(verdict.reason)}")
     else:
-        print(f"chaperone: {verdict.reason}", file=sys.stderr)
+        print(f"chaperone: {text.escape(verdict.reason)}", file=sys.stderr)
     return verdict.exit_code
 
 
@@ -154,7 +158,7 @@ def run_report(args) -> int:
         temp.unlink(missing_ok=True)
         raise
     state = "verified" if verdict.genuine else "NOT genuine"
-    print(f"Wrote the report to {out} (the bundle is {state}: {verdict.reason})")
+    print(f"Wrote the report to {text.escape(str(out))} (the bundle is {state}: {text.escape(verdict.reason)})")
     return 0
 
 

@@ -37,6 +37,7 @@ from agent.service.unattended import UnattendedSink, start_monitor
 from agent.session.hooks import CaptureFactory, TechnicianPids
 from agent.session.manager import SessionManager
 from agent.ssh import lifecycle as ssh_lifecycle
+from agent.ssh import sudo as ssh_sudo
 
 log = logging.getLogger("chaperone.agent")
 
@@ -162,6 +163,7 @@ class AgentService:
         await self._start_ledger(unattended)  # before any journal is reopened: the restart checks
         await self.manager.start()
         self._unattended = unattended
+        await asyncio.to_thread(self._take_back_stale_rights)
         link = asyncio.ensure_future(self.ledger_link.run(
             self.manager.session_live, self.manager.record_live, self.manager.end_live,
             lambda data: unattended.emit(RecordType.ALARM, data)))
@@ -214,6 +216,17 @@ class AgentService:
         journals.append((UNATTENDED, self.home.unattended_journal_path))
         findings = await asyncio.to_thread(link.check_journals, journals)
         await asyncio.to_thread(link.record_findings, findings, self.device_key)
+
+    def _take_back_stale_rights(self) -> None:
+        """sudo given for a session that is not live any more (the agent was killed or crashed) goes now."""
+        if os.geteuid() != 0:
+            return
+        live = {s["id"] for s in [self.manager.status().get("active") or {}] if s.get("id")}
+        for sid in ssh_sudo.revoke_all_but(live):
+            assert self._unattended is not None
+            self._unattended.emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "session": sid,
+                                                      "detail": f"sudo left by session {sid} was taken back when "
+                                                                "the agent started."})
 
     async def _serve_customers(self, path: Path) -> asyncio.AbstractServer:
         """The customer socket of the system agent: anyone may connect; each operation is checked against
