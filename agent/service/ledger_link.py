@@ -13,7 +13,9 @@ imports the ledger). It:
   down. That is an ``alarm`` record in that journal (so in its bundle), a
   ledger entry, and an ``alarm`` event. Then it logs the lines the ledger
   lacks (written after the last ledger sync before a crash, or by
-  ``ssh-authorize``, which appends to the unattended journal itself);
+  ``ssh-authorize``, which appends to the unattended journal itself). The
+  unattended journal is checked again whenever it changes (every
+  ``CATCH_UP_S``), so cutting it while the agent runs is caught too;
 - **pushes** the ledger's head to the configured witnesses (``witness.*``)
   from the agent's loop without blocking it: at once after a seal, else at
   most every ``PUSH_INTERVAL_S`` when something was logged (so at every
@@ -320,9 +322,11 @@ class LedgerLink:
             return
         if size == self._unattended_size:
             return
-        newest = self._newest_entries({UNATTENDED}).get(UNATTENDED)
-        after = _envelope(newest[1])[1] if newest else -1
-        self._catch_up(UNATTENDED, path, after)
+        # The same check as at start: a cut while the agent runs is caught here, within CATCH_UP_S.
+        for finding in self.check_journals([(UNATTENDED, path)]):
+            log.error("%s", finding.detail)
+            self._unattended_alarm(finding.alarm())  # journaled (so logged) and published by the sink
+        self._unattended_size = path.stat().st_size
 
     async def _push(self) -> None:
         assert self.pool is not None

@@ -157,3 +157,23 @@ def test_the_unattended_journal_cut_while_the_agent_was_down_is_an_alarm(agent_f
     cut = [r["data"] for r in tail if r["type"] == "alarm" and r["data"].get("kind") == "journal-cut"]
     assert cut and cut[0]["session"] == "unattended" and "refused login 2" not in path.read_text()
     assert agent.call("ping")
+
+
+def test_the_unattended_journal_cut_while_the_agent_runs_is_an_alarm(agent_factory, home):
+    key = DeviceKey.load(home)
+    _settings(home)
+    path = home.unattended_journal_path
+    agent = agent_factory()
+    for n in range(2):  # ssh-authorize's refused logins, appended beside the running agent
+        append_shared(path, "unattended", key, RecordType.ALARM, {"tool": "ssh", "detail": f"refused login {n}"})
+    assert wait_for(lambda: json.loads(agent.cli("ledger", "--json").stdout)["size"] >= 5, timeout=30)
+    lines = path.read_bytes().splitlines(keepends=True)
+    last_alarm = max(i for i, line in enumerate(lines) if b'"type":"alarm"' in line)
+    path.write_bytes(b"".join(lines[:last_alarm]))  # the technician, as root, erases the last refusal
+
+    def cut_alarm():
+        recs = [json.loads(line) for line in path.read_bytes().splitlines()]
+        return [r["data"] for r in recs if r["type"] == "alarm" and r["data"].get("kind") == "journal-cut"]
+
+    found = wait_for(cut_alarm, timeout=30)
+    assert found and found[0]["session"] == "unattended"
