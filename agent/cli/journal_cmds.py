@@ -101,9 +101,9 @@ def run_verify(args) -> int:
         # that no escape sequence in a member name can paint a bad bundle as a good one.
         print(text.escape(verdict.reason))
         if verdict.pinned:
-            print(f"The signing key matches the pinned fingerprint {text.escape(verdict.fingerprint)}.")
+            print(f"The signing key matches the pinned fingerprint {text.escape(verdict.fingerprint or '')}.")
         else:
-            print(f"The key was not pinned: compare {text.escape(verdict.fingerprint)} with the device's "
+            print(f"The key was not pinned: compare {text.escape(verdict.fingerprint or '')} with the device's "
                   f"fingerprint ('chaperone init' on that device prints it), or pass --fingerprint.")
         # The witnesses' names come from the bundle: escaped like the reason.
         print(text.escape(_witness_sentence(verdict.witness, args.max_lag)))

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.devicekey import DeviceKey
 from agent.journal.writer import LEDGER_TYPES, Journal, LineHook
 
 #: The unattended journal's lines that go to the device ledger: its alarms too.
@@ -33,7 +34,7 @@ def locked(path: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def append_locked(path: Path, session: str, device_key, type: str, data: dict, *,
+def append_locked(path: Path, session: str, device_key: DeviceKey, type: str, data: dict, *,
                   on_line: LineHook | None = None) -> int:
     """Append one record and a checkpoint; the caller already holds ``locked(path)``. ``on_line`` gets the
     lines that go to the device ledger (checkpoints, seals and alarms), as ``Journal`` says."""
@@ -50,7 +51,7 @@ def append_locked(path: Path, session: str, device_key, type: str, data: dict, *
     return seq
 
 
-def append_shared(path: Path, session: str, device_key, type: str, data: dict, *,
+def append_shared(path: Path, session: str, device_key: DeviceKey, type: str, data: dict, *,
                   on_line: LineHook | None = None) -> int:
     """Lock, append one record with a checkpoint, unlock. Returns the record's seq."""
     with locked(path):

@@ -158,7 +158,7 @@ class AgentService:
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
         unattended = UnattendedSink(self.home, self.manager.device_key,
-                                    lambda name, data: loop.call_soon_threadsafe(self.publish, name, data),
+                                    lambda name, data: self._publish_threadsafe(loop, name, data),
                                     on_line=self.ledger_link.hook)
         await self._start_ledger(unattended)  # before any journal is reopened: the restart checks
         await self.manager.start()
@@ -170,7 +170,7 @@ class AgentService:
         monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        servers = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
+        servers: list[asyncio.AbstractServer] = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
         if self.system_socket is not None:
@@ -216,6 +216,9 @@ class AgentService:
         journals.append((UNATTENDED, self.home.unattended_journal_path))
         findings = await asyncio.to_thread(link.check_journals, journals)
         await asyncio.to_thread(link.record_findings, findings, self.device_key)
+
+    def _publish_threadsafe(self, loop: asyncio.AbstractEventLoop, name: str, data: dict) -> None:
+        loop.call_soon_threadsafe(self.publish, name, data)
 
     def _take_back_stale_rights(self) -> None:
         """sudo given for a session that is not live any more (the agent was killed or crashed) goes now."""
@@ -388,7 +391,8 @@ class AgentService:
                                          only=params.get("only"), for_s=params.get("for_s"))
 
     async def _wait(self, params, peer, caller):
-        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30))
+        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30),
+                                       params.get("until", "decided"))
 
     async def _end(self, params, peer, caller):
         return await self.manager.end(_session_id(params), caller)

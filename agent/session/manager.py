@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from agent.capture.inventory.summary import journal_summary
 from agent.clock import rfc3339, utc_now
-from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
+from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, error_detail
 from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
@@ -39,21 +40,14 @@ from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks
+from agent.session.intake import take_request
 from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.model import Session, new_session_id, warning_lead_s
 from agent.session.recovery import Step, journal_facts, plan_recovery
-from agent.session.request import SessionRequest, Verification, unverified, watch_flags
-from agent.session.request_file import (
-    check_binding,
-    file_digest,
-    parse_request_file,
-    verify_request,
-    verify_ssh_login,
-)
+from agent.session.request import SessionRequest, Verification, watch_flags
 from agent.session.sink import Publish, SessionSink
 from agent.settings import Settings
 from agent.text import escape, show
-from agent.trust import TrustStore
 
 log = logging.getLogger("chaperone.session")
 
@@ -130,6 +124,8 @@ class SessionManager:
         self.history.upsert(session.id, state=to.value, **(history or {}))
         if to in (State.ALLOWED, State.REFUSED, State.EXPIRED):
             session.decided.set()
+        if to in (State.ACTIVE, State.REFUSED, State.EXPIRED, State.ENDED):
+            session.settled.set()
         if event is not None:
             self._publish(*event)
 
@@ -153,7 +149,9 @@ class SessionManager:
         if self._stopping:
             raise ApiError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
-        request, verification, digest = self._validated(fields, request_file, source, now)
+        request, verification, digest = take_request(fields, request_file, source, now,
+                                                     device=self.device_key.fingerprint,
+                                                     trusted=self.home.trusted_technicians_path)
         if len(self._pending()) >= MAX_PENDING:
             raise ApiError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
@@ -221,36 +219,6 @@ class SessionManager:
             verified=v.verified, signer=v.principal if v.verified else None, key_fingerprint=v.fingerprint,
             flags=session.flags, requested=session.requested, journal=str(session.journal.path),
         )
-
-    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification, str | None]:
-        """The request, what its verification found, and for a request file the digest that makes it single-use."""
-        try:
-            if request_file is not None:
-                if not isinstance(request_file, str):
-                    raise RequestError("The request_file must be the request file's text.")
-                parsed = parse_request_file(request_file, now=now)
-                check_binding(parsed.request, parsed.signature is not None, self.device_key.fingerprint)
-                verification = self._verify(lambda store: verify_request(
-                    parsed.request, parsed.signature, parsed.signed_bytes, store, now=now))
-                return parsed.request, verification, file_digest(parsed.signed_bytes)
-            if fields is None:
-                raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
-            request = SessionRequest.from_fields(fields)
-            if request.device is not None or request.nonce is not None:
-                request = replace(request, device=None, nonce=None)  # only a signed file binds a request
-            if source == "ssh":
-                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now)), None
-            return request, unverified("the request is not signed."), None
-        except RequestError as exc:
-            raise ApiError("bad-request", str(exc)) from None
-
-    def _verify(self, check: Callable[[TrustStore], Verification]) -> Verification:
-        """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
-        try:
-            store = TrustStore.load(self.home.trusted_technicians_path)
-        except TrustError as exc:
-            return unverified(f"the trusted technicians cannot be read ({str(exc).rstrip('.')})")
-        return check(store)
 
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
@@ -341,18 +309,23 @@ class SessionManager:
         if session.state is State.REQUESTED:
             await self._refuse(session, State.EXPIRED, how, None, reason)
 
-    async def wait(self, sid, timeout) -> dict:
+    async def wait(self, sid, timeout, until: str = "decided") -> dict:
+        """The request's state once decided (``until="decided"``), or once it records or never will
+        (``until="active"``: what a login waits for before it is let in), or after ``timeout`` seconds."""
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
             raise ApiError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+        if until not in ("decided", "active"):
+            raise ApiError("bad-request", "Wait until \"decided\" or \"active\".")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if not past:
                 raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}.")
             return {"id": sid, "state": past["state"]}
+        event = session.decided if until == "decided" else session.settled
         try:
-            await asyncio.wait_for(session.decided.wait(), timeout)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
             pass
         return {"id": sid, "state": session.state.value}
 
@@ -372,6 +345,7 @@ class SessionManager:
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
+        session.settled.set()  # also for a session resumed after a restart: it records again
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
         await self._run_login_hook(session, "on_session_started")
@@ -491,8 +465,9 @@ class SessionManager:
                                                           "error": error_detail(exc)})
         await self._seal(session, reason)
         connections = outcome.get(RecordType.SSH_CONNECTIONS) or {}
+        summary = await asyncio.to_thread(journal_summary, getattr(session.journal, "path", None))
         self._publish("session-sealed", {
-            "id": session.id, "reason": reason,
+            "id": session.id, "reason": reason, "summary": summary,  # what changed, every way back in
             # how many of the technician's connections this ending closed (0: nobody was disconnected)
             "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
         })
