@@ -25,7 +25,7 @@ from agent.capture.hashing import hash_file
 from agent.capture.inventory.session_inventory import SessionInventory
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessSampler
-from agent.capture.redact import is_secret_file, is_text_config
+from agent.redact import Redactor, default_redactor, is_secret_file, is_text_config
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
 
@@ -92,6 +92,7 @@ class Capture:
         process_interval: float = 0.1,
         inventory: bool = True,
         fanotify: bool = True,
+        redactor: Redactor | None = None,
     ):
         """``state_dir``: the session's folder, where the inventory's "before" is kept (redacted
         summaries, 0600) so that it survives an agent restart; the file baseline stays in memory so
@@ -105,7 +106,9 @@ class Capture:
             os.fsencode(os.path.realpath(p)).rstrip(b"/") + b"/" for p in system_config_paths()
         )
         self._config_places = ConfigPlaces(self.roots, self._config_prefixes)
-        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval)
+        self.redactor = redactor or default_redactor()
+        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval,
+                                       redactor=self.redactor)
         self._use_fanotify = fanotify
         self._inventory = SessionInventory(sink, state_dir=state_dir, journal_path=getattr(
             getattr(sink, "journal", None), "path", None)) if inventory else None
@@ -143,6 +146,7 @@ class Capture:
             contents=self._contents,
             config_roots=tuple(p.rstrip(b"/") for p in self._config_prefixes),
             attributor=self._attributor,
+            redactor=self.redactor,
         )
         self._watcher.start()
 
@@ -182,13 +186,20 @@ class Capture:
         self._baseline_bytes += st.st_size
         name = os.fsdecode(path)
         secret = is_secret_file(name)
-        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=0 if secret else MAX_DIFF_BYTES)
+        # A secret file is read too, only for the redactor to remember its passwords (never kept or diffed).
+        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=MAX_DIFF_BYTES)
         if result.sha256 is None:
             return
         text = None
-        if not secret and result.data is not None:
-            if path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
+        if result.data is not None and b"\0" not in result.data[:4096]:
+            if secret:
+                secret_text = decode_text(result.data)
+                if secret_text is not None:
+                    self.redactor.learn(secret_text, name)
+            elif path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
                 text = decode_text(result.data)
+                if text is not None:
+                    self.redactor.learn(text, name)
         self._contents.remember_start(path, result.sha256, text)
 
 
