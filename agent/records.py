@@ -41,6 +41,8 @@ class RecordType(StrEnum):
     INVENTORY_CHANGE = "inventory-change"
     ALARM = "alarm"
     CAPTURE_ERROR = "capture-error"
+    # the device ledger's witnesses, from the agent (agent.service.ledger_link)
+    WITNESS = "witness"
 
 
 # Written and synced at once (not in the journal's group commit): they are consent's evidence.

@@ -33,6 +33,7 @@ from agent.home import Home
 from agent.records import RecordType
 from agent.redact import Redactor
 from agent.service.authority import Authority, Verdict
+from agent.service.ledger_link import UNATTENDED, LedgerLink
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
 from agent.session.hooks import CaptureFactory, TechnicianPids
@@ -123,6 +124,8 @@ class AgentService:
         self.home = home
         self.owner_uid = home_owner(home.path)
         self.system_socket = system_socket
+        self.device_key = device_key
+        self.ledger_link = LedgerLink(home, home.settings().witness, self.publish)
         # One process lineage for the whole agent (kernel events as root, else sampling): capture
         # records from it, the authority asks it whose a peer is. Started in run(), stopped at the end.
         self.lineage = lineage if lineage is not None else Lineage()
@@ -132,7 +135,7 @@ class AgentService:
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
                                       default_watch_paths=default_watch_paths,
-                                      end_technician=self.lineage.end_lineage)
+                                      end_technician=self.lineage.end_lineage, ledger_hook=self.ledger_link.hook)
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
                                    settings=home.settings, lineage=self.lineage)
         self._refusals = RefusalLog()
@@ -167,12 +170,17 @@ class AgentService:
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
         await asyncio.to_thread(self.lineage.start)
+        unattended = UnattendedSink(self.home, self.manager.device_key,
+                                    lambda name, data: self._publish_threadsafe(loop, name, data),
+                                    on_line=self.ledger_link.hook)
+        await self._start_ledger(unattended)  # before any journal is reopened: the restart checks
         await self.manager.start()
-        self._unattended = UnattendedSink(self.home, self.manager.device_key,
-                                          lambda name, data: self._publish_threadsafe(loop, name, data))
+        self._unattended = unattended
         await asyncio.to_thread(self._take_back_stale_rights)
-        monitor = start_monitor(self._unattended, self.home.settings().remote_access_interval_s,
-                                self.manager.session_live)
+        link = asyncio.ensure_future(self.ledger_link.run(
+            self.manager.session_live, self.manager.record_live, self.manager.end_live,
+            lambda data: unattended.emit(RecordType.ALARM, data)))
+        monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         servers: list[asyncio.AbstractServer] = [
@@ -192,6 +200,9 @@ class AgentService:
                 await asyncio.to_thread(monitor.stop)
             await self.manager.stop()
             await asyncio.to_thread(self.lineage.stop)
+            self.ledger_link.stop()
+            await asyncio.gather(link, return_exceptions=True)
+            await self.ledger_link.close()  # a last push: the seals just written
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()
@@ -205,6 +216,21 @@ class AgentService:
                 self.system_socket.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    async def _start_ledger(self, unattended: UnattendedSink) -> None:
+        """Open the device ledger and check the journals a previous run left open against it."""
+        link = self.ledger_link
+        await asyncio.to_thread(link.open)
+        damaged = link.ledger_problem_alarm()
+        if damaged is not None:
+            await asyncio.to_thread(unattended.emit, RecordType.ALARM, damaged)
+            return
+        open_rows = [row["id"] for row in self.manager.history.list()
+                     if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed")]
+        journals = [(sid, self.home.journal_path(sid)) for sid in open_rows]
+        journals.append((UNATTENDED, self.home.unattended_journal_path))
+        findings = await asyncio.to_thread(link.check_journals, journals)
+        await asyncio.to_thread(link.record_findings, findings, self.device_key)
 
     def _publish_threadsafe(self, loop: asyncio.AbstractEventLoop, name: str, data: dict) -> None:
         loop.call_soon_threadsafe(self.publish, name, data)
@@ -358,7 +384,7 @@ class AgentService:
                 "mode": "system" if self.system_socket is not None else "personal"}
 
     async def _status(self, params, peer, caller):
-        return self.manager.status()
+        return {**self.manager.status(), "ledger": self.ledger_link.status()}
 
     async def _request(self, params, peer, caller):
         if "request_file" in params:

@@ -35,6 +35,7 @@ from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, e
 from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
+from agent.journal.writer import LineHook
 from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.endings import Ended, end_technician_processes, run_login_hook
@@ -55,6 +56,8 @@ log = logging.getLogger("chaperone.session")
 MAX_PENDING = 16
 STOP_GRACE_S = 30.0
 MAX_NOTE_CHARS = 4000
+#: A session journal writes a checkpoint at least this often, records or not (see agent.bundle.witnessing).
+HEARTBEAT_S = 30.0
 
 
 def _no_capture(sink, watch_paths, technician_pids):
@@ -67,7 +70,7 @@ class SessionManager:
                  login_hooks: Mapping[str, LoginHooks] | None = None,
                  default_watch_paths: Callable[[], list[str]] = list,
                  end_technician: Callable[[str], Ended] | None = None,
-                 history: History | None = None):
+                 history: History | None = None, ledger_hook: LineHook | None = None):
         self.home = home
         self.device_key = device_key
         self.consent_timeout = consent_timeout
@@ -76,6 +79,7 @@ class SessionManager:
         self.default_watch_paths = default_watch_paths
         self.end_technician = end_technician
         self.history = history if history is not None else History(home)
+        self.ledger_hook = ledger_hook  # the journals' checkpoint and seal lines go to the device ledger
         self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -228,7 +232,7 @@ class SessionManager:
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Journal.create(path, sid, self.device_key)
+        return Journal.create(path, sid, self.device_key, on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
 
     # --- decisions ------------------------------------------------------------------------
     def _decidable(self, sid: str) -> Session:
@@ -413,11 +417,7 @@ class SessionManager:
 
     def record_alarm(self, data: dict) -> bool:
         """Journal an alarm in the live session (and send it to subscribers); False when none is live."""
-        live = self._live()
-        if live is None or live.sink is None:
-            return False
-        live.record(RecordType.ALARM, data)
-        return True
+        return self.record_live(RecordType.ALARM, data) is not None
 
     def _target(self, sid, doing: str) -> Session:
         live = self._live()
@@ -439,6 +439,21 @@ class SessionManager:
         session = self._target(sid, "end")
         await self.finish(session, caller.role, caller.provenance())
         return {"id": session.id, "state": session.state.value}
+
+    async def end_live(self, reason: str) -> str | None:
+        """End the live session for a reason of the agent's own (``witness-lag``); its id, or None."""
+        live = self._live()
+        if live is not None:
+            await self.finish(live, reason, None)
+        return live.id if live is not None else None
+
+    def record_live(self, type: str, data: dict) -> int | None:
+        """Journal a record of the agent's own (an alarm, a witness gap) in the live session, live to
+        subscribers; its seq, or None when no session is live."""
+        live = self._live()
+        if live is None or live.sink is None or live.finishing is not None:
+            return None
+        return live.record(type, data)
 
     async def finish(self, session: Session, reason: str, by: dict | None) -> None:
         """End a live session and seal it; concurrent callers share the same ending."""
@@ -515,7 +530,8 @@ class SessionManager:
         try:
             # Journal.open writes the one `recovery` record: what was set aside, the gap, and whether we go on.
             journal = Journal.open(path, sid, self.device_key,
-                                   recovery={"gap_s": plan.gap_s, "resumed": plan.resumed})
+                                   recovery={"gap_s": plan.gap_s, "resumed": plan.resumed},
+                                   on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
         except (JournalError, FileNotFoundError) as exc:
             # Sealed before the crash (the history lagged behind), or the journal is gone.
             self.history.upsert(sid, state="sealed" if facts.get("sealed") else row["state"],
