@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from agent.bundle.layout import FILES, JOURNAL, PRINCIPAL, REPORT, SIG, SIGNERS, SUMS, VERIFY, sums_text, verify_text
-from agent.bundle.report import write_report
+from agent.bundle.report import BundleCopy, write_report
 from agent.devicekey import DeviceKey
 from agent.errors import ChaperoneError, KeyFileError, UsageError
 from agent.history import History
@@ -64,9 +64,8 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
                                  f"as genuine: {check.reason}")
         with writer.create(REPORT) as raw:
             report = _HashingSink(raw)
-            write_report(report, lambda: _lines_of(journal), verified=True, history=row,
-                         verification=f"{check.records} records, chained, checkpointed and sealed by "
-                                      f"the device key {key.fingerprint} when exported.")
+            write_report(report, lambda: _lines_of(journal), history=row,
+                         copy=BundleCopy(target.name, key.fingerprint))
             digests[REPORT] = report.digest()
         files = {
             VERIFY: verify_text(session_id, key.principal, key.fingerprint, target.name).encode("utf-8"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent import text
 from agent.bundle import export_bundle, verify_bundle
-from agent.bundle.report import write_report
+from agent.bundle.report import ReportCheck, write_report
 from agent.bundle.layout import JOURNAL
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
 from agent.cli import home_of
@@ -40,6 +40,7 @@ def register(subparsers, common) -> None:
     p = subparsers.add_parser("report", parents=[common], help="write the readable report of a bundle")
     p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
     p.set_defaults(func=run_report)
 
     p = subparsers.add_parser("sessions", parents=[common], help="the history of sessions, newest first")
@@ -56,10 +57,14 @@ def run_export(args) -> int:
     return 0
 
 
-def run_verify(args) -> int:
-    if args.fingerprint and not _FINGERPRINT.fullmatch(args.fingerprint.strip()):
-        raise UsageError(f"{args.fingerprint!r} is not a key fingerprint; give it as 'chaperone init' prints it "
+def _check_fingerprint(fingerprint: str | None) -> None:
+    if fingerprint and not _FINGERPRINT.fullmatch(fingerprint.strip()):
+        raise UsageError(f"{fingerprint!r} is not a key fingerprint; give it as 'chaperone init' prints it "
                          "(SHA256: and 43 characters).")
+
+
+def run_verify(args) -> int:
+    _check_fingerprint(args.fingerprint)
     verdict = verify_bundle(args.bundle, args.fingerprint)
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False))
@@ -78,7 +83,8 @@ def run_verify(args) -> int:
 
 
 def run_report(args) -> int:
-    verdict = verify_bundle(args.bundle)
+    _check_fingerprint(args.fingerprint)
+    verdict = verify_bundle(args.bundle, args.fingerprint)
     if not verdict.readable:
         raise ChaperoneError(verdict.reason)
     out = Path(args.output)
@@ -93,7 +99,8 @@ def run_report(args) -> int:
                     yield from iter_lines(stream)
 
             with open(temp, "w", encoding="utf-8") as html:
-                write_report(html, journal_lines, verified=verdict.genuine, verification=verdict.reason)
+                write_report(html, journal_lines, check=ReportCheck(verdict.genuine, verdict.reason,
+                                                                    verdict.fingerprint, verdict.pinned))
         os.replace(temp, out)
     except (Unreadable, Unexpected, LineTooLong) as exc:
         temp.unlink(missing_ok=True)
@@ -104,9 +111,11 @@ def run_report(args) -> int:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    state = "verified" if verdict.genuine else "NOT genuine"
-    print(f"Wrote the report to {out} (the bundle is {state}: {verdict.reason})")
-    return 0
+    if verdict.genuine:
+        print(f"Wrote the report to {out}; the bundle is genuine: {verdict.reason}")
+        return 0
+    print(f"Wrote the report to {out}; the bundle is NOT GENUINE: {verdict.reason}")
+    return 1
 
 
 def run_sessions(args) -> int:
