@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from agent import text
 from agent.bundle import export_bundle, verify_bundle
 from agent.bundle.report import ReportCheck, write_report
-from agent.bundle.layout import JOURNAL
+from agent.bundle.layout import JOURNAL, SUMS
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
 from agent.cli import home_of
 from agent.devicekey import DeviceKey
@@ -32,7 +33,7 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("verify", parents=[common], help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
-    p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
+    p.add_argument("bundle", metavar="BUNDLE", nargs="+", help="the bundle's zip or folder (one; 'review' checks many)")
     p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(func=run_verify)
@@ -63,8 +64,21 @@ def _check_fingerprint(fingerprint: str | None) -> None:
                          "(SHA256: and 43 characters).")
 
 
+def _one_bundle(given: list[str]) -> str:
+    """The one bundle ``verify`` checks; several, or a folder of bundles, are a job for ``review``."""
+    if len(given) > 1:
+        raise UsageError(f"verify checks one bundle and was given {len(given)}; to check many at once, run "
+                         f"'chaperone review {' '.join(shlex.quote(g) for g in given[:3])}{' …' if len(given) > 3 else ''}'.")
+    path = Path(given[0])
+    if path.is_dir() and not (path / SUMS).exists() and not (path / JOURNAL).exists():
+        raise UsageError(f"{text.escape(given[0])} is a folder, not a bundle; to check the bundles in it, run "
+                         f"'chaperone review {shlex.quote(given[0])}'.")
+    return given[0]
+
+
 def run_verify(args) -> int:
     _check_fingerprint(args.fingerprint)
+    args.bundle = _one_bundle(args.bundle)
     verdict = verify_bundle(args.bundle, args.fingerprint)
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False))

@@ -52,6 +52,13 @@ class Times:
         local = self.local(when)
         return f"{local:%a %d %b %Y, %H:%M:%S} {zone_label(local).split(' ')[0]}"
 
+    def short(self, value: object) -> str:
+        """``2026-11-22 10:02`` (for tables of many sessions; the zone is said once on the page)."""
+        when = parse(value)
+        if when is None:
+            return "" if value is None else str(value)
+        return f"{self.local(when):%Y-%m-%d %H:%M}"
+
     def clock(self, value: object) -> str:
         """``10:02:13``, with the date before it when it is not the session's first day."""
         when = parse(value)
