@@ -16,6 +16,7 @@ from agent.review import (
     write_json,
     write_page,
 )
+from agent.review.remote import s3_bundles
 from agent.text import escape
 
 
@@ -39,6 +40,8 @@ def register(subparsers, common) -> None:
     p.add_argument("--csv", metavar="FILE", help="write one row per bundle as CSV")
     p.add_argument("--index", metavar="FILE", help="the review's index (default: in the user's cache folder)")
     p.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: one per core)")
+    p.add_argument("--endpoint-url", metavar="URL", help="the S3 endpoint for s3:// sources (default: AWS's, or "
+                   "$AWS_ENDPOINT_URL)")
     p.set_defaults(func=run_review)
 
 
@@ -63,8 +66,14 @@ def run_review(args) -> int:
         raise UsageError(f"The folder {out.parent} does not exist; create it or choose another -o.")
     reports = out.with_name(out.name.removesuffix(".html") + ".reports") if out else None
     index = ReviewIndex(Path(args.index) if args.index else default_index())
+    cache = index.path.with_name(index.path.name + ".s3-cache")
+
+    def remote(url: str, skipped: list[str]):
+        return s3_bundles(url, skipped, cache, endpoint_url=args.endpoint_url)
+
     try:
-        result = review(args.sources, devices=devices, witnesses=tuple(args.witness), index=index, reports=reports)
+        result = review(args.sources, devices=devices, witnesses=tuple(args.witness), index=index, reports=reports,
+                        jobs=args.jobs, remote=remote)
     finally:
         index.close()
     if out is not None and reports is not None:
