@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
+import boto3  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
@@ -30,7 +30,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from botocore.exceptions import ConnectTimeoutError as BotoConnectTimeout
+from botocore.exceptions import ConnectTimeoutError as BotoConnectTimeout  # type: ignore[import-untyped]
 
 from agent.errors import ChaperoneError
 from agent.text import escape
@@ -140,7 +140,7 @@ class S3Store:
                 raise StoreError(f"The bucket {self.bucket} has no Object Lock, so what is published there could "
                                  "be deleted; create a bucket with Object Lock enabled.", transient=False) from None
             raise self._error(exc, "checking Object Lock") from None
-        except (BotoCoreError, ClientError) as exc:  # each becomes one sentence
+        except BotoCoreError as exc:
             raise self._error(exc, "checking Object Lock") from None
         if config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             raise StoreError(f"The bucket {self.bucket} has no Object Lock enabled; create a bucket with Object Lock.",
@@ -167,7 +167,7 @@ class S3Store:
         except OSError as exc:
             raise StoreError(f"Cannot read the spooled file {path}: {exc.strerror or exc}.", transient=False,
                              store_wide=False) from None
-        except (BotoCoreError, ClientError) as exc:  # each becomes one sentence
+        except BotoCoreError as exc:
             raise self._error(exc, f"uploading {name}") from None
 
     def _already_there(self, key: str, sha256: str) -> str:

@@ -67,7 +67,7 @@ class ReviewIndex:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "ReviewIndex":  # noqa: PYI034 - a final class
+    def __enter__(self) -> ReviewIndex:  # noqa: PYI034 - a final class
         return self
 
     def __exit__(self, *exc: object) -> None:

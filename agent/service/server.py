@@ -22,6 +22,7 @@ import sys
 from agent import __version__
 from agent.errors import ChaperoneError, HomeError
 from agent.home import Home
+from agent.publish import Publisher, PublishWorker
 from agent.service import protocol
 from agent.service.lock import AgentLock
 from agent.service.peercred import Peer, home_owner, may, peer_of
@@ -113,6 +114,9 @@ class AgentService:
                            lambda name, data: loop.call_soon_threadsafe(self.publish, name, data)),
             self.home.settings().remote_access_interval_s, self.manager.session_live,
         )
+        publishing = PublishWorker(lambda: Publisher(self.home)) if self.home.settings().publish.url else None
+        if publishing is not None:
+            publishing.start()  # its own thread: the store never holds up this loop
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
@@ -126,6 +130,8 @@ class AgentService:
             server.close()
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
+            if publishing is not None:
+                await asyncio.to_thread(publishing.stop)
             await self.manager.stop()
             for sub in list(self._subscribers):
                 sub.offer(None)
