@@ -27,9 +27,10 @@ _TABLE = (("ID", "id"), ("STATE", "state"), ("TECHNICIAN", "technician"), ("ORG"
 
 def register(subparsers, common) -> None:
     p = subparsers.add_parser("export", parents=[common], help="write the signed bundle of a sealed session")
-    p.add_argument("session", metavar="SESSION", help="the session's id (see 'chaperone sessions')")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.zip|DIR/",
-                   help="a zip file, or a folder when it ends with '/' or exists")
+    p.add_argument("session", metavar="SESSION", nargs="?", help="the session's id (see 'chaperone sessions')")
+    p.add_argument("--last", action="store_true", help="the most recent sealed session")
+    p.add_argument("-o", "--output", metavar="FILE.zip|DIR/",
+                   help="a zip file, or a folder when it ends with '/' or exists (default: TICKET.zip here)")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("verify", parents=[common], help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
@@ -49,9 +50,38 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=run_sessions)
 
 
+_FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _pick_session(home, args) -> dict | None:
+    """The History row to export: SESSION, or with --last the most recent sealed one."""
+    if args.last == bool(args.session):
+        raise UsageError("Give a session's id or --last (the most recent sealed session); 'chaperone sessions' "
+                         "lists them.")
+    with History(home, readonly=True) as history:
+        if args.session:
+            return history.get(args.session)
+        for row in history.list():
+            if row.get("sealed") or row.get("state") == "sealed":
+                args.session = row["id"]
+                return row
+    raise UsageError(f"There is no sealed session in {home.path} yet; end a session first with 'chaperone end'.")
+
+
+def default_bundle_name(row: dict | None, session: str) -> Path:
+    """``INC-20431.zip`` (the ticket, made safe for a file name), or the session's id; never over a file."""
+    ticket = _FILE_SAFE.sub("-", str((row or {}).get("ticket") or "")).strip("-.")[:64]
+    for name in ([f"{ticket}.zip", f"{ticket}-{session}.zip"] if ticket else []) + [f"{session}.zip"]:
+        if not Path(name).exists():
+            return Path(name)
+    raise UsageError(f"{session}.zip exists already here; choose a file with -o.")
+
+
 def run_export(args) -> int:
     home = home_of(args)
-    path = export_bundle(home, args.session, args.output)
+    row = _pick_session(home, args)
+    output = args.output or default_bundle_name(row, args.session)
+    path = export_bundle(home, args.session, output)
     fingerprint = DeviceKey.load(home).fingerprint
     print(f"Wrote the bundle of session {args.session} to {path}.")
     print(f"Check it with: chaperone verify {path} --fingerprint {fingerprint}")

@@ -230,3 +230,21 @@ def test_report_with_empty_sections_and_bad_lines_stays_readable():
     assert html.count("class=empty") == 8
     assert html.count("not a record") == 2 and "Gaps in recording <span class=n>(2)</span>" in html
     assert html.rstrip().endswith("</html>")
+
+
+def test_export_last_names_the_file_after_the_ticket(home, device_key, tmp_path, monkeypatch, capsys):
+    write_session(home, device_key, "s-1")
+    write_session(home, device_key, "s-2")
+    write_session(home, device_key, "s-3", seal=False)
+    with History(home) as history:
+        history.upsert("s-2", ticket="INC 42/../x", requested="2026-11-23T03:00:00.000000Z")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--last", "--home", str(home.path)]) == 0
+    assert "of session s-2 to " in capsys.readouterr().out
+    assert verify_bundle(tmp_path / "INC-42-..-x.zip").session == "s-2"
+    assert main(["export", "--last", "--home", str(home.path)]) == 0  # the ticket's file exists: not overwritten
+    assert (tmp_path / "INC-42-..-x-s-2.zip").is_file()
+    assert main(["export", "s-1", "--home", str(home.path)]) == 0
+    assert verify_bundle(tmp_path / "T-42.zip").session == "s-1"
+    assert main(["export", "--home", str(home.path)]) == 2
+    assert "Give a session's id or --last" in capsys.readouterr().err
