@@ -23,6 +23,7 @@ from agent import __version__
 from agent.errors import ChaperoneError, HomeError
 from agent.home import Home
 from agent.publish import Publisher, PublishWorker
+from agent.publish.retention import Retention, RetentionWorker
 from agent.service import protocol
 from agent.service.lock import AgentLock
 from agent.service.peercred import Peer, home_owner, may, peer_of
@@ -117,6 +118,8 @@ class AgentService:
         publishing = PublishWorker(lambda: Publisher(self.home)) if self.home.settings().publish.url else None
         if publishing is not None:
             publishing.start()  # its own thread: the store never holds up this loop
+        retention = RetentionWorker(lambda: Retention(self.home))
+        retention.start()
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
@@ -132,6 +135,7 @@ class AgentService:
                 await asyncio.to_thread(monitor.stop)
             if publishing is not None:
                 await asyncio.to_thread(publishing.stop)
+            await asyncio.to_thread(retention.stop)
             await self.manager.stop()
             for sub in list(self._subscribers):
                 sub.offer(None)
