@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.bundle.layout import JOURNAL
-from agent.bundle.report import ReportCheck, collect, write_report
+from agent.bundle.report import ReportCheck, collect, write_collected
 from agent.bundle.report.header import gap_count
 from agent.bundle.report.model import Collected
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
@@ -95,18 +95,18 @@ def examine(path: str, report: str | None = None, known_devices: frozenset[str] 
             if report is not None:
                 check = ReportCheck(verdict.genuine, verdict.reason, verdict.fingerprint,
                                     pinned=verdict.fingerprint in known_devices)
-                write_session_report(source, Path(report), check)
+                write_session_report(collected, Path(report), check)
     except (Unreadable, Unexpected, LineTooLong, OSError) as exc:
         entry["summary_error"] = str(exc)
     return entry
 
 
-def write_session_report(source: BundleSource, out: Path, check: ReportCheck) -> None:
+def write_session_report(collected: Collected, out: Path, check: ReportCheck) -> None:
     """The session's report with the verdict the review computed, written atomically."""
     temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(temp, "w", encoding="utf-8") as stream:
-            write_report(stream, lambda: _journal_lines(source), check=check)
+            write_collected(stream, collected, check=check)
         os.replace(temp, out)
     finally:
         temp.unlink(missing_ok=True)

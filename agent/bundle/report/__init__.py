@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable
 from datetime import tzinfo
 from typing import TextIO
 
+import orjson
+
 from agent.bundle.report import sections
 from agent.bundle.report.header import BundleCopy, ReportCheck, banner, summary
 from agent.bundle.report.markup import esc
@@ -35,10 +37,26 @@ from agent.bundle.report.style import STYLE
 from agent.bundle.report.times import Times, parse
 from agent.journal.reader import BadLine, parse_record
 
-__all__ = ["LIMITS", "BundleCopy", "Limits", "ReportCheck", "collect", "render_report", "write_report"]
+__all__ = ["LIMITS", "BundleCopy", "Limits", "ReportCheck", "collect", "render_report", "write_collected",
+           "write_report"]
 
 #: The browser may load nothing and run nothing: only the inline style applies.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+
+def _record(line: bytes) -> dict:
+    """A line as a record to show; ``BadLine`` when it is not one. Verification is not this function's job
+    (``verify_journal`` does it); this only needs a JSON object with the envelope's fields, read fast."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return parse_record(line if line.endswith(b"\n") else line + b"\n", canonical=False)  # says why
+    if type(record) is not dict or not _ENVELOPE.issubset(record) or type(record["type"]) is not str:
+        return parse_record(line if line.endswith(b"\n") else line + b"\n", canonical=False)
+    return record
+
+
+_ENVELOPE = frozenset({"v", "seq", "ts", "session", "type", "data", "prev"})
 
 
 def collect(lines: Iterable[bytes], limits: Limits = LIMITS) -> Collected:
@@ -46,7 +64,7 @@ def collect(lines: Iterable[bytes], limits: Limits = LIMITS) -> Collected:
     collected = Collected(limits)
     for number, line in enumerate(lines, 1):
         try:
-            record = parse_record(line if line.endswith(b"\n") else line + b"\n", canonical=False)
+            record = _record(line)
         except BadLine as exc:
             collected.bad_line(number, str(exc))
             continue
@@ -72,8 +90,13 @@ def write_report(out: TextIO, read_lines: Callable[[], Iterable[bytes]], *, chec
     ``history``: the session's History row, for what the journal lacks. ``tz``: the zone times are shown
     in (default: this computer's).
     """
+    write_collected(out, collect(read_lines(), limits), check=check, copy=copy, history=history, tz=tz)
+
+
+def write_collected(out: TextIO, c: Collected, *, check: ReportCheck | None = None, copy: BundleCopy | None = None,
+                    history: dict | None = None, tz: tzinfo | None = None) -> None:
+    """Write the report of a journal already read by ``collect``."""
     history = history or {}
-    c = collect(read_lines(), limits)
     times = Times(tz)
     session = c.session or str(history.get("id") or "")
     ticket = c.request.get("ticket") or history.get("ticket")
