@@ -16,7 +16,7 @@ VERSION = 1
 
 CODES = ("bad-request", "forbidden", "not-found", "conflict", "too-large", "unavailable")
 
-OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", "sessions", "subscribe")
+OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", "sessions", "subscribe", "device")
 # What a user other than the home's owner (and root) may do.
 OPEN_OPS = frozenset({"ping", "status", "request", "wait", "note"})
 

@@ -24,6 +24,7 @@ from agent.errors import ChaperoneError, HomeError
 from agent.home import Home
 from agent.publish import Publisher, PublishWorker
 from agent.publish.retention import Retention, RetentionWorker
+from agent.publish.status import device_status
 from agent.service import protocol
 from agent.service.lock import AgentLock
 from agent.service.peercred import Peer, home_owner, may, peer_of
@@ -87,7 +88,7 @@ class AgentService:
         self._handlers = {
             "ping": self._ping, "status": self._status, "request": self._request, "pending": self._pending,
             "decide": self._decide, "wait": self._wait, "end": self._end, "note": self._note,
-            "sessions": self._sessions,
+            "sessions": self._sessions, "device": self._device,
         }
 
     # --- events -------------------------------------------------------------------------------
@@ -282,6 +283,11 @@ class AgentService:
 
     async def _note(self, params, peer):
         return self.manager.note(_session_id(params), params.get("text"), peer)
+
+    async def _device(self, params, peer):
+        """What the customer's "This device" view shows (public facts only)."""
+        mode = "system" if os.geteuid() == 0 else "personal"
+        return await asyncio.to_thread(device_status, self.home, mode)
 
     async def _sessions(self, params, peer):
         return self.manager.sessions()
