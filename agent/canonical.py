@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent.errors import NotCanonical
+
 MAX_SAFE_INT = 2**53 - 1
 
 _encoder = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
-
-
-class NotCanonical(ValueError):
-    """The value cannot be written as canonical JSON."""
 
 
 def check_canonical(value: Any) -> None:

@@ -59,7 +59,7 @@ class DeviceKey:
 
     # --- storage --------------------------------------------------------------
     @classmethod
-    def load(cls, home: Home) -> "DeviceKey":
+    def load(cls, home: Home) -> DeviceKey:
         """Load the key, refusing one that others can read or that is damaged."""
         home.require()
         path = home.key_path
@@ -93,7 +93,7 @@ class DeviceKey:
         return cls(private_key=key, principal=comment or device_principal())
 
     @classmethod
-    def init(cls, home: Home) -> tuple["DeviceKey", bool]:
+    def init(cls, home: Home) -> tuple[DeviceKey, bool]:
         """Load the key, or make it if missing. Returns (key, created)."""
         home.create()
         if home.key_path.exists() or home.key_path.is_symlink():

@@ -37,7 +37,7 @@ class Home:
     path: Path
 
     @classmethod
-    def at(cls, arg: str | os.PathLike | None = None) -> "Home":
+    def at(cls, arg: str | os.PathLike | None = None) -> Home:
         return cls(resolve_home(arg))
 
     # --- layout -----------------------------------------------------------

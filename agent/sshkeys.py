@@ -10,12 +10,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_identity,
 )
 
-from agent.sshwire import WireError, WireReader
-
-
-class KeyFormatError(ValueError):
-    """Not a public key or certificate that we understand."""
-
+from agent.errors import KeyFormatError, WireError
+from agent.sshwire import WireReader
 
 KEY_TYPES = (
     "ssh-ed25519",

@@ -18,17 +18,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from agent.sshwire import WireError, WireReader, ssh_mpint, ssh_string
+from agent.errors import SignatureError, WireError
+from agent.sshkeys import public_key_from_blob
+from agent.sshwire import WireReader, ssh_mpint, ssh_string
 
 MAGIC = b"SSHSIG"
 VERSION = 1
 BEGIN = "-----BEGIN SSH SIGNATURE-----"
 END = "-----END SSH SIGNATURE-----"
 _HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
-
-
-class SignatureError(ValueError):
-    """The signature is malformed or does not match."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +103,6 @@ def sign(private_key: ed25519.Ed25519PrivateKey, namespace: str, message: bytes)
 
 def _verify_raw(key_blob: bytes, sig_blob: bytes, data: bytes) -> None:
     """Check a raw SSH signature over ``data`` with the key (or certificate's key)."""
-    from agent.sshkeys import public_key_from_blob
-
     key = public_key_from_blob(key_blob)
     r = WireReader(sig_blob)
     sig_type = r.string().decode("ascii", "replace")

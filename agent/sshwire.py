@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import struct
 
-
-class WireError(ValueError):
-    """The bytes are not a well-formed SSH wire structure."""
+from agent.errors import WireError
 
 
 def ssh_string(data: bytes) -> bytes:

@@ -33,10 +33,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.api.client import AgentClient  # noqa: E402
 from agent.devicekey import DeviceKey  # noqa: E402
 from agent.errors import AgentUnavailable  # noqa: E402
 from agent.home import Home  # noqa: E402
-from agent.service.client import AgentClient  # noqa: E402
 
 FIELDS = {"technician": "Alice Example", "email": "alice@example.com", "org": "Acme IT", "ticket": "4711",
           "reason": "benchmark", "watch": ["/tmp"]}

@@ -31,7 +31,7 @@ TARGET_MS = 100
 
 # --- the stand-in agent (runs in a subprocess) ------------------------------------------------
 def serve(socket_path: str) -> None:
-    from agent.service.protocol import encode
+    from agent.api.protocol import encode
 
     items = [{"type": "file", "op": "modified", "path": f"/home/customer/project/src/module_{n:06d}.py",
               "kind": "file", "size": 1000 + n, "sha256_before": f"{n:064x}", "sha256_after": f"{n + 1:064x}",
@@ -62,7 +62,7 @@ def serve(socket_path: str) -> None:
     while os.getppid() == parent:   # never outlive the benchmark
         try:
             conn, _ = server.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         conn.settimeout(None)
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
@@ -123,7 +123,7 @@ def main() -> int:
     from ui.activity import ActivityModel, ActivityWindow, describe_all
     from ui.bridge import AgentBridge
 
-    app = QApplication([])
+    app = QApplication([])  # noqa: F841 - the widgets below need a live application
     from ui.compat import bindings_problem
 
     problem = bindings_problem()

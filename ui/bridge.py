@@ -26,12 +26,13 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer, Signal
 
-from agent.errors import AgentUnavailable, ChaperoneError
+from agent.errors import AgentUnavailable, ChaperoneError, user_message
 from agent.home import Home
 
 log = logging.getLogger(__name__)
@@ -47,19 +48,9 @@ class Launcher(Protocol):
 
 
 def default_client_factory(home: Home):
-    from agent.service.client import AgentClient
+    from agent.api.client import AgentClient
 
     return AgentClient(home)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One plain sentence for an exception raised off the GUI thread."""
-    if isinstance(exc, ChaperoneError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        detail = exc.strerror or str(exc) or type(exc).__name__
-        return f"The operation failed: {detail}."
-    return f"Something went wrong ({type(exc).__name__}: {exc})."
 
 
 class AgentBridge(QObject):
@@ -175,7 +166,7 @@ class AgentBridge(QObject):
             except Exception as exc:  # reported to the GUI as one sentence, never raised there
                 if not isinstance(exc, ChaperoneError):
                     log.exception("background job failed")
-                self._inbox.put(("callback", on_error, describe_failure(exc)))
+                self._inbox.put(("callback", on_error, user_message(exc)))
                 return None
             self._inbox.put(("callback", on_done, result))
             return result
@@ -231,8 +222,8 @@ class AgentBridge(QObject):
                         self._launcher.ensure_running()
                     except ChaperoneError as launch_error:
                         reason = str(launch_error)
-            except Exception as exc:  # a broken connection must never end the loop
-                reason = describe_failure(exc)
+            except Exception as exc:  # noqa: BLE001 - a broken connection must never end the loop
+                reason = user_message(exc)
             finally:
                 with self._client_lock:
                     self._client = None

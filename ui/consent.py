@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -265,7 +265,7 @@ class ConsentDialog(QDialog):
         self.activateWindow()
 
     @classmethod
-    def ask(cls, item: dict, on_decided: Callable[[str], None], parent: QWidget | None = None) -> "ConsentDialog":
+    def ask(cls, item: dict, on_decided: Callable[[str], None], parent: QWidget | None = None) -> ConsentDialog:
         """Show the dialog for ``item``; ``on_decided(decision)`` is called once.
 
         This is the seam for code and tests that need a decision, not the

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import QFrame, QLabel, QPlainTextEdit, QWidget
 
 from agent import text as agent_text
 
-
 _escape = lru_cache(maxsize=8192)(agent_text.escape)
 
 

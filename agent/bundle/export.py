@@ -14,8 +14,9 @@ import os
 import re
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from agent.bundle.layout import FILES, JOURNAL, PRINCIPAL, REPORT, SIG, SIGNERS, SUMS, VERIFY, sums_text, verify_text
 from agent.bundle.report import BundleCopy, write_report
@@ -158,7 +159,7 @@ class _ZipWriter:
     def abort(self) -> None:
         try:
             self.zip.close()
-        except Exception:  # already failing; the temporary file goes either way
+        except Exception:  # noqa: BLE001 - already failing; the temporary file goes either way
             pass
         self.temp.unlink(missing_ok=True)
 

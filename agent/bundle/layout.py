@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from agent.errors import LayoutError
 from agent.journal import NAMESPACE
 
 JOURNAL = "session.jsonl"
@@ -32,10 +33,6 @@ PRINCIPAL = re.compile(r"[A-Za-z0-9@._+-]{1,200}")
 _SIGNERS_LINE = re.compile(
     r'([A-Za-z0-9@._+-]{1,200}) namespaces="' + re.escape(NAMESPACE) + r'" (ssh-ed25519 [A-Za-z0-9+/]+=*)\n'
 )
-
-
-class LayoutError(ValueError):
-    """A bundle file is not in the expected format; ``str()`` says why."""
 
 
 def sums_text(digests: dict[str, str]) -> bytes:

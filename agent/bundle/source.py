@@ -68,7 +68,7 @@ class BundleSource:
             infos = self._zip.infolist()
         except OSError as exc:
             raise Unreadable(f"Cannot read {self.path}: {exc.strerror or exc}.") from None
-        except Exception:  # zipfile raises many kinds of errors for hostile bytes
+        except Exception:  # noqa: BLE001 - zipfile raises many kinds of errors for hostile bytes
             raise Unreadable(f"{self.path} is not a zip file, or it is truncated or damaged.") from None
         for info in infos:
             _check_name(info.filename)
@@ -96,7 +96,7 @@ class BundleSource:
                 # zipfile's own readline is slow Python; a C buffer over the member reads lines 5-10x faster
                 return io.BufferedReader(self._zip.open(name), buffer_size=1 << 16)  # type: ignore[arg-type]
             return open(self.path / name, "rb")
-        except Exception as exc:  # encrypted, unknown compression, damaged header…
+        except Exception as exc:  # noqa: BLE001 - encrypted, unknown compression, damaged header…
             raise Unreadable(f"Cannot read {name} in {self.path}: {exc}.") from None
 
     def read(self, name: str) -> bytes:
@@ -104,7 +104,7 @@ class BundleSource:
         with self.open(name) as stream:
             try:
                 data = stream.read(MAX_SIZE.get(name, 0) + 1)
-            except Exception as exc:  # damaged data: BadZipFile, zlib.error, EOFError…
+            except Exception as exc:  # noqa: BLE001 - damaged data: BadZipFile, zlib.error, EOFError…
                 raise Unreadable(f"Cannot read {name} in {self.path}: {exc}.") from None
         if len(data) > MAX_SIZE.get(name, 0):
             raise Unreadable(f"{name} in {self.path} is larger than a bundle's {name} may be.")
@@ -114,7 +114,7 @@ class BundleSource:
         if self._zip is not None:
             self._zip.close()
 
-    def __enter__(self) -> "BundleSource":
+    def __enter__(self) -> BundleSource:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent import sshsig
-from agent.bundle.layout import FILES, JOURNAL, NAMESPACE, SIG, SIGNERS, SUMMED, SUMS, LayoutError, parse_signers, parse_sums
+from agent.bundle.layout import FILES, JOURNAL, NAMESPACE, SIG, SIGNERS, SUMMED, SUMS, parse_signers, parse_sums
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.errors import KeyFormatError, LayoutError
 from agent.journal.format import strict_dearmor
 from agent.journal.verify import JournalCheck, verify_journal
-from agent.sshkeys import KeyFormatError, fingerprint as fingerprint_of, line_to_blob
+from agent.sshkeys import fingerprint as fingerprint_of
+from agent.sshkeys import line_to_blob
 
 EXIT_GENUINE, EXIT_NOT_GENUINE, EXIT_UNREADABLE = 0, 1, 2
 
@@ -115,7 +117,7 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
         armored = source.read(SIG).decode("ascii")
         strict_dearmor(armored)
         signed = sshsig.verify(armored, NAMESPACE, sums)
-    except Exception as exc:  # hostile bytes: any failure to parse or check is a bad signature
+    except Exception as exc:  # noqa: BLE001 - hostile bytes: any failure to parse or check is a bad signature
         raise _Fail(f"{SIG} is not a valid signature of {SUMS} ({exc}).", file=SIG) from None
     if signed.public_key_blob != key_blob:
         raise _Fail(f"{SIG} is signed by {fingerprint_of(signed.public_key_blob)}, not by the key in {SIGNERS}.",
@@ -164,7 +166,7 @@ class _HashingReader:
             line = self._stream.readline(limit)
         except OSError:
             raise
-        except Exception as exc:  # zipfile raises BadZipFile, EOFError, zlib.error… for damaged data
+        except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error… for damaged data
             raise OSError(f"its data is damaged ({exc})") from None
         self._hash.update(line)
         return line
@@ -173,6 +175,6 @@ class _HashingReader:
         try:
             while chunk := self._stream.read(1 << 20):
                 self._hash.update(chunk)
-        except Exception as exc:  # zipfile raises BadZipFile, EOFError, zlib.error… for damaged data
+        except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error… for damaged data
             raise Unreadable(f"A file of the bundle cannot be read to its end ({exc}).") from None
         return self._hash.hexdigest()

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.capture.baseline import ContentBaseline, TreeIndex
+from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
 from agent.capture.fanotify import make_attributor
-from agent.capture.files import MAX_DIFF_BYTES, ConfigPlaces, FileWatcher, decode_text
+from agent.capture.files import FileWatcher
 from agent.capture.hashing import hash_file
 from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
 from agent.capture.paths import path_fields

@@ -2,9 +2,8 @@
 
 The pipeline, each stage on its own thread:
 
-1. watchdog's inotify emitters (:class:`EventSource`), limited to created,
-   deleted, moved and closed-after-write events (DESIGN.md: the unfiltered 4-6
-   events per write overflow the kernel queue under a burst), queue events.
+1. ``agent.capture.inotify.EventSource`` (everything that knows watchdog)
+   queues operations: created, deleted, moved, closed after writing.
 2. The recorder turns events into :class:`~agent.capture.bursts.Op` objects,
    lets :class:`~agent.capture.bursts.BurstCoalescer` decide which stay
    individual, and writes ``file`` and ``file-burst`` records: size, SHA-256
@@ -22,257 +21,28 @@ baseline's content make the record exact even where events were missed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import functools
-import logging
 import os
 import queue
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
 
 from agent.capture.baseline import ContentBaseline, Known, TreeIndex
 from agent.capture.bursts import Burst, BurstCoalescer, Op
+from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text, is_config_text, is_secret
 from agent.capture.hashing import Hasher, HashResult
+from agent.capture.inotify import EventSource, Overflow, OverflowLogHandler, hear_overflows
 from agent.capture.paths import path_fields
-from agent.capture.redact import is_secret_file, is_text_config, redact_diff
+from agent.capture.redact import redact_diff
+from agent.errors import error_detail
+from agent.records import RecordType
 
-EVENT_FILTER = [
-    FileCreatedEvent,
-    DirCreatedEvent,
-    FileDeletedEvent,
-    DirDeletedEvent,
-    FileMovedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-]
-MAX_DIFF_BYTES = 1 << 20  # files larger than this get hashes only
 MAX_DIFF_TEXT = 256 << 10  # a longer diff is left out (a journal line holds at most 4 MiB)
-CONFIG_SUFFIXES = (
-    b".conf", b".cfg", b".cnf", b".ini", b".env", b".yaml", b".yml", b".toml", b".json", b".xml", b".properties",
-    b".service", b".timer", b".socket", b".desktop", b".plist", b".rules", b".repo", b".list", b".sh", b".profile",
-    b".rc", b".config", b".reg", b".ps1",
-)
-CONFIG_NAMES = {b"config", b"authorized_keys", b"known_hosts", b"crontab", b"hosts", b"sudoers", b"environment"}
-CONFIG_DOT_DIRS = {b".config", b".ssh", b".gnupg", b".docker", b".kube", b".aws", b".azure", b".pki", b".terraform.d"}
-BULKY_DIRS = {  # caches, toolchains and installed packages: never configuration by place or name
-    b"node_modules", b"site-packages", b"dist-packages", b"__pycache__", b".venv", b"venv", b".cache", b".npm",
-    b".cargo", b".rustup", b".gradle", b".m2", b".pyenv", b".nvm", b".rbenv", b".conda", b".local", b".var",
-    b".mozilla", b"snap", b".git",
-}
 UNWATCHED_RESCAN_S = 2.0
 WATCH_AUDIT_S = 2.0  # at most this often, after folders appeared, check that each one has a watch
 BATCH_S = 0.02
-KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux); 0: leave it
-MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
-WATCHDOG_LOGGERS = ("watchdog.observers.inotify", "watchdog.observers.inotify_c")
-_sysctl_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def inotify_queue_size(size: int, *, only_raise: bool = True):
-    """Make the inotify instances created inside this block get a kernel queue of ``size`` events.
-
-    The kernel reads ``fs.inotify.max_queued_events`` once, when an instance is
-    made, so the setting is changed around that moment and put back. Every
-    Chaperone process takes the same lock (a ``flock`` on the setting's file)
-    so that two of them never put back each other's value. Without the right
-    to write it (not root, not Linux), nothing changes.
-    """
-    try:
-        lock_fd = os.open(MAX_QUEUED_EVENTS, os.O_RDONLY)
-    except OSError:
-        yield
-        return
-    try:
-        with _sysctl_lock:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            saved = _read_int(MAX_QUEUED_EVENTS)
-            changed = False
-            if saved is not None and (size > saved or (not only_raise and size != saved)):
-                with contextlib.suppress(OSError):
-                    MAX_QUEUED_EVENTS.write_text(str(size))
-                    changed = True
-            try:
-                yield
-            finally:
-                if changed:
-                    MAX_QUEUED_EVENTS.write_text(str(saved))
-    finally:
-        os.close(lock_fd)  # closing releases the flock
-
-
-def deep_kernel_queue():
-    """A deep queue for our inotify instance: it absorbs a burst while our reader is starved of CPU
-    (16,384 events, the usual default, last about half a second of a fast burst). Overflows that
-    still happen are answered by rescans. ``KERNEL_QUEUE_EVENTS = 0`` leaves the setting alone."""
-    if KERNEL_QUEUE_EVENTS <= 0:
-        return contextlib.nullcontext()
-    return inotify_queue_size(KERNEL_QUEUE_EVENTS)
-
-
-class EventSource:
-    """watchdog emitters feeding one queue with :class:`Op` objects.
-
-    On Linux the inotify emitters put their operations straight into our queue:
-    watchdog's observer thread and its de-duplicating queue would add a thread
-    hop and a lock per event, which a burst of 100,000 operations feels. Unpaired
-    moves are reported as moves (in or out of the tree). Elsewhere, the
-    platform's observer with a handler that queues.
-    """
-
-    def __init__(self, events: queue.SimpleQueue):
-        self._events = events
-        self._emitters: list = []
-        try:
-            from watchdog.observers.inotify_c import InotifyFD
-        except ImportError:  # not Linux
-            from watchdog.observers import Observer
-
-            self._inotify = None
-            self._observer = Observer()
-            self._handler = _QueueingHandler(events)
-        else:
-            with deep_kernel_queue():
-                self._inotify = InotifyFD()
-            self._inotify.start()
-
-    def schedule(self, root: bytes) -> None:
-        """Watch ``root`` recursively; raises OSError when the root itself cannot be watched."""
-        if self._inotify is None:
-            self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)
-            return
-        from watchdog.observers.api import ObservedWatch
-
-        watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)
-        emitter = _op_emitter_class()(self._events, watch, event_filter=EVENT_FILTER, inotify_fd=self._inotify)
-        emitter.start()
-        self._emitters.append(emitter)
-
-    def start(self) -> None:
-        if self._inotify is None:
-            self._observer.start()
-
-    def stop(self) -> None:
-        """Stop every emitter; once this returns, every event read is in the queue."""
-        if self._inotify is None:
-            self._observer.stop()
-            self._observer.join()
-            return
-        for emitter in self._emitters:
-            emitter.stop()
-        for emitter in self._emitters:
-            emitter.join()
-        self._inotify.stop()
-        self._inotify.join()
-
-    def watched_inodes(self) -> set[int] | None:
-        """Inode numbers of the folders inotify watches, from /proc/self/fdinfo.
-
-        watchdog keeps the descriptor private (``InotifyFD._inotify_fd``); None
-        when that layout or /proc is not there, or not on Linux.
-        """
-        fd = getattr(self._inotify, "_inotify_fd", None)
-        if not isinstance(fd, int):
-            return None
-        try:
-            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
-        except OSError:
-            return None
-        inodes = set()
-        for line in text.splitlines():
-            if line.startswith("inotify wd:"):
-                for part in line.split():
-                    if part.startswith("ino:"):
-                        inodes.add(int(part[4:], 16))
-        return inodes
-
-
-@dataclass(frozen=True)
-class _Overflow:
-    root: bytes
-
-
 _STOP = object()
-
-
-class _QueueingHandler(FileSystemEventHandler):
-    def __init__(self, events: queue.SimpleQueue):
-        self._events = events
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        op = to_op(event)
-        if op is not None:
-            self._events.put(op)
-
-
-@functools.cache
-def _op_emitter_class():
-    """watchdog's inotify emitter (unpaired moves reported as moves) that queues :class:`Op` objects.
-
-    The common events (a file or folder created or deleted, a file closed after
-    writing) become an ``Op`` at once, without watchdog's event objects and the
-    parent folder's "modified" event that the filter would then drop: half of
-    the emitter's work per event in a burst. Moves and everything else go
-    through watchdog's own translation, then :func:`to_op`. Linux only.
-    """
-    from watchdog.observers.inotify import InotifyFullEmitter
-    from watchdog.observers.inotify_c import InotifyConstants as C
-    from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
-
-    class OpEmitter(InotifyFullEmitter):
-        def build_and_queue_event(self, event, *, full_events: bool = True) -> None:
-            if type(event) is PathedInotifyEvent:
-                mask = event.ev.mask
-                is_dir = bool(mask & C.IN_ISDIR)
-                if mask & C.IN_CREATE:
-                    self._event_queue.put(Op("created", event.path, is_dir))
-                    return
-                if mask & C.IN_DELETE:
-                    self._event_queue.put(Op("deleted", event.path, is_dir))
-                    return
-                if mask & C.IN_CLOSE_WRITE and not is_dir:
-                    self._event_queue.put(Op("modified", event.path))
-                    return
-            super().build_and_queue_event(event, full_events=full_events)
-
-        def queue_event(self, event: FileSystemEvent) -> None:
-            if type(event) in _OPS:
-                op = to_op(event)
-                if op is not None:
-                    self._event_queue.put(op)
-
-    return OpEmitter
-
-
-class _OverflowLogHandler(logging.Handler):
-    """watchdog reports an inotify overflow only in its log: turn that line into a rescan request."""
-
-    def __init__(self, roots: set[bytes], events: queue.SimpleQueue):
-        super().__init__(logging.WARNING)
-        self._roots = roots
-        self._events = events
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" not in str(record.msg).lower():
-            return
-        root = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        if root in self._roots:
-            self._events.put(_Overflow(root))
 
 
 class FileWatcher:
@@ -300,7 +70,8 @@ class FileWatcher:
         self._coalescer = coalescer or BurstCoalescer()
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._source: EventSource | None = None
-        self._log_handler = _OverflowLogHandler(set(roots), self._events)
+        self._log_handler = OverflowLogHandler(set(roots), self._events)
+        self._hearing: contextlib.ExitStack | None = None
         self._recorder: threading.Thread | None = None
         self._unwatched: set[bytes] = set()
         self._reported_unwatched: set[bytes] = set()
@@ -312,11 +83,8 @@ class FileWatcher:
     # -- life cycle ---------------------------------------------------------
 
     def start(self) -> None:
-        for name in WATCHDOG_LOGGERS:
-            logger = logging.getLogger(name)
-            logger.addHandler(self._log_handler)
-            if logger.getEffectiveLevel() > logging.WARNING:  # an overflow is only ever said there
-                logger.setLevel(logging.WARNING)
+        self._hearing = contextlib.ExitStack()
+        self._hearing.enter_context(hear_overflows(self._log_handler))
         self._source = EventSource(self._events)
         for root in self.roots:
             try:
@@ -332,8 +100,8 @@ class FileWatcher:
         """Stop watching, record what is queued, then rescan every root and recheck the baseline."""
         if self._source is not None:
             self._source.stop()
-        for name in WATCHDOG_LOGGERS:
-            logging.getLogger(name).removeHandler(self._log_handler)
+        if self._hearing is not None:
+            self._hearing.close()
         if self._recorder is not None:
             self._events.put(_STOP)
             self._recorder.join()
@@ -370,7 +138,7 @@ class FileWatcher:
                         self._take(item, now)
                     elif item is _STOP:
                         stopping = True
-                    else:
+                    elif type(item) is Overflow:
                         overflowed.add(item.root)
                 if overflowed:
                     self._answer_overflow(overflowed, now)
@@ -386,7 +154,7 @@ class FileWatcher:
                     self._audit_watches()
             except Exception as exc:  # noqa: BLE001 - the recorder must keep recording
                 with contextlib.suppress(Exception):  # the sink itself may be what fails
-                    self._error("file-recorder", None, f"{type(exc).__name__}: {exc}")
+                    self._error("file-recorder", None, error_detail(exc))
 
     def _take(self, op: Op, now: float) -> None:
         if op.op == "deleted" and op.path in self.roots:
@@ -416,7 +184,7 @@ class FileWatcher:
             "paths": len(burst.names),
             "names_sha256": burst.names_sha256(),
         }
-        self._sink.emit("file-burst", data)
+        self._sink.emit(RecordType.FILE_BURST, data)
         self._stale.setdefault(burst.folder, set()).update(burst.names)  # indexed later, see _catch_up
         if burst.counts["created"] or burst.counts["moved"]:
             self._dirs_created = True
@@ -426,7 +194,7 @@ class FileWatcher:
         if op.op == "modified" and op.via is None and self._never_seen(op.path):
             op = Op("created", op.path, via="first-write")
         data, known = self._describe(op)
-        secret = any(is_secret_file(os.fsdecode(p)) for p in (op.path, op.dest) if p is not None)
+        secret = is_secret(op.path, op.dest)
         data["secret"] = secret
         data["sha256_before"] = known.sha256 if known else None
         if op.op == "deleted":
@@ -435,7 +203,7 @@ class FileWatcher:
                 self._add_diff(data, op.path, known.text, None)
             self._contents.forget(op.path)
             self._index.update(op.path, None)
-            self._sink.emit("file", data)
+            self._sink.emit(RecordType.FILE, data)
             return
         target = op.dest if op.op == "moved" else op.path
         if op.op == "moved":
@@ -503,7 +271,7 @@ class FileWatcher:
         if result.error:
             data["error"] = result.error
         text = None
-        if result.kind == "file" and not data["secret"] and self._is_config(target, result):
+        if result.kind == "file" and not data["secret"] and is_config_text(self._config_places, target, result):
             text = decode_text(result.data) if result.data is not None else None
             if text is None:
                 data["diff_omitted"] = "not text" if result.data is not None else f"larger than {MAX_DIFF_BYTES} bytes"
@@ -513,7 +281,7 @@ class FileWatcher:
             self._contents.forget(target)
         else:
             self._contents.remember(target, result.sha256, text)
-        self._sink.emit("file", data)
+        self._sink.emit(RecordType.FILE, data)
 
     def _add_diff(self, data: dict, path: bytes, before: str | None, after: str | None) -> None:
         try:
@@ -528,11 +296,6 @@ class FileWatcher:
         elif diff:
             data["diff"] = diff
 
-    def _is_config(self, path: bytes, result: HashResult) -> bool:
-        if path not in self._config_places:
-            return False
-        return result.data is None or is_text_config(os.fsdecode(path), result.data[:4096])
-
     def _attribute(self, data: dict, path: bytes) -> None:
         if self._attributor is None:
             return
@@ -544,7 +307,7 @@ class FileWatcher:
         data = {"what": what, "path": None, "error": error}
         if path is not None:
             data.update(path_fields(path))
-        self._sink.emit("capture-error", data)
+        self._sink.emit(RecordType.CAPTURE_ERROR, data)
 
     # -- overflow, watch limits, rechecks -----------------------------------
 
@@ -553,7 +316,7 @@ class FileWatcher:
         for root in sorted(roots):
             ops = self._index.rescan(root)
             self._sink.emit(
-                "overflow",
+                RecordType.OVERFLOW,
                 {
                     **path_fields(root, "root"),
                     "detail": "The kernel's event queue overflowed; the folder was rescanned.",
@@ -595,7 +358,7 @@ class FileWatcher:
         for top in _topmost(fresh):
             below = sum(1 for f in folders if f == top or f.startswith(top + b"/"))
             self._sink.emit(
-                "watch-limit",
+                RecordType.WATCH_LIMIT,
                 {
                     **path_fields(top, "root"),
                     "detail": (
@@ -643,86 +406,6 @@ class FileWatcher:
                 self._write_op(Op("deleted", path, via="recheck"))
             else:
                 self._write_op(Op("modified", path, via="recheck"), result)
-
-
-class ConfigPlaces:
-    """Which files are configuration by place and name: anything below a system configuration folder;
-    elsewhere, outside caches and toolchains, a dotfile of a watched root, a file in a configuration
-    dot-folder (``~/.config``, ``~/.ssh``...), or a configuration-like name or extension. Cheap enough
-    to ask for every file of a large tree (one verdict per folder is cached)."""
-
-    _CONFIG, _BULKY, _PLAIN = range(3)
-
-    def __init__(self, roots: list[bytes], config_prefixes: tuple[bytes, ...]):
-        self._roots = tuple(r.rstrip(b"/") + b"/" for r in roots)
-        self._config_prefixes = config_prefixes
-        self._places: dict[bytes, int] = {}
-
-    def __contains__(self, path: bytes) -> bool:
-        folder, _, name = path.rpartition(b"/")
-        folder += b"/"
-        place = self._places.get(folder)
-        if place is None:
-            if len(self._places) > 10_000:
-                self._places.clear()
-            place = self._places[folder] = self._place(folder)
-        if place != self._PLAIN:
-            return place == self._CONFIG
-        if name in CONFIG_NAMES or name.lower().endswith(CONFIG_SUFFIXES):
-            return True
-        return folder in self._roots and name.startswith(b".")  # a dotfile of a root
-
-    def _place(self, folder: bytes) -> int:
-        if folder.startswith(self._config_prefixes):
-            return self._CONFIG
-        for root in self._roots:
-            if folder.startswith(root):
-                parts = folder[len(root) :].split(b"/")
-                if any(part in BULKY_DIRS for part in parts):
-                    return self._BULKY
-                return self._CONFIG if parts[0] in CONFIG_DOT_DIRS else self._PLAIN
-        return self._PLAIN
-
-
-_OPS = {
-    FileCreatedEvent: "created",
-    DirCreatedEvent: "created",
-    FileDeletedEvent: "deleted",
-    DirDeletedEvent: "deleted",
-    FileClosedEvent: "modified",
-    FileMovedEvent: "moved",
-    DirMovedEvent: "moved",
-}
-
-
-def to_op(event: FileSystemEvent) -> Op | None:
-    """The operation a filtered watchdog event stands for (None for events we do not record)."""
-    op = _OPS.get(type(event))
-    if op is None:
-        return None
-    src = _raw(event.src_path)
-    if op == "moved":
-        dest = _raw(event.dest_path)
-        if not src:
-            return Op("created", dest, event.is_directory, via="move-in")
-        if not dest:
-            return Op("deleted", src, event.is_directory, via="move-out")
-        return Op("moved", src, event.is_directory, dest=dest)
-    return Op(op, src, event.is_directory)
-
-
-def _raw(path: bytes | str) -> bytes:
-    return path if isinstance(path, bytes) else os.fsencode(path)
-
-
-def decode_text(data: bytes) -> str | None:
-    """The text of a file's content, or None when it is binary or not UTF-8."""
-    if b"\0" in data[:8192]:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def _topmost(folders: set[bytes]) -> list[bytes]:

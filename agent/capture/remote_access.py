@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from agent.errors import error_detail
+
 
 @dataclass(frozen=True)
 class RemoteTool:
@@ -238,7 +240,7 @@ class RemoteAccessMonitor:
         try:
             found = self._scanner()
         except Exception as exc:  # noqa: BLE001 - a failed scan is recorded; the monitor keeps watching
-            message = f"{type(exc).__name__}: {exc}"
+            message = error_detail(exc)
             if message != self._last_error:
                 self._last_error = message
                 self._sink.emit("capture-error", {"what": "remote-access scan", "path": None, "error": message})

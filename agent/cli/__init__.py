@@ -18,7 +18,8 @@ import sys
 import traceback
 
 from agent import __version__
-from agent.errors import ChaperoneError
+from agent.api.client import AgentClient
+from agent.errors import ChaperoneError, user_message
 from agent.home import Home
 
 
@@ -29,6 +30,13 @@ def _common_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         default=argparse.SUPPRESS,
         help="the Chaperone home folder (default: $CHAPERONE_HOME, else the platform's data folder)",
+    )
+    common.add_argument(
+        "--system",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="talk to the system agent through its customer socket ($CHAPERONE_SYSTEM_SOCKET, "
+             "else /run/chaperone/customer.sock)",
     )
     return common
 
@@ -48,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chaperone {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    import agent.cli as pkg
-
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.endswith("_cmds"):
             importlib.import_module(f"agent.cli.{info.name}").register(subparsers, common)
     return parser
@@ -60,13 +66,20 @@ def home_of(args: argparse.Namespace) -> Home:
     return Home.at(getattr(args, "home", None))
 
 
+def client_of(args: argparse.Namespace, timeout: float = 5.0) -> AgentClient:
+    """The agent a command talks to: the system agent with ``--system``, else the home's."""
+    if getattr(args, "system", False):
+        return AgentClient.system(timeout)
+    return AgentClient(home_of(args), timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ChaperoneError as exc:
-        print(f"chaperone: {exc}", file=sys.stderr)
+        print(f"chaperone: {user_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("chaperone: interrupted.", file=sys.stderr)
@@ -78,12 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except Exception as exc:  # a bug, not a user's mistake: one line, details on request
+    except Exception as exc:  # noqa: BLE001 - a bug, not a user's mistake: one line, details on request
         if os.environ.get("CHAPERONE_DEBUG"):
             traceback.print_exc()
-        print(
-            f"chaperone: internal error ({type(exc).__name__}: {exc}); "
-            "run again with CHAPERONE_DEBUG=1 for details and report it.",
-            file=sys.stderr,
-        )
+        print(f"chaperone: {user_message(exc)}", file=sys.stderr)
         return 70

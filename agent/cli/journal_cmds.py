@@ -11,14 +11,14 @@ from pathlib import Path
 
 from agent import text
 from agent.bundle import export_bundle, verify_bundle
-from agent.bundle.report import ReportCheck, write_report
 from agent.bundle.layout import JOURNAL, SUMS
+from agent.bundle.report import ReportCheck, write_report
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
 from agent.cli import home_of
 from agent.devicekey import DeviceKey
-from agent.errors import ChaperoneError, UsageError
+from agent.errors import ChaperoneError, LineTooLong, UsageError
 from agent.history import History
-from agent.journal.reader import LineTooLong, iter_lines
+from agent.journal.reader import iter_lines
 
 _FINGERPRINT = re.compile(r"(SHA256:)?[A-Za-z0-9+/]{43}")
 _TABLE = (("ID", "id"), ("STATE", "state"), ("TECHNICIAN", "technician"), ("ORG", "org"), ("TICKET", "ticket"),

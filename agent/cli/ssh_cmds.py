@@ -16,7 +16,7 @@ import signal
 import sys
 
 from agent.cli import home_of
-from agent.errors import ChaperoneError
+from agent.errors import ChaperoneError, user_message
 from agent.settings import SSHSettings
 
 WATCHDOG_MARGIN_S = 15
@@ -40,6 +40,8 @@ def _give_up(signum, frame):  # pragma: no cover - only when the agent hangs pas
 
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="chaperone ssh-authorize: %(message)s", stream=sys.stderr)
+    # sshd waits on this command at every login: only ssh-authorize loads the SSH part (and the
+    # other commands start without it).
     from agent.ssh.authorize import Authorizer, LoginAttempt
     from agent.ssh.state import ProcessRef
 
@@ -57,6 +59,5 @@ def run(args) -> int:
         if line:
             print(line, flush=True)
     except Exception as exc:  # noqa: BLE001 - sshd must always get exit 0 and no stray output
-        print(f"chaperone ssh-authorize: refused after an internal error ({type(exc).__name__}: {exc}).",
-              file=sys.stderr)
+        print(f"chaperone ssh-authorize: refused. {user_message(exc)}", file=sys.stderr)
     return 0

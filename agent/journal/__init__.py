@@ -3,8 +3,9 @@
 See docs/ARCHITECTURE.md ("The journal") for the contract.
 """
 
-from agent.journal.format import MAX_LINE, NAMESPACE, JournalError, checkpoint_message, line_hash
-from agent.journal.reader import BadLine, iter_lines, read_records
+from agent.errors import BadLine, JournalError
+from agent.journal.format import MAX_LINE, NAMESPACE, checkpoint_message, line_hash
+from agent.journal.reader import iter_lines, read_records
 from agent.journal.verify import JournalCheck, verify_journal
 from agent.journal.writer import Journal
 

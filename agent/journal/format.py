@@ -16,7 +16,6 @@ import time
 
 from agent import sshsig
 from agent.canonical import canonical_bytes
-from agent.errors import ChaperoneError
 
 VERSION = 1
 NAMESPACE = "chaperone-session"
@@ -39,10 +38,6 @@ TAIL = re.compile(
 )
 TAIL_START = b',"prev":"'
 TS_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-
-
-class JournalError(ChaperoneError):
-    """The journal cannot be written or opened; the message is one sentence."""
 
 
 def line_hash(line: bytes) -> str:

@@ -9,23 +9,17 @@ journal being reopened after a crash.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import BinaryIO, NamedTuple
 
-from agent.canonical import NotCanonical, canonical_bytes
-from agent.journal.format import MAX_LINE, TAIL, TAIL_START, TS_PATTERN, VERSION, ZERO_HASH, JournalError, line_hash
+from agent.canonical import canonical_bytes
+from agent.errors import BadLine, JournalError, LineTooLong, NotCanonical
+from agent.journal.format import MAX_LINE, TAIL, TAIL_START, TS_PATTERN, VERSION, ZERO_HASH, line_hash
 
 _KEYS = frozenset({"v", "seq", "ts", "session", "type", "data", "prev"})
 _HEX = frozenset("0123456789abcdef")
-
-
-class LineTooLong(ValueError):
-    """A line longer than ``MAX_LINE``: the input is not a journal we can read."""
-
-
-class BadLine(ValueError):
-    """A line that is not a well-formed record; ``str()`` says why."""
 
 
 class Envelope(NamedTuple):

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent import sshsig
+from agent.errors import BadLine
 from agent.journal.format import MAX_LINE, NAMESPACE, SIGNED_TYPES, ZERO_HASH, checkpoint_message, strict_dearmor
-from agent.journal.reader import BadLine, parse_record
+from agent.journal.reader import parse_record
 from agent.sshkeys import fingerprint
 
 _SIGNED_TYPES_BYTES = frozenset(t.encode() for t in SIGNED_TYPES)
@@ -244,7 +245,7 @@ class _Verifier:
         try:
             strict_dearmor(sig)
             signed = sshsig.verify(sig, NAMESPACE, checkpoint_message(record))
-        except Exception as exc:  # untrusted bytes: any failure to parse or check is a bad signature
+        except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure to parse or check is a bad signature
             raise _Bad(f"{what} has a bad signature: {exc}.") from None
         signer = fingerprint(signed.public_key_blob)
         if key != signer:

@@ -25,17 +25,11 @@ from pathlib import Path
 import orjson
 
 from agent import __version__
-from agent.canonical import MAX_SAFE_INT, check_canonical, canonical_unchecked
-from agent.journal.format import (
-    MAX_LINE,
-    SIGNED_TYPES,
-    UNSIGNED_FIELDS,
-    ZERO_HASH,
-    JournalError,
-    UtcClock,
-    checkpoint_message,
-)
+from agent.canonical import MAX_SAFE_INT, canonical_unchecked, check_canonical
+from agent.errors import JournalError
+from agent.journal.format import MAX_LINE, SIGNED_TYPES, UNSIGNED_FIELDS, ZERO_HASH, UtcClock, checkpoint_message
 from agent.journal.reader import scan_journal
+from agent.records import SYNCED_AT_ONCE
 
 SYNC_INTERVAL = 0.2
 CHECKPOINT_INTERVAL = 5.0
@@ -98,9 +92,7 @@ def _write_error(path: Path, exc: OSError) -> str:
 class Journal:
     """An open session journal. Thread-safe; see docs/ARCHITECTURE.md ("The journal")."""
 
-    SYNC_TYPES = frozenset(
-        {"journal-start", "request", "decision", "session-start", "session-end", "recovery", "checkpoint", "seal"}
-    )
+    SYNC_TYPES = SYNCED_AT_ONCE
 
     def __init__(self, path: Path, session_id: str, device_key, fd: int, *, seq: int, head: str, size: int,
                  sync_interval: float, checkpoint_interval: float) -> None:
@@ -131,7 +123,7 @@ class Journal:
     # --- opening ------------------------------------------------------------
     @classmethod
     def create(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
-               checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
+               checkpoint_interval: float = CHECKPOINT_INTERVAL) -> Journal:
         """Start a new journal: seq 0 ``journal-start``, then a checkpoint."""
         path = Path(path)
         fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
@@ -147,7 +139,7 @@ class Journal:
 
     @classmethod
     def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None, mark_restart: bool = True,
-             sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> "Journal":
+             sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> Journal:
         """Reopen a journal after a stop or a crash.
 
         A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
@@ -360,7 +352,7 @@ class Journal:
                 pass
             os.close(self._fd)
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc) -> None:

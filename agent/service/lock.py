@@ -5,12 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 
-from agent.errors import ChaperoneError
+from agent.errors import AlreadyRunning
 from agent.home import Home
-
-
-class AlreadyRunning(ChaperoneError):
-    """Another agent holds this home."""
 
 
 class AgentLock:
@@ -41,7 +37,7 @@ class AgentLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    def __enter__(self) -> "AgentLock":
+    def __enter__(self) -> AgentLock:
         self.acquire()
         return self
 

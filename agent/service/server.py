@@ -18,20 +18,27 @@ import os
 import resource
 import signal
 import sys
+import time
+from pathlib import Path
 
 from agent import __version__
-from agent.errors import ChaperoneError, HomeError
+from agent.api import protocol
+from agent.api.peercred import Peer, home_owner, peer_of
+from agent.api.protocol import MAX_MESSAGE
+from agent.capture import Capture, default_watch_paths
+from agent.devicekey import DeviceKey
+from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.publish import Publisher, PublishWorker
 from agent.publish.retention import Retention, RetentionWorker
 from agent.publish.status import device_status
-from agent.service import protocol
+from agent.records import RecordType
+from agent.service.authority import Authority, LineageView, Verdict
 from agent.service.lock import AgentLock
-from agent.service.peercred import Peer, home_owner, may, peer_of
-from agent.service.protocol import MAX_MESSAGE, ProtocolError
 from agent.service.unattended import UnattendedSink, start_monitor
-from agent.session.lifecycle import SessionError
-from agent.session.manager import SessionManager, default_capture_factory
+from agent.session.hooks import CaptureFactory, TechnicianPids
+from agent.session.manager import SessionManager
+from agent.ssh import lifecycle as ssh_lifecycle
 
 log = logging.getLogger("chaperone.agent")
 
@@ -41,6 +48,38 @@ IDLE_TIMEOUT = 300.0  # a connection that sends no complete message for this lon
 SUBSCRIBER_QUEUE = 1000
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, with the terminating NUL
 WRITE_TIMEOUT = 10.0
+
+
+# Test-only: CHAPERONE_CAPTURE=off runs sessions without capture (journaled as a capture-error).
+CAPTURE_ENV = "CHAPERONE_CAPTURE"
+
+
+def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None) -> Capture:
+    """The real capture of a session (agent.capture.Capture)."""
+    if os.environ.get(CAPTURE_ENV) == "off":
+        raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
+    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids)
+
+
+class RefusalLog:
+    """At most ``per_minute`` alarms a minute per process for refused attempts; the rest are counted and
+    the count rides on the next alarm, so a loop of attempts cannot flood the journal or hide."""
+
+    def __init__(self, per_minute: int = 6):
+        self.per_minute = per_minute
+        self._seen: dict[int, list] = {}
+
+    def admit(self, pid: int, now: float) -> tuple[bool, int]:
+        times, skipped = self._seen.get(pid, ([], 0))
+        times = [t for t in times if now - t < 60.0]
+        if len(times) >= self.per_minute:
+            self._seen[pid] = [times, skipped + 1]
+            return False, 0
+        times.append(now)
+        self._seen[pid] = [times, 0]
+        if len(self._seen) > 4096:
+            self._seen.pop(next(iter(self._seen)))
+        return True, skipped
 
 
 def check_socket_path(home: Home) -> None:
@@ -76,11 +115,18 @@ class AgentService:
     """The service around a SessionManager: socket, permissions, events, stop."""
 
     def __init__(self, home: Home, device_key, *, consent_timeout: float = 120.0,
-                 capture_factory=default_capture_factory):
+                 capture: CaptureFactory = capture_factory, system_socket: Path | None = None,
+                 lineage: LineageView | None = None):
         self.home = home
         self.owner_uid = home_owner(home.path)
+        self.system_socket = system_socket
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
-                                      capture_factory=capture_factory)
+                                      capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
+                                      default_watch_paths=default_watch_paths)
+        self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
+                                   settings=home.settings, lineage=lineage)
+        self._refusals = RefusalLog()
+        self._unattended: UnattendedSink | None = None
         self._subscribers: set[_Subscriber] = set()
         self._connections = 0
         self._stranger_connections: dict[int, int] = {}
@@ -111,11 +157,10 @@ class AgentService:
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
         await self.manager.start()
-        monitor = start_monitor(
-            UnattendedSink(self.home, self.manager.device_key,
-                           lambda name, data: loop.call_soon_threadsafe(self.publish, name, data)),
-            self.home.settings().remote_access_interval_s, self.manager.session_live,
-        )
+        self._unattended = UnattendedSink(self.home, self.manager.device_key,
+                                          lambda name, data: loop.call_soon_threadsafe(self.publish, name, data))
+        monitor = start_monitor(self._unattended, self.home.settings().remote_access_interval_s,
+                                self.manager.session_live)
         publishing = PublishWorker(lambda: Publisher(self.home)) if self.home.settings().publish.url else None
         if publishing is not None:
             publishing.start()  # its own thread: the store never holds up this loop
@@ -123,15 +168,18 @@ class AgentService:
         retention.start()
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
+        servers = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
+        if self.system_socket is not None:
+            servers.append(await self._serve_customers(self.system_socket))
         print(f"chaperone agent: listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
         try:
             await self._stop.wait()
         finally:
             self.publish("agent-stopping", {})
-            server.close()
+            for server in servers:
+                server.close()
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
             if publishing is not None:
@@ -141,13 +189,30 @@ class AgentService:
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()
-            try:
-                await asyncio.wait_for(server.wait_closed(), 5.0)
-            except asyncio.TimeoutError:
-                pass
+            for server in servers:
+                try:
+                    await asyncio.wait_for(server.wait_closed(), 5.0)
+                except TimeoutError:
+                    pass
             path.unlink(missing_ok=True)
+            if self.system_socket is not None:
+                self.system_socket.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    async def _serve_customers(self, path: Path) -> asyncio.AbstractServer:
+        """The customer socket of the system agent: anyone may connect; each operation is checked against
+        who the peer is (Authority), not against the socket's permissions."""
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise HomeError(f"Cannot make the customer socket {path}: {exc.strerror}; pass --system-socket "
+                            "with a folder the agent may write.") from None
+        server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
+        os.chmod(path, 0o666)
+        print(f"chaperone agent: customers connect on {path}", file=sys.stderr, flush=True)
+        return server
 
     # --- connections ---------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -183,7 +248,7 @@ class AgentService:
                 if subscribed:
                     await self._stream_events(reader, writer)
                     break
-        except (ConnectionError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass  # gone, idle too long, or too slow to read its answers
         finally:
             self._connections -= 1
@@ -198,7 +263,7 @@ class AgentService:
                 await asyncio.wait_for(writer.drain(), 1.0)
             writer.close()
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (ConnectionError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             pass
 
     async def _stream_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -227,20 +292,22 @@ class AgentService:
         """(whether this starts a subscription, the response line)."""
         try:
             msg = protocol.decode_request(line)
-        except ProtocolError as exc:
+        except ApiError as exc:
             return False, protocol.error(protocol.request_id_of(line), exc.code, str(exc))
-        if not may(msg.op, peer, self.owner_uid):
-            return False, protocol.error(
-                msg.id, "forbidden",
-                f"Only the owner of {self.home.path} or root may use '{msg.op}'; you are {peer.user}.",
-            )
+        caller = None
+        if msg.op != "ping":
+            verdict = await asyncio.to_thread(self.authority.judge, peer)
+            if not self.authority.allows(msg.op, verdict.role):
+                await self._refused(msg.op, msg.params, peer, verdict)
+                return False, protocol.error(msg.id, "forbidden", self.authority.refusal(msg.op, verdict))
+            caller = self.authority.caller(peer, verdict)
         if msg.op == "subscribe":
             if self._stop.is_set():
                 return False, protocol.error(msg.id, "unavailable", "The agent is stopping.")
             return True, protocol.ok(msg.id, {"subscribed": True})
         try:
-            result = await self._handlers[msg.op](msg.params, peer)
-        except (ProtocolError, SessionError) as exc:
+            result = await self._handlers[msg.op](msg.params, peer, caller)
+        except ApiError as exc:
             return False, protocol.error(msg.id, exc.code, str(exc))
         except ChaperoneError as exc:  # e.g. a journal that cannot be written
             return False, protocol.error(msg.id, "unavailable", str(exc))
@@ -250,46 +317,63 @@ class AgentService:
                                         "The agent failed on this request (an internal error; see its log).")
         return False, protocol.ok(msg.id, result)
 
-    # --- operations -------------------------------------------------------------------------------
-    async def _ping(self, params, peer):
-        return {"version": __version__, "pid": os.getpid()}
+    async def _refused(self, op: str, params: dict, peer: Peer, verdict: Verdict) -> None:
+        """A refused attempt is an alarm: in the live session's journal, else the unattended one."""
+        target = params.get("session") if isinstance(params.get("session"), str) else None
+        data = self.authority.alarm(op, peer, verdict, target)
+        admitted, repeated = self._refusals.admit(peer.pid, time.monotonic())
+        if not admitted:
+            return
+        if repeated:
+            data["repeated"] = repeated  # attempts by this process since its last alarm, only counted
+        if not self.manager.record_alarm(data) and self._unattended is not None:
+            try:
+                await asyncio.to_thread(self._unattended.emit, RecordType.ALARM, data)
+            except ChaperoneError as exc:
+                log.error("could not journal a refused attempt: %s", exc)
 
-    async def _status(self, params, peer):
+    # --- operations -------------------------------------------------------------------------------
+    async def _ping(self, params, peer, caller):
+        return {"version": __version__, "pid": os.getpid(), "device": self.manager.device_key.fingerprint,
+                "mode": "system" if self.system_socket is not None else "personal"}
+
+    async def _status(self, params, peer, caller):
         return self.manager.status()
 
-    async def _request(self, params, peer):
+    async def _request(self, params, peer, caller):
         if "request_file" in params:
-            return await self.manager.submit(request_file=params["request_file"], source="file", peer=peer)
+            return await self.manager.submit(request_file=params["request_file"], source="file", caller=caller)
         source = params.get("source", "cli")
         if source not in ("cli", "ssh"):
-            raise ProtocolError("bad-request", "The source must be \"cli\" or \"ssh\".")
+            raise ApiError("bad-request", "The source must be \"cli\" or \"ssh\".")
         if source == "ssh" and peer.uid not in (0, self.owner_uid):
             # Only ssh-authorize (run by sshd as root) speaks for an SSH login.
-            raise ProtocolError("forbidden", "Only root or the home's owner may submit SSH login requests.")
-        return await self.manager.submit(fields=params.get("request"), source=source, peer=peer)
+            raise ApiError("forbidden", "Only root or the home's owner may submit SSH login requests.")
+        return await self.manager.submit(fields=params.get("request"), source=source, caller=caller)
 
-    async def _pending(self, params, peer):
+    async def _pending(self, params, peer, caller):
         return self.manager.pending()
 
-    async def _decide(self, params, peer):
+    async def _decide(self, params, peer, caller):
         return await self.manager.decide(_session_id(params, required=True), params.get("decision"),
-                                         params.get("how", "terminal"), peer)
+                                         params.get("how", "terminal"), caller,
+                                         only=params.get("only"), for_s=params.get("for_s"))
 
-    async def _wait(self, params, peer):
+    async def _wait(self, params, peer, caller):
         return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30))
 
-    async def _end(self, params, peer):
-        return await self.manager.end(_session_id(params), params.get("reason", "customer"), peer)
+    async def _end(self, params, peer, caller):
+        return await self.manager.end(_session_id(params), caller)
 
-    async def _note(self, params, peer):
-        return self.manager.note(_session_id(params), params.get("text"), peer)
+    async def _note(self, params, peer, caller):
+        return self.manager.note(_session_id(params), params.get("text"), caller)
 
-    async def _device(self, params, peer):
+    async def _device(self, params, peer, caller):
         """What the customer's "This device" view shows (public facts only)."""
-        mode = "system" if os.geteuid() == 0 else "personal"
+        mode = "system" if self.system_socket is not None or os.geteuid() == 0 else "personal"
         return await asyncio.to_thread(device_status, self.home, mode)
 
-    async def _sessions(self, params, peer):
+    async def _sessions(self, params, peer, caller):
         return self.manager.sessions()
 
 
@@ -298,14 +382,12 @@ def _session_id(params: dict, required: bool = False) -> str | None:
     if sid is None and not required:
         return None
     if not isinstance(sid, str) or not sid or len(sid) > 64:
-        raise ProtocolError("bad-request", "Give the session's id (as 'chaperone pending' or 'status' shows it).")
+        raise ApiError("bad-request", "Give the session's id (as 'chaperone pending' or 'status' shows it).")
     return sid
 
 
-def run_agent(home: Home, consent_timeout: float = 120.0) -> int:
+def run_agent(home: Home, consent_timeout: float = 120.0, system_socket: Path | None = None) -> int:
     """``chaperone agent``: run in the foreground until SIGTERM or SIGINT; 0 on a clean stop."""
-    from agent.devicekey import DeviceKey
-
     check_socket_path(home)
     device_key, _ = DeviceKey.init(home)
     home.settings()  # a broken settings file stops the agent now, not at the first request
@@ -313,7 +395,7 @@ def run_agent(home: Home, consent_timeout: float = 120.0) -> int:
     _raise_fd_limit()
     with AgentLock(home):
         async def main() -> None:
-            await AgentService(home, device_key, consent_timeout=consent_timeout).run()
+            await AgentService(home, device_key, consent_timeout=consent_timeout, system_socket=system_socket).run()
 
         asyncio.run(main())
     print("chaperone agent: stopped.", file=sys.stderr, flush=True)

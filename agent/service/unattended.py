@@ -10,9 +10,12 @@ agent.journal.shared, which holds the journal's lock.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
+from agent.capture.remote_access import RemoteAccessMonitor
 from agent.home import Home
+from agent.journal.shared import append_shared
+from agent.records import RecordType
 
 log = logging.getLogger("chaperone.agent")
 
@@ -28,22 +31,15 @@ class UnattendedSink:
         self._publish = publish_threadsafe
 
     def emit(self, type: str, data: dict) -> int:
-        from agent.journal.shared import append_shared
-
         seq = append_shared(self.home.unattended_journal_path, SESSION, self.device_key, type, data)
-        if type == "alarm":
+        if type == RecordType.ALARM:
             self._publish("alarm", data)
         return seq
 
 
 def start_monitor(sink: UnattendedSink, interval: float, session_active: Callable[[], bool]):
-    """The running RemoteAccessMonitor, or None when turned off or capture is not installed."""
+    """The running RemoteAccessMonitor, or None when turned off (interval 0)."""
     if interval <= 0:
-        return None
-    try:
-        from agent.capture.remote_access import RemoteAccessMonitor
-    except Exception as exc:  # noqa: BLE001 - a broken capture install must not stop the agent
-        log.warning("no remote-access monitor: %s: %s", type(exc).__name__, exc)
         return None
     monitor = RemoteAccessMonitor(sink, interval=interval, session_active=session_active)
     monitor.start()

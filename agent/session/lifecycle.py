@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from agent.errors import ChaperoneError
+from agent.errors import LifecycleError
 
 
 class State(str, Enum):
@@ -43,19 +43,6 @@ LIVE = frozenset({State.ALLOWED, State.ACTIVE})
 
 END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery")
 DECISION_HOWS = ("click", "terminal", "timeout", "policy")
-
-
-class LifecycleError(ValueError):
-    """A transition the lifecycle does not allow (a bug, never a user's doing)."""
-
-
-class SessionError(ChaperoneError):
-    """A request the sessions cannot grant; ``code`` is the local API's error code
-    (``bad-request``, ``not-found``, ``conflict``, ``unavailable``, ``forbidden``)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def advance(current: State, new: State) -> State:

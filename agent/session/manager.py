@@ -2,170 +2,94 @@
 
 It runs on the agent's asyncio loop: every state change happens on the loop
 thread, so no locks guard the sessions. Slow work (capture's prepare/stop,
-the SSH hooks) runs in threads via ``asyncio.to_thread``. Each step is a
-journal record first and an event for subscribers second.
+the login hooks) runs in threads via ``asyncio.to_thread``.
 
-Timing rules:
+Invariants (the lifecycle's table is ``agent.session.lifecycle``):
 
-- no decision within ``consent_timeout`` seconds is a refusal (state ``expired``);
+- every step of a session is taken by ``_transition``, in one order: the
+  journal record, the state (through ``advance``), the history row, the event;
+- every journal is closed by ``_seal``: flush, seal, close, history, forget;
+- no decision precedes a durable request (the decision waits for the
+  request's checkpoint);
+- no decision within ``consent_timeout`` seconds is a refusal (``expired``);
 - the customer is warned 5 minutes before the limit (halfway through
   sessions shorter than 10 minutes), and the session ends at the limit;
 - one session at a time: other requests wait as pending, and allowing one
   while another session is live is refused with the reason.
+
+What the manager is handed (by the service, the composition root): the
+capture factory, the login hooks per request source, the default watch paths.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import secrets
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import timedelta
 
-from agent.errors import ChaperoneError
+from agent.clock import rfc3339, utc_now
+from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
+from agent.history import History
 from agent.home import Home
-from agent.settings import Settings
-from agent.service.peercred import Peer
-from agent.session.lifecycle import END_REASONS, SessionError, State, advance
-from agent.session.request import (
-    RequestError,
-    SessionRequest,
-    Verification,
+from agent.journal import Journal
+from agent.records import RecordType
+from agent.session.caller import Caller
+from agent.session.grant import Grant
+from agent.session.hooks import CaptureFactory, LoginHooks
+from agent.session.lifecycle import END_REASONS, State, advance
+from agent.session.model import Session, new_session_id, warning_lead_s
+from agent.session.recovery import Step, journal_facts, plan_recovery
+from agent.session.request import SessionRequest, Verification, unverified, watch_flags
+from agent.session.request_file import (
+    check_binding,
+    file_digest,
     parse_request_file,
-    parse_rfc3339,
-    rfc3339,
-    unverified,
-    utc_now,
     verify_request,
     verify_ssh_login,
-    watch_flags,
 )
 from agent.session.sink import Publish, SessionSink
+from agent.settings import Settings
 from agent.text import escape, show
+from agent.trust import TrustStore
 
 log = logging.getLogger("chaperone.session")
 
-WARNING_LEAD_S = 300
 MAX_PENDING = 16
 STOP_GRACE_S = 30.0
 MAX_NOTE_CHARS = 4000
-# Test-only: CHAPERONE_CAPTURE=off runs sessions without capture (journaled as a capture-error).
-CAPTURE_ENV = "CHAPERONE_CAPTURE"
-_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
-
-def warning_lead_s(duration_s: float) -> float:
-    """Seconds before the limit at which the customer is warned."""
-    return WARNING_LEAD_S if duration_s >= 2 * WARNING_LEAD_S else duration_s / 2
 
 
-def new_session_id(now: datetime, taken: Callable[[str], bool]) -> str:
-    """``s-20261122-7KQ3XZ``: short, URL-safe, sortable by day, unique in this home."""
-    while True:
-        suffix = "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
-        sid = f"s-{now:%Y%m%d}-{suffix}"
-        if not taken(sid):
-            return sid
-
-
-def default_capture_factory(sink, watch_paths, technician_pids):
-    """The real capture (agent.capture.Capture)."""
-    if os.environ.get(CAPTURE_ENV) == "off":
-        raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
-    from agent.capture import Capture
-
-    return Capture(sink, watch_paths, state_dir=sink.state_dir, technician_pids=technician_pids)
-
-
-def default_watch_paths() -> list[str]:
-    try:
-        from agent.capture import default_watch_paths as capture_defaults
-
-        return list(capture_defaults())
-    except Exception as exc:  # noqa: BLE001 - capture missing or broken: the session still records
-        log.warning("capture's default watch paths are not available (%s); using the home and /etc", exc)
-        return [str(Path.home()), "/etc"]
-
-
-def _ssh_hooks():
-    """agent.ssh.lifecycle, when that part is installed."""
-    try:
-        from agent.ssh import lifecycle
-    except ImportError:
-        return None
-    return lifecycle
-
-
-@dataclass(eq=False)
-class Session:
-    id: str
-    request: SessionRequest
-    source: str
-    verification: Verification
-    flags: list[str]
-    journal: object
-    state: State
-    requested: str
-    expires_at: str
-    until: datetime | None = None
-    started: str | None = None
-    sink: SessionSink | None = None
-    capture: object | None = None
-    recorded: asyncio.Future | None = None  # the request is durable and in the history
-    activation: asyncio.Task | None = None
-    finishing: asyncio.Task | None = None
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    decided: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def record(self, type: str, data: dict) -> int:
-        if self.sink is not None:
-            return self.sink.emit(type, data)
-        return self.journal.append(type, data)
-
-    def cancel_timers(self) -> None:
-        for t in self.timers:
-            t.cancel()
-        self.timers.clear()
-
-    def summary(self) -> dict:
-        r = self.request
-        return {"id": self.id, "technician": r.technician, "email": r.email, "org": r.org, "ticket": r.ticket,
-                "started": self.started, "until": rfc3339(self.until) if self.until else None,
-                "capabilities": list(r.capabilities), "watch": list(r.watch)}
-
-    def pending_item(self) -> dict:
-        r = self.request
-        return {"id": self.id, "technician": r.technician, "email": r.email, "org": r.org, "ticket": r.ticket,
-                "reason": r.reason, "duration_s": r.duration_s, "capabilities": list(r.capabilities),
-                "watch": list(r.watch), "verified": self.verification.verified,
-                "verification": self.verification.to_dict(), "flags": list(self.flags),
-                "expires_at": self.expires_at, "requested": self.requested, "source": self.source,
-                "ssh": r.ssh}
-
-    def hook_view(self, home: Home) -> dict:
-        """What the SSH hooks get: the summary, the request's ssh details, the state and the home."""
-        return {**self.summary(), "source": self.source, "ssh": self.request.ssh, "state": self.state.value,
-                "home": str(home.path)}
+def _no_capture(sink, watch_paths, technician_pids):
+    raise RuntimeError("no capture was given to this agent")
 
 
 class SessionManager:
     def __init__(self, home: Home, device_key, *, publish: Publish, consent_timeout: float = 120.0,
-                 capture_factory=default_capture_factory, history=None):
-        from agent.history import History
-
+                 capture_factory: CaptureFactory = _no_capture,
+                 login_hooks: Mapping[str, LoginHooks] | None = None,
+                 default_watch_paths: Callable[[], list[str]] = list,
+                 history: History | None = None):
         self.home = home
         self.device_key = device_key
         self.consent_timeout = consent_timeout
         self.capture_factory = capture_factory
+        self.login_hooks = dict(login_hooks or {})
+        self.default_watch_paths = default_watch_paths
         self.history = history if history is not None else History(home)
         self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The agent's loop, known once ``start`` ran."""
+        if self._running_loop is None:
+            raise RuntimeError("SessionManager.start() was not called")
+        return self._running_loop
 
     # --- queries -------------------------------------------------------------------
     def _live(self) -> Session | None:
@@ -190,23 +114,52 @@ class SessionManager:
     def sessions(self) -> list[dict]:
         return self.history.list()
 
+    # --- the two steps every session takes ------------------------------------------------
+    def _transition(self, session: Session, to: State, record: tuple[str, dict], *,
+                    history: dict | None = None, event: tuple[str, dict] | None = None,
+                    checkpoint: bool = False) -> None:
+        """One step of the lifecycle: the journal record, the state, the history row, the event."""
+        session.record(*record)
+        if checkpoint:
+            session.journal.checkpoint()
+        session.state = advance(session.state, to)
+        self.history.upsert(session.id, state=to.value, **(history or {}))
+        if to in (State.ALLOWED, State.REFUSED, State.EXPIRED):
+            session.decided.set()
+        if event is not None:
+            self._publish(*event)
+
+    async def _seal(self, session: Session, reason: str) -> None:
+        """The end of every journal: flush, seal, close, the history row, forget the session."""
+        if session.sink is not None:
+            session.sink.flush()
+        await asyncio.to_thread(session.journal.seal, {"reason": reason})
+        session.journal.close()
+        if session.state is State.ENDED:
+            session.state = advance(session.state, State.SEALED)
+            self.history.upsert(session.id, state=State.SEALED.value, sealed=True)
+        else:
+            self.history.upsert(session.id, sealed=True)
+        self._sessions.pop(session.id, None)
+
     # --- requests ---------------------------------------------------------------------
-    async def submit(self, *, fields=None, request_file=None, source: str = "cli", peer: Peer | None = None) -> dict:
+    async def submit(self, *, fields=None, request_file=None, source: str = "cli",
+                     caller: Caller | None = None) -> dict:
         """A new request: journal it, then either refuse it by policy or hold it for a decision."""
         if self._stopping:
-            raise SessionError("unavailable", "The agent is stopping; try again when it is back.")
+            raise ApiError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
-        request, verification = self._validated(fields, request_file, source, now)
+        request, verification, digest = self._validated(fields, request_file, source, now)
         if len(self._pending()) >= MAX_PENDING:
-            raise SessionError(
+            raise ApiError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
             )
         try:
             settings = self.home.settings()
         except ChaperoneError as exc:
-            raise SessionError("unavailable", str(exc)) from None
+            raise ApiError("unavailable", str(exc)) from None
         if not request.watch:
-            request = replace(request, watch=tuple(default_watch_paths()))
+            request = replace(request, watch=tuple(self.default_watch_paths()))
         if source != "ssh" and request.ssh is not None:
             request = replace(request, ssh=None)  # only ssh-authorize speaks for an SSH login
         flags = request.text_flags() + watch_flags(request.watch)
@@ -214,18 +167,24 @@ class SessionManager:
             flags.append("the request file's signer is not trusted")
 
         sid = new_session_id(now, lambda i: i in self._sessions or self.home.session_dir(i).exists())
+        if digest is not None:
+            used_by = await asyncio.to_thread(self.history.claim_request_file, digest, sid, rfc3339(now),
+                                              request.expires)
+            if used_by is not None:
+                raise ApiError("conflict", f"This request file was already used (for {used_by}); a request file "
+                                           "opens one session only, so ask the technician for a new one.")
         journal = await asyncio.to_thread(self._create_journal, sid)
         expires = now + timedelta(seconds=self.consent_timeout)
         session = Session(id=sid, request=request, source=source, verification=verification, flags=flags,
                           journal=journal, state=State.REQUESTED, requested=rfc3339(now),
                           expires_at=rfc3339(expires))
         data = {**request.fields(), "source": source, "verification": verification.to_dict(), "flags": flags,
-                "requested_by": peer.who() if peer else None}
+                "requested_by": caller.who() if caller else None}
         for transient in ("created", "expires"):
             data.pop(transient, None)
         # Written now, synced (with a checkpoint) just after the customer is told: the
         # decision waits for that, so no decision ever precedes a durable request.
-        journal.append("request", data, sync=False)
+        journal.append(RecordType.REQUEST, data, sync=False)
         self._sessions[sid] = session
         refuse = settings.consent.require_verified and not verification.verified
         if not refuse:
@@ -259,36 +218,37 @@ class SessionManager:
             flags=session.flags, requested=session.requested, journal=str(session.journal.path),
         )
 
-    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification]:
+    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification, str | None]:
+        """The request, what its verification found, and for a request file the digest that makes it single-use."""
         try:
             if request_file is not None:
                 if not isinstance(request_file, str):
                     raise RequestError("The request_file must be the request file's text.")
                 parsed = parse_request_file(request_file, now=now)
-                return parsed.request, self._verify(lambda store: verify_request(
+                check_binding(parsed.request, parsed.signature is not None, self.device_key.fingerprint)
+                verification = self._verify(lambda store: verify_request(
                     parsed.request, parsed.signature, parsed.signed_bytes, store, now=now))
+                return parsed.request, verification, file_digest(parsed.signed_bytes)
             if fields is None:
                 raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
             request = SessionRequest.from_fields(fields)
+            if request.device is not None or request.nonce is not None:
+                request = replace(request, device=None, nonce=None)  # only a signed file binds a request
             if source == "ssh":
-                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now))
-            return request, unverified("the request is not signed.")
+                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now)), None
+            return request, unverified("the request is not signed."), None
         except RequestError as exc:
-            raise SessionError("bad-request", str(exc)) from None
+            raise ApiError("bad-request", str(exc)) from None
 
-    def _verify(self, check: Callable[[object], Verification]) -> Verification:
+    def _verify(self, check: Callable[[TrustStore], Verification]) -> Verification:
         """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
-        from agent.trust import TrustError, TrustStore
-
         try:
             store = TrustStore.load(self.home.trusted_technicians_path)
         except TrustError as exc:
             return unverified(f"the trusted technicians cannot be read ({str(exc).rstrip('.')})")
         return check(store)
 
-    def _create_journal(self, sid: str):
-        from agent.journal import Journal
-
+    def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return Journal.create(path, sid, self.device_key)
@@ -299,62 +259,76 @@ class SessionManager:
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if past:
-                raise SessionError("conflict", f"Request {escape(sid)} was already decided (it is {past['state']}).")
-            raise SessionError("not-found", f"There is no request {escape(str(sid))[:40]}; see 'chaperone pending'.")
+                raise ApiError("conflict", f"Request {escape(sid)} was already decided (it is {past['state']}).")
+            raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}; see 'chaperone pending'.")
         if session.state is not State.REQUESTED:
-            raise SessionError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
+            raise ApiError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
         return session
 
-    async def decide(self, sid, decision: str, how: str, peer: Peer) -> dict:
+    async def decide(self, sid, decision: str, how: str, caller: Caller, *,
+                     only: list[str] | None = None, for_s: int | None = None) -> dict:
+        """The customer's decision; ``only`` grants a subset of the capabilities asked for, ``for_s`` a
+        shorter time. Refuses (forbidden) any caller the service did not establish as the customer."""
+        if caller.role != "customer":
+            raise ApiError("forbidden", "Only the customer at this computer may allow or refuse a session.")
         if decision not in ("allow", "deny"):
-            raise SessionError("bad-request", "The decision must be \"allow\" or \"deny\".")
+            raise ApiError("bad-request", "The decision must be \"allow\" or \"deny\".")
         if how not in ("click", "terminal"):
-            raise SessionError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
+            raise ApiError("bad-request", "How the customer decided must be \"click\" or \"terminal\".")
         if self._stopping:
-            raise SessionError("unavailable", "The agent is stopping; decide when it is back.")
+            raise ApiError("unavailable", "The agent is stopping; decide when it is back.")
         session = self._decidable(sid)
         if session.recorded is not None:
             await asyncio.shield(session.recorded)
             session = self._decidable(sid)  # still undecided after the wait?
         if decision == "deny":
-            await self._refuse(session, State.REFUSED, how, peer.who(), "The customer refused.")
+            await self._refuse(session, State.REFUSED, how, caller.provenance(), "The customer refused.")
             return {"id": sid, "state": session.state.value}
+        grant = self._grant(session.request, only, for_s)
         live = self._live()
         if live is not None:
-            raise SessionError("conflict", f"Session {live.id} is still running; end it before allowing another.")
-        self._allow(session, how, peer.who())
+            raise ApiError("conflict", f"Session {live.id} is still running; end it before allowing another.")
+        self._allow(session, how, caller.provenance(), grant)
         return {"id": sid, "state": session.state.value}
 
-    def _allow(self, session: Session, how: str, by: dict) -> None:
+    @staticmethod
+    def _grant(request: SessionRequest, only: list[str] | None, for_s: int | None) -> Grant:
+        """What the customer grants: all that was asked, or less (never more)."""
+        try:
+            return Grant.of(request, only, for_s)
+        except RequestError as exc:
+            raise ApiError("bad-request", str(exc)) from None
+
+    def _allow(self, session: Session, how: str, by: dict, grant: Grant) -> None:
         r = session.request
         now = utc_now()
         session.cancel_timers()
-        session.until = now + timedelta(seconds=r.duration_s)
-        granted = {"capabilities": list(r.capabilities), "watch": list(r.watch), "until": rfc3339(session.until)}
-        session.journal.append("decision", {"decision": "allow", "how": how, "by": by, "granted": granted,
-                                            "reason": "The customer allowed the session."})
-        session.journal.checkpoint()
-        session.state = advance(session.state, State.ALLOWED)
-        self.history.upsert(session.id, state="allowed", decided=rfc3339(now), decided_by=by, how=how,
-                            until=granted["until"])
-        session.decided.set()
-        self._publish("consent-decided", {"id": session.id, "state": "allowed"})
+        session.grant = grant
+        session.until = now + timedelta(seconds=grant.duration_s)
+        granted = {"capabilities": list(grant.capabilities), "watch": list(r.watch), "until": rfc3339(session.until)}
+        reason = ("The customer allowed the session." if grant.is_all(r)
+                  else f"The customer allowed less than was asked: {grant.describe(r)}.")
+        self._transition(
+            session, State.ALLOWED,
+            (RecordType.DECISION, {"decision": "allow", "how": how, "by": by, "granted": granted,
+                                   "reason": reason}),
+            checkpoint=True,
+            history={"decided": rfc3339(now), "decided_by": by, "how": how, "until": granted["until"],
+                     "granted": list(grant.capabilities)},
+            event=("consent-decided", {"id": session.id, "state": "allowed"}),
+        )
         session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id))
         session.activation = self._spawn(self._activate(session))
 
     async def _refuse(self, session: Session, state: State, how: str, by: dict | None, reason: str) -> None:
         session.cancel_timers()
-        session.journal.append("decision", {"decision": "deny", "how": how, "by": by, "granted": None,
-                                            "reason": reason})
-        session.state = advance(session.state, state)
-        now = rfc3339(utc_now())
-        self.history.upsert(session.id, state=state.value, decided=now, decided_by=by, how=how)
-        session.decided.set()
-        self._publish("consent-decided", {"id": session.id, "state": state.value})
-        await asyncio.to_thread(session.journal.seal, {"reason": state.value})
-        session.journal.close()
-        self.history.upsert(session.id, sealed=True)
-        self._sessions.pop(session.id, None)
+        self._transition(
+            session, state,
+            (RecordType.DECISION, {"decision": "deny", "how": how, "by": by, "granted": None, "reason": reason}),
+            history={"decided": rfc3339(utc_now()), "decided_by": by, "how": how},
+            event=("consent-decided", {"id": session.id, "state": state.value}),
+        )
+        await self._seal(session, state.value)
 
     async def _expire(self, session: Session, reason: str = "Nobody answered in time; no answer is a refusal.",
                       how: str = "timeout") -> None:
@@ -365,12 +339,12 @@ class SessionManager:
 
     async def wait(self, sid, timeout) -> dict:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
-            raise SessionError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+            raise ApiError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if not past:
-                raise SessionError("not-found", f"There is no request {escape(str(sid))[:40]}.")
+                raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}.")
             return {"id": sid, "state": past["state"]}
         try:
             await asyncio.wait_for(session.decided.wait(), timeout)
@@ -384,29 +358,36 @@ class SessionManager:
         await self._start_capture(session)
         if session.state is not State.ALLOWED and not resumed:
             return  # ended while capture was starting
+        assert session.until is not None and session.sink is not None
         if not resumed:
             session.started = rfc3339(utc_now())
-            session.record("session-start", {"until": rfc3339(session.until),
-                                             "capabilities": list(session.request.capabilities),
-                                             "watch": list(session.request.watch)})
-            session.state = advance(session.state, State.ACTIVE)
-            self.history.upsert(session.id, state="active", started=session.started)
+            self._transition(
+                session, State.ACTIVE,
+                (RecordType.SESSION_START, {"until": rfc3339(session.until),
+                                            "capabilities": list(session.capabilities),
+                                            "watch": list(session.request.watch)}),
+                history={"started": session.started},
+            )
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
 
+    def _hooks(self, session: Session) -> LoginHooks | None:
+        return self.login_hooks.get(session.source)
+
     async def _start_capture(self, session: Session) -> None:
-        hooks = _ssh_hooks() if session.source == "ssh" else None
-        pids = (lambda: hooks.technician_pids(session.hook_view(self.home))) if hooks else None
+        hooks = self._hooks(session)
+        assert session.sink is not None
+        pids = (lambda: hooks.technician_pids(session.hook_view(str(self.home.path)))) if hooks else None
         try:
             capture = self.capture_factory(session.sink, list(session.request.watch), pids)
             session.capture = capture
             await asyncio.to_thread(capture.prepare)
-        except Exception as exc:  # noqa: BLE001 - capture is optional; the session must still be recorded
+        except Exception as exc:  # noqa: BLE001 - whatever capture raises, the session must still be recorded
             log.warning("capture did not start for %s: %s", session.id, exc)
-            session.record("capture-error", {"what": "capture", "path": None,
-                                             "error": f"{type(exc).__name__}: {exc}"})
+            session.record(RecordType.CAPTURE_ERROR, {"what": "capture", "path": None, "error": error_detail(exc)})
 
     def _arm_timers(self, session: Session, warned: bool = False) -> None:
+        assert session.until is not None
         remaining = (session.until - utc_now()).total_seconds()
         lead = warning_lead_s(session.request.duration_s)
         if remaining > lead:
@@ -418,46 +399,55 @@ class SessionManager:
         ))
 
     def _warn(self, session: Session) -> None:
-        if session.state is not State.ACTIVE:
+        if session.state is not State.ACTIVE or session.until is None:
             return
         remaining = max(0, round((session.until - utc_now()).total_seconds()))
-        session.record("time-warning", {"remaining_s": remaining})
+        session.record(RecordType.TIME_WARNING, {"remaining_s": remaining})
         self._publish("time-warning", {"id": session.id, "remaining_s": remaining})
 
-    def note(self, sid, text, peer: Peer) -> dict:
+    def note(self, sid, text, caller: Caller) -> dict:
         session = self._target(sid, "add a note to")
         if not isinstance(text, str) or not text.strip():
-            raise SessionError("bad-request", "The note is empty; give its text.")
+            raise ApiError("bad-request", "The note is empty; give its text.")
         if len(text) > MAX_NOTE_CHARS:
-            raise SessionError("bad-request", f"The note is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}.")
+            raise ApiError("bad-request", f"The note is {len(text)} characters long; the limit is {MAX_NOTE_CHARS}.")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise SessionError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
-        data = {"author": peer.user, "uid": peer.uid, "text": text}
+            raise ApiError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
+        data = {"author": caller.user, "uid": caller.uid, "role": caller.role, "text": text}
         flag = show(text).flag("the note")
         if flag:
             data["flags"] = [flag]
-        return {"id": session.id, "seq": session.record("note", data)}
+        return {"id": session.id, "seq": session.record(RecordType.NOTE, data)}
+
+    def record_alarm(self, data: dict) -> bool:
+        """Journal an alarm in the live session (and send it to subscribers); False when none is live."""
+        live = self._live()
+        if live is None or live.sink is None:
+            return False
+        live.record(RecordType.ALARM, data)
+        return True
 
     def _target(self, sid, doing: str) -> Session:
         live = self._live()
         if sid is None:
             if live is None:
-                raise SessionError("conflict", f"No session is running, so there is nothing to {doing}.")
+                raise ApiError("conflict", f"No session is running, so there is nothing to {doing}.")
             return live
         if live is None or live.id != sid:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if past:
-                raise SessionError("conflict", f"Session {escape(sid)} is not running (it is {past['state']}).")
-            raise SessionError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
+                raise ApiError("conflict", f"Session {escape(sid)} is not running (it is {past['state']}).")
+            raise ApiError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
         return live
 
-    async def end(self, sid, reason: str, peer: Peer) -> dict:
-        if reason not in ("customer", "technician"):
-            raise SessionError("bad-request", "The end reason must be \"customer\" or \"technician\".")
+    async def end(self, sid, caller: Caller) -> dict:
+        """End the session now: the customer's ending, or the technician's own (as the caller's role says)."""
+        if caller.role not in ("customer", "technician"):
+            raise ApiError("forbidden", "Only the customer or the session's technician may end a session.")
         session = self._target(sid, "end")
-        await self.finish(session, reason, peer.who())
+        await self.finish(session, caller.role, caller.provenance())
         return {"id": session.id, "state": session.state.value}
 
     async def finish(self, session: Session, reason: str, by: dict | None) -> None:
@@ -471,38 +461,35 @@ class SessionManager:
         if session.activation is not None and session.activation is not asyncio.current_task():
             await asyncio.shield(session.activation)  # let capture finish starting, then stop it
         session.cancel_timers()
-        ended = rfc3339(utc_now())
-        session.record("session-end", {"reason": reason, "by": by})
-        session.state = advance(session.state, State.ENDED)
-        self.history.upsert(session.id, state="ended", ended=ended, end_reason=reason)
-        self._publish("session-ended", {"id": session.id, "reason": reason})
-        await self._run_ssh_hook(session)
+        self._transition(
+            session, State.ENDED, (RecordType.SESSION_END, {"reason": reason, "by": by}),
+            history={"ended": rfc3339(utc_now()), "end_reason": reason},
+            event=("session-ended", {"id": session.id, "reason": reason}),
+        )
+        await self._run_login_hook(session)
         if session.capture is not None:
             try:
                 await asyncio.to_thread(session.capture.stop)
-            except Exception as exc:  # noqa: BLE001 - journal it and still seal
-                session.record("capture-error", {"what": "capture-stop", "path": None,
-                                                 "error": f"{type(exc).__name__}: {exc}"})
-        session.sink.flush()
-        await asyncio.to_thread(session.journal.seal, {"reason": reason})
-        session.journal.close()
-        session.state = advance(session.state, State.SEALED)
-        self.history.upsert(session.id, state="sealed", sealed=True)
-        self._sessions.pop(session.id, None)
+            except Exception as exc:  # noqa: BLE001 - whatever capture raises, journal it and still seal
+                session.record(RecordType.CAPTURE_ERROR, {"what": "capture-stop", "path": None,
+                                                          "error": error_detail(exc)})
+        await self._seal(session, reason)
 
-    async def _run_ssh_hook(self, session: Session) -> None:
-        hooks = _ssh_hooks() if session.source == "ssh" else None
+    async def _run_login_hook(self, session: Session) -> None:
+        hooks = self._hooks(session)
         if hooks is None:
             return
         try:
             settings = self.home.settings()
         except ChaperoneError:
             settings = Settings()
+        assert session.sink is not None
         try:
-            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(self.home), settings, session.sink.emit)
-        except Exception as exc:  # noqa: BLE001 - never lose the seal over a hook
-            session.record("capture-error", {"what": "ssh-session-end", "path": None,
-                                             "error": f"{type(exc).__name__}: {exc}"})
+            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(str(self.home.path)), settings,
+                                    session.sink.emit)
+        except Exception as exc:  # noqa: BLE001 - whatever a hook raises, never lose the seal over it
+            session.record(RecordType.CAPTURE_ERROR, {"what": "ssh-session-end", "path": None,
+                                                      "error": error_detail(exc)})
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:
@@ -518,7 +505,7 @@ class SessionManager:
 
     async def start(self) -> None:
         """Take over from a previous run: resume, end or expire what it left unsealed."""
-        self._loop = asyncio.get_running_loop()
+        self._running_loop = asyncio.get_running_loop()
         for row in self.history.list():
             if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed"):
                 try:
@@ -527,58 +514,57 @@ class SessionManager:
                     log.error("cannot recover session %s: %s", row.get("id"), exc)
 
     async def _recover(self, row: dict) -> None:
-        from agent.journal import Journal, JournalError
-
+        """Carry out ``plan_recovery`` for a session the last run left unsealed."""
         sid = row["id"]
         path = self.home.journal_path(sid)
         facts = journal_facts(path)
-        now = utc_now()
-        gap_s = round((now - parse_rfc3339(facts["last_ts"])).total_seconds()) if facts.get("last_ts") else None
-        until = parse_rfc3339(facts["until"]) if facts.get("until") else now
         state = State(row["state"])
-        resume = "request" in facts and state in (State.ALLOWED, State.ACTIVE) and until > now
+        plan = plan_recovery(state, facts, utc_now())
         try:
             # Journal.open writes the one `recovery` record: what was set aside, the gap, and whether we go on.
-            journal = Journal.open(path, sid, self.device_key, recovery={"gap_s": gap_s, "resumed": resume})
+            journal = Journal.open(path, sid, self.device_key,
+                                   recovery={"gap_s": plan.gap_s, "resumed": plan.resumed})
         except (JournalError, FileNotFoundError) as exc:
-            # Sealed before the crash (history lagged behind), or the journal is gone.
-            state_now = "sealed" if facts.get("sealed") else row["state"]
-            self.history.upsert(sid, state=state_now, sealed=bool(facts.get("sealed")),
-                                end_reason=row.get("end_reason") or "recovery")
+            # Sealed before the crash (the history lagged behind), or the journal is gone.
+            self.history.upsert(sid, state="sealed" if facts.get("sealed") else row["state"],
+                                sealed=bool(facts.get("sealed")), end_reason=row.get("end_reason") or "recovery")
             log.warning("session %s: %s", sid, exc)
             return
-        if "request" not in facts:  # torn before the request was written: nothing to resume
+        if plan.step is Step.SEAL_EMPTY:
             await asyncio.to_thread(journal.seal, {"reason": "recovery"})
             journal.close()
             self.history.upsert(sid, state="expired", sealed=True, end_reason="recovery")
             return
-        request = SessionRequest.from_fields(facts["request"], minimum_duration_s=1)
-        verification = Verification(**{k: facts["request"]["verification"][k]
-                                       for k in ("verified", "principal", "fingerprint", "detail")})
-        session = Session(id=sid, request=request, source=facts["request"].get("source", "cli"),
-                          verification=verification, flags=facts["request"].get("flags", []), journal=journal,
-                          state=state, requested=row.get("requested") or "",
-                          expires_at=rfc3339(now))
-        self._sessions[sid] = session
-        if session.state is State.REQUESTED:
+        session = self._revive(row, facts, state, journal)
+        if plan.step is Step.EXPIRE:
             await self._expire(session, "The agent stopped before anyone decided.", how="policy")
             return
         session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid))
-        session.until = until
+        session.until = plan.until
         session.started = facts.get("started")
-        if session.state is State.ENDED:
-            await asyncio.to_thread(journal.seal, {"reason": row.get("end_reason") or "recovery"})
-            journal.close()
-            session.state = State.SEALED
-            self.history.upsert(sid, state="sealed", sealed=True)
-            self._sessions.pop(sid, None)
-            return
-        if resume:  # active goes on recording; allowed (capture was starting) starts now
+        if plan.step is Step.SEAL_ENDED:
+            await self._seal(session, row.get("end_reason") or "recovery")
+        elif plan.step is Step.RESUME:  # active goes on recording; allowed (capture was starting) starts now
             session.activation = self._spawn(self._activate(
                 session, resumed=session.state is State.ACTIVE, warned=bool(facts.get("warned"))))
             await asyncio.shield(session.activation)
         else:
             await self.finish(session, "recovery", None)
+
+    def _revive(self, row: dict, facts: dict, state: State, journal: Journal) -> Session:
+        """The Session of a recovered journal, registered with the manager."""
+        request_data = facts["request"]
+        request = SessionRequest.from_fields(request_data, minimum_duration_s=1)
+        verification = Verification(**{k: request_data["verification"][k]
+                                       for k in ("verified", "principal", "fingerprint", "detail")})
+        session = Session(id=row["id"], request=request, source=request_data.get("source", "cli"),
+                          verification=verification, flags=request_data.get("flags", []), journal=journal,
+                          state=state, requested=row.get("requested") or "", expires_at=rfc3339(utc_now()))
+        if facts.get("capabilities") is not None:
+            granted = tuple(c for c in request.capabilities if c in facts["capabilities"])
+            session.grant = Grant(granted, request.duration_s)
+        self._sessions[session.id] = session
+        return session
 
     async def stop(self) -> None:
         """The agent is stopping: end the live session, expire pending requests, seal everything."""
@@ -594,34 +580,3 @@ class SessionManager:
             _, late = await asyncio.wait(list(self._tasks), timeout=STOP_GRACE_S)
             for task in late:
                 task.cancel()
-
-
-def journal_facts(path: Path) -> dict:
-    """What recovery needs from a journal: the request, the grant, the start and the last time."""
-    facts: dict = {}
-    try:
-        fh = open(path, "rb")
-    except OSError:
-        return facts
-    with fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn tail; Journal.open sets it aside
-            if not isinstance(record, dict):
-                continue
-            data = record.get("data") or {}
-            facts["last_ts"] = record.get("ts", facts.get("last_ts"))
-            kind = record.get("type")
-            if kind == "request":
-                facts["request"] = data
-            elif kind == "decision" and data.get("granted"):
-                facts["until"] = data["granted"].get("until")
-            elif kind == "session-start":
-                facts["started"] = record.get("ts")
-            elif kind == "time-warning":
-                facts["warned"] = True
-            elif kind == "seal":
-                facts["sealed"] = True
-    return facts

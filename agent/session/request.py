@@ -1,36 +1,23 @@
-"""Session requests: what a technician asks for, validated, signed and verified.
+"""Session requests: what a technician asks for, validated.
 
 A request names the technician (name and email), the organisation, the
 ticket, the reason, the duration, the capabilities asked for and the paths to
 watch. Everything in it is untrusted: :meth:`SessionRequest.from_fields`
 checks types, sizes and ranges and gives one plain sentence for the first
-problem.
-
-A *request file* is what a technician sends to the customer::
-
-    {"format": "chaperone-request/1",
-     "request": {...fields, "created": "...", "expires": "..."},
-     "signature": "-----BEGIN SSH SIGNATURE-----…" or null}
-
-The signature is an SSHSIG (namespace ``chaperone-request``) over the
-canonical JSON bytes of ``request``, made with ``ssh-keygen -Y sign`` so that
-any key type and OpenSSH certificates work. It is checked against the home's
-``trusted_technicians`` for the principal equal to the request's email.
+problem. How a request is signed into a file and verified is
+``agent.session.request_file``; ``Verification`` is what that check found.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from agent.canonical import canonical_bytes
-from agent.errors import UsageError
+from agent.clock import parse_rfc3339
+from agent.errors import RequestError, UsageError
 from agent.text import escape, show
 
 NAMESPACE = "chaperone-request"
@@ -53,32 +40,19 @@ _SSH_FIELDS = ("user", "key_fingerprint", "key_type")
 _SSH_OPTIONAL = {"key": (str,), "principal": (str,), "via_ca": (bool,), "ca_fingerprint": (str,), "key_id": (str,),
                  "request_file": (str,)}
 _SSH_TEXT_LIMIT = 16384
+_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _TECHNICIAN = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 
-class RequestError(UsageError):
-    """A request is malformed, out of range or its file cannot be used."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def rfc3339(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_rfc3339(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time from a request; ``RequestError`` for anything else."""
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    except (TypeError, ValueError):
-        try:
-            value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-        except ValueError:
-            raise RequestError(f"'{escape(str(text))[:40]}' is not an RFC 3339 time.") from None
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return parse_rfc3339(text)
+    except UsageError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def min_duration_s() -> int:
@@ -129,6 +103,12 @@ def _text(data: dict, name: str, *, required: bool = True) -> str | None:
         raise RequestError(f"The request's {name} is {len(value)} characters long; the limit is {limit}.")
     if not value.strip():
         raise RequestError(f"The request's {name} is blank; give one.")
+    return value
+
+
+def _required(data: dict, name: str) -> str:
+    value = _text(data, name)
+    assert value is not None  # _text raises for a missing required field
     return value
 
 
@@ -218,10 +198,12 @@ class SessionRequest:
     watch: tuple[str, ...] = ()
     created: str | None = None
     expires: str | None = None
+    device: str | None = None  # a request file: the fingerprint of the one computer it is for
+    nonce: str | None = None   # a request file: its own random id, so each file is used once
     ssh: dict | None = field(default=None, compare=False)
 
     @classmethod
-    def from_fields(cls, data: object, *, minimum_duration_s: int | None = None) -> "SessionRequest":
+    def from_fields(cls, data: object, *, minimum_duration_s: int | None = None) -> SessionRequest:
         """Validate untrusted fields (a JSON object); raise RequestError with one sentence."""
         if not isinstance(data, dict):
             raise RequestError("The request must be a JSON object of fields.")
@@ -229,28 +211,35 @@ class SessionRequest:
         if email is not None and not _EMAIL.match(email):
             raise RequestError(f"The email '{escape(email)[:80]}' is not an email address.")
         created, expires = data.get("created"), data.get("expires")
+        device, nonce = data.get("device"), data.get("nonce")
+        if device is not None and (not isinstance(device, str) or not _FINGERPRINT.match(device)):
+            raise RequestError("The request's device must be a key fingerprint such as SHA256:AbC…")
+        if nonce is not None and (not isinstance(nonce, str) or not _NONCE.match(nonce)):
+            raise RequestError("The request's nonce is malformed; ask the technician for a new request file.")
         for name, value in (("created", created), ("expires", expires)):
             if value is not None:
                 if not isinstance(value, str):
                     raise RequestError(f"The request's {name} must be an RFC 3339 time.")
-                parse_rfc3339(value)
+                parse_time(value)
         return cls(
-            technician=_text(data, "technician"),
+            technician=_required(data, "technician"),
             email=email,
-            org=_text(data, "org"),
-            ticket=_text(data, "ticket"),
-            reason=_text(data, "reason"),
+            org=_required(data, "org"),
+            ticket=_required(data, "ticket"),
+            reason=_required(data, "reason"),
             duration_s=_duration(data, min_duration_s() if minimum_duration_s is None else minimum_duration_s),
             capabilities=_capabilities(data),
             watch=_watch(data),
             created=created,
             expires=expires,
+            device=device,
+            nonce=nonce,
             ssh=_ssh(data),
         )
 
     def fields(self) -> dict:
         """The JSON fields (what is signed in a request file, and sent to the agent)."""
-        out = {
+        out: dict[str, object] = {
             "technician": self.technician,
             "email": self.email,
             "org": self.org,
@@ -264,6 +253,10 @@ class SessionRequest:
             out["created"] = self.created
         if self.expires:
             out["expires"] = self.expires
+        if self.device:
+            out["device"] = self.device
+        if self.nonce:
+            out["nonce"] = self.nonce
         if self.ssh:
             out["ssh"] = dict(self.ssh)
         return out
@@ -302,72 +295,7 @@ def watch_flags(paths: tuple[str, ...] | list[str]) -> list[str]:
     return flags
 
 
-# --- request files ------------------------------------------------------------
-
-
-def stamp(request: SessionRequest, now: datetime | None = None) -> SessionRequest:
-    """The request with ``created`` and ``expires`` set, ready to sign into a file."""
-    now = now or utc_now()
-    return replace(request, created=rfc3339(now), expires=rfc3339(now + FILE_LIFETIME))
-
-
-def sign_with_ssh_keygen(message: bytes, key_path: str | os.PathLike) -> str:
-    """An armored SSHSIG by ``ssh-keygen -Y sign``; uses ``KEY-cert.pub`` when it sits beside KEY."""
-    keygen = shutil.which("ssh-keygen")
-    if keygen is None:
-        raise RequestError("Signing needs OpenSSH's ssh-keygen; install OpenSSH (8.1 or later).")
-    key = Path(key_path).expanduser()
-    if not key.exists():
-        raise RequestError(f"The signing key {key} does not exist; pass --sign-key with your SSH private key.")
-    cert = Path(str(key) + "-cert.pub")
-    use = cert if not str(key).endswith("-cert.pub") and cert.exists() else key
-    proc = subprocess.run(
-        [keygen, "-Y", "sign", "-q", "-n", NAMESPACE, "-f", str(use), "-"],
-        input=message, capture_output=True, timeout=120,
-    )
-    if proc.returncode != 0 or not proc.stdout.startswith(b"-----BEGIN SSH SIGNATURE-----"):
-        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise RequestError(
-            f"ssh-keygen could not sign with {key}: {detail[-1] if detail else 'no reason given'}."
-        )
-    return proc.stdout.decode("ascii")
-
-
-def request_file_text(request: SessionRequest, signature: str | None) -> str:
-    doc = {"format": FILE_FORMAT, "request": request.fields(), "signature": signature}
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-
-
-@dataclass(frozen=True)
-class RequestFile:
-    request: SessionRequest
-    signature: str | None
-    signed_bytes: bytes
-
-
-def parse_request_file(text: str, *, now: datetime | None = None,
-                       minimum_duration_s: int | None = None) -> RequestFile:
-    """Parse and validate a request file's text; expired files are refused."""
-    if len(text.encode("utf-8", "surrogatepass")) > FILE_MAX_BYTES:
-        raise RequestError(f"The request file is larger than {FILE_MAX_BYTES // 1024} KiB; it is not a request file.")
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):
-        raise RequestError("The request file is not valid JSON; ask the technician for a new one.") from None
-    if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT or not isinstance(doc.get("request"), dict):
-        raise RequestError(f"This is not a Chaperone request file (expected format {FILE_FORMAT}).")
-    signature = doc.get("signature")
-    if signature is not None and (not isinstance(signature, str) or len(signature) > 16384):
-        raise RequestError("The request file's signature is malformed; ask the technician for a new one.")
-    request = SessionRequest.from_fields(doc["request"], minimum_duration_s=minimum_duration_s)
-    if request.expires and parse_rfc3339(request.expires) < (now or utc_now()):
-        raise RequestError(
-            f"The request file expired at {request.expires}; ask the technician for a new one."
-        )
-    return RequestFile(request, signature, canonical_bytes(doc["request"]))
-
-
-# --- verification -------------------------------------------------------------
+# --- verification ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -384,59 +312,3 @@ class Verification:
 
 def unverified(why: str, principal: str | None = None, fingerprint: str | None = None) -> Verification:
     return Verification(False, principal, fingerprint, f"NOT VERIFIED: {why}")
-
-
-def verify_request(request: SessionRequest, signature: str | None, signed: bytes, trust_store,
-                   now: datetime | None = None) -> Verification:
-    """Whether the request was signed by a key trusted for its email."""
-    from agent import sshsig
-    from agent.sshkeys import fingerprint as key_fingerprint
-    from agent.trust import TrustError
-
-    if signature is None:
-        return unverified("the request is not signed.")
-    if not request.email:
-        return unverified("the request names no email to check its signature against.")
-    try:
-        signer = key_fingerprint(sshsig.verify(signature, NAMESPACE, signed).public_key_blob)
-    except ValueError:  # SignatureError, or a key blob we cannot read
-        raise RequestError(
-            "The request's signature does not match its content; it may have been altered, "
-            "so ask the technician for a new one."
-        ) from None
-    try:
-        ident = trust_store.verify_signature(signature, NAMESPACE, signed, request.email, now=now)
-    except TrustError as exc:
-        return unverified(str(exc).rstrip("."), request.email, signer)
-    detail = f"verified: {request.display_name()}, key {ident.fingerprint}"
-    if ident.via_ca:
-        detail += f", certificate '{escape(ident.key_id or '')}' from a trusted authority"
-    return Verification(True, ident.principal, ident.fingerprint, detail)
-
-
-def verify_ssh_login(request: SessionRequest, trust_store, now: datetime | None = None) -> Verification:
-    """Whether the SSH login key (or certificate) behind the request is trusted.
-
-    The agent checks the key itself rather than trusting the caller's word;
-    sshd lets the login in only if the technician holds that key.
-    """
-    import base64
-
-    from agent.sshkeys import fingerprint as key_fingerprint
-    from agent.trust import TrustError
-
-    ssh = request.ssh or {}
-    try:
-        blob = base64.b64decode(ssh.get("key") or "", validate=True)
-    except ValueError:
-        blob = b""
-    if not blob:
-        return unverified("the SSH login's key was not given.")
-    try:
-        ident = trust_store.identify_key(blob, user=ssh.get("user"), now=now)
-    except (TrustError, ValueError) as exc:
-        return unverified(str(exc).rstrip("."), request.email, key_fingerprint(blob))
-    detail = f"verified: {request.display_name()}, key {ident.fingerprint}, SSH login as {escape(ssh['user'])}"
-    if ident.via_ca:
-        detail += f", certificate '{escape(ident.key_id or '')}' from a trusted authority"
-    return Verification(True, ident.principal, ident.fingerprint, detail)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from agent.session.request import rfc3339, utc_now
+from agent.clock import rfc3339, utc_now
+from agent.records import RecordType
 
 ACTIVITY_INTERVAL = 0.1
 ACTIVITY_BATCH_CAP = 200
@@ -37,7 +38,7 @@ class SessionSink:
 
     def emit(self, type: str, data: dict) -> int:
         seq = self.journal.append(type, data)
-        if type == "alarm":  # alarms are not batched: the customer hears at once
+        if type == RecordType.ALARM:  # alarms are not batched: the customer hears at once
             self._call_soon(self._publish, "alarm", data)
         item = {**data, "type": type, "ts": rfc3339(utc_now()), "seq": seq}
         with self._lock:

@@ -28,16 +28,17 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from agent.errors import AgentUnavailable, ChaperoneError
+from agent.api.client import AgentClient
+from agent.errors import AgentUnavailable, ChaperoneError, TrustError
 from agent.home import Home
-from agent.sshkeys import blob_to_line, blob_type
 from agent.settings import SSHSettings
 from agent.ssh.state import LoginRecord, LoginState, ProcessRef
 from agent.ssh.technician import login_request, signed_request_for
 from agent.ssh.unattended import record_attempt
-from agent.trust import Certificate, Identity, TrustError, TrustStore
+from agent.sshkeys import blob_to_line, blob_type
+from agent.trust import Certificate, Identity, TrustStore
 from agent.trust.allowed_signers import SUPPORTED_KEY_TYPES
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Refused(Exception):
 
 def expiry_time(when: float) -> str:
     """authorized_keys ``expiry-time`` value, in UTC."""
-    return datetime.fromtimestamp(when, timezone.utc).strftime("%Y%m%d%H%M%SZ")
+    return datetime.fromtimestamp(when, UTC).strftime("%Y%m%d%H%M%SZ")
 
 
 def authorized_keys_line(attempt: LoginAttempt, key_blob: bytes, until: float, settings: SSHSettings,
@@ -94,8 +95,6 @@ class Authorizer:
     def __init__(self, home: Home, client=None, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if client is None:
-            from agent.service.client import AgentClient
-
             client = AgentClient(home, timeout=5.0)
         self.home = home
         self.client = client

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psutil
 
 from agent.home import Home
+from agent.records import RecordType
 from agent.settings import Settings
 from agent.ssh.state import LoginState, ProcessRef
 
@@ -65,7 +66,7 @@ def technician_pids(session: dict) -> set[int]:
 def _describe(proc: psutil.Process) -> dict:
     """A connection for the journal (which takes no floats: the start time is RFC 3339)."""
     try:
-        started = datetime.fromtimestamp(proc.create_time(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        started = datetime.fromtimestamp(proc.create_time(), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return {"pid": proc.pid, "started": started, "user": proc.username(), "process": proc.name()}
     except psutil.Error:
         return {"pid": proc.pid}
@@ -78,17 +79,17 @@ def on_session_ended(session: dict, settings: Settings, emit: Callable[[str, dic
     connections = [_describe(p) for p in logins]
     user = (session.get("ssh") or {}).get("user")
     if not logins:
-        emit("ssh-connections", {"action": "none", "user": user, "connections": [],
+        emit(RecordType.SSH_CONNECTIONS, {"action": "none", "user": user, "connections": [],
                                  "detail": "No SSH connection of the technician was open."})
     elif action == "warn":
         detail = (f"{len(logins)} SSH connection(s) of the technician as {user} are still open "
                   "after the session ended; end them from the system if you did not expect this.")
-        emit("ssh-connections", {"action": "warned", "user": user, "connections": connections, "detail": detail})
-        emit("alarm", {"tool": "ssh", "pid": logins[0].pid, "process": "sshd", "connections": connections,
+        emit(RecordType.SSH_CONNECTIONS, {"action": "warned", "user": user, "connections": connections, "detail": detail})
+        emit(RecordType.ALARM, {"tool": "ssh", "pid": logins[0].pid, "process": "sshd", "connections": connections,
                        "detail": detail})
     else:
         survivors = _terminate([p for login in logins for p in _tree(login)])
-        emit("ssh-connections", {
+        emit(RecordType.SSH_CONNECTIONS, {
             "action": "ended", "user": user, "connections": connections,
             "survivors": sorted(p.pid for p in survivors),
             "detail": (f"Ended {len(logins)} SSH connection(s) of the technician as {user}."

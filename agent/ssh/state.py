@@ -48,7 +48,7 @@ class ProcessRef:
     started: float
 
     @classmethod
-    def of(cls, pid: int) -> "ProcessRef | None":
+    def of(cls, pid: int) -> ProcessRef | None:
         try:
             return cls(pid, psutil.Process(pid).create_time())
         except (psutil.Error, OSError, ValueError):
@@ -93,7 +93,7 @@ class LoginRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "LoginRecord":
+    def from_json(cls, data: dict) -> LoginRecord:
         sshd = [ProcessRef(int(pid), float(started)) for pid, started in data.get("sshd", [])]
         return cls(id=str(data["id"]), user=str(data["user"]), fingerprint=str(data["fingerprint"]),
                    state=str(data["state"]), at=float(data["at"]), until=data.get("until"), sshd=sshd)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from agent.errors import ChaperoneError
 from agent.home import Home
+from agent.session.request import NAMESPACE
+from agent.session.request_file import parse_request_file
 from agent.settings import SSHSettings
 from agent.trust import Identity, TrustStore
 
@@ -54,10 +56,6 @@ def _cut(name: str, value: str) -> str:
 
 def signed_request_for(home: Home, store: TrustStore, fingerprint: str, now: float | None = None) -> dict | None:
     """The fields of the newest valid request file in ``HOME/ssh/requests`` signed by this key, if any."""
-    try:
-        from agent.session.request import NAMESPACE, parse_request_file
-    except ImportError:
-        return None
     try:
         files = sorted(requests_dir(home).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:

@@ -23,8 +23,11 @@ import json
 import logging
 import time
 
+from agent.devicekey import DeviceKey
 from agent.errors import ChaperoneError
 from agent.home import Home
+from agent.journal.shared import append_locked, locked
+from agent.records import RecordType
 
 log = logging.getLogger(__name__)
 SESSION = "unattended"
@@ -64,9 +67,6 @@ def record_attempt(home: Home, *, user: str, key_type: str, fingerprint: str, re
         "ssh": {"user": user, "key_type": key_type, "key_fingerprint": fingerprint, "reason": reason},
     }
     try:
-        from agent.devicekey import DeviceKey
-        from agent.journal.shared import append_locked, locked
-
         key = DeviceKey.load(home)
         with locked(home.unattended_journal_path) as path:
             admitted, left_out = _admit(path.with_name("ssh-rate.json"), time.time() if now is None else now)
@@ -74,8 +74,8 @@ def record_attempt(home: Home, *, user: str, key_type: str, fingerprint: str, re
                 return False
             if left_out:
                 data["not_journaled"] = left_out
-            append_locked(path, SESSION, key, "alarm", data)
+            append_locked(path, SESSION, key, RecordType.ALARM, data)
         return True
-    except (ChaperoneError, OSError, ImportError) as exc:
+    except (ChaperoneError, OSError) as exc:
         log.warning("could not record the refused SSH login of %s (%s): %s", user, fingerprint, exc)
         return False

@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from agent.sshkeys import CERT_SUFFIX, KEY_TYPES, KeyFormatError, blob_type, load_identity
+from agent.errors import KeyFormatError, SignersLineError
+from agent.sshkeys import CERT_SUFFIX, KEY_TYPES, blob_type, load_identity
 
 WHITESPACE = " \t\r\n"
 
@@ -36,10 +37,6 @@ OPENSSH_KEY_TYPES = frozenset(_OPENSSH_PLAIN_TYPES + _CERT_TYPES)
 SUPPORTED_KEY_TYPES = frozenset(KEY_TYPES + tuple(t + CERT_SUFFIX for t in KEY_TYPES))
 
 _TIME_RE = re.compile(r"\d{8}(?:\d{4}(?:\d{2})?)?")
-
-
-class LineError(ValueError):
-    """This line cannot be used; ``str(err)`` says why."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ def parse(text: str) -> tuple[list[SignerEntry], list[LineProblem]]:
             continue
         try:
             entries.append(parse_line(line, number))
-        except LineError as exc:
+        except SignersLineError as exc:
             problems.append(LineProblem(number, str(exc)))
     return entries, problems
 
@@ -101,11 +98,11 @@ def parse_line(line: str, number: int = 0) -> SignerEntry:
     else:
         options, key_text = _split_options(rest)
         if not key_text:
-            raise LineError("the line has no key")
+            raise SignersLineError("the line has no key")
     key_blob = _parse_key(key_text)
     entry = _parse_options(options, number, principals, key_blob)
     if entry.cert_authority and blob_type(key_blob).endswith(CERT_SUFFIX):
-        raise LineError("a cert-authority line needs the CA's plain public key, not a certificate")
+        raise SignersLineError("a cert-authority line needs the CA's plain public key, not a certificate")
     return entry
 
 
@@ -125,11 +122,11 @@ def _split_principals(line: str) -> tuple[str, str]:
         if c == '"':
             end = line.find('"', i + 1)
             if end < 0:
-                raise LineError("the principals have an unmatched double quote")
+                raise SignersLineError("the principals have an unmatched double quote")
             return line[:i] + line[i + 1 : end], line[end + 1 :].lstrip(WHITESPACE)
         if c in WHITESPACE:
             return line[:i], line[i + 1 :].lstrip(WHITESPACE)
-    raise LineError("the line has principals but no key")
+    raise SignersLineError("the line has principals but no key")
 
 
 def _split_options(text: str) -> tuple[str, str]:
@@ -143,33 +140,33 @@ def _split_options(text: str) -> tuple[str, str]:
             quoted = not quoted
         i += 1
     if quoted:
-        raise LineError("the options have an unmatched double quote")
+        raise SignersLineError("the options have an unmatched double quote")
     return text[:i], text[i:].lstrip(" \t")
 
 
 def _parse_key(text: str) -> bytes:
     fields = text.split(None, 2)
     if len(fields) < 2:
-        raise LineError("the key is incomplete (expected a key type and its base64)")
+        raise SignersLineError("the key is incomplete (expected a key type and its base64)")
     key_type, b64 = fields[0], fields[1]
     if key_type not in OPENSSH_KEY_TYPES:
-        raise LineError(f"unknown key type {key_type[:40]!r}")
+        raise SignersLineError(f"unknown key type {key_type[:40]!r}")
     if key_type not in SUPPORTED_KEY_TYPES:
-        raise LineError(f"key type {key_type} is not supported")
+        raise SignersLineError(f"key type {key_type} is not supported")
     try:
         blob = base64.b64decode(b64, validate=True)
     except ValueError as exc:
-        raise LineError("the key's base64 is invalid") from exc
+        raise SignersLineError("the key's base64 is invalid") from exc
     try:
         if blob_type(blob) != key_type:
-            raise LineError("the key's data does not match its type")
+            raise SignersLineError("the key's data does not match its type")
         load_identity(blob)
     except (KeyFormatError, ValueError, TypeError) as exc:
-        if isinstance(exc, LineError):
+        if isinstance(exc, SignersLineError):
             raise
-        raise LineError(f"the {key_type} key is malformed") from exc
+        raise SignersLineError(f"the {key_type} key is malformed") from exc
     except UnsupportedAlgorithm as exc:
-        raise LineError(f"the {key_type} key uses an unsupported algorithm") from exc
+        raise SignersLineError(f"the {key_type} key uses an unsupported algorithm") from exc
     return blob
 
 
@@ -188,27 +185,27 @@ def _parse_options(options: str, number: int, principals: str, key_blob: bytes) 
             pos += len("cert-authority")
         elif _starts(options, pos, "namespaces="):
             if namespaces is not None:
-                raise LineError('the line has more than one "namespaces" option')
+                raise SignersLineError('the line has more than one "namespaces" option')
             namespaces, pos = _dequote(options, pos + len("namespaces="))
         elif _starts(options, pos, "valid-after="):
             if after is not None:
-                raise LineError('the line has more than one "valid-after" option')
+                raise SignersLineError('the line has more than one "valid-after" option')
             value, pos = _dequote(options, pos + len("valid-after="))
             after = parse_time(value, "valid-after")
         elif _starts(options, pos, "valid-before="):
             if before is not None:
-                raise LineError('the line has more than one "valid-before" option')
+                raise SignersLineError('the line has more than one "valid-before" option')
             value, pos = _dequote(options, pos + len("valid-before="))
             before = parse_time(value, "valid-before")
         if pos >= len(options):
             break
         if options[pos] != ",":
-            raise LineError(f"unknown option {_token(options[pos:]).split(',')[0][:40]!r}")
+            raise SignersLineError(f"unknown option {_token(options[pos:]).split(',')[0][:40]!r}")
         pos += 1
         if pos >= len(options):
-            raise LineError("the options end with a comma")
+            raise SignersLineError("the options end with a comma")
     if after is not None and before is not None and before <= after:
-        raise LineError('"valid-before" is not after "valid-after"')
+        raise SignersLineError('"valid-before" is not after "valid-after"')
     return SignerEntry(number, principals, key_blob, ca, namespaces, after, before)
 
 
@@ -219,7 +216,7 @@ def _starts(options: str, pos: int, word: str) -> bool:
 def _dequote(options: str, pos: int) -> tuple[str, int]:
     """``opt_dequote``: a double-quoted value where ``\\"`` stands for a quote."""
     if options[pos : pos + 1] != '"':
-        raise LineError("an option's value must be in double quotes")
+        raise SignersLineError("an option's value must be in double quotes")
     out = []
     pos += 1
     while pos < len(options) and options[pos] != '"':
@@ -228,7 +225,7 @@ def _dequote(options: str, pos: int) -> tuple[str, int]:
         out.append(options[pos])
         pos += 1
     if pos >= len(options):
-        raise LineError("an option's value lacks its closing double quote")
+        raise SignersLineError("an option's value lacks its closing double quote")
     return "".join(out), pos + 1
 
 
@@ -240,13 +237,13 @@ def parse_time(value: str, name: str = "time") -> int:
     elif len(value) > 3 and value[-3:].upper() == "UTC":
         utc, value = True, value[:-3]
     if not _TIME_RE.fullmatch(value):
-        raise LineError(f'"{name}" must be YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS')
+        raise SignersLineError(f'"{name}" must be YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS')
     digits = [value[0:4], value[4:6], value[6:8], value[8:10], value[10:12], value[12:14]]
     try:
         when = datetime(*(int(d or 0) for d in digits))
-        seconds = int((when.replace(tzinfo=timezone.utc) if utc else when).timestamp())
+        seconds = int((when.replace(tzinfo=UTC) if utc else when).timestamp())
     except (ValueError, OverflowError, OSError) as exc:
-        raise LineError(f'"{name}" is not a valid date and time') from exc
+        raise SignersLineError(f'"{name}" is not a valid date and time') from exc
     if seconds <= 0:
-        raise LineError(f'"{name}" must be after 1970')
+        raise SignersLineError(f'"{name}" must be after 1970')
     return seconds

@@ -14,13 +14,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
-from agent.sshkeys import CERT_SUFFIX, KeyFormatError, blob_type, fingerprint, line_to_blob, load_identity
+from agent.errors import CertificateError, KeyFormatError
+from agent.sshkeys import CERT_SUFFIX, blob_type, fingerprint, line_to_blob, load_identity
 
 FOREVER = 2**64 - 1
-
-
-class CertificateError(ValueError):
-    """The certificate is malformed or its CA signature does not match."""
 
 
 def _blob_of(public_key) -> bytes:
@@ -61,7 +58,7 @@ class Certificate:
         return fingerprint(self.ca_blob)
 
     @classmethod
-    def from_blob(cls, blob: bytes) -> "Certificate":
+    def from_blob(cls, blob: bytes) -> Certificate:
         """Parse a certificate and check its CA signature; CertificateError otherwise."""
         try:
             cert = load_identity(blob)

@@ -33,17 +33,13 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from agent import sshsig
-from agent.errors import ChaperoneError
-from agent.sshkeys import KeyFormatError, fingerprint
+from agent.errors import CertificateError, KeyFormatError, TrustError
+from agent.sshkeys import fingerprint
 from agent.trust.allowed_signers import SignerEntry, parse
-from agent.trust.certificate import FOREVER, Certificate, CertificateError, is_certificate_blob
+from agent.trust.certificate import FOREVER, Certificate, is_certificate_blob
 from agent.trust.patterns import MATCH, literal_names, match_pattern_list
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
-
-
-class TrustError(ChaperoneError):
-    """A signature or key is not trusted, or the trust file cannot be used; one sentence."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +88,14 @@ class TrustStore:
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
-    def parse(cls, text: str, source: str = "trusted_technicians", strict: bool = False) -> "TrustStore":
+    def parse(cls, text: str, source: str = "trusted_technicians", strict: bool = False) -> TrustStore:
         entries, problems = parse(text)
         if strict and problems:
             raise TrustError(f"{problems[0].describe(source)[:300]}; fix or remove that line.")
         return cls(entries, [p.describe(source) for p in problems], source)
 
     @classmethod
-    def load(cls, path: str | Path, strict: bool = False) -> "TrustStore":
+    def load(cls, path: str | Path, strict: bool = False) -> TrustStore:
         """The store in ``path``; a missing file is an empty store."""
         path = Path(path)
         try:

@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from agent.clock import parse_rfc3339
 from agent.history import History
-from agent.session.request import parse_rfc3339
 from tests.e2e.agent_helpers import TECHNICIAN, Events, assert_sealed_and_genuine, records, types
 
 
@@ -58,7 +58,11 @@ def test_whole_lifecycle_request_approve_note_end_export_verify(agent, home, tmp
         assert kinds.index(earlier) < kinds.index(later)
     decision = next(r["data"] for r in recs if r["type"] == "decision")
     assert decision["decision"] == "allow" and decision["how"] == "terminal"
-    assert decision["by"] == {"uid": 0, "user": "root"}
+    by = decision["by"]  # who decided, how it was known, from which process
+    assert (by["uid"], by["user"], by["role"], by["remote"]) == (0, "root", "customer", False)
+    assert by["pid"] > 0 and by["exe"] and by["how"] in ("ancestry", "proc-connector", "sampled")
+    end = next(r["data"] for r in recs if r["type"] == "session-end")
+    assert end["reason"] == "customer" and end["by"]["role"] == "customer"
     assert decision["granted"]["capabilities"] == ["files"] and decision["granted"]["watch"] == [str(tmp_path)]
     assert kinds[kinds.index("request") + 1] == "checkpoint"  # durable before anyone can decide
     assert kinds[kinds.index("decision") + 1] == "checkpoint"  # the consent receipt is checkpointed at once
@@ -193,7 +197,7 @@ def test_sigkill_then_restart_after_the_limit_ends_with_reason_recovery(agent_fa
     agent.cli("approve", sid)
     agent.kill()
     until = next(r["data"]["granted"]["until"] for r in records(home, sid) if r["type"] == "decision")
-    while datetime.now(timezone.utc) <= parse_rfc3339(until):  # the limit passes while no agent runs
+    while datetime.now(UTC) <= parse_rfc3339(until):  # the limit passes while no agent runs
         time.sleep(0.1)
     agent = agent_factory()
     assert agent.call("status")["state"] == "idle"

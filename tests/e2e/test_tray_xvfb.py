@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PySide6.QtGui import QImage
 
+from agent.api.client import AgentClient
 from agent.errors import AgentUnavailable
-from agent.service.client import AgentClient
 from tests.fixtures.display import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, Qt
 
-from ui.timefmt import clock
 from ui.activity import DANGER, DANGER_MARK, FLAGS, KIND, LEVEL, NOTABLE, WHAT, ActivityModel, ActivityWindow, describe
+from ui.timefmt import clock
 
 TS = "2026-11-22T03:04:05.123456Z"
 

@@ -79,7 +79,7 @@ def test_starts_an_agent_when_none_answers_and_stops_it(qtbot, home):
         launcher.stop()
     assert not launcher.running()
     with pytest.raises(AgentUnavailable):
-        from agent.service.client import AgentClient
+        from agent.api.client import AgentClient
 
         AgentClient(home).call("ping")
 
@@ -121,7 +121,7 @@ def test_jobs_run_off_the_gui_thread_and_report_failures(qtbot, home):
     bridge.run(refused, on_error=errors.append)
     qtbot.waitUntil(lambda: (bridge.drain(), len(results) == 1 and len(errors) == 2)[1])
     assert results[0][0] == 42 and results[0][1] != gui_thread
-    assert sorted(errors) == ["The bundle is not a zip file.", "The operation failed: No space left on device."]
+    assert sorted(errors) == ["The bundle is not a zip file.", "The system refused: the disk is full."]
     bridge.stop()
     assert bridge.run(work, 1).cancelled()
 

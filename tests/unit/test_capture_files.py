@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.canonical import check_canonical
-from agent.capture import Capture, default_watch_paths, system_config_paths
+from agent.capture import Capture, classify, default_watch_paths, inotify, system_config_paths
 from agent.capture import files as files_module
 from tests.conftest import wait_for
 
@@ -305,22 +305,22 @@ def test_a_burst_is_coalesced_and_every_operation_accounted_for(tmp_path):
 def test_our_inotify_instance_gets_a_deep_queue_and_the_setting_is_put_back():
     if os.geteuid() != 0:
         pytest.skip("fs.inotify.max_queued_events can be raised by root only")
-    saved = files_module.MAX_QUEUED_EVENTS.read_text()
-    with files_module.deep_kernel_queue():
-        assert int(files_module.MAX_QUEUED_EVENTS.read_text()) == files_module.KERNEL_QUEUE_EVENTS
-    assert files_module.MAX_QUEUED_EVENTS.read_text() == saved
+    saved = inotify.MAX_QUEUED_EVENTS.read_text()
+    with inotify.deep_kernel_queue():
+        assert int(inotify.MAX_QUEUED_EVENTS.read_text()) == inotify.KERNEL_QUEUE_EVENTS
+    assert inotify.MAX_QUEUED_EVENTS.read_text() == saved
 
 
 def test_an_overflow_is_recorded_and_answered_by_a_rescan(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("lowering fs.inotify.max_queued_events needs root")
-    monkeypatch.setattr(files_module, "KERNEL_QUEUE_EVENTS", 0)  # keep the tiny queue set below
+    monkeypatch.setattr(inotify, "KERNEL_QUEUE_EVENTS", 0)  # keep the tiny queue set below
     root = tmp_path / "flood"
     root.mkdir()
     sink = ListSink()
     cap = Capture(sink, [root], inventory=False, fanotify=False)
     # The setting is read when an instance is made; other Chaperone processes wait for the lock meanwhile.
-    with files_module.inotify_queue_size(16, only_raise=False):
+    with inotify.inotify_queue_size(16, only_raise=False):
         cap.prepare()
     try:
         names = [f"f{i}" for i in range(3000)]  # touch makes them faster than any reader takes 16 at a time
@@ -412,7 +412,7 @@ def test_changes_are_attributed_to_the_writer(capture):
 
 
 def test_configuration_is_known_by_place_and_name_and_caches_are_not():
-    places = files_module.ConfigPlaces([b"/home/u"], (b"/etc/",))
+    places = classify.ConfigPlaces([b"/home/u"], (b"/etc/",))
     config = [b"/etc/ssl/private/k", b"/home/u/.bashrc", b"/home/u/.ssh/id_rsa", b"/home/u/.config/autostart/x.desktop",
               b"/home/u/proj/app.yaml", b"/home/u/proj/.env", b"/home/u/proj/crontab"]
     not_config = [b"/home/u/notes.txt", b"/home/u/proj/main.c", b"/home/u/.cache/x/y.json",

@@ -11,10 +11,10 @@ import threading
 import pytest
 
 from agent.cli import main
-from agent.errors import HomeError
+from agent.errors import HomeError, JournalError
 from agent.history import FIELDS, History
 from agent.home import Home
-from agent.journal import Journal, JournalError
+from agent.journal import Journal
 from tests.unit.test_bundle import write_session
 
 

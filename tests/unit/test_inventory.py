@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.canonical import canonical_bytes
-from agent.capture.inventory import ERROR_PREFIX, diff_snapshots, summary_records, take_snapshot
-from agent.capture.inventory import linux
+from agent.capture.inventory import ERROR_PREFIX, diff_snapshots, linux, summary_records, take_snapshot
 from agent.capture.inventory.common import collect_listening
 from agent.capture.inventory.diff import RULES
 from agent.capture.inventory.registry import default_collectors

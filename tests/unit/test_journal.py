@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.canonical import canonical_bytes
-from agent.journal import Journal, JournalError, checkpoint_message, line_hash, verify_journal
+from agent.errors import BadLine, JournalError
+from agent.journal import Journal, checkpoint_message, line_hash, verify_journal
 from agent.journal.format import ZERO_HASH
 from agent.journal.writer import _encode_data
 from tests.conftest import require_program
@@ -433,7 +434,7 @@ def device_key_for_hypothesis(tmp_path_factory):
 
 
 def test_read_records_yields_records_and_says_which_lines_are_not(jpath, device_key):
-    from agent.journal import BadLine, read_records
+    from agent.journal import read_records
 
     with Journal.create(jpath, "s-1", device_key) as j:
         j.append("note", {"author": "t", "text": "one"})

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 from agent.capture.processes import ProcessSampler
 from tests.conftest import wait_for

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.service import protocol
-from agent.service.lock import AgentLock, AlreadyRunning
-from agent.service.peercred import Peer, may
-from agent.service.protocol import MAX_MESSAGE, OPEN_OPS, OPS, ProtocolError, decode_request
+from agent.api import protocol
+from agent.api.protocol import MAX_MESSAGE, OPEN_OPS, OPS, decode_request
+from agent.errors import AlreadyRunning, ApiError
+from agent.service.authority import Authority
+from agent.service.lock import AgentLock
 
 
 def test_a_request_decodes():
@@ -31,7 +32,7 @@ def test_a_request_decodes():
     (b'{"op":"ping","pad":"' + b"x" * MAX_MESSAGE + b'"}\n', "too-large", "larger than 1024 KiB"),
 ])
 def test_bad_messages_get_a_code_and_a_sentence(line, code, message):
-    with pytest.raises(ProtocolError, match=message) as info:
+    with pytest.raises(ApiError, match=message) as info:
         decode_request(line)
     assert info.value.code == code
 
@@ -41,7 +42,7 @@ def test_bad_messages_get_a_code_and_a_sentence(line, code, message):
 def test_any_bytes_decode_or_raise_protocol_error(data):
     try:
         msg = decode_request(data)
-    except ProtocolError as exc:
+    except ApiError as exc:
         assert exc.code in protocol.CODES
     else:
         assert msg.op in OPS
@@ -61,12 +62,14 @@ def test_error_response_shape():
     assert json.loads(protocol.error(3, "conflict", "No.")) == {"id": 3, "ok": False, "error": "No.", "code": "conflict"}
 
 
-def test_others_may_only_use_the_open_operations():
-    owner, stranger, root = Peer(1, 1000, 1000), Peer(2, 65534, 65534), Peer(3, 0, 0)
+def test_each_role_may_use_only_its_operations():
     for op in OPS:
-        assert may(op, owner, 1000) and may(op, root, 1000)
-        assert may(op, stranger, 1000) == (op in OPEN_OPS)
-    assert OPEN_OPS == {"ping", "status", "request", "wait", "note"}
+        assert Authority.allows(op, "customer")
+        assert Authority.allows(op, "technician") == (op in OPEN_OPS or op in ("note", "end"))
+        assert Authority.allows(op, "other") == (op in OPEN_OPS)
+    assert OPEN_OPS == {"ping", "status", "request", "wait"}
+    assert not Authority.allows("decide", "technician") and not Authority.allows("pending", "technician")
+    assert not Authority.allows("subscribe", "technician") and not Authority.allows("sessions", "other")
 
 
 def test_a_second_agent_is_told_the_pid_of_the_first(home):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from agent.session.lifecycle import TRANSITIONS, LifecycleError, State, advance
-from agent.session.manager import new_session_id, warning_lead_s
+from agent.errors import LifecycleError
+from agent.session.lifecycle import TRANSITIONS, State, advance
+from agent.session.model import new_session_id, warning_lead_s
 
 HAPPY_PATH = [State.REQUESTED, State.ALLOWED, State.ACTIVE, State.ENDED, State.SEALED]
 
@@ -57,7 +58,7 @@ def test_warning_five_minutes_before_or_halfway_for_short_sessions(duration, lea
 
 
 def test_session_ids_are_short_url_safe_and_unique():
-    now = datetime(2026, 11, 22, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, 3, 4, 5, tzinfo=UTC)
     taken: set[str] = set()
     for _ in range(2000):
         sid = new_session_id(now, taken.__contains__)

@@ -14,15 +14,17 @@ import types
 
 import pytest
 
+from agent.clock import parse_rfc3339, utc_now
+from agent.errors import ApiError
 from agent.history import History
 from agent.journal import verify_journal
-from agent.service.peercred import Peer
 from agent.session import manager as manager_mod
+from agent.session.caller import Caller
 from agent.session.manager import SessionManager
 from agent.session.sink import ACTIVITY_BATCH_CAP
-from agent.session.request import parse_rfc3339, utc_now
 
-CUSTOMER = Peer(pid=1, uid=0, gid=0)
+CUSTOMER = Caller(uid=0, user="root", pid=1)
+TECHNICIAN = Caller(uid=0, user="root", pid=2, role="technician", where={"remote": True})
 FIELDS = {"technician": "Alice", "email": "alice@example.com", "org": "Acme", "ticket": "1", "reason": "r"}
 
 
@@ -65,7 +67,7 @@ def _run(home, device_key, scenario, **kwargs):
 
 
 async def _allowed(mgr, fields=FIELDS, source="cli", settle=0.3):
-    sid = (await mgr.submit(fields={**fields, "watch": ["/tmp"]}, source=source, peer=CUSTOMER))["id"]
+    sid = (await mgr.submit(fields={**fields, "watch": ["/tmp"]}, source=source, caller=CUSTOMER))["id"]
     await mgr.decide(sid, "allow", "click", CUSTOMER)
     await asyncio.sleep(settle)  # capture starts in a thread; activity flushes every 100 ms
     return sid
@@ -84,7 +86,7 @@ def test_capture_runs_off_the_loop_and_its_records_reach_journal_and_subscribers
 
     async def scenario(mgr):
         sid = await _allowed(mgr)
-        await mgr.end(sid, "customer", CUSTOMER)
+        await mgr.end(sid, CUSTOMER)
         return sid
 
     sid, events = _run(home, device_key, scenario, capture_factory=factory)
@@ -110,7 +112,7 @@ def test_capture_failures_are_journaled_and_the_session_still_runs_and_seals(hom
     async def scenario(mgr):
         sid = await _allowed(mgr)
         assert mgr.status()["state"] == "active"
-        await mgr.end(sid, "technician", CUSTOMER)
+        await mgr.end(sid, TECHNICIAN)
         return sid
 
     sid, _ = _run(home, device_key, scenario, capture_factory=factory)
@@ -128,7 +130,6 @@ def test_ssh_sessions_call_the_ssh_hooks(home, device_key, monkeypatch):
         emit("ssh-connections", {"action": "ended", "user": "bob", "connections": []})
 
     hooks = types.SimpleNamespace(technician_pids=lambda session: {4242}, on_session_ended=on_session_ended)
-    monkeypatch.setattr(manager_mod, "_ssh_hooks", lambda: hooks)
     pids_seen = []
 
     def factory(sink, watch, pids):
@@ -140,10 +141,10 @@ def test_ssh_sessions_call_the_ssh_hooks(home, device_key, monkeypatch):
     async def scenario(mgr):
         sid = await _allowed(mgr, fields={**FIELDS, "ssh": ssh}, source="ssh")
         assert mgr.pending() == []
-        await mgr.end(sid, "customer", CUSTOMER)
+        await mgr.end(sid, CUSTOMER)
         return sid
 
-    sid, _ = _run(home, device_key, scenario, capture_factory=factory)
+    sid, _ = _run(home, device_key, scenario, capture_factory=factory, login_hooks={"ssh": hooks})
     assert pids_seen == [{4242}]
     assert seen["session"]["id"] == sid and seen["session"]["ssh"] == ssh
     assert seen["session"]["home"] == str(home.path) and seen["session"]["source"] == "ssh"
@@ -156,9 +157,9 @@ def test_ssh_sessions_call_the_ssh_hooks(home, device_key, monkeypatch):
 def test_pending_requests_are_capped(home, device_key):
     async def scenario(mgr):
         for _ in range(manager_mod.MAX_PENDING):
-            await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, peer=CUSTOMER)
-        with pytest.raises(manager_mod.SessionError, match="already waiting for a decision") as info:
-            await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, peer=CUSTOMER)
+            await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, caller=CUSTOMER)
+        with pytest.raises(ApiError, match="already waiting for a decision") as info:
+            await mgr.submit(fields={**FIELDS, "watch": ["/tmp"]}, caller=CUSTOMER)
         assert info.value.code == "unavailable"
         return len(mgr.pending())
 
@@ -175,7 +176,7 @@ def test_resumed_session_whose_warning_fell_in_the_gap_is_warned_at_once(home, d
         events: list = []
         mgr = SessionManager(home, device_key, publish=lambda n, d: events.append(n), capture_factory=factory)
         await mgr.start()
-        sid = (await mgr.submit(fields={**FIELDS, "watch": ["/tmp"], "duration_s": 6}, peer=CUSTOMER))["id"]
+        sid = (await mgr.submit(fields={**FIELDS, "watch": ["/tmp"], "duration_s": 6}, caller=CUSTOMER))["id"]
         await mgr.decide(sid, "allow", "click", CUSTOMER)
         await mgr._sessions[sid].activation
         for session in mgr._sessions.values():  # the process dies: nothing is sealed

@@ -11,22 +11,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.clock import utc_now
+from agent.errors import RequestError
 from agent.session.request import (
     DEFAULT_CAPABILITIES,
     DEFAULT_DURATION_S,
     FILE_LIFETIME,
     MAX_DURATION_S,
-    RequestError,
     SessionRequest,
     parse_duration,
-    parse_request_file,
     parse_technician,
+    watch_flags,
+)
+from agent.session.request_file import (
+    parse_request_file,
     request_file_text,
     sign_with_ssh_keygen,
     stamp,
-    utc_now,
     verify_request,
-    watch_flags,
+    verify_ssh_login,
 )
 from agent.trust import TrustStore
 from tests.conftest import require_program
@@ -226,7 +229,6 @@ def test_request_file_round_trip_keeps_ssh_details(keys):
 def test_ssh_login_key_is_verified_by_the_agent_itself(keys):
     import base64
 
-    from agent.session.request import verify_ssh_login
     from agent.sshkeys import line_to_blob
 
     pub = keys["alice"].with_suffix(".pub").read_text().strip()

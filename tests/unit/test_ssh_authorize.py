@@ -10,14 +10,13 @@ import json
 import subprocess
 import sys
 import threading
-import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from agent.journal import read_records, verify_journal
-from agent.ssh.authorize import Authorizer, LoginAttempt, authorized_keys_line, expiry_time
 from agent.settings import SSHSettings
+from agent.ssh.authorize import Authorizer, LoginAttempt, authorized_keys_line, expiry_time
 from agent.ssh.state import LoginState, ProcessRef
 
 ALICE = "alice@acme.example"
@@ -192,7 +191,7 @@ def test_allow_prints_a_line_that_ends_with_the_session(trusted, pki, agent_fact
     status = agent.call("status")
     until = datetime.fromisoformat(status["active"]["until"].replace("Z", "+00:00"))
     pub = open(f"{pki.alice}.pub").read().split()
-    assert line == (f'expiry-time="{until.astimezone(timezone.utc):%Y%m%d%H%M%S}Z",from="127.0.0.1,::1" '
+    assert line == (f'expiry-time="{until.astimezone(UTC):%Y%m%d%H%M%S}Z",from="127.0.0.1,::1" '
                     f'{pub[0]} {pub[1]} chaperone-session:{status["session"]}')
     item = agent.call("sessions")[0]
     assert (item["technician"], item["org"], item["ticket"]) == (ALICE, "acme.example", "not given")

@@ -6,8 +6,6 @@ import json
 import os
 import time
 
-import pytest
-
 from agent.settings import SSHSettings
 from agent.ssh.state import LoginBook, LoginRecord, LoginState, ProcessRef
 from agent.ssh.technician import NO_TICKET, key_id_details, login_request, requests_dir, signed_request_for
@@ -61,7 +59,8 @@ def test_a_principal_without_a_domain():
 # --- signed request files ------------------------------------------------------------------------
 
 def _request_file(home, key, name="req.json", email=ALICE, ticket="T-77"):
-    from agent.session.request import SessionRequest, request_file_text, sign_with_ssh_keygen, stamp
+    from agent.session.request import SessionRequest
+    from agent.session.request_file import request_file_text, sign_with_ssh_keygen, stamp
 
     request = stamp(SessionRequest.from_fields({
         "technician": "Alice Example", "email": email, "org": "Acme IT", "ticket": ticket,

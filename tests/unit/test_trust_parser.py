@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.trust import TrustError, TrustStore
-from agent.trust.allowed_signers import LineError, parse, parse_line, parse_time
+from agent.errors import SignersLineError, TrustError
+from agent.trust import TrustStore
+from agent.trust.allowed_signers import parse, parse_line, parse_time
 from agent.trust.patterns import MATCH, NEGATED, NO_MATCH, literal_names, match_pattern, match_pattern_list
 
 # A real Ed25519 public key (made by ssh-keygen), so lines parse without running it.
@@ -82,8 +83,8 @@ def test_all_options_case_insensitive_and_quoted():
     )
     assert entry.cert_authority
     assert entry.namespaces == "chaperone-*,file"
-    assert entry.valid_after == int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
-    assert entry.valid_before == int(datetime(2027, 1, 1, 12, tzinfo=timezone.utc).timestamp())
+    assert entry.valid_after == int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    assert entry.valid_before == int(datetime(2027, 1, 1, 12, tzinfo=UTC).timestamp())
 
 
 def test_quoted_principals_and_escaped_quote_in_option():
@@ -117,7 +118,7 @@ def test_comments_blank_lines_crlf_and_indent():
     ('"alice@acme.example ' + KEY, "unmatched double quote"),
 ])
 def test_malformed_lines_say_why(line, reason):
-    with pytest.raises(LineError, match=reason):
+    with pytest.raises(SignersLineError, match=reason):
         parse_line(line, 1)
 
 

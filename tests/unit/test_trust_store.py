@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.errors import TrustError
 from agent.sshsig import armor, dearmor
-from agent.trust import TrustError, TrustStore
+from agent.trust import TrustStore
 
 NS = "chaperone-request"
 MESSAGE = b'{"technician":"Alice Example","ticket":"T-123"}\n'

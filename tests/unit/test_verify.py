@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent import sshsig
-from agent.canonical import canonical_bytes
 from agent.bundle import export_bundle, verify_bundle
+from agent.canonical import canonical_bytes
 from agent.cli import main
 from agent.devicekey import DeviceKey
 from agent.journal import Journal, line_hash, verify_journal

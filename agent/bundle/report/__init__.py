@@ -35,7 +35,8 @@ from agent.bundle.report.markup import esc
 from agent.bundle.report.model import LIMITS, Collected, Limits
 from agent.bundle.report.style import STYLE
 from agent.bundle.report.times import Times, parse
-from agent.journal.reader import BadLine, parse_record
+from agent.errors import BadLine
+from agent.journal.reader import parse_record
 
 __all__ = ["LIMITS", "BundleCopy", "Limits", "ReportCheck", "collect", "render_report", "write_collected",
            "write_report"]

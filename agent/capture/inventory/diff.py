@@ -139,7 +139,7 @@ def diff_snapshots(before: Snapshot, after: Snapshot) -> list[dict]:
             continue
         rule = RULES.get(category, lambda *_: None)
 
-        def kept(items: dict[str, dict]) -> dict[str, dict]:
+        def kept(items: dict[str, dict], failed: set = failed) -> dict[str, dict]:
             return {k: v for k, v in items.items() if not is_error(k) and v.get("source") not in failed}
 
         old, new = kept(old), kept(new)

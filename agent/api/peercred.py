@@ -8,8 +8,6 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from agent.service.protocol import OPEN_OPS
-
 _UCRED = struct.Struct("3i")
 
 
@@ -39,11 +37,6 @@ def peer_of(sock: socket.socket) -> Peer:
     """The peer's credentials, as the kernel saw them when it connected."""
     pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
     return Peer(pid, uid, gid)
-
-
-def may(op: str, peer: Peer, owner_uid: int) -> bool:
-    """The home's owner and root may do everything; others only the open operations."""
-    return peer.uid in (0, owner_uid) or op in OPEN_OPS
 
 
 def home_owner(path: os.PathLike) -> int:

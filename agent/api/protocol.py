@@ -1,7 +1,7 @@
 """The local API's wire format: one UTF-8 JSON object per line, at most 1 MiB.
 
 Pure functions: decoding a line either gives a request or raises
-ProtocolError carrying the error code and one sentence for the response.
+ApiError carrying the error code and one sentence for the response.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from agent.errors import ApiError
 from agent.text import escape
 
 MAX_MESSAGE = 1024 * 1024
@@ -17,22 +18,13 @@ VERSION = 1
 CODES = ("bad-request", "forbidden", "not-found", "conflict", "too-large", "unavailable")
 
 OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", "sessions", "subscribe", "device")
-# What a user other than the home's owner (and root) may do.
-OPEN_OPS = frozenset({"ping", "status", "request", "wait", "note"})
+# What anyone may do (agent.service.authority decides the rest by who the caller is).
+OPEN_OPS = frozenset({"ping", "status", "request", "wait"})
 
 EVENTS = ("consent-needed", "consent-decided", "session-started", "session-ended", "time-warning",
           "activity", "alarm", "agent-stopping")
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-class ProtocolError(Exception):
-    """A message the agent answers with an error response."""
-
-    def __init__(self, code: str, message: str):
-        assert code in CODES, code
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -45,25 +37,25 @@ class Message:
 def decode_request(line: bytes) -> Message:
     """A request from one line (without or with its ``\\n``)."""
     if len(line) > MAX_MESSAGE + 1:
-        raise ProtocolError("too-large", f"The message is larger than {MAX_MESSAGE // 1024} KiB.")
+        raise ApiError("too-large", f"The message is larger than {MAX_MESSAGE // 1024} KiB.")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError("bad-request", "The message is not valid UTF-8.") from None
+        raise ApiError("bad-request", "The message is not valid UTF-8.") from None
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        raise ProtocolError("bad-request", "The message is not valid JSON; send one JSON object per line.") from None
+        raise ApiError("bad-request", "The message is not valid JSON; send one JSON object per line.") from None
     if not isinstance(value, dict):
-        raise ProtocolError("bad-request", "The message must be a JSON object with an \"op\".")
+        raise ApiError("bad-request", "The message must be a JSON object with an \"op\".")
     msg_id = value.pop("id", None)
     if not (msg_id is None or isinstance(msg_id, str) and len(msg_id) <= 64 or type(msg_id) is int):
         msg_id = None
     op = value.pop("op", None)
     if not isinstance(op, str):
-        raise ProtocolError("bad-request", "The message has no \"op\"; say which operation you want.")
+        raise ApiError("bad-request", "The message has no \"op\"; say which operation you want.")
     if op not in OPS:
-        raise ProtocolError("bad-request", f"Unknown operation '{escape(op)[:40]}'; use one of {', '.join(OPS)}.")
+        raise ApiError("bad-request", f"Unknown operation '{escape(op)[:40]}'; use one of {', '.join(OPS)}.")
     return Message(op, msg_id, value)
 
 

@@ -9,41 +9,58 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
-from agent.errors import AgentUnavailable, ChaperoneError
+from agent.api.protocol import encode
+from agent.errors import API_CODES, AgentUnavailable, ApiError
 from agent.home import Home
-from agent.service.protocol import encode
 
 MAX_RESPONSE = 64 * 1024 * 1024
+# The system agent's customer socket (DESIGN.md "Finding the system agent"); $CHAPERONE_SYSTEM_SOCKET overrides.
+SYSTEM_SOCKET = Path("/run/chaperone/customer.sock")
+SYSTEM_SOCKET_ENV = "CHAPERONE_SYSTEM_SOCKET"
 
 
-class AgentError(ChaperoneError):
-    """The agent answered with an error; ``code`` is the protocol's error code."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
+def system_socket_path() -> Path:
+    """Where the system agent's customer socket is: ``$CHAPERONE_SYSTEM_SOCKET``, else the default."""
+    env = os.environ.get(SYSTEM_SOCKET_ENV)
+    return Path(env) if env else SYSTEM_SOCKET
 
 
 class AgentClient:
-    def __init__(self, home: Home, timeout: float = 5.0):
+    """A client of the agent of ``home`` (its socket in the home), or of the system agent when ``socket``
+    is its customer socket (``AgentClient.system()``)."""
+
+    def __init__(self, home: Home | None, timeout: float = 5.0, *, socket: Path | None = None):
+        if home is None and socket is None:
+            raise ValueError("give the home or the socket")
         self.home = home
+        self.socket_path = socket if socket is not None else home.socket_path  # type: ignore[union-attr]
         self.timeout = timeout
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._subscriptions: list[socket.socket] = []
 
+    @classmethod
+    def system(cls, timeout: float = 5.0) -> AgentClient:
+        """A client of the system agent, through its customer socket."""
+        return cls(None, timeout, socket=system_socket_path())
+
     def _connect(self, timeout: float | None) -> socket.socket:
-        path = self.home.socket_path
+        path = self.socket_path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
+            if self.home is None:
+                raise AgentUnavailable(
+                    f"No system agent answers on {path}; is the chaperone-agent service running?") from None
             raise AgentUnavailable(
                 f"No agent is running for {self.home.path}; start one with 'chaperone agent --home {self.home.path}'."
             ) from None
@@ -56,7 +73,7 @@ class AgentClient:
         return sock
 
     def call(self, op: str, **params):
-        """Send one request and return its result; raise AgentError on an error response.
+        """Send one request and return its result; raise ApiError on an error response.
 
         A ``timeout`` parameter (as ``wait`` takes) lengthens the socket timeout to match.
         The session's ``id`` parameter travels as ``session`` on the wire, where ``id``
@@ -78,7 +95,7 @@ class AgentClient:
                     raise AgentUnavailable("The agent closed the connection without answering; is it stopping?")
                 if reply.get("id") == msg_id:
                     break
-        except socket.timeout:
+        except TimeoutError:
             raise AgentUnavailable(f"The agent did not answer within {io_timeout:g} s.") from None
         except (ConnectionResetError, BrokenPipeError):
             raise AgentUnavailable("The agent closed the connection without answering; is it stopping?") from None
@@ -86,7 +103,7 @@ class AgentClient:
             sock.close()
         if reply.get("ok"):
             return reply.get("result")
-        raise AgentError(str(reply.get("error") or "The agent refused the request."), str(reply.get("code")))
+        raise _api_error(reply, "The agent refused the request.")
 
     def subscribe(self) -> Iterator[dict]:
         """Events ``{"event", "data"}`` as they come, until ``close()`` or the agent stops.
@@ -99,19 +116,18 @@ class AgentClient:
         try:
             sock.sendall(encode({"op": "subscribe", "id": 0}))
             reply = reader.next()
-        except (OSError, socket.timeout):
+        except (TimeoutError, OSError):
             sock.close()
             raise AgentUnavailable("The agent did not accept the subscription; is it stopping?") from None
         if reply is None or not reply.get("ok"):
             sock.close()
-            raise AgentError(str((reply or {}).get("error") or "The agent refused the subscription."),
-                             str((reply or {}).get("code")))
+            raise _api_error(reply or {}, "The agent refused the subscription.")
         sock.settimeout(None)
         with self._lock:
             self._subscriptions.append(sock)
         return self._events(sock, reader)
 
-    def _events(self, sock: socket.socket, reader: "_LineReader") -> Iterator[dict]:
+    def _events(self, sock: socket.socket, reader: _LineReader) -> Iterator[dict]:
         try:
             while True:
                 try:
@@ -137,6 +153,12 @@ class AgentClient:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _api_error(reply: dict, fallback: str) -> ApiError:
+    """The agent's error response as the same ApiError it raised (an unknown code reads as unavailable)."""
+    code = reply.get("code")
+    return ApiError(code if code in API_CODES else "unavailable", str(reply.get("error") or fallback))
 
 
 class _LineReader:
