@@ -43,7 +43,8 @@ def _witness_text(witness: dict | None, ledger: dict | None) -> str:
     if not witnesses:
         return "None: the record does not leave this computer while a session runs."
     names = ", ".join(w.get("url", "?") for w in witnesses)
-    text = f"{len(witnesses)} ({names}); {witness.get('quorum', 1)} must cosign, at most {witness.get('max_lag_s')} s apart"
+    text = (f"{len(witnesses)} ({names}); {witness.get('quorum', 1)} must cosign, "
+            f"at most {witness.get('max_lag_s')} s apart")
     if ledger and ledger.get("cosigned"):
         text += f"; last cosigned head: {ledger['cosigned']}"
     return text + "."

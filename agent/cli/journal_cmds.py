@@ -33,7 +33,8 @@ def register(subparsers, common) -> None:
                    help="a zip file, or a folder when it ends with '/' or exists (default: TICKET.zip here)")
     p.set_defaults(func=run_export)
 
-    p = subparsers.add_parser("verify", parents=[common], help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
+    p = subparsers.add_parser("verify", parents=[common],
+                              help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
     p.add_argument("bundle", metavar="BUNDLE", nargs="+", help="the bundle's zip or folder (one; 'review' checks many)")
     p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
@@ -97,8 +98,9 @@ def _check_fingerprint(fingerprint: str | None) -> None:
 def _one_bundle(given: list[str]) -> str:
     """The one bundle ``verify`` checks; several, or a folder of bundles, are a job for ``review``."""
     if len(given) > 1:
+        shown = " ".join(shlex.quote(g) for g in given[:3]) + (" …" if len(given) > 3 else "")
         raise UsageError(f"verify checks one bundle and was given {len(given)}; to check many at once, run "
-                         f"'chaperone review {' '.join(shlex.quote(g) for g in given[:3])}{' …' if len(given) > 3 else ''}'.")
+                         f"'chaperone review {shown}'.")
     path = Path(given[0])
     if path.is_dir() and not (path / SUMS).exists() and not (path / JOURNAL).exists():
         raise UsageError(f"{text.escape(given[0])} is a folder, not a bundle; to check the bundles in it, run "

@@ -28,7 +28,8 @@ _SCRIPT = """
     if(!isNaN(x)&&!isNaN(y)&&String(x)===a&&String(y)===b)return x-y;return a<b?-1:a>b?1:0;}
   document.querySelectorAll('table.sortable th').forEach(function(th){
     th.addEventListener('click',function(){
-      var table=th.closest('table'),body=table.tBodies[0],i=th.cellIndex,dir=th.getAttribute('aria-sort')==='ascending'?-1:1;
+      var table=th.closest('table'),body=table.tBodies[0],i=th.cellIndex;
+      var dir=th.getAttribute('aria-sort')==='ascending'?-1:1;
       table.querySelectorAll('th').forEach(function(h){h.removeAttribute('aria-sort');});
       th.setAttribute('aria-sort',dir===1?'ascending':'descending');
       var rows=Array.prototype.slice.call(body.rows);
@@ -62,7 +63,8 @@ table.sortable th[aria-sort=ascending]::after{content:" ▲"}table.sortable th[a
 td.ok{color:var(--ok);font-weight:600}td.bad{color:var(--bad);font-weight:600}td.warn{color:var(--warn)}
 tr.problem td{background:var(--badbg)}.kind{font-weight:600;white-space:nowrap}
 table.sortable{table-layout:auto}table.sortable td,table.sortable th{overflow-wrap:break-word}
-table.sortable th{white-space:nowrap}td.nw{white-space:nowrap}table.sortable td.t,table.sortable th.t{width:auto;white-space:nowrap}
+table.sortable th{white-space:nowrap}td.nw{white-space:nowrap}
+table.sortable td.t,table.sortable th.t{width:auto;white-space:nowrap}
 """
 _KIND_ORDER = {k: i for i, k in enumerate(("not-genuine", "fork", "missing", "unreadable", "unknown-device",
                                           "unwitnessed", "gap", "pruned"))}
@@ -110,7 +112,8 @@ def write_page(out: TextIO, review: Review, *, reports_href: str | None = None, 
     verdict = ("ok", "Every bundle is genuine and complete.") if not problems else (
         "bad", f"{plural(problems, 'problem')} found: see below.")
     out.write(f"<div class='banner {verdict[0]}'><b>{html.escape(verdict[1])}</b>"
-              f"{plural(len(review.bundles), 'bundle')} from {plural(len({b.get('device') for b in review.bundles}), 'device')}"
+              f"{plural(len(review.bundles), 'bundle')} from "
+              f"{plural(len({b.get('device') for b in review.bundles}), 'device')}"
               f"; {genuine:,} genuine. {plural(review.examined, 'bundle')} verified in this run, the rest known from "
               "the index.</div>\n")
     out.write("<div class=filterbar><input id=filter type=search placeholder='Filter: device, technician, ticket, "
@@ -166,10 +169,12 @@ def _timeline(review: Review, times: Times) -> str:
             f"<tr><td class=t data-v='{esc(start or '')}'>{esc(times.short(start) if start else '')}</td>"
             f"<td class=nw data-v='{seconds_between(b.get('started'), b.get('ended')) or 0}'>{esc(took)}</td>"
             f"<td>{esc(_device_name(review, b.get('device')))}</td><td>{esc(b.get('technician') or '', 128)}</td>"
-            f"<td>{esc(b.get('org') or '', 128)}</td><td class=nw>{esc(b.get('ticket') or '', 64)}</td>{_verdict_cell(b)}"
+            f"<td>{esc(b.get('org') or '', 128)}</td><td class=nw>{esc(b.get('ticket') or '', 64)}</td>"
+            f"{_verdict_cell(b)}"
             f"<td>{witnessed}</td>"
             f"<td class=n>{b.get('ways_back_in') or 0}</td><td class=n>{b.get('alarms') or 0}</td>"
-            f"<td class=n>{b.get('gaps') or 0}</td><td title='{esc(b['file'])}'>{_link(b, esc(_base(b['file']), 120))}</td>"
+            f"<td class=n>{b.get('gaps') or 0}</td>"
+            f"<td title='{esc(b['file'])}'>{_link(b, esc(_base(b['file']), 120))}</td>"
             "</tr>")
     head = [("Started", ""), ("Length", ""), ("Device", ""), ("Technician", ""), ("Organisation", ""),
             ("Ticket", ""), ("Verdict", ""), ("Witnessed", ""), ("Ways back in", "n"), ("Alarms", "n"),
@@ -190,14 +195,16 @@ def _per_device(review: Review, times: Times) -> str:
         starts = sorted(s for s in (b.get("started") for b in items) if s)
         known = "yes" if fp in review.devices else ("—" if not review.devices else "<b class=flag>NO</b>")
         bad = sum(1 for b in items if not b.get("genuine"))
-        rows.append(f"<tr><td>{esc(_device_name(review, fp or None, whole=True))}</td><td>{known}</td><td class=n>{len(items)}</td>"
+        rows.append(f"<tr><td>{esc(_device_name(review, fp or None, whole=True))}</td><td>{known}</td>"
+                    f"<td class=n>{len(items)}</td>"
                     f"<td class=n>{bad}</td><td class=n>{sum(b.get('ways_back_in') or 0 for b in items)}</td>"
                     f"<td class=n>{sum(b.get('alarms') or 0 for b in items)}</td>"
                     f"<td>{esc(times.short(starts[0]) if starts else '')}</td>"
                     f"<td>{esc(times.short(starts[-1]) if starts else '')}</td></tr>")
     head = [("Device", ""), ("Known", ""), ("Sessions", "n"), ("Not genuine", "n"), ("Ways back in", "n"),
             ("Alarms", "n"), ("First", ""), ("Last", "")]
-    return f"<h2 id=devices>Per device <span class=n>({len(groups):,})</span></h2>\n" + _table("device-list", head, rows)
+    return (f"<h2 id=devices>Per device <span class=n>({len(groups):,})</span></h2>\n"
+            + _table("device-list", head, rows))
 
 
 def _per_technician(review: Review, times: Times) -> str:
@@ -211,7 +218,8 @@ def _per_technician(review: Review, times: Times) -> str:
         rows.append(f"<tr><td>{esc(who, 128)}</td><td>{esc(org, 128)}</td><td class=n>{len(items)}</td>"
                     f"<td class=n>{len({b.get('device') for b in items})}</td>"
                     f"<td class=n>{sum(b.get('ways_back_in') or 0 for b in items)}</td>"
-                    f"<td class=n>{sum(b.get('alarms') or 0 for b in items)}</td><td class=t>{esc(times.short(last))}</td></tr>")
+                    f"<td class=n>{sum(b.get('alarms') or 0 for b in items)}</td>"
+                    f"<td class=t>{esc(times.short(last))}</td></tr>")
     head = [("Technician", ""), ("Organisation", ""), ("Sessions", "n"), ("Devices", "n"), ("Ways back in", "n"),
             ("Alarms", "n"), ("Last session", "")]
     return (f"<h2 id=technicians>Per technician <span class=n>({len(groups):,})</span></h2>\n"
@@ -228,7 +236,8 @@ def _ways_back(review: Review, times: Times) -> str:
             packaged[bool(w.get("package"))] += 1
             pkg = f"came with {esc(w['package'], 200)}" if w.get("package") else "<b class=flag>unexplained</b>"
             rows.append(f"<tr><td class=t data-v='{esc(w.get('ts') or '')}'>{esc(times.short(w.get('ts')))}</td>"
-                        f"<td>{esc(_device_name(review, b.get('device')))}</td><td>{esc(b.get('technician') or '', 128)}"
+                        f"<td>{esc(_device_name(review, b.get('device')))}</td>"
+                        f"<td>{esc(b.get('technician') or '', 128)}"
                         f"</td><td>{esc(w.get('op'))} {esc(w.get('category'))}: <code>{esc(w.get('item'), 300)}</code>"
                         f"</td><td>{pkg}</td><td>{_link(b, esc(b.get('session') or b['file'], 200))}</td></tr>")
     out = f"<h2 id=ways>Ways back in across sessions <span class=n>({total:,})</span></h2>\n"

@@ -73,7 +73,9 @@ def identity(c: Collected, history: dict) -> str:
             return f"verified ({esc(signer)}{', key ' + esc(fp) if fp else ''})"
         return f"<span class=flag>NOT verified</span>{': ' + esc(ident.get('detail')) if ident.get('detail') else ''}"
     verified = history.get("verified")
-    return "verified" if verified is True else "<span class=flag>NOT verified</span>" if verified is False else "unknown"
+    if verified is True:
+        return "verified"
+    return "<span class=flag>NOT verified</span>" if verified is False else "unknown"
 
 
 def decision_text(c: Collected, times: Times, ts: str, d: dict) -> str:

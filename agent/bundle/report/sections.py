@@ -221,7 +221,8 @@ def _event_row(c: Collected, times: Times, e: Event) -> str:
     d = e.data
     kind, text, level = e.kind, "", ""
     if kind == "request":
-        caps = ", ".join(_str(x) for x in d.get("capabilities") or []) if isinstance(d.get("capabilities"), list) else ""
+        wanted = d.get("capabilities")
+        caps = ", ".join(_str(x) for x in wanted) if isinstance(wanted, list) else ""
         duration = d.get("duration_s")
         minutes = duration // 60 if isinstance(duration, int) else None
         by = _obj(d.get("requested_by"))
@@ -258,7 +259,8 @@ def _event_row(c: Collected, times: Times, e: Event) -> str:
     else:
         label, text = kind, esc(_str(d), 400)
     cls = f" class={level}" if level else ""
-    return f"<tr{cls}><td class=t>{esc(times.clock(e.ts))}</td><td class=k>{html.escape(label)}</td><td>{text}</td></tr>"
+    return (f"<tr{cls}><td class=t>{esc(times.clock(e.ts))}</td><td class=k>{html.escape(label)}</td>"
+            f"<td>{text}</td></tr>")
 
 
 def alarms_and_gaps(c: Collected, times: Times) -> str:

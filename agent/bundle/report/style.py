@@ -50,7 +50,8 @@ ul.tree .meta{color:var(--muted);font-size:.85em}
 details{border:1px solid var(--line);border-radius:4px;margin:.25em 0;padding:.2em .6em}
 details summary{cursor:pointer;overflow-wrap:anywhere}details[open] summary{margin-bottom:.2em}
 .programs{columns:3 14em;margin:.3em 0;padding:0;list-style:none}.programs li{break-inside:avoid}
-.timeline .k{width:9em}.timeline td.k{font-weight:600}tr.bad td{background:var(--badbg)}tr.warn td{background:var(--warnbg)}
+.timeline .k{width:9em}.timeline td.k{font-weight:600}
+tr.bad td{background:var(--badbg)}tr.warn td{background:var(--warnbg)}
 .more{color:var(--muted);font-style:italic;margin:.3em 0}
 footer{margin-top:2.5em;color:var(--muted);font-size:.85em;border-top:1px solid var(--line);padding-top:.6em}
 @media print{body{max-width:none;padding:0;font-size:11.5px}h2{break-after:avoid;margin-top:1.1em}
