@@ -19,7 +19,7 @@ from agent.bundle import BundleCopy, ReportCheck, render_report
 from agent.devicekey import DeviceKey
 from agent.home import Home
 from tests.fixtures.browser import CHROMIUM
-from tests.samples import SyntheticJournal, realistic_session
+from tests.samples import START, SyntheticJournal, realistic_session
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "screenshots"
@@ -55,9 +55,44 @@ def report_pages(work: Path) -> None:
     shoot(copy, OUT / "report-bundle-copy.png", 1000, 420, work)
 
 
+def review_page(work: Path) -> None:
+    """A review of 24 sessions from three devices, one of them unknown, one bundle changed after signing."""
+    from datetime import timedelta
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from agent.review import ReviewIndex, load_devices, review, write_page
+    from tests.samples import write_bundle
+
+    keys = [DeviceKey(ed25519.Ed25519PrivateKey.generate(), f"chaperone@{name}")
+            for name in ("reception-pc", "accounts-01", "laptop-ceo")]
+    folder = work / "bundles"
+    folder.mkdir()
+    people = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
+    for n in range(24):
+        journal = SyntheticJournal(f"s-2026112{n % 9}-{n:04d}", keys[n % 3], START + timedelta(hours=5 * n))
+        realistic_session(journal, customer_processes=20 + n, seed=n, technician=people[n % 3],
+                          ticket=f"INC-{20431 + n}", length_s=60 + 97 * n)
+        data = journal.bytes()
+        if n == 7:
+            data = data.replace(b"test page printed", b"nothing was changed")
+        write_bundle(folder / f"INC-{20431 + n}.zip", keys[n % 3], data)
+    devices = work / "devices"
+    devices.write_text("".join(f"{k.principal.split('@')[1]} {k.allowed_signers_line().split(' ', 1)[1]}\n"
+                               for k in keys[:2]))
+    with ReviewIndex(work / "index") as index:
+        result = review([str(folder)], devices=load_devices(devices), index=index, reports=work / "review.reports")
+    page = work / "review.html"
+    with open(page, "w", encoding="utf-8") as out:
+        write_page(out, result, reports_href="review.reports", tz=PARIS, sources=["/srv/tickets"])
+    shoot(page, OUT / "review.png", 1300, 1100, work)
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report_pages(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        review_page(Path(tmp))
     print(f"screenshots written to {OUT}")
     return 0
 
