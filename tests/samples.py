@@ -175,7 +175,11 @@ def realistic_session(journal: SyntheticJournal, *, customer_processes: int = 24
     journal.add("inventory-change", {"category": "scheduled", "op": "added", "item": "/etc/cron.d/gutenprint",
                                      "detail": {"line": "0 3 * * * root /usr/sbin/cups-genppdupdate"},
                                      "way_back_in": True, "why": "a scheduled job runs as root",
-                                     "package": {"name": "printer-driver-gutenprint", "version": "5.3.4-1"}})
+                                     "origin": "package", "origin_detail": "came with package "
+                                                                            "printer-driver-gutenprint 5.3.4-1",
+                                     "package": {"manager": "dpkg", "name": "printer-driver-gutenprint",
+                                                 "version": "5.3.4-1", "path": "/etc/cron.d/gutenprint",
+                                                 "shipped": True, "in_session": True}})
     journal.add("inventory-change", {"category": "packages", "op": "added",
                                      "item": "printer-driver-gutenprint 5.3.4-1", "detail": {}, "way_back_in": False,
                                      "why": None})

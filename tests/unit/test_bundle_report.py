@@ -140,3 +140,28 @@ def test_the_bundle_copy_names_the_command_that_checks_it():
     assert "This copy is not a verification" in html
     assert "chaperone verify &#x27;INC 1.zip&#x27; --fingerprint SHA256:abc" in html
     assert "Genuine" not in html and "Verified" not in html
+
+
+def test_capture_s_origin_decides_what_a_package_explains_and_summaries_count():
+    lines = [
+        record(0, "inventory-change", {"category": "scheduled", "op": "added", "item": "/etc/cron.d/a",
+                                       "way_back_in": True, "why": "runs as root", "origin": "package",
+                                       "package": {"manager": "dpkg", "name": "cron", "version": "3.0",
+                                                   "shipped": True, "in_session": True},
+                                       "origin_detail": "came with package cron 3.0"}),
+        record(1, "inventory-change", {"category": "scheduled", "op": "added", "item": "/etc/cron.d/b",
+                                       "way_back_in": True, "why": "runs as root", "origin": "unexplained",
+                                       "package": {"manager": "dpkg", "name": "cron", "version": "3.0",
+                                                   "shipped": False, "in_session": True},
+                                       "origin_detail": "belongs to package cron 3.0, but its content is not what "
+                                                        "the package shipped"}),
+        record(2, "process-summary", {"programs": {"firefox": 12, "bash": 3}, "other_programs": 4, "execs": 19}),
+    ]
+    html = render_report(lines)
+    back = html.split("id=back>")[1].split("<h2")[0]
+    unexplained, packaged = back.split("Came with a package")
+    assert "/etc/cron.d/b" in unexplained and "not what the package shipped" in unexplained
+    assert "/etc/cron.d/a" in packaged and "came with package <b>cron 3.0</b>" in packaged
+    customer = html.split("id=customer>")[1].split("<h2")[0]
+    assert "19 program starts" in customer and "firefox</code> × 12" in customer
+    assert "(other programs)</code> × 4" in customer

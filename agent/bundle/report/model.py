@@ -73,7 +73,11 @@ def _int(value: Any) -> int | None:
 
 
 def package_of(data: dict) -> str | None:
-    """The package a change came with, as ``name version``, when capture said so."""
+    """The package a change came with, as ``name version``, when capture said so: ``origin: "package"`` with
+    its ``package`` (a file that merely belongs to a package is not explained by it), or, from capture that
+    gives no ``origin``, a ``package``/``came_with`` field."""
+    if "origin" in data and data.get("origin") != "package":
+        return None
     for key in ("package", "came_with", "packages"):
         value = data.get(key)
         if isinstance(value, str) and value:
@@ -264,8 +268,10 @@ class Collected:
         if len(self.ways_back) < self.limits.ways_back:
             category = _str(data.get("category")) or ("file" if kind == "file" else kind)
             item = _str(data.get("item")) or _str(data.get("path"))
-            self.ways_back.append(WayBack(ts, category, _str(data.get("op")), item, _str(data.get("why")), package,
-                                          seq))
+            why = _str(data.get("why"))
+            if not package and data.get("origin_detail"):
+                why = f"{why}; {_str(data.get('origin_detail'))}" if why else _str(data.get("origin_detail"))
+            self.ways_back.append(WayBack(ts, category, _str(data.get("op")), item, why, package, seq))
 
     def _file(self, ts: str, seq: int, data: dict) -> None:
         if data.get("way_back_in") is True:
@@ -388,6 +394,9 @@ class Collected:
         for name, count in _obj(data.get("programs") or data.get("counts")).items():
             if _int(count):
                 self._program(str(name)[:80], count)
+        others = _int(data.get("other_programs"))
+        if others:
+            self._program("(other programs)", others)
 
     def _alarm(self, ts: str, seq: int, data: dict) -> None:
         self.alarm_total += 1
