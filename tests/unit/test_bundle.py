@@ -248,3 +248,32 @@ def test_export_last_names_the_file_after_the_ticket(home, device_key, tmp_path,
     assert verify_bundle(tmp_path / "T-42.zip").session == "s-1"
     assert main(["export", "--home", str(home.path)]) == 2
     assert "Give a session's id or --last" in capsys.readouterr().err
+
+
+def test_the_trays_report_checks_the_homes_journal(home, device_key, tmp_path):
+    from agent.bundle.home_report import write_home_report
+
+    write_session(home, device_key, "s-1", records=[("note", {"author": "t", "text": "all good"})])
+    write_session(home, device_key, "s-2", seal=False)
+    with History(home) as history:
+        rows = {r["id"]: r for r in history.list()}
+    out = tmp_path / "r.html"
+    assert write_home_report(home, rows["s-1"], out).genuine
+    assert "Genuine: checked when this report was written" in out.read_text()
+    check = write_home_report(home, rows["s-2"], out)
+    assert not check.genuine and not check.sealed and "Not sealed yet" in out.read_text()
+    journal = home.journal_path("s-1")
+    journal.write_bytes(journal.read_bytes().replace(b"all good", b"all fine"))
+    check = write_home_report(home, rows["s-1"], out)
+    assert not check.genuine and "NOT GENUINE" in out.read_text() and "line" in check.reason
+
+
+def test_report_with_a_pinned_fingerprint_that_differs_exits_1(home, device_key, tmp_path, capsys):
+    write_session(home, device_key)
+    bundle = export_bundle(home, "s-1", tmp_path / "b.zip")
+    out = tmp_path / "r.html"
+    other = "SHA256:" + "A" * 43
+    assert main(["report", str(bundle), "-o", str(out), "--fingerprint", other]) == 1
+    assert "not by the pinned device key" in out.read_text()
+    assert main(["report", str(bundle), "-o", str(out), "--fingerprint", device_key.fingerprint]) == 0
+    assert "The key matches the pinned fingerprint." in out.read_text()
