@@ -145,10 +145,16 @@ class PublishWorker:
     def nudge(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop soon; an upload under way is abandoned after ``timeout`` (the thread is a daemon, and what it
+        was sending stays in the spool for the next start)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def _run(self) -> None:
         try:

@@ -249,3 +249,28 @@ def test_review_index_of_s3_needs_no_second_download(s3_env, tmp_path):
     assert first.examined == 3 and second.examined == 0 and fetched == []
     assert [b["genuine"] for b in second.bundles] == [True] * 3
     index.close()
+
+
+def test_the_worker_never_holds_up_its_caller_and_stops_promptly(hanging_endpoint, tmp_path):
+    from agent.publish import PublishWorker
+
+    home, _ = make_home(tmp_path, "dev", hanging_endpoint, "fleet", sessions=1)
+    store = S3Store("s3://fleet/acme", hanging_endpoint, connect_timeout=1, read_timeout=30)
+    made = []
+
+    def make() -> Publisher:
+        made.append(Publisher(home, store=store))
+        return made[-1]
+
+    worker = PublishWorker(make, interval=0.2)
+    started = time.monotonic()
+    worker.start()
+    worker.nudge()
+    assert time.monotonic() - started < 0.5  # start and nudge return at once, whatever the store does
+    from tests.conftest import wait_for
+
+    assert wait_for(lambda: made and made[0].spool.waiting(), timeout=20)  # caught up: the session is spooled
+    stopping = time.monotonic()
+    worker.stop(timeout=3)
+    assert time.monotonic() - stopping < 5
+    assert len(Publisher(home).spool.waiting()) == 1  # still there for the next start
