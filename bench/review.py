@@ -13,6 +13,9 @@ Prints one JSON line:
 - ``speedup`` = ``loop_s / first_s`` (target >= 10) and ``speedup_json`` = ``loop_s / first_json_s``;
 - ``second_s``: the review again after 10 new bundles arrived (target <= 5 s);
 - ``peak_rss_mb``: the first review's peak resident memory, the process and its workers together;
+- ``*_cpu_s``: the CPU seconds of the same runs (the review's workers and the loop's programs included): on a
+  shared machine the wall times above depend on the load (``load_before``); ``speedup_idle_estimate`` =
+  ``loop_cpu_s / (first_cpu_s / cores)`` is what the speed-up would be with every core free for the review;
 - ``html_open_s``: the review page of every session opening in headless Chromium (until its load event),
   ``first_paint_ms`` and ``filter_ms`` (typing a technician's name into the filter until the rows show).
 
@@ -32,6 +35,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -111,8 +115,14 @@ def devices_file(path: Path) -> None:
                             for i, k in enumerate(_keys())))
 
 
-def timed_review(args: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in MB of the process tree) of ``chaperone review ARGS``."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_review(args: list[str]) -> tuple[float, float, float]:
+    """(seconds, peak RSS in MB of the process tree, CPU seconds of the tree) of ``chaperone review ARGS``."""
+    cpu = _children_cpu()
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "agent", "review", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, cwd=ROOT)
@@ -128,7 +138,7 @@ def timed_review(args: list[str]) -> tuple[float, float]:
     took = time.perf_counter() - started
     if proc.returncode not in (0, 1):
         raise SystemExit(f"review failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
-    return took, peak / 1e6
+    return took, peak / 1e6, _children_cpu() - cpu
 
 
 LOOP = r"""
@@ -143,10 +153,12 @@ done
 """
 
 
-def time_loop(zips: list[Path]) -> float:
+def time_loop(zips: list[Path]) -> tuple[float, float]:
+    """(seconds, CPU seconds of bash and every program it ran)."""
+    cpu = _children_cpu()
     started = time.perf_counter()
     subprocess.run(["bash", "-c", LOOP, "loop", *map(str, zips)], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _children_cpu() - cpu
 
 
 def open_in_chromium(page: Path) -> dict:
@@ -200,16 +212,18 @@ def main() -> int:
         devices_file(devices)
         load_before = os.getloadavg()[0]
 
-        first_s, peak = timed_review([str(bundles), "--devices", str(devices), "--index", str(work / "i1"),
+        first_s, peak, first_cpu = timed_review([str(bundles), "--devices", str(devices), "--index", str(work / "i1"),
                                       "-o", str(work / "review.html")])
-        first_json_s, _ = timed_review([str(bundles), "--devices", str(devices), "--index", str(work / "i2"),
+        first_json_s, _, json_cpu = timed_review([str(bundles), "--devices", str(devices), "--index", str(work / "i2"),
                                         "--json"])
         step = max(1, len(zips) // args.loop_sample)
         sample = zips[::step][: args.loop_sample]
-        loop_s = time_loop(sample) * len(zips) / len(sample)
+        loop_sample_s, loop_sample_cpu = time_loop(sample)
+        loop_s = loop_sample_s * len(zips) / len(sample)
+        loop_cpu = loop_sample_cpu * len(zips) / len(sample)
 
         make_bundles(bundles, args.bundles, 10)
-        second_s, _ = timed_review([str(bundles), "--devices", str(devices), "--index", str(work / "i1"),
+        second_s, _, second_cpu = timed_review([str(bundles), "--devices", str(devices), "--index", str(work / "i1"),
                                     "-o", str(work / "review.html")])
         browser = open_in_chromium(work / "review.html")
         print(json.dumps({
@@ -217,6 +231,9 @@ def main() -> int:
             "loop_s": round(loop_s, 1), "loop_scaled": len(sample) < len(zips), "loop_sample": len(sample),
             "speedup": round(loop_s / first_s, 1), "speedup_json": round(loop_s / first_json_s, 1),
             "second_s": round(second_s, 2), "peak_rss_mb": round(peak), **browser,
+            "first_cpu_s": round(first_cpu, 1), "first_json_cpu_s": round(json_cpu, 1),
+            "loop_cpu_s": round(loop_cpu, 1), "second_cpu_s": round(second_cpu, 2),
+            "speedup_idle_estimate": round(loop_cpu / (first_cpu / (os.cpu_count() or 1)), 1),
             "bundle_kb_median": round(sorted(sizes)[len(sizes) // 2] / 1024), "bundle_kb_max":
                 round(max(sizes) / 1024), "cores": os.cpu_count(), "load_before": round(load_before, 2),
             "made_s": round(made_s, 1)}))

@@ -16,7 +16,6 @@ from agent.review import (
     write_json,
     write_page,
 )
-from agent.review.remote import s3_bundles
 from agent.text import escape
 
 
@@ -69,6 +68,8 @@ def run_review(args) -> int:
     cache = index.path.with_name(index.path.name + ".s3-cache")
 
     def remote(url: str, skipped: list[str]):
+        from agent.review.remote import s3_bundles  # here: boto3 takes a second to load; only s3:// needs it
+
         return s3_bundles(url, skipped, cache, endpoint_url=args.endpoint_url)
 
     try:

@@ -100,9 +100,10 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
     known = frozenset(result.devices)
     digests: dict[int, str] = {}
     unknown: list[int] = []
+    known_places = index.places()
     for i, item in enumerate(found):
-        digest = index.digest_at(item.place, item.stamp)
-        if digest:
+        stamp, digest = known_places.get(item.place, ("", ""))
+        if digest and stamp == item.stamp:
             digests[i] = digest
         else:
             unknown.append(i)
