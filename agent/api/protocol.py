@@ -21,7 +21,7 @@ OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", 
 # What anyone may do (agent.service.authority decides the rest by who the caller is).
 OPEN_OPS = frozenset({"ping", "status", "request", "wait"})
 
-EVENTS = ("consent-needed", "consent-decided", "session-started", "session-ended", "time-warning",
+EVENTS = ("consent-needed", "consent-decided", "session-started", "session-ended", "session-sealed", "time-warning",
           "activity", "alarm", "agent-stopping")
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)

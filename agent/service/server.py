@@ -39,6 +39,7 @@ from agent.service.unattended import UnattendedSink, start_monitor
 from agent.session.hooks import CaptureFactory, TechnicianPids
 from agent.session.manager import SessionManager
 from agent.ssh import lifecycle as ssh_lifecycle
+from agent.ssh import sudo as ssh_sudo
 
 log = logging.getLogger("chaperone.agent")
 
@@ -159,6 +160,7 @@ class AgentService:
         await self.manager.start()
         self._unattended = UnattendedSink(self.home, self.manager.device_key,
                                           lambda name, data: loop.call_soon_threadsafe(self.publish, name, data))
+        await asyncio.to_thread(self._take_back_stale_rights)
         monitor = start_monitor(self._unattended, self.home.settings().remote_access_interval_s,
                                 self.manager.session_live)
         publishing = PublishWorker(lambda: Publisher(self.home)) if self.home.settings().publish.url else None
@@ -199,6 +201,17 @@ class AgentService:
                 self.system_socket.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _take_back_stale_rights(self) -> None:
+        """sudo given for a session that is not live any more (the agent was killed or crashed) goes now."""
+        if os.geteuid() != 0:
+            return
+        live = {s["id"] for s in [self.manager.status().get("active") or {}] if s.get("id")}
+        for sid in ssh_sudo.revoke_all_but(live):
+            assert self._unattended is not None
+            self._unattended.emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "session": sid,
+                                                      "detail": f"sudo left by session {sid} was taken back when "
+                                                                "the agent started."})
 
     async def _serve_customers(self, path: Path) -> asyncio.AbstractServer:
         """The customer socket of the system agent: anyone may connect; each operation is checked against

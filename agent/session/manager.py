@@ -370,6 +370,7 @@ class SessionManager:
             )
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
+        await self._run_login_hook(session, "on_session_started")
 
     def _hooks(self, session: Session) -> LoginHooks | None:
         return self.login_hooks.get(session.source)
@@ -466,7 +467,7 @@ class SessionManager:
             history={"ended": rfc3339(utc_now()), "end_reason": reason},
             event=("session-ended", {"id": session.id, "reason": reason}),
         )
-        await self._run_login_hook(session)
+        outcome = await self._run_login_hook(session, "on_session_ended")
         if session.capture is not None:
             try:
                 await asyncio.to_thread(session.capture.stop)
@@ -474,22 +475,37 @@ class SessionManager:
                 session.record(RecordType.CAPTURE_ERROR, {"what": "capture-stop", "path": None,
                                                           "error": error_detail(exc)})
         await self._seal(session, reason)
+        connections = outcome.get(RecordType.SSH_CONNECTIONS) or {}
+        self._publish("session-sealed", {
+            "id": session.id, "reason": reason,
+            # how many of the technician's connections this ending closed (0: nobody was disconnected)
+            "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
+        })
 
-    async def _run_login_hook(self, session: Session) -> None:
+    async def _run_login_hook(self, session: Session, which: str) -> dict:
+        """``on_session_started`` or ``on_session_ended`` of the session's login source, in a thread;
+        the last record of each type the hook emitted (what it did)."""
         hooks = self._hooks(session)
+        outcome: dict = {}
         if hooks is None:
-            return
+            return outcome
         try:
             settings = self.home.settings()
         except ChaperoneError:
             settings = Settings()
-        assert session.sink is not None
+        sink = session.sink
+        assert sink is not None
+
+        def emit(type: str, data: dict) -> object:
+            outcome[type] = data
+            return sink.emit(type, data)
+
         try:
-            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(str(self.home.path)), settings,
-                                    session.sink.emit)
+            await asyncio.to_thread(getattr(hooks, which), session.hook_view(str(self.home.path)), settings, emit)
         except Exception as exc:  # noqa: BLE001 - whatever a hook raises, never lose the seal over it
-            session.record(RecordType.CAPTURE_ERROR, {"what": "ssh-session-end", "path": None,
-                                                      "error": error_detail(exc)})
+            what = "ssh-session-end" if which == "on_session_ended" else "ssh-session-start"
+            session.record(RecordType.CAPTURE_ERROR, {"what": what, "path": None, "error": error_detail(exc)})
+        return outcome
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:

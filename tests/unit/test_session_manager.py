@@ -129,7 +129,8 @@ def test_ssh_sessions_call_the_ssh_hooks(home, device_key, monkeypatch):
         seen["session"] = session
         emit("ssh-connections", {"action": "ended", "user": "bob", "connections": []})
 
-    hooks = types.SimpleNamespace(technician_pids=lambda session: {4242}, on_session_ended=on_session_ended)
+    hooks = types.SimpleNamespace(technician_pids=lambda session: {4242}, on_session_ended=on_session_ended,
+                                  on_session_started=lambda session, settings, emit: seen.setdefault("started", session))
     pids_seen = []
 
     def factory(sink, watch, pids):
