@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import UTC, datetime, tzinfo
 from typing import TextIO
 
@@ -63,9 +63,16 @@ table.sortable th[aria-sort=ascending]::after{content:" ▲"}table.sortable th[a
 td.ok{color:var(--ok);font-weight:600}td.bad{color:var(--bad);font-weight:600}td.warn{color:var(--warn)}
 tr.problem td{background:var(--badbg)}.kind{font-weight:600;white-space:nowrap}
 table.sortable{table-layout:auto}table.sortable td,table.sortable th{overflow-wrap:break-word}
+table.sortable.fixed{table-layout:fixed}table.sortable.fixed td{overflow-wrap:anywhere}
+table.sortable.fixed th{white-space:normal;vertical-align:bottom}
+table.fixed tbody tr{content-visibility:auto;contain-intrinsic-size:auto 2.6em}
 table.sortable th{white-space:nowrap}td.nw{white-space:nowrap}
 table.sortable td.t,table.sortable th.t{width:auto;white-space:nowrap}
 """
+#: Rows the page lists across sessions (ways back in, alarms) and of problems; the rest is counted (JSON and CSV
+#: have every bundle and problem, each session's report every way back in and alarm).
+LIST_LIMIT = 2_000
+PROBLEM_LIMIT = 5_000
 _KIND_ORDER = {k: i for i, k in enumerate(("not-genuine", "fork", "missing", "unreadable", "unknown-device",
                                           "unwitnessed", "gap", "pruned"))}
 
@@ -75,7 +82,7 @@ def _device_name(review: Review, fp: str | None, whole: bool = False) -> str:
         return "unknown"
     name = review.devices.get(fp)
     if name:
-        return f"{name} ({fp[:19]}…)"
+        return f"{name} ({fp[:14]}…)"
     return fp if whole or not review.devices else f"{fp[:19]}… (unknown)"
 
 
@@ -83,10 +90,12 @@ def _base(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1] or name
 
 
-def _table(table_id: str, head: list[tuple[str, str]], rows: list[str], filterable: bool = True) -> str:
-    classes = "sortable filterable" if filterable else "sortable"
+def _table(table_id: str, head: list[tuple[str, str]], rows: list[str], filterable: bool = True,
+           widths: tuple[str, ...] = ()) -> str:
+    classes = "sortable filterable" + (" fixed" if widths else "") if filterable else "sortable"
     cols = "".join(f"<th{' class=' + cls if cls else ''}>{html.escape(title)}</th>" for title, cls in head)
-    return (f"<table id={table_id} class='{classes}'><thead><tr>{cols}</tr></thead><tbody>\n"
+    colgroup = "<colgroup>" + "".join(f"<col style='width:{w}'>" for w in widths) + "</colgroup>" if widths else ""
+    return (f"<table id={table_id} class='{classes}'>{colgroup}<thead><tr>{cols}</tr></thead><tbody>\n"
             + "\n".join(rows) + "\n</tbody></table>\n")
 
 
@@ -141,14 +150,17 @@ def _problems(review: Review) -> str:
     by_file = {b["file"]: b for b in review.bundles}
     rows = [f"<tr class=problem><td class=kind>cannot read</td><td></td><td></td><td></td><td>{esc(s, 600)}</td></tr>"
             for s in review.unreadable_sources]
-    for p in sorted(review.problems, key=lambda p: (_KIND_ORDER.get(p["kind"], 99), p.get("file") or "")):
+    ordered = sorted(review.problems, key=lambda p: (_KIND_ORDER.get(p["kind"], 99), p.get("file") or ""))
+    for p in ordered[:PROBLEM_LIMIT]:
         b = by_file.get(p.get("file") or "")
         name = esc(_base(p.get("file") or ""), 200)
         rows.append(f"<tr class=problem><td class=kind>{esc(p['kind'])}</td>"
                     f"<td>{_link(b, name) if b else name}</td><td>{esc(p.get('session') or '')}</td>"
                     f"<td>{esc(_device_name(review, p.get('device')))}</td><td>{esc(p.get('detail'), 600)}</td></tr>")
+    more = (f"<p class=more>{len(ordered) - PROBLEM_LIMIT:,} more problems are in the review's JSON and CSV."
+            "</p>\n" if len(ordered) > PROBLEM_LIMIT else "")
     return out + _table("problem-list", [("Problem", ""), ("File", ""), ("Session", ""), ("Device", ""),
-                                         ("Detail", "")], rows)
+                                         ("Detail", "")], rows) + more
 
 
 def _verdict_cell(b: dict) -> str:
@@ -181,7 +193,8 @@ def _timeline(review: Review, times: Times) -> str:
             ("Gaps", "n"), ("Report", "")]
     return (f"<h2 id=timeline>Sessions <span class=n>({len(review.bundles):,})</span></h2>\n"
             "<p class=muted>Oldest first; click a column to sort, the file name to open the session's report.</p>\n"
-            + _table("sessions", head, rows))
+            + _table("sessions", head, rows, widths=("10em", "7em", "15%", "11%", "9%", "7.5em", "7em", "6.5em",
+                                                     "4.5em", "4.5em", "3.5em", "auto")))
 
 
 def _per_device(review: Review, times: Times) -> str:
@@ -227,37 +240,41 @@ def _per_technician(review: Review, times: Times) -> str:
 
 
 def _ways_back(review: Review, times: Times) -> str:
-    rows: list[str] = []
+    listed: list[tuple[bool, str, dict, dict]] = []
     total = 0
-    packaged: Counter[bool] = Counter()
     for b in review.bundles:
         total += b.get("ways_back_in") or 0
-        for w in b.get("ways") or []:
-            packaged[bool(w.get("package"))] += 1
-            pkg = f"came with {esc(w['package'], 200)}" if w.get("package") else "<b class=flag>unexplained</b>"
-            rows.append(f"<tr><td class=t data-v='{esc(w.get('ts') or '')}'>{esc(times.short(w.get('ts')))}</td>"
-                        f"<td>{esc(_device_name(review, b.get('device')))}</td>"
-                        f"<td>{esc(b.get('technician') or '', 128)}"
-                        f"</td><td>{esc(w.get('op'))} {esc(w.get('category'))}: <code>{esc(w.get('item'), 300)}</code>"
-                        f"</td><td>{pkg}</td><td>{_link(b, esc(b.get('session') or b['file'], 200))}</td></tr>")
+        listed.extend((bool(w.get("package")), w.get("ts") or "", w, b) for w in b.get("ways") or [])
+    listed.sort(key=lambda x: (x[0], x[1]))  # unexplained first, then by time
+    rows = []
+    for _, _, w, b in listed[:LIST_LIMIT]:
+        pkg = f"came with {esc(w['package'], 200)}" if w.get("package") else "<b class=flag>unexplained</b>"
+        rows.append(f"<tr><td class=t data-v='{esc(w.get('ts') or '')}'>{esc(times.short(w.get('ts')))}</td>"
+                    f"<td>{esc(_device_name(review, b.get('device')))}</td>"
+                    f"<td>{esc(b.get('technician') or '', 128)}"
+                    f"</td><td>{esc(w.get('op'))} {esc(w.get('category'))}: <code>{esc(w.get('item'), 300)}</code>"
+                    f"</td><td>{pkg}</td><td>{_link(b, esc(b.get('session') or b['file'], 200))}</td></tr>")
     out = f"<h2 id=ways>Ways back in across sessions <span class=n>({total:,})</span></h2>\n"
     if not rows:
         return out + "<p class=empty>None.</p>\n"
     head = [("Time", ""), ("Device", ""), ("Technician", ""), ("What", ""), ("Explained", ""), ("Session", "")]
-    note = "" if len(rows) == total else (f"<p class=more>{len(rows):,} listed of {total:,}; each session's report "
-                                          "lists all of its own.</p>\n")
+    note = "" if len(rows) == total else (f"<p class=more>{len(rows):,} listed of {total:,} (unexplained first); "
+                                          "each session's report lists all of its own.</p>\n")
     return out + _table("way-list", head, rows) + note
 
 
 def _alarms(review: Review, times: Times) -> str:
-    rows, total = [], 0
+    rows: list[str] = []
+    total = 0
     for b in review.bundles:
         total += b.get("alarms") or 0
-        for a in b.get("alarm_items") or []:
+        for a in (b.get("alarm_items") or [])[: max(0, LIST_LIMIT - len(rows))]:
             rows.append(f"<tr><td class=t data-v='{esc(a.get('ts') or '')}'>{esc(times.short(a.get('ts')))}</td>"
                         f"<td>{esc(_device_name(review, b.get('device')))}</td><td>{esc(a.get('text'), 400)}</td>"
                         f"<td>{_link(b, esc(b.get('session') or b['file'], 200))}</td></tr>")
     out = f"<h2 id=alarms>Alarms across sessions <span class=n>({total:,})</span></h2>\n"
     if not rows:
         return out + "<p class=empty>None.</p>\n"
-    return out + _table("alarm-list", [("Time", ""), ("Device", ""), ("Alarm", ""), ("Session", "")], rows)
+    note = "" if len(rows) == total else (f"<p class=more>{len(rows):,} listed of {total:,}; each session's report "
+                                          "lists all of its own.</p>\n")
+    return out + _table("alarm-list", [("Time", ""), ("Device", ""), ("Alarm", ""), ("Session", "")], rows) + note
