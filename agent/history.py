@@ -100,6 +100,8 @@ class History:
             raise HistoryError(f"Cannot open the history {self.path}: {exc}; check the home's permissions.") from None
 
     def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        if self._conn is None:
+            raise HistoryError(f"The history {self.path} is closed.")
         try:
             return self._conn.execute(sql, params)
         except sqlite3.OperationalError as exc:

@@ -35,11 +35,13 @@ class AgentClient:
     """A client of the agent of ``home`` (its socket in the home), or of the system agent when ``socket``
     is its customer socket (``AgentClient.system()``)."""
 
-    def __init__(self, home: Home | None, timeout: float = 5.0, *, socket: Path | None = None):
-        if home is None and socket is None:
-            raise ValueError("give the home or the socket")
+    def __init__(self, home: Home | None, timeout: float = 5.0, *, socket_path: Path | None = None):
+        if socket_path is None:
+            if home is None:
+                raise ValueError("give the home or the socket")
+            socket_path = home.socket_path
         self.home = home
-        self.socket_path = socket if socket is not None else home.socket_path  # type: ignore[union-attr]
+        self.socket_path = socket_path
         self.timeout = timeout
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -48,7 +50,7 @@ class AgentClient:
     @classmethod
     def system(cls, timeout: float = 5.0) -> AgentClient:
         """A client of the system agent, through its customer socket."""
-        return cls(None, timeout, socket=system_socket_path())
+        return cls(None, timeout, socket_path=system_socket_path())
 
     def _connect(self, timeout: float | None) -> socket.socket:
         path = self.socket_path

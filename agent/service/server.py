@@ -159,7 +159,7 @@ class AgentService:
             loop.add_signal_handler(sig, self.request_stop)
         await self.manager.start()
         self._unattended = UnattendedSink(self.home, self.manager.device_key,
-                                          lambda name, data: loop.call_soon_threadsafe(self.publish, name, data))
+                                          lambda name, data: self._publish_threadsafe(loop, name, data))
         await asyncio.to_thread(self._take_back_stale_rights)
         monitor = start_monitor(self._unattended, self.home.settings().remote_access_interval_s,
                                 self.manager.session_live)
@@ -170,7 +170,7 @@ class AgentService:
         retention.start()
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        servers = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
+        servers: list[asyncio.AbstractServer] = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
         if self.system_socket is not None:
@@ -201,6 +201,9 @@ class AgentService:
                 self.system_socket.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _publish_threadsafe(self, loop: asyncio.AbstractEventLoop, name: str, data: dict) -> None:
+        loop.call_soon_threadsafe(self.publish, name, data)
 
     def _take_back_stale_rights(self) -> None:
         """sudo given for a session that is not live any more (the agent was killed or crashed) goes now."""
@@ -373,7 +376,8 @@ class AgentService:
                                          only=params.get("only"), for_s=params.get("for_s"))
 
     async def _wait(self, params, peer, caller):
-        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30))
+        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30),
+                                       params.get("until", "decided"))
 
     async def _end(self, params, peer, caller):
         return await self.manager.end(_session_id(params), caller)

@@ -126,6 +126,8 @@ class SessionManager:
         self.history.upsert(session.id, state=to.value, **(history or {}))
         if to in (State.ALLOWED, State.REFUSED, State.EXPIRED):
             session.decided.set()
+        if to in (State.ACTIVE, State.REFUSED, State.EXPIRED, State.ENDED):
+            session.settled.set()
         if event is not None:
             self._publish(*event)
 
@@ -337,18 +339,23 @@ class SessionManager:
         if session.state is State.REQUESTED:
             await self._refuse(session, State.EXPIRED, how, None, reason)
 
-    async def wait(self, sid, timeout) -> dict:
+    async def wait(self, sid, timeout, until: str = "decided") -> dict:
+        """The request's state once decided (``until="decided"``), or once it records or never will
+        (``until="active"``: what a login waits for before it is let in), or after ``timeout`` seconds."""
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
             raise ApiError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+        if until not in ("decided", "active"):
+            raise ApiError("bad-request", "Wait until \"decided\" or \"active\".")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if not past:
                 raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}.")
             return {"id": sid, "state": past["state"]}
+        event = session.decided if until == "decided" else session.settled
         try:
-            await asyncio.wait_for(session.decided.wait(), timeout)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
             pass
         return {"id": sid, "state": session.state.value}
 
@@ -368,6 +375,7 @@ class SessionManager:
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
+        session.settled.set()  # also for a session resumed after a restart: it records again
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
         await self._run_login_hook(session, "on_session_started")

@@ -57,6 +57,7 @@ class Session:
     finishing: asyncio.Task | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # recording (active), or it will never be
 
     @property
     def capabilities(self) -> tuple[str, ...]:

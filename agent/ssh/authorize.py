@@ -232,7 +232,7 @@ class Authorizer:
     def _await_active(self, session_id: str, deadline: float) -> str:
         """Wait for the decision, then for the session to be recording; the last state seen."""
         remaining = max(0.0, deadline - self.clock())
-        state = str(self.client.call("wait", id=session_id, timeout=remaining)["state"])
+        state = str(self.client.call("wait", id=session_id, timeout=remaining, until="active")["state"])
         while state == "allowed" and self.clock() < deadline:  # capture is starting
             self.sleep(POLL_S)
             state = self._state_of(session_id)

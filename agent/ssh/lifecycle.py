@@ -165,6 +165,8 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 def _forget(session: dict) -> None:
     session_id = session.get("id")
+    if not session_id:
+        return
     try:
         with LoginState(_home(session)).open() as book:
             record = book.for_session(session_id)

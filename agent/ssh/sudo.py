@@ -73,7 +73,7 @@ def revoke(session_id: str, folder: Path = SUDOERS_D) -> bool:
 
 def revoke_all_but(live: set[str], folder: Path = SUDOERS_D) -> list[str]:
     """Remove the drop-ins of sessions not in ``live`` (after a crash or a kill); the sessions they were for."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
