@@ -94,7 +94,7 @@ class BundleSource:
         try:
             if self._zip is not None:
                 # zipfile's own readline is slow Python; a C buffer over the member reads lines 5-10x faster
-                return io.BufferedReader(self._zip.open(name), buffer_size=1 << 16)  # type: ignore[arg-type]
+                return io.BufferedReader(self._zip.open(name), buffer_size=1 << 16)  # type: ignore[type-var]
             return open(self.path / name, "rb")
         except Exception as exc:  # noqa: BLE001 - encrypted, unknown compression, damaged header…
             raise Unreadable(f"Cannot read {name} in {self.path}: {exc}.") from None

@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
-from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import (  # type: ignore[import-untyped]
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
@@ -30,7 +30,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     PartialCredentialsError,
     ReadTimeoutError,
 )
-from botocore.exceptions import ConnectTimeoutError as BotoConnectTimeout  # type: ignore[import-untyped]
+from botocore.exceptions import ConnectTimeoutError as BotoConnectTimeout
 
 from agent.errors import ChaperoneError
 from agent.text import escape

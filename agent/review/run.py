@@ -125,11 +125,11 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
         cached = index.entries(sorted(set(digests.values())))
         todo: dict[str, int] = {}  # one job per distinct bundle
         for i, item in enumerate(found):
-            digest = digests.get(i)
-            report_missing = (reports is not None and digest is not None
-                              and not (reports / f"{digest[:24]}.html").exists())
-            if digest is None or digest not in cached or report_missing:
-                todo.setdefault(digest or f"path:{item.path}", i)
+            known_digest = digests.get(i)
+            report_missing = (reports is not None and known_digest is not None
+                              and not (reports / f"{known_digest[:24]}.html").exists())
+            if known_digest is None or known_digest not in cached or report_missing:
+                todo.setdefault(known_digest or f"path:{item.path}", i)
         jobs_list = [(str(found[i].path), digests.get(i), str(reports) if reports else None, known)
                      for i in todo.values()]
         fresh: dict[str, dict] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,7 +373,7 @@ class Collected:
         if data.get("op") == "ended":
             node.ended = _str(data.get("ended")) or ts
 
-    def _by_pid(self, pid: int | None):
+    def _by_pid(self, pid: int | None) -> Iterator[Process]:
         return (p for p in reversed(list(self.processes.values())) if p.pid == pid and not p.ended)
 
     def _customer(self, data: dict, pid: int | None) -> None:

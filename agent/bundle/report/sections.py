@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
+from collections import Counter
 
 from agent.bundle.report.header import decision_text
 from agent.bundle.report.markup import esc, more, plural, section
-from agent.bundle.report.model import Collected, Event, Process, _obj, _str
+from agent.bundle.report.model import Collected, Event, Process, WayBack, _obj, _str
 from agent.bundle.report.times import Times
 
 
@@ -28,7 +29,7 @@ def ways_back(c: Collected, times: Times) -> str:
     return out + more(len(c.ways_back), total, "ways back in")
 
 
-def _way(w, times: Times) -> str:
+def _way(w: WayBack, times: Times) -> str:
     cls = "way pkg" if w.package else "way"
     pkg = f" — came with package <b>{esc(w.package, 200)}</b>" if w.package else ""
     why = f"<div class=why>{esc(w.why, 400)}</div>" if w.why else ""
@@ -151,7 +152,7 @@ def _tree(roots: list[Process], times: Times, max_depth: int) -> str:
 _OPS = ("created", "modified", "deleted", "moved")
 
 
-def _counts(counts) -> str:
+def _counts(counts: Counter[str]) -> str:
     ordered = [op for op in _OPS if counts.get(op)] + sorted(op for op in counts if op not in _OPS and counts[op])
     return ", ".join(f"{counts[op]:,} {op}" for op in ordered)
 
