@@ -14,6 +14,7 @@ fingerprint without ``SHA256:`` and with ``/`` and ``+`` made URL-safe.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from agent.bundle.export import export_bundle
 from agent.errors import ChaperoneError
 from agent.history import History
 from agent.home import Home
+from agent.publish.ledger_files import spool_ledger_export
 from agent.publish.spool import Spool
 from agent.publish.store import S3Store, StoreError
 from agent.settings import PublishSettings
@@ -129,11 +131,16 @@ class Publisher:
 
 
 class PublishWorker:
-    """Catches up and flushes on its own thread every ``interval`` seconds (sooner after ``nudge()``)."""
+    """Catches up and flushes on its own thread every ``interval`` seconds (sooner after ``nudge()``).
 
-    def __init__(self, make_publisher: Callable[[], Publisher], interval: float = 30.0) -> None:
+    ``ledger_export(folder)``, when given, writes the device ledger's export into ``folder`` (as ``chaperone
+    ledger export`` does); what is new in it is spooled each round (``agent.publish.ledger_files``)."""
+
+    def __init__(self, make_publisher: Callable[[], Publisher], interval: float = 30.0,
+                 ledger_export: Callable[[Path], object] | None = None) -> None:
         self._make = make_publisher
         self._interval = interval
+        self._ledger_export = ledger_export
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
@@ -156,6 +163,13 @@ class PublishWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def _spool_ledger(self, publisher: Publisher) -> None:
+        if self._ledger_export is None:
+            return
+        with tempfile.TemporaryDirectory(dir=publisher.spool.folder, prefix=".ledger-export-") as folder:
+            self._ledger_export(Path(folder) / "export")
+            spool_ledger_export(publisher, Path(folder) / "export")
+
     def _run(self) -> None:
         try:
             publisher = self._make()
@@ -166,6 +180,8 @@ class PublishWorker:
             while not self._stop.is_set():
                 try:
                     publisher.catch_up()
+                    if self._ledger_export is not None:
+                        self._spool_ledger(publisher)
                     self.last = publisher.flush(deadline=time.monotonic() + self._interval)
                     for name, why in self.last.failed[:1]:
                         log.warning("not published yet (%d waiting): %s: %s", self.last.waiting, name, why)

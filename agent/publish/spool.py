@@ -130,6 +130,9 @@ class Spool:
         except sqlite3.Error as exc:
             raise SpoolError(f"Cannot write the publish spool ({exc}).") from None
 
+    def all_items(self) -> list[Item]:
+        return self._rows("ORDER BY added")
+
     def waiting(self) -> list[Item]:
         return self._rows("WHERE published IS NULL ORDER BY added")
 
