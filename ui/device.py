@@ -63,7 +63,7 @@ class DeviceWindow(QWidget):
         self._ask = ask
         self.setWindowTitle(self.TITLE)
         self.setWindowIcon(state_icon("idle"))
-        self.resize(720, 420)
+        self.resize(720, 320)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 14, 14, 14)
         title = PlainLabel("This device", selectable=False)
@@ -111,8 +111,8 @@ class DeviceWindow(QWidget):
         mode = status.get("mode")
         self.fields["mode"].setText(
             "System: the agent runs as a service and its key is readable by root only." if mode == "system" else
-            "Personal: the agent runs as you, so its key is readable by your account; anything not yet "
-            "witnessed could be forged by someone using it.")
+            "Personal: the agent runs in your account, so its key is readable by that account; whoever can log "
+            "in as you could forge what has not yet left this computer.")
         fp = status.get("fingerprint") or ""
         self._values["fingerprint"] = fp
         self.fields["fingerprint"].setText(shown(f"{fp}  ({status.get('principal') or ''})" if fp else

@@ -387,7 +387,7 @@ class AgentService:
 
     async def _device(self, params, peer, caller):
         """What the customer's "This device" view shows (public facts only)."""
-        mode = "system" if self.system_socket is not None or os.geteuid() == 0 else "personal"
+        mode = "system" if self.system_socket is not None else "personal"  # as ping says
         return await asyncio.to_thread(device_status, self.home, mode)
 
     async def _sessions(self, params, peer, caller):
