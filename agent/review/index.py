@@ -5,6 +5,8 @@ Tables: ``bundles`` (digest -> the entry ``examine`` returned, as JSON) and
 modification time, or an S3 object with its ETag), so an unchanged file is
 not even hashed again. The database is a cache: deleting it costs one full
 review, never a wrong answer (a bundle's entry depends only on its bytes).
+Local files are hashed every time (a stamp can be forged by whoever can write
+the folder); only an S3 object's ETag is trusted to stand for its bytes.
 """
 
 from __future__ import annotations

@@ -53,4 +53,4 @@ def s3_bundles(url: str, skipped: list[str], cache: Path, endpoint_url: str | No
                 raise SourceError(str(exc)) from None
             skipped.append(f"{escape(label)}: {exc}")
             continue
-        yield Found(label, path, f"s3:{store.bucket}/{obj.key}", stamp)
+        yield Found(label, path, f"s3:{store.bucket}/{obj.key}", stamp, trust_stamp=True)

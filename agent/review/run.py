@@ -103,7 +103,7 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
     known_places = index.places()
     for i, item in enumerate(found):
         stamp, digest = known_places.get(item.place, ("", ""))
-        if digest and stamp == item.stamp:
+        if digest and stamp == item.stamp and item.trust_stamp:
             digests[i] = digest
         else:
             unknown.append(i)

