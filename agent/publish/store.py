@@ -63,6 +63,7 @@ class StoredObject:
     key: str
     size: int
     etag: str
+    modified: str = ""  # set by the store at each write: an overwrite with a colliding MD5 ETag still changes it
 
 
 class S3Store:
@@ -187,7 +188,8 @@ class S3Store:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield StoredObject(str(item["Key"]), int(item.get("Size", 0)), str(item.get("ETag", "")))
+                    yield StoredObject(str(item["Key"]), int(item.get("Size", 0)), str(item.get("ETag", "")),
+                                       str(item.get("LastModified", "")))
         except StoreError:
             raise
         except (BotoCoreError, ClientError) as exc:  # each becomes one sentence

@@ -40,7 +40,7 @@ def s3_bundles(url: str, skipped: list[str], cache: Path, endpoint_url: str | No
         name = hashlib.sha256(f"{store.bucket}/{obj.key}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
         path = cache / f"{name}.zip"
         stamp_file = cache / f"{name}.etag"
-        stamp = f"{obj.etag}:{obj.size}"
+        stamp = f"{obj.etag}:{obj.size}:{obj.modified}"
         try:
             known = stamp_file.read_text() if stamp_file.exists() and path.exists() else None
             if known != stamp:
