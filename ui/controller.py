@@ -143,7 +143,7 @@ class TrayApp(QObject):
             return TrayStatus("alarm" if alarm else "disconnected", why, self._alarm_text() if alarm else "",
                               alarm=alarm)
         if alarm:
-            return TrayStatus("alarm", "Remote access without a session you allowed.", self._alarm_text(),
+            return TrayStatus("alarm", self._alarm_headline(), self._alarm_text(),
                               can_end=self.active is not None, alarm=True, mode=mode)
         if len(self.queue):
             count = len(self.queue)
@@ -160,10 +160,21 @@ class TrayApp(QObject):
             return TrayStatus("active", "A session is active.", detail, can_end=True, mode=mode)
         return TrayStatus("idle", "Nobody is connected.", mode=mode)
 
+    def _alarm_headline(self) -> str:
+        kind = (self.alarm or {}).get("kind")
+        if kind == "way-back-in":
+            return "A new way back in to this computer."
+        if kind == "refused-attempt":
+            return "Someone else tried to decide for you."
+        return "Remote access without a session you allowed."
+
     def _alarm_text(self, alarm: dict | None = None) -> str:
         alarm = alarm or self.alarm
         if not alarm:
             return ""
+        if alarm.get("kind") == "way-back-in":
+            return clip(shown(alarm.get("detail")) or f"{shown(alarm.get('category'))}: {shown(alarm.get('item'))}",
+                        160)
         if alarm.get("kind") == "refused-attempt":
             return clip(shown(alarm.get("detail")) or "A technician's process tried to decide for you.", 160)
         tool = shown(alarm.get("tool") or alarm.get("process") or "a remote-access tool")
@@ -258,7 +269,17 @@ class TrayApp(QObject):
             text = f"{what} and the log is sealed."
         else:
             text = "The session is over and its log is sealed."
-        self.notifier.notify("Chaperone: session ended", text)
+        summary = data.get("summary") if isinstance(data.get("summary"), dict) else None
+        if summary is not None:
+            text += f" {clip(shown(summary.get('headline')), 200)}."
+            ways = [w for w in summary.get("ways_back_in") or [] if isinstance(w, dict) and w.get("still_there")]
+            for way in ways[:5]:
+                origin = "from a package" if way.get("origin") == "package" else "unexplained"
+                text += f"\n• {clip(shown(way.get('category')), 30)}: {clip(shown(way.get('item')), 80)} ({origin})"
+            if len(ways) > 5:
+                text += f"\n• and {len(ways) - 5} more (see the report)"
+        level = "warning" if summary and summary.get("unexplained") else "info"
+        self.notifier.notify("Chaperone: session ended", text, level)
         self._refresh_history_if_shown()
         self._refresh()
 
@@ -278,9 +299,16 @@ class TrayApp(QObject):
         self.activity_model.append_rows(rows, coalesced)
 
     def _on_alarm(self, data: dict) -> None:
-        self.alarm = data
         self.activity_model.append([{**data, "type": "alarm"}])
-        self.notifier.notify("Chaperone: remote access without consent", self._alarm_text(), "critical")
+        if data.get("kind") == "way-back-in" and data.get("origin") == "package":
+            # Installed software brought it: worth knowing, not an alarm state.
+            self.notifier.notify("Chaperone: a package added a way back in", self._alarm_text(data))
+            return
+        self.alarm = data
+        title = {"way-back-in": "Chaperone: a new way back in",
+                 "refused-attempt": "Chaperone: an attempt to decide for you was refused"}.get(
+            str(data.get("kind")), "Chaperone: remote access without consent")
+        self.notifier.notify(title, self._alarm_text(), "critical")
         self._refresh()
 
     # --- user actions -----------------------------------------------------------------------------

@@ -22,10 +22,10 @@ from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
 from agent.capture.fanotify import make_attributor
 from agent.capture.files import FileWatcher
 from agent.capture.hashing import hash_file
-from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
+from agent.capture.inventory.session_inventory import SessionInventory
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessSampler
-from agent.capture.redact import is_secret_file, is_text_config
+from agent.redact import Redactor, default_redactor, is_secret_file, is_text_config
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
 
@@ -92,9 +92,11 @@ class Capture:
         process_interval: float = 0.1,
         inventory: bool = True,
         fanotify: bool = True,
+        redactor: Redactor | None = None,
     ):
-        """``state_dir`` is accepted for the session manager's contract; the baseline stays in memory
-        so that no copy of the customer's configuration (and its secrets) is written to disk."""
+        """``state_dir``: the session's folder, where the inventory's "before" is kept (redacted
+        summaries, 0600) so that it survives an agent restart; the file baseline stays in memory so
+        that no copy of the customer's configuration (and its secrets) is written to disk."""
         self._sink = sink
         self.state_dir = state_dir
         self.roots = _top_roots(watch_paths)
@@ -104,10 +106,12 @@ class Capture:
             os.fsencode(os.path.realpath(p)).rstrip(b"/") + b"/" for p in system_config_paths()
         )
         self._config_places = ConfigPlaces(self.roots, self._config_prefixes)
-        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval)
-        self._use_inventory = inventory
+        self.redactor = redactor or default_redactor()
+        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval,
+                                       redactor=self.redactor)
         self._use_fanotify = fanotify
-        self._inventory_before: dict | None = None
+        self._inventory = SessionInventory(sink, state_dir=state_dir, journal_path=getattr(
+            getattr(sink, "journal", None), "path", None)) if inventory else None
         self._baseline_files = self._baseline_bytes = 0
         self._baseline_capped = False
         self._stopped = False
@@ -126,10 +130,8 @@ class Capture:
                     "capture-error",
                     {"what": "watch-path-missing", **path_fields(root), "error": "The folder to watch does not exist."},
                 )
-        if self._use_inventory:
-            self._inventory_before = take_snapshot()
-            for record in summary_records(self._inventory_before, "before"):
-                self._sink.emit("inventory", record)
+        if self._inventory is not None:
+            self._inventory.begin()  # the "before" (or the saved one after a restart), then its live watcher
         self._sampler.start()
         self._attributor, why_not = make_attributor(present, self._sampler, prefer_fanotify=self._use_fanotify)
         if why_not and self._use_fanotify and os.name == "posix" and os.geteuid() == 0:
@@ -144,6 +146,7 @@ class Capture:
             contents=self._contents,
             config_roots=tuple(p.rstrip(b"/") for p in self._config_prefixes),
             attributor=self._attributor,
+            redactor=self.redactor,
         )
         self._watcher.start()
 
@@ -159,12 +162,8 @@ class Capture:
         self._sampler.stop()
         if self._attributor is not None:
             self._attributor.close()
-        if self._inventory_before is not None:
-            after = take_snapshot()
-            for record in summary_records(after, "after"):
-                self._sink.emit("inventory", record)
-            for change in diff_snapshots(self._inventory_before, after):
-                self._sink.emit("inventory-change", change)
+        if self._inventory is not None:
+            self._inventory.end()  # the live watcher stopped, the "after", the session's changes
 
     def _remember_start(self, path: bytes, st: os.stat_result) -> None:
         """Keep the "before" of configuration files (hash; the text too unless the file is a secret)."""
@@ -187,13 +186,20 @@ class Capture:
         self._baseline_bytes += st.st_size
         name = os.fsdecode(path)
         secret = is_secret_file(name)
-        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=0 if secret else MAX_DIFF_BYTES)
+        # A secret file is read too, only for the redactor to remember its passwords (never kept or diffed).
+        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=MAX_DIFF_BYTES)
         if result.sha256 is None:
             return
         text = None
-        if not secret and result.data is not None:
-            if path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
+        if result.data is not None and b"\0" not in result.data[:4096]:
+            if secret:
+                secret_text = decode_text(result.data)
+                if secret_text is not None:
+                    self.redactor.learn(secret_text, name)
+            elif path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
                 text = decode_text(result.data)
+                if text is not None:
+                    self.redactor.learn(text, name)
         self._contents.remember_start(path, result.sha256, text)
 
 

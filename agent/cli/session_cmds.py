@@ -276,6 +276,10 @@ def run_note(args) -> int:
     sid, text = (args.words if len(args.words) == 2 else (None, args.words[0]))
     result = client_of(args).call("note", id=sid, text=text)
     print(f"{escape(result['id'])}: note recorded (record {result['seq']})")
+    hidden = result.get("hidden") or 0
+    if hidden:
+        what = "1 value that looks like a secret was" if hidden == 1 else f"{hidden} values that look like secrets were"
+        print(f"{what} hidden in the note; the journal holds [redacted: …] in its place.")
     return 0
 
 

@@ -33,6 +33,7 @@ from agent.publish import Publisher, PublishWorker
 from agent.publish.retention import Retention, RetentionWorker
 from agent.publish.status import device_status
 from agent.records import RecordType
+from agent.redact import Redactor
 from agent.service.authority import Authority, LineageView, Verdict
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
@@ -55,11 +56,13 @@ WRITE_TIMEOUT = 10.0
 CAPTURE_ENV = "CHAPERONE_CAPTURE"
 
 
-def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None) -> Capture:
-    """The real capture of a session (agent.capture.Capture)."""
+def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
+                    redactor: Redactor | None = None) -> Capture:
+    """The real capture of a session (agent.capture.Capture), redacting with the session's Redactor."""
     if os.environ.get(CAPTURE_ENV) == "off":
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
-    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids)
+    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
+                   redactor=redactor)
 
 
 class RefusalLog:
@@ -210,7 +213,7 @@ class AgentService:
         if os.geteuid() != 0:
             return
         live = {s["id"] for s in [self.manager.status().get("active") or {}] if s.get("id")}
-        for sid in ssh_sudo.revoke_all_but(live):
+        for sid in ssh_sudo.revoke_all_but(live, str(self.home.path)):
             assert self._unattended is not None
             self._unattended.emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "session": sid,
                                                       "detail": f"sudo left by session {sid} was taken back when "

@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from agent.capture.inventory.summary import journal_summary
 from agent.clock import rfc3339, utc_now
-from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
+from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, error_detail
 from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
@@ -38,21 +39,14 @@ from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks
+from agent.session.intake import take_request
 from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.model import Session, new_session_id, warning_lead_s
 from agent.session.recovery import Step, journal_facts, plan_recovery
-from agent.session.request import SessionRequest, Verification, unverified, watch_flags
-from agent.session.request_file import (
-    check_binding,
-    file_digest,
-    parse_request_file,
-    verify_request,
-    verify_ssh_login,
-)
+from agent.session.request import SessionRequest, Verification, watch_flags
 from agent.session.sink import Publish, SessionSink
 from agent.settings import Settings
 from agent.text import escape, show
-from agent.trust import TrustStore
 
 log = logging.getLogger("chaperone.session")
 
@@ -151,7 +145,9 @@ class SessionManager:
         if self._stopping:
             raise ApiError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
-        request, verification, digest = self._validated(fields, request_file, source, now)
+        request, verification, digest = take_request(fields, request_file, source, now,
+                                                     device=self.device_key.fingerprint,
+                                                     trusted=self.home.trusted_technicians_path)
         if len(self._pending()) >= MAX_PENDING:
             raise ApiError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
@@ -219,36 +215,6 @@ class SessionManager:
             verified=v.verified, signer=v.principal if v.verified else None, key_fingerprint=v.fingerprint,
             flags=session.flags, requested=session.requested, journal=str(session.journal.path),
         )
-
-    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification, str | None]:
-        """The request, what its verification found, and for a request file the digest that makes it single-use."""
-        try:
-            if request_file is not None:
-                if not isinstance(request_file, str):
-                    raise RequestError("The request_file must be the request file's text.")
-                parsed = parse_request_file(request_file, now=now)
-                check_binding(parsed.request, parsed.signature is not None, self.device_key.fingerprint)
-                verification = self._verify(lambda store: verify_request(
-                    parsed.request, parsed.signature, parsed.signed_bytes, store, now=now))
-                return parsed.request, verification, file_digest(parsed.signed_bytes)
-            if fields is None:
-                raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
-            request = SessionRequest.from_fields(fields)
-            if request.device is not None or request.nonce is not None:
-                request = replace(request, device=None, nonce=None)  # only a signed file binds a request
-            if source == "ssh":
-                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now)), None
-            return request, unverified("the request is not signed."), None
-        except RequestError as exc:
-            raise ApiError("bad-request", str(exc)) from None
-
-    def _verify(self, check: Callable[[TrustStore], Verification]) -> Verification:
-        """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
-        try:
-            store = TrustStore.load(self.home.trusted_technicians_path)
-        except TrustError as exc:
-            return unverified(f"the trusted technicians cannot be read ({str(exc).rstrip('.')})")
-        return check(store)
 
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
@@ -319,7 +285,8 @@ class SessionManager:
                      "granted": list(grant.capabilities)},
             event=("consent-decided", {"id": session.id, "state": "allowed"}),
         )
-        session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id))
+        session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id),
+                                   redactor=session.redactor)
         session.activation = self._spawn(self._activate(session))
 
     async def _refuse(self, session: Session, state: State, how: str, by: dict | None, reason: str) -> None:
@@ -375,10 +342,11 @@ class SessionManager:
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
+        # What the grant gives at the door beyond the key (sudo for admin) is in place before anyone is let in.
+        await self._run_login_hook(session, "on_session_started")
         session.settled.set()  # also for a session resumed after a restart: it records again
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
-        await self._run_login_hook(session, "on_session_started")
 
     def _hooks(self, session: Session) -> LoginHooks | None:
         return self.login_hooks.get(session.source)
@@ -388,7 +356,8 @@ class SessionManager:
         assert session.sink is not None
         pids = (lambda: hooks.technician_pids(session.hook_view(str(self.home.path)))) if hooks else None
         try:
-            capture = self.capture_factory(session.sink, list(session.request.watch), pids)
+            capture = self.capture_factory(session.sink, list(session.request.watch), pids,
+                                           redactor=session.redactor)
             session.capture = capture
             await asyncio.to_thread(capture.prepare)
         except Exception as exc:  # noqa: BLE001 - whatever capture raises, the session must still be recorded
@@ -424,11 +393,14 @@ class SessionManager:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
-        data = {"author": caller.user, "uid": caller.uid, "role": caller.role, "text": text}
-        flag = show(text).flag("the note")
+        note = session.redactor.redact_note(text)  # the technician is told that something was hidden
+        data = {"author": caller.user, "uid": caller.uid, "role": caller.role, "text": note.text}
+        if note.hidden:
+            data["hidden"] = note.hidden
+        flag = show(note.text).flag("the note")
         if flag:
             data["flags"] = [flag]
-        return {"id": session.id, "seq": session.record(RecordType.NOTE, data)}
+        return {"id": session.id, "seq": session.record(RecordType.NOTE, data), "hidden": note.hidden}
 
     def record_alarm(self, data: dict) -> bool:
         """Journal an alarm in the live session (and send it to subscribers); False when none is live."""
@@ -484,8 +456,9 @@ class SessionManager:
                                                           "error": error_detail(exc)})
         await self._seal(session, reason)
         connections = outcome.get(RecordType.SSH_CONNECTIONS) or {}
+        summary = await asyncio.to_thread(journal_summary, getattr(session.journal, "path", None))
         self._publish("session-sealed", {
-            "id": session.id, "reason": reason,
+            "id": session.id, "reason": reason, "summary": summary,  # what changed, every way back in
             # how many of the technician's connections this ending closed (0: nobody was disconnected)
             "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
         })
@@ -563,7 +536,8 @@ class SessionManager:
         if plan.step is Step.EXPIRE:
             await self._expire(session, "The agent stopped before anyone decided.", how="policy")
             return
-        session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid))
+        session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid),
+                                   redactor=session.redactor)
         session.until = plan.until
         session.started = facts.get("started")
         if plan.step is Step.SEAL_ENDED:

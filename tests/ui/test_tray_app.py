@@ -285,3 +285,32 @@ def test_the_tray_says_which_agent_records_this_computer(qtbot, home):
         assert app.status().mode.startswith("Recorded by the system agent")
     finally:
         app.shutdown()
+
+
+def test_a_way_back_in_during_the_session_is_an_alarm_unless_a_package_brought_it(qtbot, home):
+    app = TrayApp(home, start_agent=False, notifier=NullNotifier(), tray_retries=1)
+    try:
+        app.bridge.is_connected = True
+        app.bridge.dispatch({"event": "alarm", "data": {
+            "kind": "way-back-in", "category": "scheduled", "op": "added", "item": "/etc/cron.d/x", "origin": "package",
+            "detail": "A cron job came with package cron 3.0pl1."}})
+        app.bridge.drain()
+        assert app.status().state == "idle" and said(app, "came with package cron")
+        app.bridge.dispatch({"event": "alarm", "data": {
+            "kind": "way-back-in", "category": "authorized_keys", "op": "added", "item": "root: ssh-ed25519 …",
+            "origin": "unexplained", "detail": "A new SSH key lets someone log in as root."}})
+        app.bridge.drain()
+        status = app.status()
+        assert status.state == "alarm" and status.headline == "A new way back in to this computer."
+        assert "A new SSH key lets someone log in as root." in status.detail
+        app.bridge.dispatch({"event": "session-sealed", "data": {"id": "s-1", "reason": "customer", "disconnected": 1,
+                                                                 "summary": {
+            "headline": "1 way back in (1 unexplained), 2 files changed", "unexplained": 1,
+            "ways_back_in": [{"category": "authorized_keys", "item": "root: ssh-ed25519 …", "origin": "unexplained",
+                              "still_there": True}]}}})
+        app.bridge.drain()
+        level, _title, body = app.notifier.history[-1]
+        assert level == "warning" and "1 way back in (1 unexplained)" in body
+        assert "• authorized_keys: root: ssh-ed25519 … (unexplained)" in body
+    finally:
+        app.shutdown()
