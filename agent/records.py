@@ -27,16 +27,22 @@ class RecordType(StrEnum):
     SESSION_END = "session-end"
     SSH_CONNECTIONS = "ssh-connections"
     ACCESS = "access"  # a right given or taken back at the door (sudo for admin)
+    TECHNICIAN_PROCESSES = "technician-processes"  # the technician's lineage ended with the session
     # what capture saw
     FILE = "file"
     FILE_BURST = "file-burst"
     OVERFLOW = "overflow"
     WATCH_LIMIT = "watch-limit"
     PROCESS = "process"
+    PROCESS_SUMMARY = "process-summary"
+    FILE_META = "file-meta"
+    MOUNT = "mount"
     INVENTORY = "inventory"
     INVENTORY_CHANGE = "inventory-change"
     ALARM = "alarm"
     CAPTURE_ERROR = "capture-error"
+    # the device ledger's witnesses, from the agent (agent.service.ledger_link)
+    WITNESS = "witness"
 
 
 # Written and synced at once (not in the journal's group commit): they are consent's evidence.

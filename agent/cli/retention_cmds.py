@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from agent.cli import home_of
+from agent.errors import LedgerError, UsageError
+from agent.ledger import Ledger
 from agent.publish.retention import Retention
 from agent.text import escape
 
@@ -20,7 +22,18 @@ def run_prune(args) -> int:
     retention = Retention(home)
     due = retention.due()
     kept = [d for d in due if d.why_kept]
-    gone = retention.prune(dry_run=args.dry_run)
+    if args.dry_run or not [d for d in due if not d.why_kept]:
+        gone = retention.prune(dry_run=True)
+    else:
+        try:
+            ledger = Ledger.open(home)  # each prune is a ledger entry; the agent holds the ledger while it runs
+        except LedgerError as exc:
+            raise UsageError(f"The device ledger cannot take the prunes now ({exc}); the running agent prunes by "
+                             "itself every 6 hours ('chaperone prune --dry-run' says what it will remove).") from None
+        with ledger:
+            retention.ledger_hook = lambda line: ledger.append(line, sync=True)
+            gone = retention.prune()
+            ledger.sign_head()
     verb = "Would remove" if args.dry_run else "Removed"
     policy = f"older than {retention.keep_days} days" + (", once published" if retention.publishing else "")
     if not gone:
@@ -30,5 +43,5 @@ def run_prune(args) -> int:
     for item in kept:
         print(f"Kept session {escape(item.session)} (ended {item.ended}): {item.why_kept}.")
     if gone and not args.dry_run:
-        print(f"Each removal is recorded in {home.path / 'prunes' / 'prunes.jsonl'}.")
+        print(f"Each removal is recorded in {home.path / 'prunes' / 'prunes.jsonl'} and in the device ledger.")
     return 0

@@ -7,7 +7,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from agent.errors import ChaperoneError, UsageError
+from agent.bundle.verify import witness_verifiers
+from agent.errors import ChaperoneError, NoteError, UsageError
 from agent.review import (
     ReviewIndex,
     load_devices,
@@ -59,6 +60,11 @@ def _atomic_text(path: Path, write) -> None:
 def run_review(args) -> int:
     if args.jobs is not None and not 1 <= args.jobs <= 256:
         raise UsageError("--jobs takes a number of worker processes between 1 and 256.")
+    try:
+        witness_verifiers(args.witness)
+    except NoteError as exc:
+        raise UsageError(f"A --witness key cannot be used: {str(exc).rstrip('.')}; give the witness's verifier key "
+                         "as 'chaperone witness init' prints it.") from None
     devices = load_devices(Path(args.devices)) if args.devices else None
     out = Path(args.output) if args.output else None
     if out is not None and not out.parent.is_dir():

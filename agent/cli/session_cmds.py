@@ -43,7 +43,8 @@ def register(subparsers, common) -> None:
                         "unit passes /run/chaperone/customer.sock)")
     p.set_defaults(func=run_agent_cmd)
 
-    p = subparsers.add_parser("request", parents=[common], help="ask the local agent for a session, or write a request file")
+    p = subparsers.add_parser("request", parents=[common],
+                              help="ask the local agent for a session, or write a request file")
     p.add_argument("--technician", required=True, metavar="T",
                    help='who asks: "Name <email>" (or a name, with --email)')
     p.add_argument("--email", help="the technician's email (the principal their signature is checked against)")

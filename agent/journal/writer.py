@@ -10,6 +10,14 @@ checkpoint every ``checkpoint_interval`` seconds.
 If a write fails (disk full, read-only, I/O error) the file is cut back to the
 last good record, so it stays a valid journal, and ``JournalError`` says what
 happened in one sentence.
+
+Two options serve the device ledger (the service connects them; the journal
+knows nothing of the ledger): ``on_line`` is called, under the journal's lock
+and right after the write, with the bytes (without the newline) of every line
+whose type is in ``ledger_types`` (default: checkpoints and seals); and
+``heartbeat`` makes the background thread write a checkpoint at least that
+often even when no record came, so that a witnessed journal has no silent
+stretch (``agent.bundle.witnessing``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from hashlib import sha256
 from pathlib import Path
 
@@ -33,6 +42,9 @@ from agent.records import SYNCED_AT_ONCE
 
 SYNC_INTERVAL = 0.2
 CHECKPOINT_INTERVAL = 5.0
+#: The lines that go to the device ledger when an ``on_line`` hook is given.
+LEDGER_TYPES = frozenset({"checkpoint", "seal"})
+LineHook = Callable[[bytes], object]
 # fdatasync flushes the data and the size, skipping timestamps: enough to read
 # the records back after a crash, and cheaper than fsync (not on macOS/Windows).
 _datasync = getattr(os, "fdatasync", os.fsync)
@@ -95,7 +107,8 @@ class Journal:
     SYNC_TYPES = SYNCED_AT_ONCE
 
     def __init__(self, path: Path, session_id: str, device_key, fd: int, *, seq: int, head: str, size: int,
-                 sync_interval: float, checkpoint_interval: float) -> None:
+                 sync_interval: float, checkpoint_interval: float, on_line: LineHook | None = None,
+                 ledger_types: frozenset[str] = LEDGER_TYPES, heartbeat: float | None = None) -> None:
         self.path = Path(path)
         self.session = session_id
         self.recovered: dict | None = None
@@ -116,6 +129,10 @@ class Journal:
         self._failure: JournalError | None = None
         self._sync_interval = sync_interval
         self._checkpoint_interval = checkpoint_interval
+        self._on_line = on_line
+        self._ledger_types = ledger_types
+        self._heartbeat = heartbeat
+        self._last_signed = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"journal-{session_id}", daemon=True)
         self._thread.start()
@@ -123,12 +140,15 @@ class Journal:
     # --- opening ------------------------------------------------------------
     @classmethod
     def create(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
-               checkpoint_interval: float = CHECKPOINT_INTERVAL) -> Journal:
-        """Start a new journal: seq 0 ``journal-start``, then a checkpoint."""
+               checkpoint_interval: float = CHECKPOINT_INTERVAL, on_line: LineHook | None = None,
+               ledger_types: frozenset[str] = LEDGER_TYPES, heartbeat: float | None = None) -> Journal:
+        """Start a new journal: seq 0 ``journal-start``, then a checkpoint. See the module's docstring for
+        ``on_line``, ``ledger_types`` and ``heartbeat``."""
         path = Path(path)
         fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
         journal = cls(path, session_id, device_key, fd, seq=0, head=ZERO_HASH, size=0,
-                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval)
+                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, on_line=on_line,
+                      ledger_types=ledger_types, heartbeat=heartbeat)
         try:
             journal.append("journal-start", _start_data(device_key))
             journal.checkpoint()
@@ -139,7 +159,9 @@ class Journal:
 
     @classmethod
     def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None, mark_restart: bool = True,
-             sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> Journal:
+             sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
+             on_line: LineHook | None = None, ledger_types: frozenset[str] = LEDGER_TYPES,
+             heartbeat: float | None = None) -> Journal:
         """Reopen a journal after a stop or a crash.
 
         A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
@@ -162,7 +184,8 @@ class Journal:
             os.close(fd)
             raise
         journal = cls(path, session_id, device_key, fd, seq=scan.next_seq, head=scan.head, size=scan.good_size,
-                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval)
+                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, on_line=on_line,
+                      ledger_types=ledger_types, heartbeat=heartbeat)
         try:
             if scan.next_seq == 0:  # nothing good was left: start the chain again
                 journal.append("journal-start", _start_data(device_key))
@@ -266,6 +289,7 @@ class Journal:
             data["sig"] = self._key.sign(checkpoint_message(record))
             self._write_locked(type, canonical_unchecked(data), seq, ts)
             self._since_checkpoint = 0
+            self._last_signed = time.monotonic()
             if type == "seal":
                 self._sealed = self._blocked = True
         self._sync()
@@ -296,6 +320,11 @@ class Journal:
         self._seq = seq + 1
         self._size += len(line)
         self._unsynced = True
+        if self._on_line is not None and type in self._ledger_types:
+            try:
+                self._on_line(line[:-1])
+            except Exception:  # noqa: BLE001 - the record is written; the hook's owner journals its own failures
+                pass
 
     def _cut_back(self) -> None:
         """Remove a partly written record so the file ends with the last good one."""
@@ -326,9 +355,12 @@ class Journal:
         last_checkpoint = time.monotonic()
         while not self._stop.wait(self._sync_interval):
             try:
-                if self._since_checkpoint and time.monotonic() - last_checkpoint >= self._checkpoint_interval:
+                now = time.monotonic()
+                if self._since_checkpoint and now - last_checkpoint >= self._checkpoint_interval:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
+                elif self._heartbeat and now - self._last_signed >= self._heartbeat and not self._blocked:
+                    self.checkpoint()  # no record came: a heartbeat, so a witnessed journal has no silent stretch
                 elif self._unsynced:
                     self._sync()
             except JournalError:

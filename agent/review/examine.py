@@ -77,13 +77,24 @@ def _summary(c: Collected) -> dict:
     }
 
 
-def examine(path: str, report: str | None = None, known_devices: frozenset[str] = frozenset()) -> dict:
-    """Verify and summarise the bundle at ``path``; write its report to ``report`` when given."""
+def examine(path: str, report: str | None = None, known_devices: frozenset[str] = frozenset(),
+            witnesses: tuple[str, ...] = ()) -> dict:
+    """Verify and summarise the bundle at ``path``; write its report to ``report`` when given. With
+    ``witnesses``, ``witnessed`` says whether each of them cosigned every checkpoint and the seal in time (a
+    bundle that is genuine but not witnessed so stays genuine here; the review calls it unwitnessed)."""
     bundle = Path(path)
-    verdict = verify_bundle(bundle)
-    entry: dict = {"genuine": verdict.genuine, "readable": verdict.readable, "reason": verdict.reason,
+    verdict = verify_bundle(bundle, witnesses=witnesses)
+    witness = verdict.witness
+    # verify_bundle checks the witnesses only once the bundle itself is genuine: a report means it passed
+    genuine = verdict.genuine or (bool(witnesses) and witness is not None and not witness.get("complete"))
+    entry: dict = {"genuine": genuine, "readable": verdict.readable,
+                   "reason": verdict.reason if genuine == verdict.genuine else "Genuine, but not witnessed as "
+                   f"required: {verdict.reason}",
                    "device": verdict.fingerprint, "principal": verdict.principal, "records": verdict.records,
-                   "unsealed": verdict.unsealed, "session": verdict.session, "witnessed": None}
+                   "unsealed": verdict.unsealed, "session": verdict.session,
+                   "witnessed": bool(witness and witness.get("complete")) if witnesses else None,
+                   "witness_problem": (witness or {}).get("problem") if witnesses else None,
+                   "ledger_evidence": bool(witness and witness.get("present"))}
     if not verdict.readable:
         return entry
     try:
@@ -93,12 +104,24 @@ def examine(path: str, report: str | None = None, known_devices: frozenset[str] 
             collected = collect(_journal_lines(source))
             entry.update({k: v for k, v in _summary(collected).items() if v is not None or k not in entry})
             if report is not None:
-                check = ReportCheck(verdict.genuine, verdict.reason, verdict.fingerprint,
-                                    pinned=verdict.fingerprint in known_devices)
+                check = ReportCheck(genuine, entry["reason"], verdict.fingerprint,
+                                    pinned=verdict.fingerprint in known_devices,
+                                    witnesses=_witness_sentence(witness, witnesses))
                 write_session_report(collected, Path(report), check)
     except (Unreadable, Unexpected, LineTooLong, OSError) as exc:
         entry["summary_error"] = str(exc)
     return entry
+
+
+def _witness_sentence(witness: dict | None, required: tuple[str, ...]) -> str | None:
+    if not witness or not witness.get("present"):
+        return "No ledger evidence: nothing shows this session's record left the device."
+    if required:
+        return ("Witnessed as required: every checkpoint and the seal cosigned in time." if witness.get("complete")
+                else f"NOT witnessed as required: {witness.get('problem') or 'the evidence is incomplete'}")
+    cosigners = ", ".join(witness.get("cosigners") or [])
+    return (f"The seal's ledger head names the cosigners {cosigners} (their keys were not given)." if cosigners
+            else "The bundle carries ledger evidence, but no witness cosigned the seal's head.")
 
 
 def write_session_report(collected: Collected, out: Path, check: ReportCheck) -> None:

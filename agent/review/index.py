@@ -18,11 +18,12 @@ from pathlib import Path
 from agent.errors import ChaperoneError
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS bundles (digest TEXT PRIMARY KEY, entry TEXT NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (digest TEXT NOT NULL, variant TEXT NOT NULL, entry TEXT NOT NULL,
+                                    version INTEGER NOT NULL, PRIMARY KEY (digest, variant));
 CREATE TABLE IF NOT EXISTS files (place TEXT PRIMARY KEY, stamp TEXT NOT NULL, digest TEXT NOT NULL);
 """
 #: Bumped when what ``examine`` records changes, so older entries are examined again.
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2
 
 
 class ReviewIndexError(ChaperoneError):
@@ -50,23 +51,25 @@ class ReviewIndex:
         """Every known place -> (stamp, digest), in one query (a second review of 10,000 files asks once)."""
         return {place: (stamp, digest) for place, stamp, digest in self._db.execute("SELECT * FROM files")}
 
-    def entries(self, digests: list[str]) -> dict[str, dict]:
+    def entries(self, digests: list[str], variant: str = "") -> dict[str, dict]:
+        """The entries known for ``digests`` when checked the same way (``variant``: the witnesses required)."""
         found: dict[str, dict] = {}
         for start in range(0, len(digests), 500):
             chunk = digests[start:start + 500]
             rows = self._db.execute(
-                f"SELECT digest, entry FROM bundles WHERE version=? AND digest IN ({','.join('?' * len(chunk))})",
-                (ENTRY_VERSION, *chunk))
+                f"SELECT digest, entry FROM entries WHERE version=? AND variant=? AND digest IN "
+                f"({','.join('?' * len(chunk))})", (ENTRY_VERSION, variant, *chunk))
             found.update((digest, json.loads(entry)) for digest, entry in rows)
         return found
 
-    def remember(self, places: list[tuple[str, str, str]], entries: dict[str, dict]) -> None:
+    def remember(self, places: list[tuple[str, str, str]], entries: dict[str, dict], variant: str = "") -> None:
         try:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", places)
-                self._db.executemany("INSERT OR REPLACE INTO bundles VALUES (?, ?, ?)",
-                                     [(d, json.dumps(e, ensure_ascii=True), ENTRY_VERSION) for d, e in entries.items()])
+                self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
+                                     [(d, variant, json.dumps(e, ensure_ascii=True), ENTRY_VERSION)
+                                      for d, e in entries.items()])
         except sqlite3.Error as exc:
             raise ReviewIndexError(f"Cannot write the review index {self.path} ({exc}).") from None
 

@@ -58,8 +58,6 @@ class Review:
 
 #: Finds the bundles of a source that is not a local path (``s3://``); the service passes one in.
 RemoteSource = Callable[[str, list[str]], Iterable[Found]]
-#: Checks one bundle against the required witnesses: True, False, or None when it cannot tell.
-WitnessCheck = Callable[[Path, tuple[str, ...]], bool | None]
 
 
 def _digest(path: str) -> str:
@@ -69,20 +67,20 @@ def _digest(path: str) -> str:
         return ""  # examined next, which says why it cannot be read
 
 
-def _work(job: tuple[str, str | None, str | None, frozenset[str]]) -> tuple[str, dict]:
-    path, digest, reports, known = job
+def _work(job: tuple[str, str | None, str | None, frozenset[str], tuple[str, ...]]) -> tuple[str, dict]:
+    path, digest, reports, known, witnesses = job
     bundle = Path(path)
     try:
         digest = digest or bundle_digest(bundle)
     except OSError as exc:
         return "", {"genuine": False, "readable": False, "reason": f"Cannot read {escape(path)}: {exc.strerror}."}
     report = str(Path(reports) / f"{digest[:24]}.html") if reports else None
-    return digest, examine(path, report, known)
+    return digest, examine(path, report, known, witnesses)
 
 
 def review(sources: list[str], *, devices: dict[str, str] | None = None, witnesses: tuple[str, ...] = (),
            index: ReviewIndex, reports: Path | None = None, jobs: int | None = None,
-           remote: RemoteSource | None = None, witness_check: WitnessCheck | None = None) -> Review:
+           remote: RemoteSource | None = None) -> Review:
     result = Review(devices=dict(devices or {}), witnesses=tuple(witnesses))
     found: list[Found] = []
     for source in sources:
@@ -122,7 +120,8 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
         for i, digest in zip(unknown, run_all(_digest, [str(found[i].path) for i in unknown]), strict=True):
             if digest:
                 digests[i] = digest
-        cached = index.entries(sorted(set(digests.values())))
+        variant = "witnesses:" + ",".join(sorted(witnesses)) if witnesses else ""
+        cached = index.entries(sorted(set(digests.values())), variant)
         todo: dict[str, int] = {}  # one job per distinct bundle
         for i, item in enumerate(found):
             known_digest = digests.get(i)
@@ -130,23 +129,21 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
                               and not (reports / f"{known_digest[:24]}.html").exists())
             if known_digest is None or known_digest not in cached or report_missing:
                 todo.setdefault(known_digest or f"path:{item.path}", i)
-        jobs_list = [(str(found[i].path), digests.get(i), str(reports) if reports else None, known)
-                     for i in todo.values()]
+        jobs_list = [(str(found[i].path), digests.get(i), str(reports) if reports else None, known,
+                      tuple(witnesses)) for i in todo.values()]
         fresh: dict[str, dict] = {}
         for job, (digest, entry) in zip(jobs_list, run_all(_work, jobs_list), strict=True):
             i = todo[job[1] or f"path:{job[0]}"]
             _keep(i, digest, entry, digests, fresh)
     result.examined = len(jobs_list)
     index.remember([(found[i].place, found[i].stamp, d) for i, d in digests.items() if d],
-                   {d: e for d, e in fresh.items() if d})
+                   {d: e for d, e in fresh.items() if d}, variant)
     entries = {**cached, **fresh}
     for i, item in enumerate(found):
         digest = digests.get(i, "")
         entry = dict(entries.get(digest) or {"genuine": False, "readable": False, "reason": "It could not be read."})
         entry.update(file=item.label, digest=digest,
                      report=f"{digest[:24]}.html" if reports is not None and digest else None)
-        if witnesses:
-            entry["witnessed"] = witness_check(item.path, tuple(witnesses)) if witness_check else False
         result.bundles.append(entry)
     result.bundles.sort(key=lambda b: (b.get("started") or b.get("requested") or "~", b["file"]))
     result.problems = judge(result)
@@ -181,8 +178,8 @@ def judge(result: Review) -> list[dict]:
             add("unknown-device", b, f"It is signed by the key {b.get('device')}, which is not in the list of "
                                      "known devices.")
         if result.witnesses and b.get("witnessed") is not True:
-            add("unwitnessed", b, "Its seal is not in a ledger head cosigned by the required witnesses"
-                                  + (" (it carries no ledger proof)." if b.get("witnessed") is None else "."))
+            add("unwitnessed", b, b.get("witness_problem") or "It carries no ledger evidence cosigned by the "
+                                  "required witnesses.")
         if b.get("gaps"):
             add("gap", b, f"{b['gaps']} gap{'s' if b['gaps'] != 1 else ''} in recording (a restart of the agent, "
                           "an overflow, a capture error or unsealed records); see its report.")

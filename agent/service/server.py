@@ -19,6 +19,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
@@ -26,15 +27,18 @@ from agent.api import protocol
 from agent.api.peercred import Peer, home_owner, peer_of
 from agent.api.protocol import MAX_MESSAGE
 from agent.capture import Capture, default_watch_paths
+from agent.capture.lineage import Lineage
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
+from agent.ledger import Ledger
 from agent.publish import Publisher, PublishWorker
 from agent.publish.retention import Retention, RetentionWorker
 from agent.publish.status import device_status
 from agent.records import RecordType
 from agent.redact import Redactor
-from agent.service.authority import Authority, LineageView, Verdict
+from agent.service.authority import Authority, Verdict
+from agent.service.ledger_link import UNATTENDED, LedgerLink
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
 from agent.session.hooks import CaptureFactory, TechnicianPids
@@ -57,12 +61,13 @@ CAPTURE_ENV = "CHAPERONE_CAPTURE"
 
 
 def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
-                    redactor: Redactor | None = None) -> Capture:
-    """The real capture of a session (agent.capture.Capture), redacting with the session's Redactor."""
+                    lineage: Lineage | None = None, redactor: Redactor | None = None) -> Capture:
+    """The real capture of a session (agent.capture.Capture), on the agent's process lineage, redacting
+    with the session's Redactor."""
     if os.environ.get(CAPTURE_ENV) == "off":
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
     return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
-                   redactor=redactor)
+                   lineage=lineage, redactor=redactor)
 
 
 class RefusalLog:
@@ -119,16 +124,25 @@ class AgentService:
     """The service around a SessionManager: socket, permissions, events, stop."""
 
     def __init__(self, home: Home, device_key, *, consent_timeout: float = 120.0,
-                 capture: CaptureFactory = capture_factory, system_socket: Path | None = None,
-                 lineage: LineageView | None = None):
+                 capture: CaptureFactory | None = None, system_socket: Path | None = None,
+                 lineage: Lineage | None = None):
         self.home = home
         self.owner_uid = home_owner(home.path)
         self.system_socket = system_socket
+        self.device_key = device_key
+        self.ledger_link = LedgerLink(home, home.settings().witness, self.publish)
+        # One process lineage for the whole agent (kernel events as root, else sampling): capture
+        # records from it, the authority asks it whose a peer is. Started in run(), stopped at the end.
+        self.lineage = lineage if lineage is not None else Lineage()
+        if capture is None:
+            def capture(sink, watch_paths, technician_pids, *, redactor=None):
+                return capture_factory(sink, watch_paths, technician_pids, lineage=self.lineage, redactor=redactor)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
-                                      default_watch_paths=default_watch_paths)
+                                      default_watch_paths=default_watch_paths,
+                                      end_technician=self.lineage.end_lineage, ledger_hook=self.ledger_link.hook)
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
-                                   settings=home.settings, lineage=lineage)
+                                   settings=home.settings, lineage=self.lineage)
         self._refusals = RefusalLog()
         self._unattended: UnattendedSink | None = None
         self._subscribers: set[_Subscriber] = set()
@@ -160,20 +174,28 @@ class AgentService:
         check_socket_path(self.home)
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
+        await asyncio.to_thread(self.lineage.start)
+        unattended = UnattendedSink(self.home, self.manager.device_key,
+                                    lambda name, data: self._publish_threadsafe(loop, name, data),
+                                    on_line=self.ledger_link.hook)
+        await self._start_ledger(unattended)  # before any journal is reopened: the restart checks
         await self.manager.start()
-        self._unattended = UnattendedSink(self.home, self.manager.device_key,
-                                          lambda name, data: self._publish_threadsafe(loop, name, data))
+        self._unattended = unattended
         await asyncio.to_thread(self._take_back_stale_rights)
-        monitor = start_monitor(self._unattended, self.home.settings().remote_access_interval_s,
-                                self.manager.session_live)
-        publishing = PublishWorker(lambda: Publisher(self.home)) if self.home.settings().publish.url else None
+        link = asyncio.ensure_future(self.ledger_link.run(
+            self.manager.session_live, self.manager.record_live, self.manager.end_live,
+            lambda data: unattended.emit(RecordType.ALARM, data)))
+        monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
+        publishing = (PublishWorker(lambda: Publisher(self.home), ledger_export=_ledger_exporter(self.home))
+                      if self.home.settings().publish.url else None)
         if publishing is not None:
             publishing.start()  # its own thread: the store never holds up this loop
-        retention = RetentionWorker(lambda: Retention(self.home))
+        retention = RetentionWorker(lambda: Retention(self.home, ledger_hook=self.ledger_link.hook))
         retention.start()
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        servers: list[asyncio.AbstractServer] = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
+        servers: list[asyncio.AbstractServer] = [
+            await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
         if self.system_socket is not None:
@@ -191,6 +213,10 @@ class AgentService:
                 await asyncio.to_thread(publishing.stop)
             await asyncio.to_thread(retention.stop)
             await self.manager.stop()
+            await asyncio.to_thread(self.lineage.stop)
+            self.ledger_link.stop()
+            await asyncio.gather(link, return_exceptions=True)
+            await self.ledger_link.close()  # a last push: the seals just written
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()
@@ -204,6 +230,21 @@ class AgentService:
                 self.system_socket.unlink(missing_ok=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    async def _start_ledger(self, unattended: UnattendedSink) -> None:
+        """Open the device ledger and check the journals a previous run left open against it."""
+        link = self.ledger_link
+        await asyncio.to_thread(link.open)
+        damaged = link.ledger_problem_alarm()
+        if damaged is not None:
+            await asyncio.to_thread(unattended.emit, RecordType.ALARM, damaged)
+            return
+        open_rows = [row["id"] for row in self.manager.history.list()
+                     if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed")]
+        journals = [(sid, self.home.journal_path(sid)) for sid in open_rows]
+        journals.append((UNATTENDED, self.home.unattended_journal_path))
+        findings = await asyncio.to_thread(link.check_journals, journals)
+        await asyncio.to_thread(link.record_findings, findings, self.device_key)
 
     def _publish_threadsafe(self, loop: asyncio.AbstractEventLoop, name: str, data: dict) -> None:
         loop.call_soon_threadsafe(self.publish, name, data)
@@ -357,7 +398,7 @@ class AgentService:
                 "mode": "system" if self.system_socket is not None else "personal"}
 
     async def _status(self, params, peer, caller):
-        return self.manager.status()
+        return {**self.manager.status(), "ledger": self.ledger_link.status()}
 
     async def _request(self, params, peer, caller):
         if "request_file" in params:
@@ -379,8 +420,15 @@ class AgentService:
                                          only=params.get("only"), for_s=params.get("for_s"))
 
     async def _wait(self, params, peer, caller):
-        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30),
-                                       params.get("until", "decided"))
+        sid = _session_id(params, required=True)
+        result = await self.manager.wait(sid, params.get("timeout", 30), params.get("until", "decided"))
+        if result["state"] == "active" and peer.uid == 0 and self.manager.source_of(sid) == "ssh":
+            # ssh-authorize (run by sshd as root, from the login's own process) is letting a login in:
+            # that login is the technician's from now on, before its shell exists.
+            marked = await asyncio.to_thread(self.lineage.mark_parent, peer.pid, sid, peer.start_ticks)
+            if marked is not None:
+                log.info("session %s: the SSH login %d is the technician's", sid, marked.pid)
+        return result
 
     async def _end(self, params, peer, caller):
         return await self.manager.end(_session_id(params), caller)
@@ -391,10 +439,25 @@ class AgentService:
     async def _device(self, params, peer, caller):
         """What the customer's "This device" view shows (public facts only)."""
         mode = "system" if self.system_socket is not None else "personal"  # as ping says
-        return await asyncio.to_thread(device_status, self.home, mode)
+        ledger = self.ledger_link.ledger
+        facts = None
+        if ledger is not None:
+            status = self.ledger_link.status()
+            cosigned = status.get("cosigned") or {}
+            facts = {"origin": ledger.origin, "vkey": ledger.vkey, "size": status.get("size"),
+                     "cosigned": cosigned.get("at"), "warning": status.get("warning")}
+        return await asyncio.to_thread(device_status, self.home, mode, facts)
 
     async def _sessions(self, params, peer, caller):
         return self.manager.sessions()
+
+
+def _ledger_exporter(home: Home) -> Callable[[Path], object]:
+    """Writes the ledger's export for the publish worker, from a read-only view (the agent's own stays put)."""
+    def export(out: Path) -> object:
+        with Ledger.open(home, readonly=True) as ledger:
+            return ledger.export(out)
+    return export
 
 
 def _session_id(params: dict, required: bool = False) -> str | None:

@@ -41,7 +41,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 DECIDED = frozenset({State.ALLOWED, State.REFUSED, State.EXPIRED, State.ACTIVE, State.ENDED, State.SEALED})
 LIVE = frozenset({State.ALLOWED, State.ACTIVE})
 
-END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery")
+#: ``witness-lag``: no ledger head was cosigned by a quorum of witnesses for ``witness.max_lag_s``
+#: (with ``witness.on_lag`` "end"): the session's record could not leave the machine.
+END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery", "witness-lag")
 DECISION_HOWS = ("click", "terminal", "timeout", "policy")
 
 

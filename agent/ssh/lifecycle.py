@@ -102,7 +102,8 @@ def on_session_ended(session: dict, settings: Settings, emit: Callable[[str, dic
     elif action == "warn":
         detail = (f"{len(logins)} SSH connection(s) of the technician as {user} are still open "
                   "after the session ended; end them from the system if you did not expect this.")
-        emit(RecordType.SSH_CONNECTIONS, {"action": "warned", "user": user, "connections": connections, "detail": detail})
+        emit(RecordType.SSH_CONNECTIONS,
+             {"action": "warned", "user": user, "connections": connections, "detail": detail})
         emit(RecordType.ALARM, {"tool": "ssh", "pid": logins[0].pid, "process": "sshd", "connections": connections,
                        "detail": detail})
     else:

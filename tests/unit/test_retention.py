@@ -7,6 +7,7 @@ import json
 from agent.cli import main
 from agent.history import History
 from agent.journal import verify_journal
+from agent.ledger import Ledger
 from agent.publish import Spool
 from agent.publish.retention import Retention, prune_journal_path
 from tests.unit.test_bundle import write_session
@@ -52,6 +53,10 @@ def test_prune_removes_the_journal_and_the_row_and_records_it(home, device_key, 
     assert prunes[0]["data"]["keep_days"] == 90 and prunes[0]["data"]["reason"] == "retention"
     assert main(["prune", "--home", str(home.path)]) == 0
     assert "Nothing to remove" in capsys.readouterr().out
+    with Ledger.open(home, readonly=True) as ledger:  # the prune is an entry of the device ledger
+        entries = [ledger.entry(i) for i in range(ledger.size)]
+    assert [e for e in entries if b'"type":"prune"' in e] == [p.encode() for p in (
+        line for line in journal.read_text().splitlines() if '"type":"prune"' in line)]
 
 
 def test_with_publishing_on_only_what_is_published_goes(home, device_key, tmp_path, capsys):

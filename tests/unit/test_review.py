@@ -193,9 +193,16 @@ def test_verify_given_several_bundles_or_a_folder_points_to_review(fleet, capsys
 
 
 def test_witnesses_required_without_a_ledger_proof_are_unwitnessed(fleet, capsys):
-    assert run(fleet, "--json", "--witness", "w1+01234567+AAAA") == 1
-    kinds = [p["kind"] for p in json.loads(capsys.readouterr().out)["problems"]]
-    assert kinds.count("unwitnessed") == 6  # every genuine bundle: none carries a ledger proof
+    from agent.ledger.cosignature import CosignatureSigner
+
+    vkey = CosignatureSigner("witness.example/w1", ed25519.Ed25519PrivateKey.generate()).vkey
+    assert run(fleet, "--json", "--witness", vkey) == 1
+    out = json.loads(capsys.readouterr().out)
+    kinds = [p["kind"] for p in out["problems"]]
+    assert kinds.count("unwitnessed") == 6 and "not-genuine" not in kinds  # genuine, but none carries evidence
+    assert all(b["witnessed"] is False and b["genuine"] for b in out["bundles"])
+    assert run(fleet, "--json", "--witness", "w1+01234567+AAAA") == 2
+    assert "A --witness key cannot be used" in capsys.readouterr().err
 
 
 def test_bundle_folders_are_reviewed_like_zips_and_a_changed_file_is_seen(tmp_path, capsys):
