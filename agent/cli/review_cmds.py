@@ -73,10 +73,10 @@ def run_review(args) -> int:
     index = ReviewIndex(Path(args.index) if args.index else default_index())
     cache = index.path.with_name(index.path.name + ".s3-cache")
 
-    def remote(url: str, skipped: list[str]):
+    def remote(url: str, skipped: list[str], ledgers: list):
         from agent.review.remote import s3_bundles  # here: boto3 takes a second to load; only s3:// needs it
 
-        return s3_bundles(url, skipped, cache, endpoint_url=args.endpoint_url)
+        return s3_bundles(url, skipped, cache, endpoint_url=args.endpoint_url, ledgers=ledgers)
 
     try:
         result = review(args.sources, devices=devices, witnesses=tuple(args.witness), index=index, reports=reports,

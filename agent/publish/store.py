@@ -195,6 +195,18 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:  # each becomes one sentence
             raise self._error(exc, "listing the bucket") from None
 
+    def read(self, key: str, max_bytes: int) -> bytes:
+        """A small object's bytes (at most ``max_bytes``)."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            data = body.read(max_bytes + 1)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, "reading an object") from None
+        if len(data) > max_bytes:
+            raise StoreError(f"s3://{self.bucket}/{escape(key)} is larger than {max_bytes} bytes.", transient=False,
+                             store_wide=False)
+        return bytes(data)
+
     def fetch(self, key: str, dest: Path, max_bytes: int) -> str:
         """Download ``key`` to ``dest`` (at most ``max_bytes``); its SHA-256."""
         temp = dest.with_name(dest.name + ".part")

@@ -14,7 +14,8 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.publish.store import S3Store, StoreError
+from agent.publish.store import S3Store, StoredObject, StoreError
+from agent.review.ledgers import DeviceLedger
 from agent.review.sources import Found, SourceError
 from agent.text import escape
 
@@ -23,11 +24,14 @@ MAX_OBJECT = 1 << 30
 
 
 def s3_bundles(url: str, skipped: list[str], cache: Path, endpoint_url: str | None = None,
-               store: S3Store | None = None) -> Iterator[Found]:
+               store: S3Store | None = None, ledgers: list[DeviceLedger] | None = None) -> Iterator[Found]:
     store = store or S3Store(url, endpoint_url, read_timeout=60.0)
     try:
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-        objects = [o for o in store.list() if o.key.lower().endswith(".zip")]
+        listed = list(store.list())
+        objects = [o for o in listed if o.key.lower().endswith(".zip")]
+        if ledgers is not None:
+            ledgers.extend(_ledgers(store, [o for o in listed if "/ledger/" in o.key], skipped))
     except StoreError as exc:
         raise SourceError(str(exc)) from None
     except OSError as exc:
@@ -54,3 +58,47 @@ def s3_bundles(url: str, skipped: list[str], cache: Path, endpoint_url: str | No
             skipped.append(f"{escape(label)}: {exc}")
             continue
         yield Found(label, path, f"s3:{store.bucket}/{obj.key}", stamp, trust_stamp=True)
+
+
+#: The largest ledger piece fetched.
+MAX_PIECE = 256 << 20
+
+
+def _ledgers(store: S3Store, objects: list[StoredObject], skipped: list[str]) -> list[DeviceLedger]:
+    """Each device's ledger from its published pieces (``agent.publish.ledger_files``), read into memory."""
+    by_device: dict[str, list[StoredObject]] = {}
+    for obj in objects:
+        by_device.setdefault(obj.key.split("/ledger/", 1)[0], []).append(obj)
+    out = []
+    for device, pieces in sorted(by_device.items()):
+        ledger = DeviceLedger(f"s3://{store.bucket}/{device}/ledger/")
+        entries: list[tuple[int, int, bytes]] = []
+        try:
+            for obj in sorted(pieces, key=lambda o: o.key):
+                name = obj.key.split("/ledger/", 1)[1]
+                if obj.size > MAX_PIECE:
+                    skipped.append(f"s3://{store.bucket}/{escape(obj.key)}: too large for a ledger piece")
+                    continue
+                data = store.read(obj.key, MAX_PIECE)
+                if name == "origin":
+                    ledger.origin = data.decode("utf-8").strip()
+                elif name == "vkey":
+                    ledger.vkey = data.decode("utf-8").strip()
+                elif name.startswith(("checkpoints/", "cosigned/")):
+                    ledger.heads.append(data)
+                elif name.startswith("entries/"):
+                    first, last = (int(x) for x in name.split("/", 1)[1].split("-", 1))
+                    entries.append((first, last, data))
+        except (StoreError, ValueError, UnicodeDecodeError) as exc:
+            ledger.problem = f"its published pieces cannot be read ({exc})"
+        expected = 0
+        for first, last, data in sorted(entries):
+            lines = data.splitlines()
+            if first != expected or last - first != len(lines):
+                ledger.problem = (f"its published entries are not contiguous (a piece from {first} to {last} after "
+                                  f"{expected})")
+                break
+            ledger.entries.extend(lines)
+            expected = last
+        out.append(ledger)
+    return out

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from agent.review.examine import bundle_digest, examine
 from agent.review.index import ReviewIndex
+from agent.review.ledgers import DeviceLedger, read_export
+from agent.review.ledgers import check as ledger_check
 from agent.review.sources import Found, SourceError, local_bundles
 from agent.text import escape
 
@@ -42,12 +44,14 @@ class Review:
     devices: dict[str, str] = field(default_factory=dict)  # known fingerprint -> its name in --devices
     witnesses: tuple[str, ...] = ()
     examined: int = 0  # how many bundles were verified this time (the rest came from the index)
+    ledgers: list[DeviceLedger] = field(default_factory=list)  # the devices' ledgers found in the sources
 
     @property
     def exit_code(self) -> int:
+        """2 a source cannot be read; 1 a problem (a session pruned by policy is not one); else 0."""
         if self.unreadable_sources:
             return 2
-        return 1 if self.problems else 0
+        return 1 if any(p["kind"] != "pruned" for p in self.problems) else 0
 
     def public(self) -> dict:
         """``review --json``: exactly the contract's fields."""
@@ -56,8 +60,9 @@ class Review:
                              for p in self.problems]}
 
 
-#: Finds the bundles of a source that is not a local path (``s3://``); the service passes one in.
-RemoteSource = Callable[[str, list[str]], Iterable[Found]]
+#: Finds the bundles of a source that is not a local path (``s3://``): ``(url, skipped, ledgers)``, adding the
+#: devices' ledgers it finds to ``ledgers``.
+RemoteSource = Callable[[str, list[str], list[DeviceLedger]], Iterable[Found]]
 
 
 def _digest(path: str) -> str:
@@ -88,9 +93,11 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
             if source.startswith("s3://"):
                 if remote is None:
                     raise SourceError(f"{escape(source)}: reading s3:// sources is not available here.")
-                found.extend(remote(source, result.skipped))
+                found.extend(remote(source, result.skipped, result.ledgers))
             else:
-                found.extend(local_bundles(source, result.skipped))
+                exports: list[Path] = []
+                found.extend(local_bundles(source, result.skipped, exports))
+                result.ledgers.extend(read_export(folder) for folder in exports)
         except SourceError as exc:
             result.unreadable_sources.append(str(exc))
     if reports is not None:
@@ -146,7 +153,7 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
                      report=f"{digest[:24]}.html" if reports is not None and digest else None)
         result.bundles.append(entry)
     result.bundles.sort(key=lambda b: (b.get("started") or b.get("requested") or "~", b["file"]))
-    result.problems = judge(result)
+    result.problems = judge(result) + ledger_check(result.ledgers, result.bundles, tuple(witnesses))
     return result
 
 

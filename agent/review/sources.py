@@ -50,8 +50,13 @@ def _folder_stamp(path: Path, st: os.stat_result) -> str:
     return "|".join(parts)
 
 
-def local_bundles(source: str, skipped: list[str]) -> Iterator[Found]:
-    """The bundles under a local folder, or the one zip or bundle folder named."""
+def _is_ledger_export(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ("origin", "vkey", "entries"))
+
+
+def local_bundles(source: str, skipped: list[str], ledgers: list[Path] | None = None) -> Iterator[Found]:
+    """The bundles under a local folder, or the one zip or bundle folder named; the ledger exports
+    (``chaperone ledger export`` folders) found on the way go to ``ledgers``."""
     root = Path(source)
     try:
         st = root.stat()
@@ -67,6 +72,10 @@ def local_bundles(source: str, skipped: list[str]) -> Iterator[Found]:
         raise SourceError(f"{escape(source)} is neither a folder nor a file; give folders or zips of bundles.")
     if (root / SUMS).is_file():
         yield Found(source, root, f"dir:{root.absolute()}", _folder_stamp(root, st))
+        return
+    if _is_ledger_export(root):
+        if ledgers is not None:
+            ledgers.append(root)
         return
     pending = [root]
     while pending:
@@ -85,6 +94,9 @@ def local_bundles(source: str, skipped: list[str]) -> Iterator[Found]:
                     if (path / SUMS).is_file():
                         yield Found(str(path), path, f"dir:{path.absolute()}",
                                     _folder_stamp(path, entry.stat(follow_symlinks=False)))
+                    elif _is_ledger_export(path):
+                        if ledgers is not None:
+                            ledgers.append(path)
                     else:
                         pending.append(path)
                 elif entry.is_file(follow_symlinks=False) and entry.name.lower().endswith(".zip"):

@@ -240,12 +240,12 @@ def test_review_index_of_s3_needs_no_second_download(s3_env, tmp_path):
     store = S3Store(f"s3://{bucket}/acme", server.endpoint)
     index = ReviewIndex(tmp_path / "index")
     first = review([f"s3://{bucket}/acme"], index=index,
-                   remote=lambda url, skipped: s3_bundles(url, skipped, tmp_path / "cache", store=store))
+                   remote=lambda url, skipped, ledgers: s3_bundles(url, skipped, tmp_path / "cache", store=store))
     fetched = []
     real = store.fetch
     store.fetch = lambda *a, **k: fetched.append(a[0]) or real(*a, **k)
     second = review([f"s3://{bucket}/acme"], index=index,
-                    remote=lambda url, skipped: s3_bundles(url, skipped, tmp_path / "cache", store=store))
+                    remote=lambda url, skipped, ledgers: s3_bundles(url, skipped, tmp_path / "cache", store=store))
     assert first.examined == 3 and second.examined == 0 and fetched == []
     assert [b["genuine"] for b in second.bundles] == [True] * 3
     index.close()
@@ -274,3 +274,35 @@ def test_the_worker_never_holds_up_its_caller_and_stops_promptly(hanging_endpoin
     worker.stop(timeout=3)
     assert time.monotonic() - stopping < 5
     assert len(Publisher(home).spool.waiting()) == 1  # still there for the next start
+
+
+def test_a_bundle_deleted_from_the_store_is_missing_from_its_ledger_and_a_pruned_one_is_not(s3_env, tmp_path,
+                                                                                            capsys):
+    from agent.ledger import Ledger
+    from agent.publish.ledger_files import spool_ledger_export
+
+    server, bucket = s3_env
+    home, key = make_home(tmp_path, "dev", server.endpoint, bucket, sessions=3)
+    with Ledger.open(home) as ledger:  # what the agent's journal hook does: checkpoints and seals into the ledger
+        for n in range(3):
+            for line in home.journal_path(f"s-dev-{n}").read_bytes().splitlines():
+                if b'"type":"checkpoint"' in line or b'"type":"seal"' in line:
+                    ledger.append(line)
+        ledger.append(json.dumps({"data": {"session": "s-dev-gone", "reason": "retention"}, "session": "prunes",
+                                  "type": "prune", "v": 1}, separators=(",", ":")).encode())
+        ledger.append(b'{"data":{"count":1,"key":"x"},"session":"s-dev-gone","type":"seal","v":1}')
+        ledger.export(tmp_path / "export")
+    publisher = Publisher(home)
+    assert publisher.catch_up() == ["s-dev-0", "s-dev-1", "s-dev-2"]
+    assert "entries/000000000000-" in " ".join(spool_ledger_export(publisher, tmp_path / "export"))
+    assert publisher.flush(everything=True).waiting == 0
+    client = server.client()
+    gone = f"acme/{bundle_name(device_id(key.fingerprint), 's-dev-1')}"
+    client.delete_object(Bucket=bucket, Key=gone)  # a delete marker: the locked version stays, the listing hides it
+    capsys.readouterr()
+    assert main(["review", f"s3://{bucket}/acme", "--endpoint-url", server.endpoint, "--index",
+                 str(tmp_path / "index"), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    kinds = {(p["kind"], p["session"]) for p in problems}
+    assert ("missing", "s-dev-1") in kinds and ("pruned", "s-dev-gone") in kinds
+    assert not any(k == "missing" and s in ("s-dev-0", "s-dev-2", "s-dev-gone") for k, s in kinds)
