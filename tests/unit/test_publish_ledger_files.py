@@ -37,3 +37,33 @@ def test_each_round_spools_only_what_is_new(home, tmp_path):
     assert len([n for n in names if n.startswith("cosigned/000000000002-")]) == 1  # cosigned again: a new object
     piece = next(i for i in publisher.spool.waiting() if i.name.endswith("entries/000000000002-000000000003"))
     assert open(piece.file, "rb").read() == b'{"seq":2}\n'
+
+
+def test_the_worker_spools_the_ledger_export_each_round(home, device_key):
+    from agent.ledger import Ledger
+    from agent.publish import PublishWorker, S3Store
+    from tests.conftest import wait_for
+
+    with Ledger.open(home) as ledger:
+        ledger.append(b'{"type":"seal","session":"s-1"}')
+        ledger.sign_head()
+
+    def export(out):
+        with Ledger.open(home, readonly=True) as view:
+            return view.export(out)
+
+    store = S3Store("s3://fleet/acme", "http://127.0.0.1:9", connect_timeout=1, read_timeout=1)
+    made = []
+
+    def make():
+        made.append(Publisher(home, settings=PublishSettings(url="s3://fleet/acme"), store=store))
+        return made[-1]
+
+    worker = PublishWorker(make, interval=0.2, ledger_export=export)
+    worker.start()
+    try:
+        assert wait_for(lambda: made and any("/ledger/entries/" in i.name for i in made[0].spool.waiting()), 20)
+    finally:
+        worker.stop()
+    names = [i.name.split("/ledger/")[1] for i in Publisher(home).spool.waiting()]
+    assert "origin" in names and "vkey" in names and "entries/000000000000-000000000001" in names
