@@ -37,7 +37,7 @@ from agent.publish.retention import Retention, RetentionWorker
 from agent.publish.status import device_status
 from agent.records import RecordType
 from agent.redact import Redactor
-from agent.service.authority import Authority, Verdict
+from agent.service.authority import Authority, Verdict, ancestry
 from agent.service.ledger_link import UNATTENDED, LedgerLink
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
@@ -89,6 +89,12 @@ class RefusalLog:
         if len(self._seen) > 4096:
             self._seen.pop(next(iter(self._seen)))
         return True, skipped
+
+
+def run_by_sshd(pid: int) -> bool:
+    """Whether ``pid``'s parent is an sshd (the login ssh-authorize answers for), as /proc says now."""
+    chain = ancestry(pid)
+    return len(chain) >= 2 and os.path.basename(chain[1].exe or chain[1].name) in ("sshd", "sshd-session")
 
 
 def check_socket_path(home: Home) -> None:
@@ -422,7 +428,8 @@ class AgentService:
     async def _wait(self, params, peer, caller):
         sid = _session_id(params, required=True)
         result = await self.manager.wait(sid, params.get("timeout", 30), params.get("until", "decided"))
-        if result["state"] == "active" and peer.uid == 0 and self.manager.source_of(sid) == "ssh":
+        if (result["state"] == "active" and peer.uid == 0 and self.manager.source_of(sid) == "ssh"
+                and await asyncio.to_thread(run_by_sshd, peer.pid)):
             # ssh-authorize (run by sshd as root, from the login's own process) is letting a login in:
             # that login is the technician's from now on, before its shell exists.
             marked = await asyncio.to_thread(self.lineage.mark_parent, peer.pid, sid, peer.start_ticks)
