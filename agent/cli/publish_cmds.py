@@ -6,7 +6,6 @@ import time
 
 from agent.cli import home_of
 from agent.errors import UsageError
-from agent.publish import Publisher
 from agent.text import escape
 
 
@@ -21,6 +20,9 @@ def register(subparsers, common) -> None:
 
 
 def run_publish(args) -> int:
+    # imported here: boto3 takes ~0.3 s to load, and every other command (ssh-authorize too) would pay it
+    from agent.publish.publisher import Publisher
+
     home = home_of(args)
     home.require()
     publisher = Publisher(home)
@@ -59,7 +61,7 @@ def run_publish(args) -> int:
         publisher.close()
 
 
-def _status(publisher: Publisher) -> int:
+def _status(publisher) -> int:
     waiting = publisher.spool.waiting()
     done = publisher.spool.published_items()
     where = publisher.store.where if publisher.store else ""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from agent.cli import home_of
 from agent.errors import LedgerError, UsageError
-from agent.ledger import Ledger
-from agent.publish.retention import Retention
 from agent.text import escape
 
 
@@ -17,6 +15,10 @@ def register(subparsers, common) -> None:
 
 
 def run_prune(args) -> int:
+    # imported here: every command builds the whole parser; retention and the ledger load only for prune
+    from agent.ledger import Ledger
+    from agent.publish.retention import Retention
+
     home = home_of(args)
     home.require()
     retention = Retention(home)

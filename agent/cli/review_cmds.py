@@ -9,14 +9,6 @@ from pathlib import Path
 
 from agent.bundle.verify import witness_verifiers
 from agent.errors import ChaperoneError, NoteError, UsageError
-from agent.review import (
-    ReviewIndex,
-    load_devices,
-    review,
-    write_csv,
-    write_json,
-    write_page,
-)
 from agent.text import escape
 
 
@@ -58,6 +50,9 @@ def _atomic_text(path: Path, write) -> None:
 
 
 def run_review(args) -> int:
+    # imported here: every command builds the whole parser, so the review's machinery loads only for review
+    from agent.review import ReviewIndex, load_devices, review, write_csv, write_json, write_page
+
     if args.jobs is not None and not 1 <= args.jobs <= 256:
         raise UsageError("--jobs takes a number of worker processes between 1 and 256.")
     try:

@@ -1,18 +1,7 @@
-"""Publishing to the fleet store: S3-compatible storage with Object Lock, from a spool in the home.
+"""Publishing to the fleet store: S3-compatible storage with Object Lock, from a spool in the home; retention.
 
-See "Fleet store and the client's review" in ../shared/DESIGN.md and docs/ARCHITECTURE.md ("Publish").
+Modules: ``store`` (boto3: imported only by what publishes or reads the store, since boto3 costs ~0.3 s and
+~30 MB to load), ``spool``, ``publisher`` (``Publisher``, ``PublishWorker``), ``ledger_files``, ``retention``,
+``status``. See "Fleet store and the client's review" in ../shared/DESIGN.md and docs/ARCHITECTURE.md
+("Publish and retention").
 """
-
-from agent.publish.publisher import (
-           FlushResult,
-           Publisher,
-           PublishWorker,
-           bundle_name,
-           device_id,
-           home_device_id,
-)
-from agent.publish.spool import Item, Spool, SpoolError
-from agent.publish.store import S3Store, StoredObject, StoreError, parse_url
-
-__all__ = ["FlushResult", "Item", "PublishWorker", "Publisher", "S3Store", "Spool", "SpoolError", "StoreError",
-           "StoredObject", "bundle_name", "device_id", "home_device_id", "parse_url"]

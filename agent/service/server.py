@@ -32,7 +32,6 @@ from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.ledger import Ledger
-from agent.publish import Publisher, PublishWorker
 from agent.publish.retention import Retention, RetentionWorker
 from agent.publish.status import device_status
 from agent.records import RecordType
@@ -192,9 +191,12 @@ class AgentService:
             self.manager.session_live, self.manager.record_live, self.manager.end_live,
             lambda data: unattended.emit(RecordType.ALARM, data)))
         monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
-        publishing = (PublishWorker(lambda: Publisher(self.home), ledger_export=_ledger_exporter(self.home))
-                      if self.home.settings().publish.url else None)
-        if publishing is not None:
+        publishing = None
+        if self.home.settings().publish.url:
+            # imported here: boto3 (~30 MB) is loaded only when this device publishes
+            from agent.publish.publisher import Publisher, PublishWorker
+
+            publishing = PublishWorker(lambda: Publisher(self.home), ledger_export=_ledger_exporter(self.home))
             publishing.start()  # its own thread: the store never holds up this loop
         retention = RetentionWorker(lambda: Retention(self.home, ledger_hook=self.ledger_link.hook))
         retention.start()

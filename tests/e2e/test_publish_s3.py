@@ -23,7 +23,8 @@ from botocore.exceptions import ClientError
 from agent.cli import main
 from agent.devicekey import DeviceKey
 from agent.home import Home
-from agent.publish import Publisher, S3Store, bundle_name, device_id
+from agent.publish.publisher import Publisher, bundle_name, device_id
+from agent.publish.store import S3Store
 from agent.review import ReviewIndex, review
 from agent.review.remote import s3_bundles
 from tests.unit.test_bundle import write_session
@@ -252,7 +253,7 @@ def test_review_index_of_s3_needs_no_second_download(s3_env, tmp_path):
 
 
 def test_the_worker_never_holds_up_its_caller_and_stops_promptly(hanging_endpoint, tmp_path):
-    from agent.publish import PublishWorker
+    from agent.publish.publisher import PublishWorker
 
     home, _ = make_home(tmp_path, "dev", hanging_endpoint, "fleet", sessions=1)
     store = S3Store("s3://fleet/acme", hanging_endpoint, connect_timeout=1, read_timeout=30)

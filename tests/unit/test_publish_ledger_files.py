@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from agent.publish import Publisher
 from agent.publish.ledger_files import published_entries, spool_ledger_export
+from agent.publish.publisher import Publisher
 from agent.settings import PublishSettings
 
 
@@ -41,7 +41,8 @@ def test_each_round_spools_only_what_is_new(home, tmp_path):
 
 def test_the_worker_spools_the_ledger_export_each_round(home, device_key):
     from agent.ledger import Ledger
-    from agent.publish import PublishWorker, S3Store
+    from agent.publish.publisher import PublishWorker
+    from agent.publish.store import S3Store
     from tests.conftest import wait_for
 
     with Ledger.open(home) as ledger:

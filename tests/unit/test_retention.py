@@ -8,8 +8,8 @@ from agent.cli import main
 from agent.history import History
 from agent.journal import verify_journal
 from agent.ledger import Ledger
-from agent.publish import Spool
 from agent.publish.retention import Retention, prune_journal_path
+from agent.publish.spool import Spool
 from tests.unit.test_bundle import write_session
 
 OLD = "2020-01-02T03:04:05.000000Z"
