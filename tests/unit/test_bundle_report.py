@@ -165,3 +165,21 @@ def test_capture_s_origin_decides_what_a_package_explains_and_summaries_count():
     customer = html.split("id=customer>")[1].split("<h2")[0]
     assert "19 program starts" in customer and "firefox</code> × 12" in customer
     assert "(other programs)</code> × 4" in customer
+
+
+def test_metadata_changes_mounts_and_ledger_alarms_are_shown():
+    lines = [
+        record(0, "file-meta", {"path": "/usr/local/bin/helper", "changed": ["mode"], "way_back_in": True,
+                                "why": "a new setuid file", "after": {"mode": "4755", "user": "root"}}),
+        record(1, "mount", {"op": "mounted", "mountpoint": "/mnt/usb", "fstype": "vfat", "source": "/dev/sdb1"}),
+        record(2, "alarm", {"tool": "mount", "mountpoint": "/etc", "detail": "a mount over a watched path"}),
+        record(3, "alarm", {"tool": "ledger", "kind": "fork", "detail": "a witness refused our head (409)"}),
+    ]
+    html = render_report(lines)
+    back = html.split("id=back>")[1].split("<h2")[0]
+    assert "/usr/local/bin/helper" in back and "a new setuid file" in back
+    files = html.split("id=files>")[1].split("<h2")[0]
+    assert "/usr/local/bin" in files and "/mnt/usb/" in files and "mounted" in files
+    alarms = html.split("id=alarms>")[1].split("<h2")[0]
+    assert "a mount at /etc" in alarms and "the device ledger: fork" in alarms and "409" in alarms
+    assert "Other records" not in html

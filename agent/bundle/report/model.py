@@ -343,6 +343,20 @@ class Collected:
         folder.counts[op] += count
         return folder
 
+    def _file_meta(self, ts: str, seq: int, data: dict) -> None:
+        """A metadata change (mode, owner, setuid…): a way back in when capture says so, and a file change."""
+        if data.get("way_back_in") is True:
+            self._way_back(ts, seq, {**data, "why": data.get("why") or f"metadata: {_str(data.get('changed'))}"},
+                           "file")
+        changed = _str(data.get("changed")) or "metadata"
+        self._other_file(ts, {**data, "op": f"{changed} changed"}, _str(data.get("path")))
+
+    def _mount(self, ts: str, seq: int, data: dict) -> None:
+        point = _str(data.get("mountpoint")) or "?"
+        what = _str(data.get("fstype"))
+        self._other_file(ts, {"op": _str(data.get("op")) or "mount", "path": point.rstrip("/") + "/",
+                              "dest": what}, point.rstrip("/") + "/")
+
     def _file_burst(self, ts: str, seq: int, data: dict) -> None:
         counts = _obj(data.get("counts"))
         root = _str(data.get("root")) or "?"
@@ -404,6 +418,10 @@ class Collected:
         if len(self.alarms) < self.limits.alarms:
             tool = _str(data.get("tool")) or "alarm"
             process = _str(data.get("process"))
+            if tool == "mount":
+                process = f"a mount at {_str(data.get('mountpoint')) or '(gone before it could be read)'}"
+            elif tool == "ledger":
+                process = f"the device ledger: {_str(data.get('kind'))}"
             pid = _int(data.get("pid"))
             conns = data.get("connections")
             conn_text = (f", {len(conns)} connection{'s' if len(conns) != 1 else ''}" if isinstance(conns, list)
@@ -461,6 +479,8 @@ _HANDLERS = {
     "inventory-change": Collected._inventory_change,
     "file": Collected._file,
     "file-burst": Collected._file_burst,
+    "file-meta": Collected._file_meta,
+    "mount": Collected._mount,
     "process": Collected._process,
     "process-summary": Collected._process_summary,
     "alarm": Collected._alarm,
