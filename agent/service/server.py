@@ -19,6 +19,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
@@ -30,6 +31,9 @@ from agent.capture.lineage import Lineage
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
+from agent.ledger import Ledger
+from agent.publish.retention import Retention, RetentionWorker
+from agent.publish.status import device_status
 from agent.records import RecordType
 from agent.redact import Redactor
 from agent.service.authority import Authority, Verdict, ancestry
@@ -153,7 +157,7 @@ class AgentService:
         self._handlers = {
             "ping": self._ping, "status": self._status, "request": self._request, "pending": self._pending,
             "decide": self._decide, "wait": self._wait, "end": self._end, "note": self._note,
-            "sessions": self._sessions,
+            "sessions": self._sessions, "device": self._device,
         }
 
     # --- events -------------------------------------------------------------------------------
@@ -187,6 +191,15 @@ class AgentService:
             self.manager.session_live, self.manager.record_live, self.manager.end_live,
             lambda data: unattended.emit(RecordType.ALARM, data)))
         monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
+        publishing = None
+        if self.home.settings().publish.url:
+            # imported here: boto3 (~30 MB) is loaded only when this device publishes
+            from agent.publish.publisher import Publisher, PublishWorker
+
+            publishing = PublishWorker(lambda: Publisher(self.home), ledger_export=_ledger_exporter(self.home))
+            publishing.start()  # its own thread: the store never holds up this loop
+        retention = RetentionWorker(lambda: Retention(self.home, ledger_hook=self.ledger_link.hook))
+        retention.start()
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         servers: list[asyncio.AbstractServer] = [
@@ -204,6 +217,9 @@ class AgentService:
                 server.close()
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
+            if publishing is not None:
+                await asyncio.to_thread(publishing.stop)
+            await asyncio.to_thread(retention.stop)
             await self.manager.stop()
             await asyncio.to_thread(self.lineage.stop)
             self.ledger_link.stop()
@@ -429,8 +445,28 @@ class AgentService:
     async def _note(self, params, peer, caller):
         return self.manager.note(_session_id(params), params.get("text"), caller)
 
+    async def _device(self, params, peer, caller):
+        """What the customer's "This device" view shows (public facts only)."""
+        mode = "system" if self.system_socket is not None else "personal"  # as ping says
+        ledger = self.ledger_link.ledger
+        facts = None
+        if ledger is not None:
+            status = self.ledger_link.status()
+            cosigned = status.get("cosigned") or {}
+            facts = {"origin": ledger.origin, "vkey": ledger.vkey, "size": status.get("size"),
+                     "cosigned": cosigned.get("at"), "warning": status.get("warning")}
+        return await asyncio.to_thread(device_status, self.home, mode, facts)
+
     async def _sessions(self, params, peer, caller):
         return self.manager.sessions()
+
+
+def _ledger_exporter(home: Home) -> Callable[[Path], object]:
+    """Writes the ledger's export for the publish worker, from a read-only view (the agent's own stays put)."""
+    def export(out: Path) -> object:
+        with Ledger.open(home, readonly=True) as ledger:
+            return ledger.export(out)
+    return export
 
 
 def _session_id(params: dict, required: bool = False) -> str | None:
