@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from agent import __version__
 from agent.api import protocol
@@ -67,6 +68,12 @@ def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPid
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
     return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
                    lineage=lineage, redactor=redactor)
+
+
+class PublishWorkerLike(Protocol):
+    """agent.publish.publisher.PublishWorker, loaded only when this device publishes."""
+
+    def nudge(self) -> None: ...
 
 
 class RefusalLog:
@@ -149,6 +156,7 @@ class AgentService:
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
                                    settings=home.settings, lineage=self.lineage)
         self._refusals = RefusalLog()
+        self._publishing: PublishWorkerLike | None = None
         self._unattended: UnattendedSink | None = None
         self._subscribers: set[_Subscriber] = set()
         self._connections = 0
@@ -162,6 +170,8 @@ class AgentService:
 
     # --- events -------------------------------------------------------------------------------
     def publish(self, name: str, data: dict) -> None:
+        if name == "session-sealed" and self._publishing is not None:
+            self._publishing.nudge()  # a sealed bundle leaves the machine now, not at the next round
         message = protocol.event(name, data)
         for sub in list(self._subscribers):
             if not sub.offer(message):
@@ -191,12 +201,13 @@ class AgentService:
             self.manager.session_live, self.manager.record_live, self.manager.end_live,
             lambda data: unattended.emit(RecordType.ALARM, data)))
         monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
-        publishing = None
+        publishing = self._publishing = None
         if self.home.settings().publish.url:
             # imported here: boto3 (~30 MB) is loaded only when this device publishes
             from agent.publish.publisher import Publisher, PublishWorker
 
-            publishing = PublishWorker(lambda: Publisher(self.home), ledger_export=_ledger_exporter(self.home))
+            publishing = self._publishing = PublishWorker(lambda: Publisher(self.home),
+                                                          ledger_export=_ledger_exporter(self.home))
             publishing.start()  # its own thread: the store never holds up this loop
         retention = RetentionWorker(lambda: Retention(self.home, ledger_hook=self.ledger_link.hook))
         retention.start()
