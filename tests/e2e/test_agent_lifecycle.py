@@ -121,6 +121,7 @@ def test_time_limit_warns_then_ends_the_session(agent, home, tmp_path):
     warning = events.wait_for("time-warning", lambda d: d["id"] == sid)
     assert warning["remaining_s"] <= 2  # halfway through a 3 s session (5 min before the end for long ones)
     assert events.wait_for("session-ended", lambda d: d["id"] == sid)["reason"] == "time-limit"
+    events.wait_for("session-sealed", lambda d: d["id"] == sid)  # the seal follows the ending
     events.close()
     kinds = types(home, sid)
     assert kinds.index("session-start") < kinds.index("time-warning") < kinds.index("session-end")

@@ -12,9 +12,13 @@ from agent.redact import Redactor, redact_cmdline, redact_line
 
 SECRET_KEYS = ["password", "passwd", "db_password", "api_key", "apiKey", "client_secret", "token", "auth_token",
                "SECRET_KEY", "private_key", "passphrase", "psk", "AccountKey", "X-Api-Key", "mysql_pwd"]
-# Values that look like secrets (the only values shown under a secret key are paths, references, switches).
+# Values that look like secrets. The only values shown under a secret key are paths, references, switches
+# and a key's own name standing as a placeholder (`password => 'password'`, `ssl_key = private_key`).
+PLACEHOLDER_NAMES = {"password", "passwd", "secret", "token", "key", "apikey", "privatekey", "clientsecret",
+                     "credentials"}
 secret_values = st.text(st.sampled_from("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789!%+_-"),
-                        min_size=8, max_size=32).filter(lambda s: not s.startswith("-"))
+                        min_size=8, max_size=32).filter(
+    lambda s: not s.startswith("-") and s.lower().replace("_", "").replace("-", "") not in PLACEHOLDER_NAMES)
 # Surrounding text: anything printable on one line, kept apart from the form by a separator.
 junk = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=40)
 separators = st.sampled_from([" ", "; ", ", ", " && ", "\t", " | ", " # "])
