@@ -36,6 +36,11 @@ class RecordType(StrEnum):
     INVENTORY_CHANGE = "inventory-change"
     ALARM = "alarm"
     CAPTURE_ERROR = "capture-error"
+    # when recording stops (agent/journal/backlog.py, agent/session/failclosed.py, agent/capture/resume.py)
+    GAP = "gap"
+    LOSS = "loss"
+    FAIL_CLOSED = "fail-closed"
+    BASELINE = "baseline"
 
 
 # Written and synced at once (not in the journal's group commit): they are consent's evidence.
