@@ -8,6 +8,15 @@ The session manager drives one :class:`Capture` per session::
     cap.stop()      # returns once every record is emitted
 
 Every record goes through ``sink.emit(type, data)`` (thread-safe).
+
+With a ``state_dir`` (the session's folder), ``prepare`` keeps the file
+baseline (``baseline.bin``: signatures and hashes, no contents) and the
+"before" inventory there, and records the baseline's SHA-256 (a ``baseline``
+record). When the journal there shows that the agent started again during
+the session, ``prepare`` uses them instead of taking new ones and records
+what changed during the gap (``agent.capture.resume``). ``after_gap(gap)``
+does the same after a stall of a running agent; ``dead_workers()`` names the
+threads that died.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from agent.capture.baseline import ContentBaseline, TreeIndex
+from agent.capture.baseline import BASELINE_FILE, ContentBaseline, TreeIndex, load_baseline, save_baseline
 from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
 from agent.capture.fanotify import make_attributor
 from agent.capture.files import FileWatcher
@@ -26,6 +35,16 @@ from agent.capture.inventory import diff_snapshots, summary_records, take_snapsh
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessSampler
 from agent.capture.redact import is_secret_file, is_text_config
+from agent.capture.resume import (
+    JOURNAL_NAME,
+    JournalView,
+    load_inventory,
+    processes_since,
+    read_journal,
+    save_inventory,
+)
+from agent.errors import error_detail
+from agent.records import RecordType
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
 
@@ -93,7 +112,8 @@ class Capture:
         inventory: bool = True,
         fanotify: bool = True,
     ):
-        """``state_dir`` is accepted for the session manager's contract; the baseline stays in memory
+        """``state_dir``: the session's folder, where the baseline's signatures and hashes and the
+        "before" inventory are kept for a restart; the text of configuration files stays in memory,
         so that no copy of the customer's configuration (and its secrets) is written to disk."""
         self._sink = sink
         self.state_dir = state_dir
@@ -113,23 +133,34 @@ class Capture:
         self._stopped = False
         self._attributor = None
         self._watcher: FileWatcher | None = None
+        self._baseline_loaded = False
 
     def prepare(self) -> None:
-        """Baseline, inventory "before", then the watchers and the process sampler."""
+        """Baseline, inventory "before", then the watchers and the process sampler.
+
+        After a restart, the saved ones, then what changed during the gap (``after-gap`` records)."""
+        view = read_journal(self.state_dir / JOURNAL_NAME) if self.state_dir is not None else None
+        resumed = view is not None and view.resumed
         present = []
         for root in self.roots:
             if os.path.isdir(root):
                 present.append(root)
-                self._index.scan(root, on_file=self._remember_start)
             else:
                 self._sink.emit(
                     "capture-error",
                     {"what": "watch-path-missing", **path_fields(root), "error": "The folder to watch does not exist."},
                 )
+        if not (resumed and self._load_baseline(view)):
+            for root in present:
+                self._index.scan(root, on_file=self._remember_start)
+            self._save_baseline()
         if self._use_inventory:
-            self._inventory_before = take_snapshot()
-            for record in summary_records(self._inventory_before, "before"):
-                self._sink.emit("inventory", record)
+            self._inventory_before = self._load_before(view) if resumed else None
+            if self._inventory_before is None:
+                self._inventory_before = take_snapshot()
+                for record in summary_records(self._inventory_before, "before"):
+                    self._sink.emit("inventory", record)
+                self._save_before()
         self._sampler.start()
         self._attributor, why_not = make_attributor(present, self._sampler, prefer_fanotify=self._use_fanotify)
         if why_not and self._use_fanotify and os.name == "posix" and os.geteuid() == 0:
@@ -146,6 +177,98 @@ class Capture:
             attributor=self._attributor,
         )
         self._watcher.start()
+        if resumed:
+            self._after_restart(view)
+
+    # --- after a gap (agent.capture.resume) -------------------------------------------------------
+    def after_gap(self, gap: dict) -> None:
+        """The agent was stalled (stopped, hung) from ``gap["from"]`` to ``gap["to"]`` and runs again:
+        rescan the watched folders and the inventory, and record what changed as found after the gap."""
+        if self._watcher is not None and not self._stopped:
+            self._watcher.after_gap(gap)
+        self._inventory_after_gap(gap)
+
+    def dead_workers(self) -> list[str]:
+        """Capture's threads that died while the session runs (each one means lost records)."""
+        if self._stopped or self._watcher is None:
+            return []
+        dead = self._watcher.dead_workers()
+        sampler = getattr(self._sampler, "_thread", None)  # ProcessSampler keeps its thread there until stop()
+        if sampler is not None and not sampler.is_alive():
+            dead.append("process sampler")
+        return dead
+
+    def _load_baseline(self, view: JournalView) -> bool:
+        """Use the baseline saved before the restart, if the journal vouches for it."""
+        try:
+            saved = load_baseline(self.state_dir / BASELINE_FILE, (view.baseline or {}).get("sha256"))
+        except ValueError as exc:
+            self._sink.emit(RecordType.CAPTURE_ERROR, {
+                "what": "baseline-unusable", "path": None,
+                "error": f"{str(exc).capitalize()}; the folders were indexed again, so changes made before this "
+                         "restart are found only where the journal's records show them."})
+            if "not the one the journal recorded" in str(exc):
+                self._sink.emit(RecordType.ALARM, {
+                    "kind": "baseline-changed", "tool": None, "pid": None, "process": None, "connections": [],
+                    "detail": "The file baseline kept for this session was changed while the agent was not running."})
+            return False
+        self._index = saved.index
+        for path, sha in saved.start_hashes.items():
+            self._contents.remember_start(path, sha, None)
+            if path in view.known:  # what the journal recorded since is the latest, not the start
+                if view.known[path] is None:
+                    self._contents.forget(path)
+                else:
+                    self._contents.remember(path, view.known[path] or None, None)
+        self._baseline_loaded = True
+        return True
+
+    def _save_baseline(self) -> None:
+        if self.state_dir is None:
+            return
+        try:
+            record = save_baseline(self.state_dir / BASELINE_FILE, self._index, self._contents)
+        except OSError as exc:
+            self._sink.emit(RecordType.CAPTURE_ERROR, {
+                "what": "baseline-not-saved", "path": None,
+                "error": f"{error_detail(exc)}; if the agent stops during the session, what changes meanwhile "
+                         "can only be compared with a new scan."})
+            return
+        self._sink.emit(RecordType.BASELINE, {"phase": "saved", **record})
+
+    def _load_before(self, view: JournalView) -> dict | None:
+        try:
+            return load_inventory(self.state_dir, view.inventory_before.values())
+        except ValueError as exc:
+            self._sink.emit(RecordType.CAPTURE_ERROR, {
+                "what": "inventory-before-unusable", "path": None,
+                "error": f"{str(exc).capitalize()}; a new one is taken, so what changed before this restart is "
+                         "not compared."})
+            return None
+
+    def _save_before(self) -> None:
+        if self.state_dir is None or self._inventory_before is None:
+            return
+        try:
+            save_inventory(self.state_dir, self._inventory_before)
+        except OSError as exc:
+            self._sink.emit(RecordType.CAPTURE_ERROR, {
+                "what": "inventory-not-saved", "path": None,
+                "error": f"{error_detail(exc)}; after a restart the machine is compared with a new inventory."})
+
+    def _after_restart(self, view: JournalView) -> None:
+        gap = {k: v for k, v in (view.gap or {}).items() if k in ("from", "to")}
+        for record in processes_since(gap.get("from"), gap):
+            self._sink.emit(RecordType.PROCESS, record)
+        if self._baseline_loaded and self._watcher is not None:
+            self._watcher.after_gap(gap, view.known)
+        self._inventory_after_gap(gap)
+
+    def _inventory_after_gap(self, gap: dict) -> None:
+        if self._inventory_before is None or self._stopped:
+            return
+        for change in diff_snapshots(self._inventory_before, take_snapshot()):
+            self._sink.emit(RecordType.INVENTORY_CHANGE, {**change, "via": "after-gap", "gap": gap})
 
     def stop(self) -> None:
         """Stop watching and sampling, recheck the baseline, record the inventory's changes.

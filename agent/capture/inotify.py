@@ -149,6 +149,15 @@ class EventSource:
         self._inotify.stop()
         self._inotify.join()
 
+    def dead_threads(self) -> list[str]:
+        """The reader threads that were started and have died (a dead one means lost events)."""
+        if self._inotify is None:
+            alive = self._observer.is_alive() if self._observer.ident is not None else True
+            return [] if alive else ["file observer"]
+        dead = [] if self._inotify.is_alive() else ["inotify reader"]
+        dead += [f"file emitter {emitter.watch.path!r}" for emitter in self._emitters if not emitter.is_alive()]
+        return dead
+
     def watched_inodes(self) -> set[int] | None:
         """Inode numbers of the folders inotify watches, from /proc/self/fdinfo.
 
