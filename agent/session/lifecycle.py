@@ -41,7 +41,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 DECIDED = frozenset({State.ALLOWED, State.REFUSED, State.EXPIRED, State.ACTIVE, State.ENDED, State.SEALED})
 LIVE = frozenset({State.ALLOWED, State.ACTIVE})
 
-END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery")
+END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery", "fail-closed")
 DECISION_HOWS = ("click", "terminal", "timeout", "policy")
 
 

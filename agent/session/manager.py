@@ -36,6 +36,7 @@ from agent.home import Home
 from agent.journal import Journal
 from agent.records import RecordType
 from agent.session.caller import Caller
+from agent.session.failclosed import EndAccess, FailClosed
 from agent.session.hooks import CaptureFactory, LoginHooks
 from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.model import Session, new_session_id, warning_lead_s
@@ -63,7 +64,7 @@ class SessionManager:
                  capture_factory: CaptureFactory = _no_capture,
                  login_hooks: Mapping[str, LoginHooks] | None = None,
                  default_watch_paths: Callable[[], list[str]] = list,
-                 history: History | None = None):
+                 history: History | None = None, end_access: EndAccess | None = None):
         self.home = home
         self.device_key = device_key
         self.consent_timeout = consent_timeout
@@ -76,6 +77,7 @@ class SessionManager:
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self.failclosed = FailClosed(self, end_access)  # when recording stops (agent/session/failclosed.py)
 
     # --- queries -------------------------------------------------------------------
     def _live(self) -> Session | None:
@@ -486,6 +488,7 @@ class SessionManager:
         session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid))
         session.until = plan.until
         session.started = facts.get("started")
+        await self.failclosed.after_restart(session, facts, plan.step)  # the gap; a last look if it cannot resume
         if plan.step is Step.SEAL_ENDED:
             await self._seal(session, row.get("end_reason") or "recovery")
         elif plan.step is Step.RESUME:  # active goes on recording; allowed (capture was starting) starts now
