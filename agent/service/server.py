@@ -27,8 +27,10 @@ from agent.capture import Capture, default_watch_paths
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
+from agent.service.access import end_access
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
+from agent.service.watchdog import Watchdog
 from agent.session.caller import Caller
 from agent.session.hooks import CaptureFactory, TechnicianPids
 from agent.session.manager import SessionManager
@@ -103,7 +105,8 @@ class AgentService:
         self.owner_uid = home_owner(home.path)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
-                                      default_watch_paths=default_watch_paths)
+                                      default_watch_paths=default_watch_paths, end_access=self._end_access)
+        self.watchdog = Watchdog(home, self.manager.failclosed, home.settings().guard.timeout_s)
         self._subscribers: set[_Subscriber] = set()
         self._connections = 0
         self._stranger_connections: dict[int, int] = {}
@@ -133,6 +136,7 @@ class AgentService:
         check_socket_path(self.home)
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
+        await self.watchdog.start()  # the guard runs before any session is resumed or requested
         await self.manager.start()
         monitor = start_monitor(
             UnattendedSink(self.home, self.manager.device_key,
@@ -145,6 +149,7 @@ class AgentService:
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
         print(f"chaperone agent: listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+        self.watchdog.ready()
         try:
             await self._stop.wait()
         finally:
@@ -161,8 +166,13 @@ class AgentService:
             except TimeoutError:
                 pass
             path.unlink(missing_ok=True)
+            await self.watchdog.stop()  # sessions are ended: the guard may go
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _end_access(self, session_id: str) -> dict:
+        """The technician's access ended by the agent itself (agent.service.access; the guard is spared)."""
+        return end_access(self.home, session_id, protect={self.watchdog.guard_pid or 0})
 
     # --- connections ---------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -120,10 +120,20 @@ class FailClosed:
                                           "connections": [], "detail": detail})
         self._spawn_fail(session, "guard", detail)
 
-    def note_gap(self, since: float, until: float, default_cause: str = "stalled") -> None:
-        """The agent ran again after not running from ``since`` to ``until`` (Unix times)."""
+    def guard_signalled(self, detail: str) -> None:
+        """Someone tried to stop the guard (it stays): an alarm in the live session."""
+        session = self.manager._live()
+        if session is not None and session.id not in self._failing:
+            session.record(RecordType.ALARM, {"kind": "guard-signalled", "tool": None, "pid": None, "process": None,
+                                              "connections": [], "detail": detail})
+
+    def note_gap(self, since: float, until: float, default_cause: str = "stalled", only_reports: bool = False) -> None:
+        """The agent ran again after not running from ``since`` to ``until`` (Unix times). With
+        ``only_reports``, a gap is recorded only if the guard left a report (it acted meanwhile)."""
         session = self.manager._live()
         if session is None:
+            return
+        if only_reports and not read_reports(self.manager.home.session_dir(session.id)):
             return
         gaps = self._take_reports(session, rfc3339_from_timestamp(since), rfc3339_from_timestamp(until),
                                   default_cause)
