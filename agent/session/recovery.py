@@ -116,7 +116,8 @@ def gap_data(report: dict | None, since: str | None, until: str, *, default_caus
     cause = report.get("cause") if report.get("cause") in GAP_CAUSES else default_cause
     start = report.get("last_beat") or since
     data = {"cause": cause, "from": start, "to": until, "gap_s": None, "noticed": report.get("acted"),
-            "access": report.get("access"), "by": "guard" if report else "agent"}
+            "access": report.get("access"), "by": "guard" if report else "agent",
+            "guard_detail": str(report["detail"])[:500] if report.get("detail") else None}
     if start:
         try:
             data["gap_s"] = max(0, round((parse_rfc3339(until) - parse_rfc3339(start)).total_seconds()))
