@@ -85,6 +85,8 @@ class Watchdog:
         self.failclosed = failclosed
         self.timeout_s = timeout_s
         self.sd = SdNotify()
+        # systemd wants a beat at least every WatchdogSec; we send one at least twice as often
+        self.beat_s = min(BEAT_S, self.sd.watchdog_s / 2) if self.sd.watchdog_s else BEAT_S
         self.guard: subprocess.Popen | None = None
         self._beat_w = self._back_r = -1
         self._back_buf = b""
@@ -92,6 +94,7 @@ class Watchdog:
         self._guard_ready: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._restarting: asyncio.Future | None = None
         self._last_gap = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -117,6 +120,7 @@ class Watchdog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._write(b"S\n")
+        self._forget_reader()
         await asyncio.to_thread(self._stop_guard)
         self.sd.close()
 
@@ -138,6 +142,7 @@ class Watchdog:
             raise ChaperoneError(f"The agent's guard could not be started ({exc.strerror or exc}); without it the "
                                  "technician's access would not end if the agent stopped, so the agent does "
                                  "not start.") from None
+        self._guard_seen = time.monotonic()  # a starting guard gets its full timeout to say it runs
         os.close(beat_r)
         os.close(back_w)
         os.set_blocking(beat_w, False)
@@ -148,16 +153,21 @@ class Watchdog:
         try:
             await asyncio.wait_for(self._guard_ready.wait(), START_TIMEOUT_S)
         except TimeoutError:
+            self._forget_reader()
             self._stop_guard(kill=True)
             raise ChaperoneError(f"The agent's guard did not start within {START_TIMEOUT_S:g} s; the agent does "
                                  "not start without it.") from None
         self._guard_seen = time.monotonic()
         log.info("guard running (pid %d)", self.guard.pid)
 
-    def _stop_guard(self, kill: bool = False) -> None:
+    def _forget_reader(self) -> None:
+        """Stop listening to the guard (on the loop's thread)."""
         if self._loop is not None and self._back_r >= 0:
             with contextlib.suppress(Exception):  # the loop may be closing
                 self._loop.remove_reader(self._back_r)
+
+    def _stop_guard(self, kill: bool = False) -> None:
+        """Close our ends of the pipes and wait for the guard to exit (killing it first with ``kill``)."""
         for fd in (self._beat_w, self._back_r):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -212,18 +222,29 @@ class Watchdog:
         if self._stopping:
             return
         pid = self.guard_pid
-        status = self.guard.poll() if self.guard is not None else None
+        status = None
+        if self.guard is not None:
+            try:  # its pipe ends a moment before it can be collected: wait that moment for its status
+                status = self.guard.wait(0.5 if how == "ended" else 0)
+            except subprocess.TimeoutExpired:
+                pass
         if status is not None and status < 0:
             how = f"was killed by {signal.Signals(-status).name}"
         elif status is not None:
             how = f"exited with status {status}"
+        self._forget_reader()
         self._stop_guard(kill=True)
         detail = f"The agent's guard (pid {pid}) {how}; a new one is started."
         log.warning("%s", detail)
         self.failclosed.guard_lost(detail)
-        task = asyncio.ensure_future(self._start_guard())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                               or log.error("the guard could not be started again: %s", t.exception()))
+        self._restart_guard()
+
+    def _restart_guard(self) -> None:
+        if self._restarting is not None and not self._restarting.done():
+            return
+        self._restarting = asyncio.ensure_future(self._start_guard())
+        self._restarting.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                                           or log.error("the guard could not be started again: %s", t.exception()))
 
     # --- the heartbeat ----------------------------------------------------------------------------
     def _write(self, line: bytes) -> None:
@@ -245,7 +266,7 @@ class Watchdog:
     async def _beat(self) -> None:
         last = time.monotonic()
         while True:
-            await asyncio.sleep(BEAT_S)
+            await asyncio.sleep(self.beat_s)
             now = time.monotonic()
             if self._back_r >= 0:
                 self._from_guard()  # what the guard said while we were not running, before judging it
@@ -263,3 +284,5 @@ class Watchdog:
                 proc = read_proc(self.guard.pid, 0.0)
                 self._guard_gone("is stopped" if proc is not None and proc.state in ("T", "t")
                                  else f"sent nothing for {self.timeout_s:g} s")
+            elif self.guard is None and not self._stopping:
+                self._restart_guard()  # a restart that failed: try again

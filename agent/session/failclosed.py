@@ -22,9 +22,11 @@ records of all this are held in memory by the journal; the seal waits until
 the disk takes them (or the agent stops: then they are lost, and the next
 start's recovery seals what is on disk).
 
-After a restart, ``after_restart`` records the gap (cause from the guard's
-report, else unknown) before the session resumes, and gives a session that
-cannot resume its final rescan and "after" inventory before it is sealed.
+After a restart, ``after_restart`` ends what is left of the technician's
+access (all of it when the guard was killed along with the agent), records
+the gap (cause from the guard's report, else unknown) before the session
+resumes, and gives a session that cannot resume its final rescan and
+"after" inventory before it is sealed.
 """
 
 from __future__ import annotations
@@ -210,12 +212,18 @@ class FailClosed:
             self.manager._sessions.pop(session.id, None)
 
     # --- gaps -----------------------------------------------------------------------------------------
-    def _take_reports(self, session: Session, since: str | None, until: str, default_cause: str) -> list[dict]:
-        """One ``gap`` record per guard report (or one of our own); the reports are then removed."""
+    def _take_reports(self, session: Session, since: str | None, until: str, default_cause: str,
+                      access: dict | None = None) -> list[dict]:
+        """One ``gap`` record per guard report (or one of our own, with ``access`` if we ended it); the
+        reports are then removed."""
         folder = self.manager.home.session_dir(session.id)
         reports = read_reports(folder)
-        gaps = [gap_data(report, since, until, default_cause=default_cause) for _, report in reports] or [
-            gap_data(None, since, until, default_cause=default_cause)]
+        gaps = [gap_data(report, since, until, default_cause=default_cause) for _, report in reports]
+        if not gaps:
+            gaps = [gap_data(None, since, until, default_cause=default_cause)]
+            gaps[0]["access"] = access
+        elif access and (access.get("ended") or access.get("survivors")):
+            gaps[-1]["access_at_restart"] = access
         for gap in gaps:
             session.record(RecordType.GAP, gap)
         if reports:
@@ -227,8 +235,15 @@ class FailClosed:
         return gaps
 
     async def after_restart(self, session: Session, facts: dict, step: Step) -> None:
-        """Before a recovered session goes on (or ends): its gap, and capture's last look if it cannot resume."""
-        self._take_reports(session, facts.get("last_ts"), rfc3339(utc_now()), "unknown")
+        """Before a recovered session goes on (or ends): the technician's access ended (if the guard could
+        not: it was killed with the agent), the gap, and capture's last look if it cannot resume."""
+        access = None
+        if step in (Step.RESUME, Step.FINISH) and self.end_access is not None:
+            try:
+                access = await asyncio.to_thread(self.end_access, session.id)
+            except Exception as exc:  # noqa: BLE001 - say so in the gap record; recovery goes on
+                access = {"error": error_detail(exc)}
+        self._take_reports(session, facts.get("last_ts"), rfc3339(utc_now()), "unknown", access)
         closing = step is Step.FINISH or (step is Step.SEAL_ENDED and not facts.get("after_taken"))
         if closing and facts.get("baseline"):  # capture ran before the restart: rescan and take the "after"
             await self.manager._start_capture(session)
