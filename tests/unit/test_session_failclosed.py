@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from agent.clock import utc_now
+from agent.clock import parse_rfc3339, utc_now
 from agent.devicekey import DeviceKey
 from agent.history import History
 from agent.home import Home
@@ -26,6 +26,7 @@ from agent.session.caller import Caller
 from agent.session.lifecycle import State
 from agent.session.manager import SessionManager
 from agent.session.recovery import gap_data, journal_facts, plan_recovery
+from tests.conftest import wait_for
 
 CUSTOMER = Caller(uid=0, user="root", pid=1)
 FIELDS = {"technician": "Alice", "email": "alice@example.com", "org": "Acme", "ticket": "1", "reason": "r",
@@ -285,3 +286,45 @@ def test_gap_data_says_what_happened_in_plain_words():
     assert "stopped answering" in data["detail"]
     unknown = gap_data({"cause": "<script>"}, None, "2026-01-01T00:01:00.000000Z")
     assert unknown["cause"] == "unknown" and unknown["gap_s"] is None
+
+
+def test_a_session_that_cannot_resume_gets_its_last_rescan_and_after_inventory(home, device_key, monkeypatch):
+    monkeypatch.setenv("CHAPERONE_MIN_DURATION", "1")
+    end_access, captures = EndAccess(), []
+
+    class SavingCapture(FakeCapture):
+        def prepare(self):  # as the real one does on its first start
+            self.sink.emit("baseline", {"phase": "saved", "file": "baseline.bin", "sha256": "0" * 64})
+
+    def factory(*args):
+        captures.append(SavingCapture(*args))
+        return captures[-1]
+
+    async def crash():
+        mgr = SessionManager(home, device_key, publish=lambda n, d: None, end_access=end_access,
+                             capture_factory=factory)
+        await mgr.start()
+        sid = (await mgr.submit(fields={**FIELDS, "duration_s": 2}, caller=CUSTOMER))["id"]
+        await mgr.decide(sid, "allow", "click", CUSTOMER)
+        await mgr._sessions[sid].activation
+        for session in mgr._sessions.values():  # kill -9 ...
+            session.cancel_timers()
+            session.journal.close()
+        return sid
+
+    sid = asyncio.run(crash())
+    until_ts = next(r["data"]["granted"]["until"] for r in records(home, sid) if r["type"] == "decision")
+    assert wait_for(lambda: utc_now() > parse_rfc3339(until_ts), timeout=10)  # ... and back only after its time
+
+    async def restart():
+        mgr = SessionManager(home, device_key, publish=lambda n, d: None, end_access=end_access,
+                             capture_factory=factory)
+        await mgr.start()
+        await mgr.stop()
+
+    asyncio.run(restart())
+    kinds = [r["type"] for r in records(home, sid)]
+    assert len(captures) == 2 and captures[1].stopped.is_set()  # a capture only to look once more, then stop
+    assert kinds.index("recovery") < kinds.index("gap") < kinds.index("session-end") < kinds.index("inventory")
+    assert kinds[-1] == "seal" and end_access.calls == [sid]  # what was left of the access, ended at restart
+    assert History(home).get(sid)["state"] == "sealed"
