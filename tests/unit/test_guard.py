@@ -207,7 +207,7 @@ def test_a_stopped_agent_makes_the_guard_act_and_keep_watching(guard, technician
     guard.agent.send_signal(signal.SIGSTOP)
     try:
         assert wait_for(lambda: gone(procs), timeout=10)
-        ((_, report),) = read_reports(session_home.session_dir(SID))
+        ((_, report),) = wait_for(lambda: read_reports(session_home.session_dir(SID)))  # written just after
         assert report["cause"] == "stopped" and "SIGSTOP" in report["detail"]
     finally:
         guard.agent.send_signal(signal.SIGCONT)
@@ -219,7 +219,7 @@ def test_a_silent_agent_is_hung_after_the_timeout(guard, technician, session_hom
     proc, procs = technician
     guard.beat()  # and then nothing, while the "agent" process runs
     assert wait_for(lambda: gone(procs), timeout=10)
-    ((_, report),) = read_reports(session_home.session_dir(SID))
+    ((_, report),) = wait_for(lambda: read_reports(session_home.session_dir(SID)))  # written just after
     assert report["cause"] == "hung" and "no heartbeat for 2 s" in report["detail"]
 
 
