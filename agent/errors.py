@@ -64,6 +64,10 @@ class HistoryError(ChaperoneError):
     """The history database cannot be read or written."""
 
 
+class InventoryFileError(ChaperoneError):
+    """A session's saved "before" inventory is missing, damaged, or not the one its journal recorded."""
+
+
 class TrustError(ChaperoneError):
     """A signature or key is not trusted, or the trust file cannot be used."""
 

@@ -19,10 +19,10 @@ from agent.home import Home
 FIELDS = (
     "id", "state", "technician", "email", "org", "ticket", "reason", "duration_s", "capabilities", "watch",
     "verified", "signer", "key_fingerprint", "flags", "requested", "decided", "decided_by", "how", "started",
-    "ended", "until", "end_reason", "sealed", "journal",
+    "ended", "until", "end_reason", "sealed", "journal", "granted",
 )
 STATES = frozenset({"requested", "allowed", "refused", "expired", "active", "ended", "sealed"})
-JSON_FIELDS = frozenset({"capabilities", "watch", "flags", "decided_by"})
+JSON_FIELDS = frozenset({"capabilities", "watch", "flags", "decided_by", "granted"})
 BOOL_FIELDS = frozenset({"verified", "sealed"})
 _INTEGER_FIELDS = BOOL_FIELDS | {"duration_s"}
 _SCHEMA = "CREATE TABLE IF NOT EXISTS sessions ({})".format(
@@ -31,6 +31,10 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS sessions ({})".format(
         for f in FIELDS
     )
 )
+# Request files already used (a request file is single-use): their digest, the session they made, until when
+# they could have been used at all (after that they are refused as expired anyway, and the row may go).
+_USED_SCHEMA = ("CREATE TABLE IF NOT EXISTS used_request_files "
+                "(digest TEXT PRIMARY KEY NOT NULL, session TEXT NOT NULL, used TEXT NOT NULL, expires TEXT)")
 
 
 class History:
@@ -55,6 +59,16 @@ class History:
                 # crash, so a power cut may lose its last rows but never corrupts it (WAL).
                 self._execute("PRAGMA synchronous=NORMAL")
                 self._execute(_SCHEMA)
+                self._execute(_USED_SCHEMA)
+                self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A history made by an older version gains the fields added since (as empty)."""
+        have = {row[1] for row in self._execute("PRAGMA table_info(sessions)").fetchall()}
+        for name in FIELDS:
+            if name not in have:
+                kind = "INTEGER" if name in _INTEGER_FIELDS else "TEXT"
+                self._execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 
     def _create_private(self) -> None:
         """Make the database file 0600 before SQLite does (it would use the umask; its -wal and
@@ -86,6 +100,8 @@ class History:
             raise HistoryError(f"Cannot open the history {self.path}: {exc}; check the home's permissions.") from None
 
     def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        if self._conn is None:
+            raise HistoryError(f"The history {self.path} is closed.")
         try:
             return self._conn.execute(sql, params)
         except sqlite3.OperationalError as exc:
@@ -110,6 +126,21 @@ class History:
                f"ON CONFLICT(id) DO UPDATE SET {updates}")
         with self._lock:
             self._execute(sql, tuple(values))
+
+    def claim_request_file(self, digest: str, session_id: str, used: str, expires: str | None) -> str | None:
+        """Mark a request file used by ``session_id``; the session that used it before, if one did."""
+        if self._conn is None:
+            raise HistoryError("The history was opened read-only.")
+        with self._lock:
+            self._execute("BEGIN IMMEDIATE")
+            try:
+                row = self._execute("SELECT session FROM used_request_files WHERE digest = ?", (digest,)).fetchone()
+                if row is None:
+                    self._execute("INSERT INTO used_request_files VALUES (?, ?, ?, ?)",
+                                  (digest, session_id, used, expires))
+            finally:
+                self._execute("COMMIT")
+        return row[0] if row else None
 
     # --- reading -----------------------------------------------------------
     def get(self, session_id: str) -> dict | None:

@@ -26,6 +26,7 @@ class RecordType(StrEnum):
     NOTE = "note"
     SESSION_END = "session-end"
     SSH_CONNECTIONS = "ssh-connections"
+    ACCESS = "access"  # a right given or taken back at the door (sudo for admin)
     # what capture saw
     FILE = "file"
     FILE_BURST = "file-burst"

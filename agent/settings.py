@@ -20,7 +20,7 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +295,7 @@ def _read_section(section: type, raw: Any, where: str) -> Any:
         if name not in raw:
             continue
         key = f"{where}.{name}" if where else name
-        nested = f.default.__class__ if is_dataclass(f.default) else None
+        nested: type | None = type(f.default) if is_dataclass(f.default) else None
         if nested is not None:
             values[f.name] = _read_section(nested, raw[name], key)
             continue
@@ -315,7 +315,7 @@ def _read_section(section: type, raw: Any, where: str) -> Any:
     return section(**values)
 
 
-def _accepts_none(f) -> bool:
+def _accepts_none(f: Field) -> bool:
     try:
         return f.metadata["parse"](None) is None
     except (ValueError, TypeError):
@@ -362,7 +362,7 @@ def _rows(section: type, prefix: str) -> list[tuple[str, str, str, str]]:
     for f in fields(section):
         key = f"{prefix}{_file_name(f.name)}"
         if is_dataclass(f.default):
-            rows += _rows(f.default.__class__, key + ".")
+            rows += _rows(type(f.default), key + ".")
             continue
         meta = f.metadata
         default = f.default if f.default is not MISSING else None

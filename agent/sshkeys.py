@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes as SSHPublicKeyTypes
 from cryptography.hazmat.primitives.serialization import (
     SSHCertificate,
     load_ssh_public_identity,
@@ -55,7 +56,7 @@ def line_to_blob(line: str) -> bytes:
     return blob
 
 
-def load_identity(blob: bytes):
+def load_identity(blob: bytes) -> SSHPublicKeyTypes | SSHCertificate:
     """A cryptography public key, or an ``SSHCertificate`` for certificate blobs."""
     kt = blob_type(blob)
     if kt not in KEY_TYPES and not (kt.endswith(CERT_SUFFIX) and kt[: -len(CERT_SUFFIX)] in KEY_TYPES):
@@ -66,7 +67,7 @@ def load_identity(blob: bytes):
         raise KeyFormatError(f"malformed {kt} key") from exc
 
 
-def public_key_from_blob(blob: bytes):
+def public_key_from_blob(blob: bytes) -> SSHPublicKeyTypes:
     """The cryptography public key of a plain key or of a certificate's subject."""
     ident = load_identity(blob)
     if isinstance(ident, SSHCertificate):

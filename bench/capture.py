@@ -13,6 +13,7 @@ existing ones in a temporary tree of ``--files`` files. Chaperone's real
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import resource
@@ -200,7 +201,8 @@ def main() -> None:
         parser.error("--modifies cannot exceed --files")
     if shutil.which("inotifywait") is None:
         sys.exit("inotifywait is missing (apt-get install inotify-tools).")
-    print(json.dumps(bench(args.files, args.creates, args.modifies, fanotify=not args.no_fanotify)))
+    print(json.dumps({**bench(args.files, args.creates, args.modifies, fanotify=not args.no_fanotify),
+                      **live_alarm_latency()}))
 
 
 def bench(files: int, creates: int, modifies: int, *, fanotify: bool) -> dict:
@@ -303,6 +305,133 @@ def _read_int(path: str) -> int | None:
         return int(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+# -- live ways back in: change -> alarm (agent.capture.inventory.live) ---------------------------------
+
+
+class _AlarmSink:
+    """Notes when each way-back-in alarm arrives (monotonic clock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.alarms: list[tuple[float, str]] = []
+
+    def emit(self, type: str, data: dict) -> None:
+        if type == "alarm":
+            with self.lock:
+                self.alarms.append((time.monotonic(), data.get("item", "")))
+
+    def first(self, part: str) -> float | None:
+        with self.lock:
+            return next((t for t, item in self.alarms if part in item), None)
+
+
+def _fake_key(i: int) -> tuple[str, str]:
+    """An authorized_keys line with a key of its own, and that key's fingerprint."""
+    from agent.sshkeys import fingerprint
+
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + os.urandom(32)
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} bench{i}", fingerprint(blob)
+
+
+def _thread_cpu_s(tid: int | None) -> float:
+    """CPU seconds (user + system) of one thread of this process, from /proc (0 when unknown)."""
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_alarm_latency(rounds: int = 40, idle_s: float = 10.0) -> dict:
+    """Change -> alarm of the live inventory watcher, against inotifywait seeing the same change.
+
+    A temporary machine root (the real listening/remote-access polls run too). Each round makes one
+    way back in, in turn: an SSH key, a cron job, an ld.so.preload entry, a sudoers file, a user; the
+    latency is from just before the write to the alarm's emit. ``inotifywait -m`` watches the same
+    folders: its latency (change -> its line read) is the floor. Then the watcher thread's own CPU
+    while nothing changes (its polls of ports and programs).
+    """
+    from agent.capture.inventory import collectors_of, take_snapshot
+    from agent.capture.inventory.linux import linux_categories
+    from agent.capture.inventory.live import LiveInventory
+
+    tmp = Path(tempfile.mkdtemp(prefix="chaperone-live-"))
+    etc, home = tmp / "etc", tmp / "home" / "bench"
+    for sub in ("cron.d", "sudoers.d", "ssh", "pam.d", "systemd/system"):
+        (etc / sub).mkdir(parents=True)
+    (home / ".ssh").mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nbench:x:1000:1000::/home/bench:/bin/bash\n")
+    (etc / "group").write_text("root:x:0:\nbench:x:1000:\n")
+    (etc / "sudoers").write_text("@includedir /etc/sudoers.d\n")
+    categories = linux_categories(str(tmp))
+    sink = _AlarmSink()
+    live = LiveInventory(sink, take_snapshot(collectors_of(categories)), categories, root=str(tmp))
+    folders = [str(home / ".ssh"), str(etc / "cron.d"), str(etc), str(etc / "sudoers.d")]
+    seen: list[tuple[float, str]] = []
+    inw = subprocess.Popen(["inotifywait", "-m", "-q", "-e", "close_write,moved_to,create", "--format", "%w%f",
+                            *folders], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def read() -> None:
+        for line in inw.stdout:
+            seen.append((time.monotonic(), line.strip()))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ours, theirs = [], []
+    try:
+        live.start()
+        live.ready.wait(60)
+        time.sleep(1.0)  # inotifywait's watches are set
+        for i in range(rounds):
+            kind = i % 5
+            if kind == 0:
+                line, part = _fake_key(i)
+                path, mode, text = home / ".ssh" / "authorized_keys", "a", line + "\n"
+            elif kind == 1:
+                path, part, mode, text = etc / "cron.d" / f"job{i}", f"job{i}:", "w", f"* * * * * root /bin/job{i}\n"
+            elif kind == 2:
+                path, part, mode, text = etc / "ld.so.preload", f"/lib/bench{i}.so", "a", f"/lib/bench{i}.so\n"
+            elif kind == 3:
+                path, part, mode, text = etc / "sudoers.d" / f"rule{i}", f"rule{i}:", "w", f"u{i} ALL=(ALL) ALL\n"
+            else:
+                path, part, mode = etc / "passwd", f"user{i}", "a"
+                text = f"user{i}:x:{2000 + i}:100::/nonexistent:/bin/sh\n"
+            start = time.monotonic()
+            with open(path, mode) as f:
+                f.write(text)
+            deadline = start + 10
+            while time.monotonic() < deadline and (sink.first(part) is None or
+                                                   not any(t >= start and p == str(path) for t, p in seen)):
+                time.sleep(0.005)
+            got = sink.first(part)
+            ours.append(got - start if got is not None else float("inf"))
+            theirs.append(next((t - start for t, p in seen if t >= start and p == str(path)), float("inf")))
+            time.sleep(0.3)
+        thread = live._thread.native_id if live._thread is not None else None
+        before = _thread_cpu_s(thread)
+        time.sleep(idle_s)
+        idle_cpu = (_thread_cpu_s(thread) - before) / idle_s * 100
+    finally:
+        live.stop()
+        inw.terminate()
+        inw.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 3)
+
+    return {
+        "live_alarm_p95_s": pct(ours, 0.95),
+        "live_alarm_p50_s": pct(ours, 0.5),
+        "live_alarm_max_s": round(max(ours), 3),
+        "live_alarm_inotifywait_p95_s": pct(theirs, 0.95),
+        "live_alarm_changes": rounds,
+        "live_alarm_missed": sum(1 for v in ours if v == float("inf")),
+        "live_idle_cpu_pct": round(idle_cpu, 2),
+    }
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ def describe(item: dict) -> Row:
             level = DANGER
         elif get("detail"):
             flags.append(_text(get("detail")))
+    elif kind_of == "alarm" and get("kind") == "way-back-in":
+        kind = f"New way back in ({_text(get('category'))})"
+        what = _text(get("item"))
+        origin = "came with a package" if get("origin") == "package" else "unexplained"
+        flags.append(DANGER_MARK + f"ALARM: {origin}" + (f": {_text(get('why'))}" if get("why") else ""))
+        level = DANGER
+    elif kind_of == "alarm" and get("kind") == "refused-attempt":
+        kind = "Refused attempt"
+        what = _text(get("process")) or _text(get("user"))
+        flags.append(DANGER_MARK + "ALARM: " + (_text(get("detail")) or "a process tried to decide for you"))
+        level = DANGER
     elif kind_of == "alarm":
         kind = "Remote-access tool"
         what = _text(get("process")) or _text(get("tool"))

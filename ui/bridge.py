@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer, Signal
 
+from agent.api.client import AgentClient, system_socket_path
 from agent.errors import AgentUnavailable, ChaperoneError, user_message
 from agent.home import Home
 
@@ -47,9 +48,11 @@ class Launcher(Protocol):
     def ensure_running(self) -> None: ...
 
 
-def default_client_factory(home: Home):
-    from agent.api.client import AgentClient
-
+def default_client_factory(home: Home) -> AgentClient:
+    """The system agent when one is installed (its customer socket exists), else the home's agent."""
+    system = system_socket_path()
+    if system.is_socket():
+        return AgentClient.system()
     return AgentClient(home)
 
 
@@ -62,6 +65,7 @@ class AgentBridge(QObject):
     consentDecided = Signal(object)   # {"id", "state"}
     sessionStarted = Signal(object)   # a session summary
     sessionEnded = Signal(object)     # {"id", "reason"}
+    sessionSealed = Signal(object)    # {"id", "reason", "disconnected", "summary"}
     timeWarning = Signal(object)      # {"id", "remaining_s"}
     activity = Signal(object, int)    # activity items (after the transform, if any), coalesced count
     alarm = Signal(object)            # alarm data
@@ -72,6 +76,7 @@ class AgentBridge(QObject):
         "consent-decided": "consentDecided",
         "session-started": "sessionStarted",
         "session-ended": "sessionEnded",
+        "session-sealed": "sessionSealed",
         "time-warning": "timeWarning",
         "alarm": "alarm",
     }
@@ -197,7 +202,8 @@ class AgentBridge(QObject):
                 events = client.subscribe()
                 status = client.call("status")
                 pending = client.call("pending")
-                self._inbox.put(("connected", {"status": status, "pending": pending}))
+                info = client.call("ping")
+                self._inbox.put(("connected", {"status": status, "pending": pending, "info": info}))
                 was_connected, delay = True, 0.2
                 unavailable_since, launched_for_this_outage = None, False
                 for event in events:
@@ -213,6 +219,7 @@ class AgentBridge(QObject):
                 unavailable_since = unavailable_since or now
                 if (
                     self._launcher is not None
+                    and getattr(client, "home", None) is not None  # never start one beside a system agent
                     and not launched_for_this_outage
                     and (not was_connected or now - unavailable_since >= self._launch_after_s)
                     and not self._stop.is_set()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -29,12 +31,38 @@ from ui.timefmt import countdown, parse_ts, spoken_duration
 from ui.widgets import Banner, PlainLabel, PlainTextBox, clip, heading_font, monospace_font, shown, shown_multiline
 
 ALLOW, DENY, TIMEOUT = "allow", "deny", "timeout"
+# What each capability lets the technician do, in the customer's words.
+CAPABILITY_WORDS = {
+    "files": "Files: read and change files (SFTP)",
+    "shell": "Shell: run programs and commands",
+    "admin": "Admin: administrator rights (root, or sudo for the session)",
+}
+# Shorter times the customer may choose instead of what was asked (seconds).
+SHORTER_TIMES = (10 * 60, 15 * 60, 30 * 60, 60 * 60, 2 * 3600, 4 * 3600)
+
+
+def what_is_recorded(item: dict) -> str:
+    """Everything the session will record, in plain words (the dialog shows it before anyone decides)."""
+    folders = item.get("watch") if isinstance(item.get("watch"), list) else []
+    where = ", ".join(clip(shown(f), 80) for f in folders[:4]) or "your home folder and the system settings"
+    if len(folders) > 4:
+        where += f" and {len(folders) - 4} more"
+    own = ("Your own programs are counted by name only, with no details."
+           if item.get("source") == "ssh" else
+           "Chaperone cannot tell your programs from the technician's in this kind of session, so every "
+           "program that runs is recorded, yours included.")
+    return (f"While the session runs, Chaperone records: every file changed under {where} (and anything "
+            "the technician changes anywhere else), with fingerprints before and after and the changed lines "
+            "of settings files, secrets hidden; every program the technician runs; and this computer's setup "
+            "before, during and after: software, services, scheduled jobs, accounts, keys and every way back "
+            f"in. {own} The record is signed and can be checked later.")
 
 
 def request_flags(item: dict) -> list[str]:
     """The agent's flags for a request, plus the UI's own check of the text fields."""
     flags = [str(f) for f in item.get("flags") or [] if f]
-    for field, what in (("technician", "technician"), ("org", "organisation"), ("ticket", "ticket"), ("reason", "reason")):
+    for field, what in (("technician", "technician"), ("org", "organisation"), ("ticket", "ticket"),
+                        ("reason", "reason")):
         value = item.get(field)
         if isinstance(value, str):
             flag = agent_text.show(value).flag(what)
@@ -98,9 +126,11 @@ class ConsentDialog(QDialog):
         self._show_countdown(self.remaining())
         # A short pause before Allow works, so a click or keystroke meant for
         # another window cannot let someone in by accident.
+        self._usable = True
+        self._allow_armed = allow_delay_ms <= 0
         self.allow_button.setEnabled(allow_delay_ms <= 0)
         if allow_delay_ms > 0:
-            QTimer.singleShot(allow_delay_ms, self, lambda: self.allow_button.setEnabled(True))
+            QTimer.singleShot(allow_delay_ms, self, self._arm_allow)
 
     # --- layout ----------------------------------------------------------------------
     def _build(self) -> None:
@@ -176,13 +206,37 @@ class ConsentDialog(QDialog):
         self.reason_box = PlainTextBox(shown_multiline(item.get("reason")) or "not stated", max_lines=5)
         self.reason_box.setObjectName("reason")
         form.addRow(_field("Reason:"), self.reason_box)
-        self.capabilities_label = PlainLabel(_listed(item.get("capabilities"), "not stated"))
-        form.addRow(_field("Access asked:"), self.capabilities_label)
+        asked = [c for c in item.get("capabilities") or [] if c in CAPABILITY_WORDS]
+        self.capability_boxes: dict[str, QCheckBox] = {}
+        access = QVBoxLayout()
+        access.setSpacing(2)
+        for capability in asked:
+            box = QCheckBox(CAPABILITY_WORDS[capability])
+            box.setChecked(True)
+            box.setObjectName(f"grant-{capability}")
+            box.toggled.connect(self._grant_changed)
+            self.capability_boxes[capability] = box
+            access.addWidget(box)
+        if not asked:
+            access.addWidget(PlainLabel("not stated"))
+        form.addRow(_field("Access asked:"), access)
         self.watch_box = PlainTextBox(_listed(item.get("watch"), "the default folders"), max_lines=3)
         form.addRow(_field("Watched folders:"), self.watch_box)
-        self.duration_label = PlainLabel(spoken_duration(item.get("duration_s")))
-        form.addRow(_field("For:"), self.duration_label)
+        self.duration_choice = QComboBox()
+        self.duration_choice.setObjectName("grant-duration")
+        asked_s = item.get("duration_s") if isinstance(item.get("duration_s"), int) else None
+        self.asked_duration_s = asked_s
+        self.duration_choice.addItem(f"{spoken_duration(asked_s)} (as asked)", asked_s)
+        for seconds in SHORTER_TIMES:
+            if asked_s is not None and seconds < asked_s:
+                self.duration_choice.addItem(spoken_duration(seconds), seconds)
+        self.duration_choice.setEnabled(self.duration_choice.count() > 1)
+        form.addRow(_field("For:"), self.duration_choice)
         root.addLayout(form)
+
+        self.recorded_box = PlainTextBox(what_is_recorded(item), max_lines=6)
+        self.recorded_box.setObjectName("recorded")
+        form.addRow(_field("Recorded:"), self.recorded_box)
 
         if self.flags:
             self.flags_label = Banner("Unusual: " + "; ".join(clip(shown(f), 300) for f in self.flags), "warning")
@@ -213,6 +267,27 @@ class ConsentDialog(QDialog):
         self.deny_button.setFocus()
 
     # --- behaviour ---------------------------------------------------------------------
+    @property
+    def grant(self) -> dict | None:
+        """What the customer allows when less than asked: ``{"only": [...], "for_s": n}`` (keys only when
+        changed); None when everything asked is allowed."""
+        out: dict = {}
+        chosen = [c for c, box in self.capability_boxes.items() if box.isChecked()]
+        if chosen != list(self.capability_boxes):
+            out["only"] = chosen
+        seconds = self.duration_choice.currentData()
+        if isinstance(seconds, int) and seconds != self.asked_duration_s:
+            out["for_s"] = seconds
+        return out or None
+
+    def _grant_changed(self) -> None:
+        """Allow needs at least files or shell: a session with neither could not be used."""
+        usable = any(box.isChecked() for c, box in self.capability_boxes.items() if c in ("files", "shell"))
+        self._usable = usable or not self.capability_boxes
+        if getattr(self, "_allow_armed", False):
+            self.allow_button.setEnabled(self._usable)
+        self.allow_button.setText("&Allow" if self.grant is None else "&Allow less")
+
     def remaining(self) -> float | None:
         if self._deadline is None:
             return None
@@ -225,6 +300,10 @@ class ConsentDialog(QDialog):
             self._finish(TIMEOUT)
             return
         self._show_countdown(left)
+
+    def _arm_allow(self) -> None:
+        self._allow_armed = True
+        self.allow_button.setEnabled(self._usable)
 
     def _show_countdown(self, left: float | None) -> None:
         if left is None:
@@ -285,7 +364,7 @@ class ConsentQueue(QObject):
     timeout only moves on, since the agent records that refusal itself.
     """
 
-    decisionMade = Signal(str, str)
+    decisionMade = Signal(str, str, object)  # request id, "allow"/"deny", the grant (dict) or None
     changed = Signal()
 
     def __init__(self, parent: QObject | None = None):
@@ -353,9 +432,11 @@ class ConsentQueue(QObject):
         if request_id != self.current_id:
             return
         self._items.pop(request_id, None)
+        dialog = self.current_dialog
         self.current_id, self.current_dialog = None, None
+        grant = dialog.grant if dialog is not None and decision == ALLOW else None
         if decision in (ALLOW, DENY):
-            self.decisionMade.emit(request_id, decision)
+            self.decisionMade.emit(request_id, decision, grant)
         self._show_next()
         self._update_position()
         self.changed.emit()

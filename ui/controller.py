@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from agent.errors import ChaperoneError
 from agent.home import Home
@@ -66,6 +66,8 @@ class TrayApp(QObject):
         self.history_window: HistoryWindow | None = None
         self.active: dict | None = None
         self.alarm: dict | None = None
+        self.old_alarm: dict | None = None  # an alarm from before the session the customer allowed
+        self.info: dict = {}                # the agent's ping: its mode (system or personal), device, version
         self.ever_connected = False
         self.lost_contact = False
         self._state = ""
@@ -80,6 +82,7 @@ class TrayApp(QObject):
         b.consentDecided.connect(self._on_consent_decided)
         b.sessionStarted.connect(self._on_session_started)
         b.sessionEnded.connect(self._on_session_ended)
+        b.sessionSealed.connect(self._on_session_sealed)
         b.timeWarning.connect(self._on_time_warning)
         b.activity.connect(self._on_activity)
         b.alarm.connect(self._on_alarm)
@@ -94,7 +97,7 @@ class TrayApp(QObject):
         t.endSessionRequested.connect(self.end_session)
         t.openRequestRequested.connect(self.choose_request_file)
         t.dismissAlarmRequested.connect(self.dismiss_alarm)
-        t.quitRequested.connect(self.quitRequested)
+        t.quitRequested.connect(self.request_quit)
         t.primaryActivated.connect(self._primary)
 
     def start(self) -> None:
@@ -119,32 +122,59 @@ class TrayApp(QObject):
             self.history_window.cleanup()
 
     # --- what the tray shows ------------------------------------------------------------------
+    def mode_text(self) -> str:
+        """What kind of agent records this computer, in the customer's words."""
+        mode = self.info.get("mode")
+        if mode == "system":
+            return "Recorded by the system agent (its key is readable by administrators only)."
+        if mode == "personal":
+            return ("Personal mode: the log's signing key is readable by your account, so whoever can log in as "
+                    "you could forge what has not yet left this computer.")
+        return ""
+
     def status(self) -> TrayStatus:
         alarm = self.alarm is not None
+        mode = self.mode_text()
         if not self.bridge.is_connected:
             why = "Not connected to the Chaperone agent; trying again."
             return TrayStatus("alarm" if alarm else "disconnected", why, self._alarm_text() if alarm else "",
                               alarm=alarm)
         if alarm:
-            return TrayStatus("alarm", "Remote access without a session you allowed.", self._alarm_text(),
-                              can_end=self.active is not None, alarm=True)
+            return TrayStatus("alarm", self._alarm_headline(), self._alarm_text(),
+                              can_end=self.active is not None, alarm=True, mode=mode)
         if len(self.queue):
             count = len(self.queue)
             headline = "A technician asks to connect." if count == 1 else f"{count} technicians ask to connect."
             return TrayStatus("consent", headline, "Answer in the Chaperone window.",
-                              can_end=self.active is not None)
+                              can_end=self.active is not None, mode=mode)
         if self.active is not None:
             who = clip(shown(self.active.get("technician")) or "A technician", 60)
             detail = f"{who} is connected."
             if self.bar.isVisible() and self.bar.remaining_label.text():
                 detail += f" {self.bar.remaining_label.text().capitalize()}."
-            return TrayStatus("active", "A session is active.", detail, can_end=True)
-        return TrayStatus("idle", "Nobody is connected.")
+            if self.old_alarm is not None:
+                detail += f" (An earlier alarm, from before this session: {self._alarm_text(self.old_alarm)})"
+            return TrayStatus("active", "A session is active.", detail, can_end=True, mode=mode)
+        return TrayStatus("idle", "Nobody is connected.", mode=mode)
 
-    def _alarm_text(self) -> str:
-        if not self.alarm:
+    def _alarm_headline(self) -> str:
+        kind = (self.alarm or {}).get("kind")
+        if kind == "way-back-in":
+            return "A new way back in to this computer."
+        if kind == "refused-attempt":
+            return "Someone else tried to decide for you."
+        return "Remote access without a session you allowed."
+
+    def _alarm_text(self, alarm: dict | None = None) -> str:
+        alarm = alarm or self.alarm
+        if not alarm:
             return ""
-        tool = shown(self.alarm.get("tool") or self.alarm.get("process") or "a remote-access tool")
+        if alarm.get("kind") == "way-back-in":
+            return clip(shown(alarm.get("detail")) or f"{shown(alarm.get('category'))}: {shown(alarm.get('item'))}",
+                        160)
+        if alarm.get("kind") == "refused-attempt":
+            return clip(shown(alarm.get("detail")) or "A technician's process tried to decide for you.", 160)
+        tool = shown(alarm.get("tool") or alarm.get("process") or "a remote-access tool")
         return f"{clip(tool, 60)} is running or connected."
 
     def _refresh(self) -> None:
@@ -159,6 +189,8 @@ class TrayApp(QObject):
         if self.lost_contact:
             self.notifier.notify("Chaperone", "Reconnected to the Chaperone agent.")
         self.ever_connected, self.lost_contact = True, False
+        info = snapshot.get("info")
+        self.info = info if isinstance(info, dict) else {}
         status = snapshot.get("status") if isinstance(snapshot.get("status"), dict) else {}
         active = status.get("active")
         if isinstance(active, dict) and active.get("id"):
@@ -194,13 +226,21 @@ class TrayApp(QObject):
 
     def _on_consent_decided(self, data: dict) -> None:
         self.queue.resolved(str(data.get("id", "")))
+        self._refresh_history_if_shown()
         self._refresh()
 
-    def _send_decision(self, request_id: str, decision: str) -> None:
-        self.bridge.call("decide", id=request_id, decision=decision, how="click",
+    def _refresh_history_if_shown(self) -> None:
+        if self.history_window is not None and self.history_window.isVisible():
+            self.refresh_history()
+
+    def _send_decision(self, request_id: str, decision: str, grant: dict | None = None) -> None:
+        self.bridge.call("decide", id=request_id, decision=decision, how="click", **(grant or {}),
                          on_error=lambda sentence: self.notifier.notify("Chaperone", sentence, "warning"))
 
     def _on_session_started(self, summary: dict) -> None:
+        if self.alarm is not None and self.alarm.get("kind") != "refused-attempt":
+            # "Remote access without a session you allowed" is no longer true: keep it, marked as earlier.
+            self.old_alarm, self.alarm = self.alarm, None
         self.active = summary
         self.bar.start_session(summary)
         who = clip(shown(summary.get("technician")) or "A technician", 60)
@@ -212,10 +252,32 @@ class TrayApp(QObject):
         if self.active is not None and data.get("id") not in (None, self.active.get("id")):
             return
         self.active = None
+        self.old_alarm = None
         self.bar.end_session()
-        self.notifier.notify("Chaperone: session ended", "The technician is disconnected and the log is sealed.")
-        if self.history_window is not None and self.history_window.isVisible():
-            self.refresh_history()
+        self._refresh_history_if_shown()
+        self._refresh()
+
+    def _on_session_sealed(self, data: dict) -> None:
+        """The ending is complete: say what it did (disconnected only when it did disconnect someone)."""
+        n = data.get("disconnected")
+        if isinstance(n, int) and n > 0:
+            what = ("The technician was disconnected" if n == 1 else f"The technician's {n} connections were "
+                    "closed")
+            text = f"{what} and the log is sealed."
+        else:
+            text = "The session is over and its log is sealed."
+        summary = data.get("summary") if isinstance(data.get("summary"), dict) else None
+        if summary is not None:
+            text += f" {clip(shown(summary.get('headline')), 200)}."
+            ways = [w for w in summary.get("ways_back_in") or [] if isinstance(w, dict) and w.get("still_there")]
+            for way in ways[:5]:
+                origin = "from a package" if way.get("origin") == "package" else "unexplained"
+                text += f"\n• {clip(shown(way.get('category')), 30)}: {clip(shown(way.get('item')), 80)} ({origin})"
+            if len(ways) > 5:
+                text += f"\n• and {len(ways) - 5} more (see the report)"
+        level = "warning" if summary and summary.get("unexplained") else "info"
+        self.notifier.notify("Chaperone: session ended", text, level)
+        self._refresh_history_if_shown()
         self._refresh()
 
     def _on_time_warning(self, data: dict) -> None:
@@ -234,21 +296,47 @@ class TrayApp(QObject):
         self.activity_model.append_rows(rows, coalesced)
 
     def _on_alarm(self, data: dict) -> None:
-        self.alarm = data
         self.activity_model.append([{**data, "type": "alarm"}])
-        self.notifier.notify("Chaperone: remote access without consent", self._alarm_text(), "critical")
+        if data.get("kind") == "way-back-in" and data.get("origin") == "package":
+            # Installed software brought it: worth knowing, not an alarm state.
+            self.notifier.notify("Chaperone: a package added a way back in", self._alarm_text(data))
+            return
+        self.alarm = data
+        title = {"way-back-in": "Chaperone: a new way back in",
+                 "refused-attempt": "Chaperone: an attempt to decide for you was refused"}.get(
+            str(data.get("kind")), "Chaperone: remote access without consent")
+        self.notifier.notify(title, self._alarm_text(), "critical")
         self._refresh()
 
     # --- user actions -----------------------------------------------------------------------------
     def end_session(self) -> None:
         session_id = self.active.get("id") if self.active else None
         params = {"id": session_id} if session_id else {}
-        self.bridge.call("end", reason="customer", **params,
+        self.bridge.call("end", **params,
                          on_error=lambda sentence: self.notifier.notify("Chaperone", sentence, "warning"))
 
     def dismiss_alarm(self) -> None:
         self.alarm = None
         self._refresh()
+
+    def request_quit(self) -> None:
+        """Quit, after asking when a session is active (in personal mode quitting ends it)."""
+        if self.active is not None and not self.confirm_quit():
+            return
+        self.quitRequested.emit()
+
+    def confirm_quit(self) -> bool:
+        """Ask the customer; a seam tests replace. True to quit."""
+        ours = self.agent_process is not None and self.agent_process.running()
+        consequence = ("Quitting stops the agent this tray started, which ends the session and seals its log."
+                       if ours else
+                       "The session goes on without the tray: you will not see its alarms or be able to end it "
+                       "from here until you start the tray again.")
+        answer = QMessageBox.question(None, "Chaperone — a session is active",
+                                      f"A technician is connected. {consequence} Quit anyway?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def show_activity(self) -> None:
         if self.activity_window is None:

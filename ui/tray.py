@@ -22,6 +22,7 @@ class TrayStatus:
     detail: str = ""           # "Session with Ada Lovelace, 12:03 left."
     can_end: bool = False
     alarm: bool = False
+    mode: str = ""             # "System agent." or what personal mode means
 
 
 class Tray(QObject):
@@ -108,6 +109,8 @@ class Tray(QObject):
         headline.setEnabled(False)
         if status.detail:
             menu.addAction(status.detail.replace("&", "&&")).setEnabled(False)
+        if status.mode:
+            menu.addAction(status.mode.replace("&", "&&")).setEnabled(False)
         menu.addSeparator()
         self._add(menu, "&Activity…", self.activityRequested)
         self._add(menu, "&History…", self.historyRequested)

@@ -9,33 +9,60 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from agent.api.protocol import encode
 from agent.errors import API_CODES, AgentUnavailable, ApiError
 from agent.home import Home
 
 MAX_RESPONSE = 64 * 1024 * 1024
+# The system agent's customer socket (DESIGN.md "Finding the system agent"); $CHAPERONE_SYSTEM_SOCKET overrides.
+SYSTEM_SOCKET = Path("/run/chaperone/customer.sock")
+SYSTEM_SOCKET_ENV = "CHAPERONE_SYSTEM_SOCKET"
+
+
+def system_socket_path() -> Path:
+    """Where the system agent's customer socket is: ``$CHAPERONE_SYSTEM_SOCKET``, else the default."""
+    env = os.environ.get(SYSTEM_SOCKET_ENV)
+    return Path(env) if env else SYSTEM_SOCKET
 
 
 class AgentClient:
-    def __init__(self, home: Home, timeout: float = 5.0):
+    """A client of the agent of ``home`` (its socket in the home), or of the system agent when ``socket``
+    is its customer socket (``AgentClient.system()``)."""
+
+    def __init__(self, home: Home | None, timeout: float = 5.0, *, socket_path: Path | None = None):
+        if socket_path is None:
+            if home is None:
+                raise ValueError("give the home or the socket")
+            socket_path = home.socket_path
         self.home = home
+        self.socket_path = socket_path
         self.timeout = timeout
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._subscriptions: list[socket.socket] = []
 
+    @classmethod
+    def system(cls, timeout: float = 5.0) -> AgentClient:
+        """A client of the system agent, through its customer socket."""
+        return cls(None, timeout, socket_path=system_socket_path())
+
     def _connect(self, timeout: float | None) -> socket.socket:
-        path = self.home.socket_path
+        path = self.socket_path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
+            if self.home is None:
+                raise AgentUnavailable(
+                    f"No system agent answers on {path}; is the chaperone-agent service running?") from None
             raise AgentUnavailable(
                 f"No agent is running for {self.home.path}; start one with 'chaperone agent --home {self.home.path}'."
             ) from None

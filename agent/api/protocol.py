@@ -18,10 +18,10 @@ VERSION = 1
 CODES = ("bad-request", "forbidden", "not-found", "conflict", "too-large", "unavailable")
 
 OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", "sessions", "subscribe")
-# What a user other than the home's owner (and root) may do.
-OPEN_OPS = frozenset({"ping", "status", "request", "wait", "note"})
+# What anyone may do (agent.service.authority decides the rest by who the caller is).
+OPEN_OPS = frozenset({"ping", "status", "request", "wait"})
 
-EVENTS = ("consent-needed", "consent-decided", "session-started", "session-ended", "time-warning",
+EVENTS = ("consent-needed", "consent-decided", "session-started", "session-ended", "session-sealed", "time-warning",
           "activity", "alarm", "agent-stopping")
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)

@@ -10,13 +10,13 @@ The session manager drives one :class:`Capture` per session::
 Every record goes through ``sink.emit(type, data)`` (thread-safe).
 
 With a ``state_dir`` (the session's folder), ``prepare`` keeps the file
-baseline (``baseline.bin``: signatures and hashes, no contents) and the
-"before" inventory there, and records the baseline's SHA-256 (a ``baseline``
-record). When the journal there shows that the agent started again during
-the session, ``prepare`` uses them instead of taking new ones and records
-what changed during the gap (``agent.capture.resume``). ``after_gap(gap)``
-does the same after a stall of a running agent; ``dead_workers()`` names the
-threads that died.
+baseline there (``baseline.bin``: signatures and hashes, no contents) and
+records its SHA-256 (a ``baseline`` record); the inventory keeps its
+"before" there too (``SessionInventory``). When the journal there shows that
+the agent started again during the session, ``prepare`` uses the saved
+baseline instead of a new scan and records what changed during the gap
+(``agent.capture.resume``). ``after_gap(gap)`` does the same after a stall
+of a running agent; ``dead_workers()`` names the threads that died.
 """
 
 from __future__ import annotations
@@ -31,18 +31,11 @@ from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
 from agent.capture.fanotify import make_attributor
 from agent.capture.files import FileWatcher
 from agent.capture.hashing import hash_file
-from agent.capture.inventory import diff_snapshots, summary_records, take_snapshot
+from agent.capture.inventory.session_inventory import SessionInventory
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessSampler
 from agent.capture.redact import is_secret_file, is_text_config
-from agent.capture.resume import (
-    JOURNAL_NAME,
-    JournalView,
-    load_inventory,
-    processes_since,
-    read_journal,
-    save_inventory,
-)
+from agent.capture.resume import JOURNAL_NAME, JournalView, processes_since, read_journal
 from agent.errors import error_detail
 from agent.records import RecordType
 
@@ -112,9 +105,10 @@ class Capture:
         inventory: bool = True,
         fanotify: bool = True,
     ):
-        """``state_dir``: the session's folder, where the baseline's signatures and hashes and the
-        "before" inventory are kept for a restart; the text of configuration files stays in memory,
-        so that no copy of the customer's configuration (and its secrets) is written to disk."""
+        """``state_dir``: the session's folder, where the inventory's "before" (redacted summaries) and the
+        file baseline's signatures and hashes are kept (0600) so that they survive an agent restart; the
+        text of configuration files stays in memory, so that no copy of the customer's configuration
+        (and its secrets) is written to disk."""
         self._sink = sink
         self.state_dir = state_dir
         self.roots = _top_roots(watch_paths)
@@ -125,9 +119,9 @@ class Capture:
         )
         self._config_places = ConfigPlaces(self.roots, self._config_prefixes)
         self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval)
-        self._use_inventory = inventory
         self._use_fanotify = fanotify
-        self._inventory_before: dict | None = None
+        self._inventory = SessionInventory(sink, state_dir=state_dir, journal_path=getattr(
+            getattr(sink, "journal", None), "path", None)) if inventory else None
         self._baseline_files = self._baseline_bytes = 0
         self._baseline_capped = False
         self._stopped = False
@@ -154,13 +148,8 @@ class Capture:
             for root in present:
                 self._index.scan(root, on_file=self._remember_start)
             self._save_baseline()
-        if self._use_inventory:
-            self._inventory_before = self._load_before(view) if resumed else None
-            if self._inventory_before is None:
-                self._inventory_before = take_snapshot()
-                for record in summary_records(self._inventory_before, "before"):
-                    self._sink.emit("inventory", record)
-                self._save_before()
+        if self._inventory is not None:
+            self._inventory.begin()  # the "before" (or the saved one after a restart), then its live watcher
         self._sampler.start()
         self._attributor, why_not = make_attributor(present, self._sampler, prefer_fanotify=self._use_fanotify)
         if why_not and self._use_fanotify and os.name == "posix" and os.geteuid() == 0:
@@ -183,10 +172,10 @@ class Capture:
     # --- after a gap (agent.capture.resume) -------------------------------------------------------
     def after_gap(self, gap: dict) -> None:
         """The agent was stalled (stopped, hung) from ``gap["from"]`` to ``gap["to"]`` and runs again:
-        rescan the watched folders and the inventory, and record what changed as found after the gap."""
+        rescan the watched folders and record what changed as found after the gap. (The live inventory
+        reads what its watches queued meanwhile on its own.)"""
         if self._watcher is not None and not self._stopped:
             self._watcher.after_gap(gap)
-        self._inventory_after_gap(gap)
 
     def dead_workers(self) -> list[str]:
         """Capture's threads that died while the session runs (each one means lost records)."""
@@ -196,6 +185,9 @@ class Capture:
         sampler = getattr(self._sampler, "_thread", None)  # ProcessSampler keeps its thread there until stop()
         if sampler is not None and not sampler.is_alive():
             dead.append("process sampler")
+        live = getattr(getattr(self._inventory, "live", None), "_thread", None)  # LiveInventory's, until stop()
+        if live is not None and not live.is_alive():
+            dead.append("live inventory")
         return dead
 
     def _load_baseline(self, view: JournalView) -> bool:
@@ -236,39 +228,12 @@ class Capture:
             return
         self._sink.emit(RecordType.BASELINE, {"phase": "saved", **record})
 
-    def _load_before(self, view: JournalView) -> dict | None:
-        try:
-            return load_inventory(self.state_dir, view.inventory_before.values())
-        except ValueError as exc:
-            self._sink.emit(RecordType.CAPTURE_ERROR, {
-                "what": "inventory-before-unusable", "path": None,
-                "error": f"{str(exc).capitalize()}; a new one is taken, so what changed before this restart is "
-                         "not compared."})
-            return None
-
-    def _save_before(self) -> None:
-        if self.state_dir is None or self._inventory_before is None:
-            return
-        try:
-            save_inventory(self.state_dir, self._inventory_before)
-        except OSError as exc:
-            self._sink.emit(RecordType.CAPTURE_ERROR, {
-                "what": "inventory-not-saved", "path": None,
-                "error": f"{error_detail(exc)}; after a restart the machine is compared with a new inventory."})
-
     def _after_restart(self, view: JournalView) -> None:
         gap = {k: v for k, v in (view.gap or {}).items() if k in ("from", "to")}
         for record in processes_since(gap.get("from"), gap):
             self._sink.emit(RecordType.PROCESS, record)
         if self._baseline_loaded and self._watcher is not None:
             self._watcher.after_gap(gap, view.known)
-        self._inventory_after_gap(gap)
-
-    def _inventory_after_gap(self, gap: dict) -> None:
-        if self._inventory_before is None or self._stopped:
-            return
-        for change in diff_snapshots(self._inventory_before, take_snapshot()):
-            self._sink.emit(RecordType.INVENTORY_CHANGE, {**change, "via": "after-gap", "gap": gap})
 
     def stop(self) -> None:
         """Stop watching and sampling, recheck the baseline, record the inventory's changes.
@@ -282,12 +247,8 @@ class Capture:
         self._sampler.stop()
         if self._attributor is not None:
             self._attributor.close()
-        if self._inventory_before is not None:
-            after = take_snapshot()
-            for record in summary_records(after, "after"):
-                self._sink.emit("inventory", record)
-            for change in diff_snapshots(self._inventory_before, after):
-                self._sink.emit("inventory-change", change)
+        if self._inventory is not None:
+            self._inventory.end()  # the live watcher stopped, the "after", the session's changes
 
     def _remember_start(self, path: bytes, st: os.stat_result) -> None:
         """Keep the "before" of configuration files (hash; the text too unless the file is a secret)."""

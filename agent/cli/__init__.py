@@ -18,6 +18,7 @@ import sys
 import traceback
 
 from agent import __version__
+from agent.api.client import AgentClient
 from agent.errors import ChaperoneError, user_message
 from agent.home import Home
 
@@ -29,6 +30,13 @@ def _common_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         default=argparse.SUPPRESS,
         help="the Chaperone home folder (default: $CHAPERONE_HOME, else the platform's data folder)",
+    )
+    common.add_argument(
+        "--system",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="talk to the system agent through its customer socket ($CHAPERONE_SYSTEM_SOCKET, "
+             "else /run/chaperone/customer.sock)",
     )
     return common
 
@@ -56,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def home_of(args: argparse.Namespace) -> Home:
     return Home.at(getattr(args, "home", None))
+
+
+def client_of(args: argparse.Namespace, timeout: float = 5.0) -> AgentClient:
+    """The agent a command talks to: the system agent with ``--system``, else the home's."""
+    if getattr(args, "system", False):
+        return AgentClient.system(timeout)
+    return AgentClient(home_of(args), timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

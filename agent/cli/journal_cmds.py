@@ -51,8 +51,8 @@ def run_export(args) -> int:
     home = home_of(args)
     path = export_bundle(home, args.session, args.output)
     fingerprint = DeviceKey.load(home).fingerprint
-    print(f"Wrote the bundle of session {args.session} to {path}.")
-    print(f"Check it with: chaperone verify {path} --fingerprint {fingerprint}")
+    print(f"Wrote the bundle of session {text.escape(args.session)} to {text.escape(str(path))}.")
+    print(f"Check it with: chaperone verify {text.escape(str(path))} --fingerprint {fingerprint}")
     return 0
 
 
@@ -64,16 +64,18 @@ def run_verify(args) -> int:
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False))
     elif verdict.genuine:
-        print(verdict.reason)
+        # A verdict's reason can name files and records of the bundle: hostile text, printed escaped so
+        # that no escape sequence in a member name can paint a bad bundle as a good one.
+        print(text.escape(verdict.reason))
         if verdict.pinned:
-            print(f"The signing key matches the pinned fingerprint {verdict.fingerprint}.")
+            print(f"The signing key matches the pinned fingerprint {text.escape(verdict.fingerprint or '')}.")
         else:
-            print(f"The key was not pinned: compare {verdict.fingerprint} with the device's fingerprint "
-                  f"('chaperone init' on that device prints it), or pass --fingerprint.")
+            print(f"The key was not pinned: compare {text.escape(verdict.fingerprint or '')} with the device's "
+                  f"fingerprint ('chaperone init' on that device prints it), or pass --fingerprint.")
     elif verdict.readable:
-        print(f"NOT GENUINE: {verdict.reason}")
+        print(f"NOT GENUINE: {text.escape(verdict.reason)}")
     else:
-        print(f"chaperone: {verdict.reason}", file=sys.stderr)
+        print(f"chaperone: {text.escape(verdict.reason)}", file=sys.stderr)
     return verdict.exit_code
 
 
@@ -105,7 +107,7 @@ def run_report(args) -> int:
         temp.unlink(missing_ok=True)
         raise
     state = "verified" if verdict.genuine else "NOT genuine"
-    print(f"Wrote the report to {out} (the bundle is {state}: {verdict.reason})")
+    print(f"Wrote the report to {text.escape(str(out))} (the bundle is {state}: {text.escape(verdict.reason)})")
     return 0
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from agent.api.client import AgentClient
-from agent.cli import home_of
+from agent.cli import client_of, home_of
 from agent.clock import parse_rfc3339, utc_now
 from agent.errors import UsageError
 from agent.session.request import (
@@ -38,6 +38,9 @@ def register(subparsers, common) -> None:
     p = subparsers.add_parser("agent", parents=[common], help="run the agent service in the foreground")
     p.add_argument("--consent-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="no decision within this time is a refusal (default 120)")
+    p.add_argument("--system-socket", metavar="PATH", type=Path,
+                   help="also serve the desktop's customers on this socket (the system agent; the installed "
+                        "unit passes /run/chaperone/customer.sock)")
     p.set_defaults(func=run_agent_cmd)
 
     p = subparsers.add_parser("request", parents=[common], help="ask the local agent for a session, or write a request file")
@@ -54,6 +57,8 @@ def register(subparsers, common) -> None:
                         f"{' and '.join(DEFAULT_CAPABILITIES)})")
     p.add_argument("--sign-key", metavar="KEY", help="sign the request with this SSH key (ssh-keygen -Y sign)")
     p.add_argument("-o", "--output", metavar="FILE", help="write a request file instead of asking the agent")
+    p.add_argument("--device", metavar="SHA256:…",
+                   help="the fingerprint of the one computer the request file is for (needed with --sign-key -o)")
     _add_wait(p)
     p.set_defaults(func=run_request)
 
@@ -67,8 +72,14 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=run_pending)
 
     for name, decision in (("approve", "allow"), ("deny", "deny")):
-        p = subparsers.add_parser(name, parents=[common], help=f"{'allow' if decision == 'allow' else 'refuse'} a request")
+        p = subparsers.add_parser(name, parents=[common],
+                                  help=f"{'allow' if decision == 'allow' else 'refuse'} a request")
         p.add_argument("id", metavar="ID")
+        if decision == "allow":
+            p.add_argument("--only", metavar="CAPS",
+                           help="grant only these of the capabilities asked for, e.g. files or files,shell")
+            p.add_argument("--for", dest="for_", metavar="DURATION",
+                           help="grant a shorter time than asked, e.g. 20m")
         p.set_defaults(func=run_decide, decision=decision)
 
     p = subparsers.add_parser("status", parents=[common], help="the agent's state and the active session")
@@ -79,10 +90,9 @@ def register(subparsers, common) -> None:
     p.add_argument("words", nargs="+", metavar="[SESSION] TEXT")
     p.set_defaults(func=run_note)
 
-    p = subparsers.add_parser("end", parents=[common], help="end the session now and seal it")
+    p = subparsers.add_parser("end", parents=[common],
+                              help="end the session now and seal it (recorded as ended by whoever runs it)")
     p.add_argument("id", nargs="?", metavar="SESSION")
-    p.add_argument("--reason", choices=("customer", "technician"), default="customer",
-                   help="who ends it (default customer)")
     p.set_defaults(func=run_end)
 
 
@@ -101,7 +111,7 @@ def run_agent_cmd(args) -> int:
 
     if not 0 < args.consent_timeout <= 86400:
         raise UsageError("--consent-timeout must be between 0 and 86400 seconds.")
-    return run_agent(home_of(args), consent_timeout=args.consent_timeout)
+    return run_agent(home_of(args), consent_timeout=args.consent_timeout, system_socket=args.system_socket)
 
 
 # --- request / open ---------------------------------------------------------------------------
@@ -124,15 +134,18 @@ def run_request(args) -> int:
     if args.output:
         if args.wait:
             raise UsageError("--wait asks the local agent; it cannot be used with -o.")
-        request = stamp(request)
+        if args.sign_key and not args.device:
+            raise UsageError("A signed request file is for one computer: give its fingerprint with --device "
+                             "SHA256:… (the customer reads it in the tray's 'This device' or from 'chaperone init').")
+        request = stamp(request, device=args.device)
         signature = sign_with_ssh_keygen(request.signed_bytes(), args.sign_key) if args.sign_key else None
         _write_file(Path(args.output), request_file_text(request, signature))
         state = "signed" if signature else "unsigned (the customer will see NOT VERIFIED)"
         print(f"Wrote the {state} request to {args.output}; it expires at {request.expires}.", file=sys.stderr)
         return 0
-    client = AgentClient(home_of(args))
+    client = client_of(args)
     if args.sign_key:
-        request = stamp(request)
+        request = stamp(request, device=client.call("ping").get("device"))
         text = request_file_text(request, sign_with_ssh_keygen(request.signed_bytes(), args.sign_key))
         result = client.call("request", request_file=text)
     else:
@@ -153,7 +166,7 @@ def run_open(args) -> int:
         raise UsageError(f"{path} is not a text file; it is not a request file.") from None
     except OSError as exc:
         raise UsageError(f"Cannot read {path}: {exc.strerror}.") from None
-    client = AgentClient(home_of(args))
+    client = client_of(args)
     return _after_request(client, client.call("request", request_file=text), args)
 
 
@@ -168,10 +181,10 @@ def _after_request(client: AgentClient, result: dict, args) -> int:
     if args.json and not args.wait:
         print(json.dumps(result))
     elif not args.json:
-        print(result["id"])
-        print(result["verification"]["detail"], file=sys.stderr)
+        print(escape(result["id"]))
+        print(escape(result["verification"]["detail"]), file=sys.stderr)
         for flag in result.get("flags") or []:
-            print(f"flag: {flag}", file=sys.stderr)
+            print(f"flag: {escape(flag)}", file=sys.stderr)
     if not args.wait:
         return 0
     state = result["state"]
@@ -180,7 +193,7 @@ def _after_request(client: AgentClient, result: dict, args) -> int:
     if args.json:
         print(json.dumps({**result, "state": state}))
     else:
-        print(f"{result['id']}: {state}", file=sys.stderr)
+        print(f"{escape(result['id'])}: {escape(state)}", file=sys.stderr)
     if state in _ALLOWED_STATES:
         return EXIT_ALLOWED
     return EXIT_REFUSED if state == "refused" else EXIT_NO_ANSWER
@@ -202,7 +215,7 @@ def _wait_for_decision(client: AgentClient, sid: str, expires_at: str | None) ->
 
 
 def run_pending(args) -> int:
-    items = AgentClient(home_of(args)).call("pending")
+    items = client_of(args).call("pending")
     if args.json:
         print(json.dumps(items))
         return 0
@@ -217,36 +230,41 @@ def format_pending(item: dict) -> str:
     """The customer's view of a request: every technician-supplied text escaped."""
     who = escape(item["technician"]) + (f" <{escape(item['email'])}>" if item.get("email") else "")
     lines = [
-        f"{item['id']}  {who}, {escape(item['org'])}",
+        f"{escape(item['id'])}  {who}, {escape(item['org'])}",
         f"  ticket:       {escape(item['ticket'])}",
         f"  reason:       {escape(item['reason'])}",
         f"  duration:     {format_duration(item['duration_s'])}",
-        f"  capabilities: {', '.join(item['capabilities'])}",
+        f"  capabilities: {escape(', '.join(item['capabilities']))}",
         f"  watch:        {', '.join(escape(p) for p in item['watch'])}",
-        f"  identity:     {item['verification']['detail']}",
+        f"  identity:     {escape(item['verification']['detail'])}",
     ]
-    lines += [f"  flag:         {flag}" for flag in item.get("flags") or []]
-    lines.append(f"  decide by:    {item['expires_at']} (no answer is a refusal)")
+    lines += [f"  flag:         {escape(flag)}" for flag in item.get("flags") or []]
+    lines.append(f"  decide by:    {escape(item['expires_at'])} (no answer is a refusal)")
     return "\n".join(lines)
 
 
 def run_decide(args) -> int:
-    result = AgentClient(home_of(args)).call("decide", id=args.id, decision=args.decision, how="terminal")
-    print(f"{result['id']}: {result['state']}")
+    params: dict = {"id": args.id, "decision": args.decision, "how": "terminal"}
+    if getattr(args, "only", None):
+        params["only"] = [c.strip() for c in args.only.split(",") if c.strip()]
+    if getattr(args, "for_", None):
+        params["for_s"] = parse_duration(args.for_)
+    result = client_of(args).call("decide", **params)
+    print(f"{escape(result['id'])}: {escape(result['state'])}")
     return 0
 
 
 def run_status(args) -> int:
-    status = AgentClient(home_of(args)).call("status")
+    status = client_of(args).call("status")
     if args.json:
         print(json.dumps(status))
         return 0
     active = status.get("active")
     if active:
-        print(f"active: {active['id']}  {escape(active['technician'])}, {escape(active['org'])}, "
-              f"ticket {escape(active['ticket'])}, until {active['until']}")
+        print(f"active: {escape(active['id'])}  {escape(active['technician'])}, {escape(active['org'])}, "
+              f"ticket {escape(active['ticket'])}, until {escape(active['until'])}")
     else:
-        print(status["state"])
+        print(escape(status["state"]))
     if status.get("pending"):
         print(f"{status['pending']} request(s) waiting: see 'chaperone pending'")
     return 0
@@ -256,12 +274,12 @@ def run_note(args) -> int:
     if len(args.words) > 2:
         raise UsageError("Give the note as one quoted text, optionally after the session's id.")
     sid, text = (args.words if len(args.words) == 2 else (None, args.words[0]))
-    result = AgentClient(home_of(args)).call("note", id=sid, text=text)
-    print(f"{result['id']}: note recorded (record {result['seq']})")
+    result = client_of(args).call("note", id=sid, text=text)
+    print(f"{escape(result['id'])}: note recorded (record {result['seq']})")
     return 0
 
 
 def run_end(args) -> int:
-    result = AgentClient(home_of(args), timeout=120.0).call("end", id=args.id, reason=args.reason)
-    print(f"{result['id']}: {result['state']}")
+    result = client_of(args, timeout=120.0).call("end", id=args.id)
+    print(f"{escape(result['id'])}: {escape(result['state'])}")
     return 0

@@ -45,7 +45,7 @@ def iter_lines(stream: BinaryIO, max_line: int = MAX_LINE) -> Iterator[bytes]:
         yield line
 
 
-def match_tail(line: bytes):
+def match_tail(line: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes] | None:
     """The raw ``(prev, seq, session, ts, type)`` bytes of a line of the common
     canonical shape, or None (then use ``parse_record``).
 
@@ -56,7 +56,8 @@ def match_tail(line: bytes):
     if start > 9 and line[start - 1] == 0x7D and line.startswith(b'{"data":{'):  # 0x7D: "}"
         match = TAIL.fullmatch(line, start)
         if match is not None:
-            return match.groups()
+            prev, seq, session, ts, type_ = match.groups()
+            return prev, seq, session, ts, type_
     return None
 
 

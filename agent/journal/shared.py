@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.devicekey import DeviceKey
 from agent.journal.writer import Journal
 
 
@@ -30,7 +31,7 @@ def locked(path: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def append_locked(path: Path, session: str, device_key, type: str, data: dict) -> int:
+def append_locked(path: Path, session: str, device_key: DeviceKey, type: str, data: dict) -> int:
     """Append one record and a checkpoint; the caller already holds ``locked(path)``."""
     if path.exists():
         journal = Journal.open(path, session, device_key, mark_restart=False)
@@ -44,7 +45,7 @@ def append_locked(path: Path, session: str, device_key, type: str, data: dict) -
     return seq
 
 
-def append_shared(path: Path, session: str, device_key, type: str, data: dict) -> int:
+def append_shared(path: Path, session: str, device_key: DeviceKey, type: str, data: dict) -> int:
     """Lock, append one record with a checkpoint, unlock. Returns the record's seq."""
     with locked(path):
         return append_locked(path, session, device_key, type, data)

@@ -18,23 +18,27 @@ import os
 import resource
 import signal
 import sys
+import time
+from pathlib import Path
 
 from agent import __version__
 from agent.api import protocol
 from agent.api.peercred import Peer, home_owner, peer_of
-from agent.api.protocol import MAX_MESSAGE, OPEN_OPS
+from agent.api.protocol import MAX_MESSAGE
 from agent.capture import Capture, default_watch_paths
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
+from agent.records import RecordType
 from agent.service.access import end_access
+from agent.service.authority import Authority, LineageView, Verdict
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
 from agent.service.watchdog import Watchdog
-from agent.session.caller import Caller
 from agent.session.hooks import CaptureFactory, TechnicianPids
 from agent.session.manager import SessionManager
 from agent.ssh import lifecycle as ssh_lifecycle
+from agent.ssh import sudo as ssh_sudo
 
 log = logging.getLogger("chaperone.agent")
 
@@ -57,14 +61,25 @@ def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPid
     return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids)
 
 
-def may(op: str, peer: Peer, owner_uid: int) -> bool:
-    """The home's owner and root may do everything; others only the open operations."""
-    return peer.uid in (0, owner_uid) or op in OPEN_OPS
+class RefusalLog:
+    """At most ``per_minute`` alarms a minute per process for refused attempts; the rest are counted and
+    the count rides on the next alarm, so a loop of attempts cannot flood the journal or hide."""
 
+    def __init__(self, per_minute: int = 6):
+        self.per_minute = per_minute
+        self._seen: dict[int, list] = {}
 
-def caller_of(peer: Peer) -> Caller:
-    """Who the session layer records as having asked."""
-    return Caller(uid=peer.uid, user=peer.user, pid=peer.pid)
+    def admit(self, pid: int, now: float) -> tuple[bool, int]:
+        times, skipped = self._seen.get(pid, ([], 0))
+        times = [t for t in times if now - t < 60.0]
+        if len(times) >= self.per_minute:
+            self._seen[pid] = [times, skipped + 1]
+            return False, 0
+        times.append(now)
+        self._seen[pid] = [times, 0]
+        if len(self._seen) > 4096:
+            self._seen.pop(next(iter(self._seen)))
+        return True, skipped
 
 
 def check_socket_path(home: Home) -> None:
@@ -100,13 +115,19 @@ class AgentService:
     """The service around a SessionManager: socket, permissions, events, stop."""
 
     def __init__(self, home: Home, device_key, *, consent_timeout: float = 120.0,
-                 capture: CaptureFactory = capture_factory):
+                 capture: CaptureFactory = capture_factory, system_socket: Path | None = None,
+                 lineage: LineageView | None = None):
         self.home = home
         self.owner_uid = home_owner(home.path)
+        self.system_socket = system_socket
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
                                       default_watch_paths=default_watch_paths, end_access=self._end_access)
         self.watchdog = Watchdog(home, self.manager.failclosed, home.settings().guard.timeout_s)
+        self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
+                                   settings=home.settings, lineage=lineage)
+        self._refusals = RefusalLog()
+        self._unattended: UnattendedSink | None = None
         self._subscribers: set[_Subscriber] = set()
         self._connections = 0
         self._stranger_connections: dict[int, int] = {}
@@ -138,34 +159,40 @@ class AgentService:
             loop.add_signal_handler(sig, self.request_stop)
         await self.watchdog.start()  # the guard runs before any session is resumed or requested
         await self.manager.start()
-        monitor = start_monitor(
-            UnattendedSink(self.home, self.manager.device_key,
-                           lambda name, data: loop.call_soon_threadsafe(self.publish, name, data)),
-            self.home.settings().remote_access_interval_s, self.manager.session_live,
-        )
+        self._unattended = UnattendedSink(self.home, self.manager.device_key,
+                                          lambda name, data: self._publish_threadsafe(loop, name, data))
+        await asyncio.to_thread(self._take_back_stale_rights)
+        monitor = start_monitor(self._unattended, self.home.settings().remote_access_interval_s,
+                                self.manager.session_live)
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
+        servers: list[asyncio.AbstractServer] = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
+        if self.system_socket is not None:
+            servers.append(await self._serve_customers(self.system_socket))
         print(f"chaperone agent: listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
         self.watchdog.ready()
         try:
             await self._stop.wait()
         finally:
             self.publish("agent-stopping", {})
-            server.close()
+            for server in servers:
+                server.close()
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
             await self.manager.stop()
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()
-            try:
-                await asyncio.wait_for(server.wait_closed(), 5.0)
-            except TimeoutError:
-                pass
+            for server in servers:
+                try:
+                    await asyncio.wait_for(server.wait_closed(), 5.0)
+                except TimeoutError:
+                    pass
             path.unlink(missing_ok=True)
+            if self.system_socket is not None:
+                self.system_socket.unlink(missing_ok=True)
             await self.watchdog.stop()  # sessions are ended: the guard may go
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -173,6 +200,34 @@ class AgentService:
     def _end_access(self, session_id: str) -> dict:
         """The technician's access ended by the agent itself (agent.service.access; the guard is spared)."""
         return end_access(self.home, session_id, protect={self.watchdog.guard_pid or 0})
+
+    def _publish_threadsafe(self, loop: asyncio.AbstractEventLoop, name: str, data: dict) -> None:
+        loop.call_soon_threadsafe(self.publish, name, data)
+
+    def _take_back_stale_rights(self) -> None:
+        """sudo given for a session that is not live any more (the agent was killed or crashed) goes now."""
+        if os.geteuid() != 0:
+            return
+        live = {s["id"] for s in [self.manager.status().get("active") or {}] if s.get("id")}
+        for sid in ssh_sudo.revoke_all_but(live):
+            assert self._unattended is not None
+            self._unattended.emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "session": sid,
+                                                      "detail": f"sudo left by session {sid} was taken back when "
+                                                                "the agent started."})
+
+    async def _serve_customers(self, path: Path) -> asyncio.AbstractServer:
+        """The customer socket of the system agent: anyone may connect; each operation is checked against
+        who the peer is (Authority), not against the socket's permissions."""
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise HomeError(f"Cannot make the customer socket {path}: {exc.strerror}; pass --system-socket "
+                            "with a folder the agent may write.") from None
+        server = await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)
+        os.chmod(path, 0o666)
+        print(f"chaperone agent: customers connect on {path}", file=sys.stderr, flush=True)
+        return server
 
     # --- connections ---------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -254,17 +309,19 @@ class AgentService:
             msg = protocol.decode_request(line)
         except ApiError as exc:
             return False, protocol.error(protocol.request_id_of(line), exc.code, str(exc))
-        if not may(msg.op, peer, self.owner_uid):
-            return False, protocol.error(
-                msg.id, "forbidden",
-                f"Only the owner of {self.home.path} or root may use '{msg.op}'; you are {peer.user}.",
-            )
+        caller = None
+        if msg.op != "ping":
+            verdict = await asyncio.to_thread(self.authority.judge, peer)
+            if not self.authority.allows(msg.op, verdict.role):
+                await self._refused(msg.op, msg.params, peer, verdict)
+                return False, protocol.error(msg.id, "forbidden", self.authority.refusal(msg.op, verdict))
+            caller = self.authority.caller(peer, verdict)
         if msg.op == "subscribe":
             if self._stop.is_set():
                 return False, protocol.error(msg.id, "unavailable", "The agent is stopping.")
             return True, protocol.ok(msg.id, {"subscribed": True})
         try:
-            result = await self._handlers[msg.op](msg.params, peer)
+            result = await self._handlers[msg.op](msg.params, peer, caller)
         except ApiError as exc:
             return False, protocol.error(msg.id, exc.code, str(exc))
         except ChaperoneError as exc:  # e.g. a journal that cannot be written
@@ -275,42 +332,59 @@ class AgentService:
                                         "The agent failed on this request (an internal error; see its log).")
         return False, protocol.ok(msg.id, result)
 
-    # --- operations -------------------------------------------------------------------------------
-    async def _ping(self, params, peer):
-        return {"version": __version__, "pid": os.getpid()}
+    async def _refused(self, op: str, params: dict, peer: Peer, verdict: Verdict) -> None:
+        """A refused attempt is an alarm: in the live session's journal, else the unattended one."""
+        target = params.get("session") if isinstance(params.get("session"), str) else None
+        data = self.authority.alarm(op, peer, verdict, target)
+        admitted, repeated = self._refusals.admit(peer.pid, time.monotonic())
+        if not admitted:
+            return
+        if repeated:
+            data["repeated"] = repeated  # attempts by this process since its last alarm, only counted
+        if not self.manager.record_alarm(data) and self._unattended is not None:
+            try:
+                await asyncio.to_thread(self._unattended.emit, RecordType.ALARM, data)
+            except ChaperoneError as exc:
+                log.error("could not journal a refused attempt: %s", exc)
 
-    async def _status(self, params, peer):
+    # --- operations -------------------------------------------------------------------------------
+    async def _ping(self, params, peer, caller):
+        return {"version": __version__, "pid": os.getpid(), "device": self.manager.device_key.fingerprint,
+                "mode": "system" if self.system_socket is not None else "personal"}
+
+    async def _status(self, params, peer, caller):
         return self.manager.status()
 
-    async def _request(self, params, peer):
+    async def _request(self, params, peer, caller):
         if "request_file" in params:
-            return await self.manager.submit(request_file=params["request_file"], source="file",
-                                             caller=caller_of(peer))
+            return await self.manager.submit(request_file=params["request_file"], source="file", caller=caller)
         source = params.get("source", "cli")
         if source not in ("cli", "ssh"):
             raise ApiError("bad-request", "The source must be \"cli\" or \"ssh\".")
         if source == "ssh" and peer.uid not in (0, self.owner_uid):
             # Only ssh-authorize (run by sshd as root) speaks for an SSH login.
             raise ApiError("forbidden", "Only root or the home's owner may submit SSH login requests.")
-        return await self.manager.submit(fields=params.get("request"), source=source, caller=caller_of(peer))
+        return await self.manager.submit(fields=params.get("request"), source=source, caller=caller)
 
-    async def _pending(self, params, peer):
+    async def _pending(self, params, peer, caller):
         return self.manager.pending()
 
-    async def _decide(self, params, peer):
+    async def _decide(self, params, peer, caller):
         return await self.manager.decide(_session_id(params, required=True), params.get("decision"),
-                                         params.get("how", "terminal"), caller_of(peer))
+                                         params.get("how", "terminal"), caller,
+                                         only=params.get("only"), for_s=params.get("for_s"))
 
-    async def _wait(self, params, peer):
-        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30))
+    async def _wait(self, params, peer, caller):
+        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30),
+                                       params.get("until", "decided"))
 
-    async def _end(self, params, peer):
-        return await self.manager.end(_session_id(params), params.get("reason", "customer"), caller_of(peer))
+    async def _end(self, params, peer, caller):
+        return await self.manager.end(_session_id(params), caller)
 
-    async def _note(self, params, peer):
-        return self.manager.note(_session_id(params), params.get("text"), caller_of(peer))
+    async def _note(self, params, peer, caller):
+        return self.manager.note(_session_id(params), params.get("text"), caller)
 
-    async def _sessions(self, params, peer):
+    async def _sessions(self, params, peer, caller):
         return self.manager.sessions()
 
 
@@ -323,7 +397,7 @@ def _session_id(params: dict, required: bool = False) -> str | None:
     return sid
 
 
-def run_agent(home: Home, consent_timeout: float = 120.0) -> int:
+def run_agent(home: Home, consent_timeout: float = 120.0, system_socket: Path | None = None) -> int:
     """``chaperone agent``: run in the foreground until SIGTERM or SIGINT; 0 on a clean stop."""
     check_socket_path(home)
     device_key, _ = DeviceKey.init(home)
@@ -332,7 +406,7 @@ def run_agent(home: Home, consent_timeout: float = 120.0) -> int:
     _raise_fd_limit()
     with AgentLock(home):
         async def main() -> None:
-            await AgentService(home, device_key, consent_timeout=consent_timeout).run()
+            await AgentService(home, device_key, consent_timeout=consent_timeout, system_socket=system_socket).run()
 
         asyncio.run(main())
     print("chaperone agent: stopped.", file=sys.stderr, flush=True)

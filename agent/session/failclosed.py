@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from agent.capture.inventory.summary import journal_summary
 from agent.clock import rfc3339, rfc3339_from_timestamp, utc_now
 from agent.errors import ChaperoneError, error_detail
 from agent.home import Home
@@ -64,6 +65,8 @@ class Manager(Protocol):
     _sessions: dict[str, Session]
     _stopping: bool
 
+    def _publish(self, name: str, data: dict) -> None: ...
+
     def _live(self) -> Session | None: ...
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
@@ -87,6 +90,7 @@ class FailClosed:
         self._access_due = 0.0
         self._access_busy = False
         self._access_written: dict[str, set] = {}
+        self._ended: dict[str, list] = {}
 
     def live_id(self) -> str | None:
         live = self.manager._live()
@@ -190,6 +194,7 @@ class FailClosed:
                 access = await asyncio.to_thread(self.end_access, session.id)
             except Exception as exc:  # noqa: BLE001 - record that ending failed; the session still ends
                 access = {"error": error_detail(exc)}
+        self._ended[session.id] = list((access or {}).get("ended") or [])
         session.record(RecordType.FAIL_CLOSED, {"cause": cause, "detail": detail, "access": access})
         try:
             await self.manager.finish(session, "fail-closed", None)
@@ -210,6 +215,10 @@ class FailClosed:
             log.error("session %s could not be sealed (%s); the next start seals what was written", session.id, exc)
             session.journal.close()
             self.manager._sessions.pop(session.id, None)
+            return
+        summary = await asyncio.to_thread(journal_summary, getattr(session.journal, "path", None))
+        self.manager._publish("session-sealed", {"id": session.id, "reason": "fail-closed", "summary": summary,
+                                                 "disconnected": len(self._ended.get(session.id, []))})
 
     # --- gaps -----------------------------------------------------------------------------------------
     def _take_reports(self, session: Session, since: str | None, until: str, default_cause: str,

@@ -29,24 +29,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from agent.capture.inventory.summary import journal_summary
 from agent.clock import rfc3339, utc_now
-from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, TrustError, error_detail
+from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, error_detail
 from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
 from agent.records import RecordType
 from agent.session.caller import Caller
 from agent.session.failclosed import EndAccess, FailClosed
+from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks
+from agent.session.intake import take_request
 from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.model import Session, new_session_id, warning_lead_s
 from agent.session.recovery import Step, journal_facts, plan_recovery
-from agent.session.request import SessionRequest, Verification, unverified, watch_flags
-from agent.session.request_file import parse_request_file, verify_request, verify_ssh_login
+from agent.session.request import SessionRequest, Verification, watch_flags
 from agent.session.sink import Publish, SessionSink
 from agent.settings import Settings
 from agent.text import escape, show
-from agent.trust import TrustStore
 
 log = logging.getLogger("chaperone.session")
 
@@ -75,9 +76,16 @@ class SessionManager:
         self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.failclosed = FailClosed(self, end_access)  # when recording stops (agent/session/failclosed.py)
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The agent's loop, known once ``start`` ran."""
+        if self._running_loop is None:
+            raise RuntimeError("SessionManager.start() was not called")
+        return self._running_loop
 
     # --- queries -------------------------------------------------------------------
     def _live(self) -> Session | None:
@@ -114,6 +122,8 @@ class SessionManager:
         self.history.upsert(session.id, state=to.value, **(history or {}))
         if to in (State.ALLOWED, State.REFUSED, State.EXPIRED):
             session.decided.set()
+        if to in (State.ACTIVE, State.REFUSED, State.EXPIRED, State.ENDED):
+            session.settled.set()
         if event is not None:
             self._publish(*event)
 
@@ -137,7 +147,9 @@ class SessionManager:
         if self._stopping:
             raise ApiError("unavailable", "The agent is stopping; try again when it is back.")
         now = utc_now()
-        request, verification = self._validated(fields, request_file, source, now)
+        request, verification, digest = take_request(fields, request_file, source, now,
+                                                     device=self.device_key.fingerprint,
+                                                     trusted=self.home.trusted_technicians_path)
         if len(self._pending()) >= MAX_PENDING:
             raise ApiError(
                 "unavailable", f"{MAX_PENDING} requests are already waiting for a decision; try again later."
@@ -155,6 +167,12 @@ class SessionManager:
             flags.append("the request file's signer is not trusted")
 
         sid = new_session_id(now, lambda i: i in self._sessions or self.home.session_dir(i).exists())
+        if digest is not None:
+            used_by = await asyncio.to_thread(self.history.claim_request_file, digest, sid, rfc3339(now),
+                                              request.expires)
+            if used_by is not None:
+                raise ApiError("conflict", f"This request file was already used (for {used_by}); a request file "
+                                           "opens one session only, so ask the technician for a new one.")
         journal = await asyncio.to_thread(self._create_journal, sid)
         expires = now + timedelta(seconds=self.consent_timeout)
         session = Session(id=sid, request=request, source=source, verification=verification, flags=flags,
@@ -200,31 +218,6 @@ class SessionManager:
             flags=session.flags, requested=session.requested, journal=str(session.journal.path),
         )
 
-    def _validated(self, fields, request_file, source, now) -> tuple[SessionRequest, Verification]:
-        try:
-            if request_file is not None:
-                if not isinstance(request_file, str):
-                    raise RequestError("The request_file must be the request file's text.")
-                parsed = parse_request_file(request_file, now=now)
-                return parsed.request, self._verify(lambda store: verify_request(
-                    parsed.request, parsed.signature, parsed.signed_bytes, store, now=now))
-            if fields is None:
-                raise RequestError("Send the request's fields as \"request\", or a request file as \"request_file\".")
-            request = SessionRequest.from_fields(fields)
-            if source == "ssh":
-                return request, self._verify(lambda store: verify_ssh_login(request, store, now=now))
-            return request, unverified("the request is not signed.")
-        except RequestError as exc:
-            raise ApiError("bad-request", str(exc)) from None
-
-    def _verify(self, check: Callable[[TrustStore], Verification]) -> Verification:
-        """``check(store)`` against the home's trusted technicians (re-read each time: edits apply at once)."""
-        try:
-            store = TrustStore.load(self.home.trusted_technicians_path)
-        except TrustError as exc:
-            return unverified(f"the trusted technicians cannot be read ({str(exc).rstrip('.')})")
-        return check(store)
-
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -242,7 +235,12 @@ class SessionManager:
             raise ApiError("conflict", f"Request {sid} was already decided (it is {session.state.value}).")
         return session
 
-    async def decide(self, sid, decision: str, how: str, caller: Caller) -> dict:
+    async def decide(self, sid, decision: str, how: str, caller: Caller, *,
+                     only: list[str] | None = None, for_s: int | None = None) -> dict:
+        """The customer's decision; ``only`` grants a subset of the capabilities asked for, ``for_s`` a
+        shorter time. Refuses (forbidden) any caller the service did not establish as the customer."""
+        if caller.role != "customer":
+            raise ApiError("forbidden", "Only the customer at this computer may allow or refuse a session.")
         if decision not in ("allow", "deny"):
             raise ApiError("bad-request", "The decision must be \"allow\" or \"deny\".")
         if how not in ("click", "terminal"):
@@ -254,26 +252,39 @@ class SessionManager:
             await asyncio.shield(session.recorded)
             session = self._decidable(sid)  # still undecided after the wait?
         if decision == "deny":
-            await self._refuse(session, State.REFUSED, how, caller.who(), "The customer refused.")
+            await self._refuse(session, State.REFUSED, how, caller.provenance(), "The customer refused.")
             return {"id": sid, "state": session.state.value}
+        grant = self._grant(session.request, only, for_s)
         live = self._live()
         if live is not None:
             raise ApiError("conflict", f"Session {live.id} is still running; end it before allowing another.")
-        self._allow(session, how, caller.who())
+        self._allow(session, how, caller.provenance(), grant)
         return {"id": sid, "state": session.state.value}
 
-    def _allow(self, session: Session, how: str, by: dict) -> None:
+    @staticmethod
+    def _grant(request: SessionRequest, only: list[str] | None, for_s: int | None) -> Grant:
+        """What the customer grants: all that was asked, or less (never more)."""
+        try:
+            return Grant.of(request, only, for_s)
+        except RequestError as exc:
+            raise ApiError("bad-request", str(exc)) from None
+
+    def _allow(self, session: Session, how: str, by: dict, grant: Grant) -> None:
         r = session.request
         now = utc_now()
         session.cancel_timers()
-        session.until = now + timedelta(seconds=r.duration_s)
-        granted = {"capabilities": list(r.capabilities), "watch": list(r.watch), "until": rfc3339(session.until)}
+        session.grant = grant
+        session.until = now + timedelta(seconds=grant.duration_s)
+        granted = {"capabilities": list(grant.capabilities), "watch": list(r.watch), "until": rfc3339(session.until)}
+        reason = ("The customer allowed the session." if grant.is_all(r)
+                  else f"The customer allowed less than was asked: {grant.describe(r)}.")
         self._transition(
             session, State.ALLOWED,
             (RecordType.DECISION, {"decision": "allow", "how": how, "by": by, "granted": granted,
-                                   "reason": "The customer allowed the session."}),
+                                   "reason": reason}),
             checkpoint=True,
-            history={"decided": rfc3339(now), "decided_by": by, "how": how, "until": granted["until"]},
+            history={"decided": rfc3339(now), "decided_by": by, "how": how, "until": granted["until"],
+                     "granted": list(grant.capabilities)},
             event=("consent-decided", {"id": session.id, "state": "allowed"}),
         )
         session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id))
@@ -296,18 +307,23 @@ class SessionManager:
         if session.state is State.REQUESTED:
             await self._refuse(session, State.EXPIRED, how, None, reason)
 
-    async def wait(self, sid, timeout) -> dict:
+    async def wait(self, sid, timeout, until: str = "decided") -> dict:
+        """The request's state once decided (``until="decided"``), or once it records or never will
+        (``until="active"``: what a login waits for before it is let in), or after ``timeout`` seconds."""
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
             raise ApiError("bad-request", "The wait timeout must be between 0 and 86400 seconds.")
+        if until not in ("decided", "active"):
+            raise ApiError("bad-request", "Wait until \"decided\" or \"active\".")
         session = self._sessions.get(sid) if isinstance(sid, str) else None
         if session is None:
             past = self.history.get(sid) if isinstance(sid, str) else None
             if not past:
                 raise ApiError("not-found", f"There is no request {escape(str(sid))[:40]}.")
             return {"id": sid, "state": past["state"]}
+        event = session.decided if until == "decided" else session.settled
         try:
-            await asyncio.wait_for(session.decided.wait(), timeout)
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
             pass
         return {"id": sid, "state": session.state.value}
 
@@ -317,23 +333,27 @@ class SessionManager:
         await self._start_capture(session)
         if session.state is not State.ALLOWED and not resumed:
             return  # ended while capture was starting
+        assert session.until is not None and session.sink is not None
         if not resumed:
             session.started = rfc3339(utc_now())
             self._transition(
                 session, State.ACTIVE,
                 (RecordType.SESSION_START, {"until": rfc3339(session.until),
-                                            "capabilities": list(session.request.capabilities),
+                                            "capabilities": list(session.capabilities),
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
+        session.settled.set()  # also for a session resumed after a restart: it records again
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
+        await self._run_login_hook(session, "on_session_started")
 
     def _hooks(self, session: Session) -> LoginHooks | None:
         return self.login_hooks.get(session.source)
 
     async def _start_capture(self, session: Session) -> None:
         hooks = self._hooks(session)
+        assert session.sink is not None
         pids = (lambda: hooks.technician_pids(session.hook_view(str(self.home.path)))) if hooks else None
         try:
             capture = self.capture_factory(session.sink, list(session.request.watch), pids)
@@ -344,6 +364,7 @@ class SessionManager:
             session.record(RecordType.CAPTURE_ERROR, {"what": "capture", "path": None, "error": error_detail(exc)})
 
     def _arm_timers(self, session: Session, warned: bool = False) -> None:
+        assert session.until is not None
         remaining = (session.until - utc_now()).total_seconds()
         lead = warning_lead_s(session.request.duration_s)
         if remaining > lead:
@@ -355,7 +376,7 @@ class SessionManager:
         ))
 
     def _warn(self, session: Session) -> None:
-        if session.state is not State.ACTIVE:
+        if session.state is not State.ACTIVE or session.until is None:
             return
         remaining = max(0, round((session.until - utc_now()).total_seconds()))
         session.record(RecordType.TIME_WARNING, {"remaining_s": remaining})
@@ -371,11 +392,19 @@ class SessionManager:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
-        data = {"author": caller.user, "uid": caller.uid, "text": text}
+        data = {"author": caller.user, "uid": caller.uid, "role": caller.role, "text": text}
         flag = show(text).flag("the note")
         if flag:
             data["flags"] = [flag]
         return {"id": session.id, "seq": session.record(RecordType.NOTE, data)}
+
+    def record_alarm(self, data: dict) -> bool:
+        """Journal an alarm in the live session (and send it to subscribers); False when none is live."""
+        live = self._live()
+        if live is None or live.sink is None:
+            return False
+        live.record(RecordType.ALARM, data)
+        return True
 
     def _target(self, sid, doing: str) -> Session:
         live = self._live()
@@ -390,11 +419,12 @@ class SessionManager:
             raise ApiError("not-found", f"There is no session {escape(str(sid))[:40]}; see 'chaperone status'.")
         return live
 
-    async def end(self, sid, reason: str, caller: Caller) -> dict:
-        if reason not in ("customer", "technician"):
-            raise ApiError("bad-request", "The end reason must be \"customer\" or \"technician\".")
+    async def end(self, sid, caller: Caller) -> dict:
+        """End the session now: the customer's ending, or the technician's own (as the caller's role says)."""
+        if caller.role not in ("customer", "technician"):
+            raise ApiError("forbidden", "Only the customer or the session's technician may end a session.")
         session = self._target(sid, "end")
-        await self.finish(session, reason, caller.who())
+        await self.finish(session, caller.role, caller.provenance())
         return {"id": session.id, "state": session.state.value}
 
     async def finish(self, session: Session, reason: str, by: dict | None) -> None:
@@ -413,7 +443,7 @@ class SessionManager:
             history={"ended": rfc3339(utc_now()), "end_reason": reason},
             event=("session-ended", {"id": session.id, "reason": reason}),
         )
-        await self._run_login_hook(session)
+        outcome = await self._run_login_hook(session, "on_session_ended")
         if session.capture is not None:
             try:
                 await asyncio.to_thread(session.capture.stop)
@@ -421,21 +451,38 @@ class SessionManager:
                 session.record(RecordType.CAPTURE_ERROR, {"what": "capture-stop", "path": None,
                                                           "error": error_detail(exc)})
         await self._seal(session, reason)
+        connections = outcome.get(RecordType.SSH_CONNECTIONS) or {}
+        summary = await asyncio.to_thread(journal_summary, getattr(session.journal, "path", None))
+        self._publish("session-sealed", {
+            "id": session.id, "reason": reason, "summary": summary,  # what changed, every way back in
+            # how many of the technician's connections this ending closed (0: nobody was disconnected)
+            "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
+        })
 
-    async def _run_login_hook(self, session: Session) -> None:
+    async def _run_login_hook(self, session: Session, which: str) -> dict:
+        """``on_session_started`` or ``on_session_ended`` of the session's login source, in a thread;
+        the last record of each type the hook emitted (what it did)."""
         hooks = self._hooks(session)
+        outcome: dict = {}
         if hooks is None:
-            return
+            return outcome
         try:
             settings = self.home.settings()
         except ChaperoneError:
             settings = Settings()
+        sink = session.sink
+        assert sink is not None
+
+        def emit(type: str, data: dict) -> object:
+            outcome[type] = data
+            return sink.emit(type, data)
+
         try:
-            await asyncio.to_thread(hooks.on_session_ended, session.hook_view(str(self.home.path)), settings,
-                                    session.sink.emit)
+            await asyncio.to_thread(getattr(hooks, which), session.hook_view(str(self.home.path)), settings, emit)
         except Exception as exc:  # noqa: BLE001 - whatever a hook raises, never lose the seal over it
-            session.record(RecordType.CAPTURE_ERROR, {"what": "ssh-session-end", "path": None,
-                                                      "error": error_detail(exc)})
+            what = "ssh-session-end" if which == "on_session_ended" else "ssh-session-start"
+            session.record(RecordType.CAPTURE_ERROR, {"what": what, "path": None, "error": error_detail(exc)})
+        return outcome
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:
@@ -451,7 +498,7 @@ class SessionManager:
 
     async def start(self) -> None:
         """Take over from a previous run: resume, end or expire what it left unsealed."""
-        self._loop = asyncio.get_running_loop()
+        self._running_loop = asyncio.get_running_loop()
         for row in self.history.list():
             if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed"):
                 try:
@@ -507,6 +554,9 @@ class SessionManager:
         session = Session(id=row["id"], request=request, source=request_data.get("source", "cli"),
                           verification=verification, flags=request_data.get("flags", []), journal=journal,
                           state=state, requested=row.get("requested") or "", expires_at=rfc3339(utc_now()))
+        if facts.get("capabilities") is not None:
+            granted = tuple(c for c in request.capabilities if c in facts["capabilities"])
+            session.grant = Grant(granted, request.duration_s)
         self._sessions[session.id] = session
         return session
 

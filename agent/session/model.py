@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.clock import rfc3339
+from agent.journal import Journal
+from agent.session.grant import Grant
+from agent.session.hooks import Recorder
 from agent.session.lifecycle import State
 from agent.session.request import SessionRequest, Verification
 from agent.session.sink import SessionSink
@@ -40,19 +43,26 @@ class Session:
     source: str
     verification: Verification
     flags: list[str]
-    journal: object
+    journal: Journal
     state: State
     requested: str
     expires_at: str
+    grant: Grant | None = None  # what the customer granted, once allowed
     until: datetime | None = None
     started: str | None = None
     sink: SessionSink | None = None
-    capture: object | None = None
+    capture: Recorder | None = None
     recorded: asyncio.Future | None = None  # the request is durable and in the history
     activation: asyncio.Task | None = None
     finishing: asyncio.Task | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # recording (active), or it will never be
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What the session may do: the grant once allowed, what was asked before."""
+        return self.grant.capabilities if self.grant else self.request.capabilities
 
     def record(self, type: str, data: dict) -> int:
         """Journal a record: through the sink (live to subscribers) once the session has one."""
@@ -69,7 +79,7 @@ class Session:
         r = self.request
         return {"id": self.id, "technician": r.technician, "email": r.email, "org": r.org, "ticket": r.ticket,
                 "started": self.started, "until": rfc3339(self.until) if self.until else None,
-                "capabilities": list(r.capabilities), "watch": list(r.watch)}
+                "capabilities": list(self.capabilities), "asked": list(r.capabilities), "watch": list(r.watch)}
 
     def pending_item(self) -> dict:
         r = self.request

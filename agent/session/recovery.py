@@ -48,6 +48,7 @@ def journal_facts(path: Path) -> dict:
                 facts["request"] = data
             elif kind == RecordType.DECISION and data.get("granted"):
                 facts["until"] = data["granted"].get("until")
+                facts["capabilities"] = data["granted"].get("capabilities")
             elif kind == RecordType.SESSION_START:
                 facts["started"] = record.get("ts")
             elif kind == RecordType.TIME_WARNING:

@@ -40,6 +40,8 @@ _SSH_FIELDS = ("user", "key_fingerprint", "key_type")
 _SSH_OPTIONAL = {"key": (str,), "principal": (str,), "via_ca": (bool,), "ca_fingerprint": (str,), "key_id": (str,),
                  "request_file": (str,)}
 _SSH_TEXT_LIMIT = 16384
+_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _TECHNICIAN = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>]+)>\s*$")
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
@@ -101,6 +103,12 @@ def _text(data: dict, name: str, *, required: bool = True) -> str | None:
         raise RequestError(f"The request's {name} is {len(value)} characters long; the limit is {limit}.")
     if not value.strip():
         raise RequestError(f"The request's {name} is blank; give one.")
+    return value
+
+
+def _required(data: dict, name: str) -> str:
+    value = _text(data, name)
+    assert value is not None  # _text raises for a missing required field
     return value
 
 
@@ -190,6 +198,8 @@ class SessionRequest:
     watch: tuple[str, ...] = ()
     created: str | None = None
     expires: str | None = None
+    device: str | None = None  # a request file: the fingerprint of the one computer it is for
+    nonce: str | None = None   # a request file: its own random id, so each file is used once
     ssh: dict | None = field(default=None, compare=False)
 
     @classmethod
@@ -201,28 +211,35 @@ class SessionRequest:
         if email is not None and not _EMAIL.match(email):
             raise RequestError(f"The email '{escape(email)[:80]}' is not an email address.")
         created, expires = data.get("created"), data.get("expires")
+        device, nonce = data.get("device"), data.get("nonce")
+        if device is not None and (not isinstance(device, str) or not _FINGERPRINT.match(device)):
+            raise RequestError("The request's device must be a key fingerprint such as SHA256:AbC…")
+        if nonce is not None and (not isinstance(nonce, str) or not _NONCE.match(nonce)):
+            raise RequestError("The request's nonce is malformed; ask the technician for a new request file.")
         for name, value in (("created", created), ("expires", expires)):
             if value is not None:
                 if not isinstance(value, str):
                     raise RequestError(f"The request's {name} must be an RFC 3339 time.")
                 parse_time(value)
         return cls(
-            technician=_text(data, "technician"),
+            technician=_required(data, "technician"),
             email=email,
-            org=_text(data, "org"),
-            ticket=_text(data, "ticket"),
-            reason=_text(data, "reason"),
+            org=_required(data, "org"),
+            ticket=_required(data, "ticket"),
+            reason=_required(data, "reason"),
             duration_s=_duration(data, min_duration_s() if minimum_duration_s is None else minimum_duration_s),
             capabilities=_capabilities(data),
             watch=_watch(data),
             created=created,
             expires=expires,
+            device=device,
+            nonce=nonce,
             ssh=_ssh(data),
         )
 
     def fields(self) -> dict:
         """The JSON fields (what is signed in a request file, and sent to the agent)."""
-        out = {
+        out: dict[str, object] = {
             "technician": self.technician,
             "email": self.email,
             "org": self.org,
@@ -236,6 +253,10 @@ class SessionRequest:
             out["created"] = self.created
         if self.expires:
             out["expires"] = self.expires
+        if self.device:
+            out["device"] = self.device
+        if self.nonce:
+            out["nonce"] = self.nonce
         if self.ssh:
             out["ssh"] = dict(self.ssh)
         return out

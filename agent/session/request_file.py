@@ -16,8 +16,10 @@ An SSH login's request is verified from the login's key itself.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, replace
@@ -42,10 +44,33 @@ from agent.sshkeys import fingerprint as key_fingerprint
 from agent.text import escape
 
 
-def stamp(request: SessionRequest, now: datetime | None = None) -> SessionRequest:
-    """The request with ``created`` and ``expires`` set, ready to sign into a file."""
+def stamp(request: SessionRequest, device: str | None = None, now: datetime | None = None) -> SessionRequest:
+    """The request ready to sign into a file: ``created``, ``expires``, a fresh ``nonce`` (each file is
+    used once) and the ``device`` (the customer's computer's fingerprint) it is for."""
     now = now or utc_now()
-    return replace(request, created=rfc3339(now), expires=rfc3339(now + FILE_LIFETIME))
+    return replace(request, created=rfc3339(now), expires=rfc3339(now + FILE_LIFETIME), device=device,
+                   nonce=secrets.token_urlsafe(18))
+
+
+def check_binding(request: SessionRequest, signed: bool, device: str) -> None:
+    """A signed request file must name this computer; ``RequestError`` says what to ask for.
+
+    An unsigned file proves nothing about who wrote it, so its device is only checked when present."""
+    if request.device is None:
+        if signed:
+            raise RequestError(
+                f"This request file names no computer, so it could be used on any; ask the technician for "
+                f"one made for this computer (chaperone request … --device {device} -o FILE).")
+        return
+    if request.device != device:
+        raise RequestError(
+            f"This request file was made for another computer ({request.device}), not this one ({device}); "
+            "ask the technician for one made for this computer.")
+
+
+def file_digest(signed_bytes: bytes) -> str:
+    """What makes a request file single-use: the SHA-256 of its signed content (which holds its nonce)."""
+    return hashlib.sha256(signed_bytes).hexdigest()
 
 
 def sign_with_ssh_keygen(message: bytes, key_path: str | os.PathLike) -> str:

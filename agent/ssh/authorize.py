@@ -74,10 +74,22 @@ def expiry_time(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y%m%d%H%M%SZ")
 
 
+def access_options(capabilities: list[str] | tuple[str, ...]) -> list[str]:
+    """What the grant allows at the door: ``files`` alone is SFTP only; ``shell`` a shell with a terminal.
+    No forwarding of ports, agents or X11 in either case (``restrict``)."""
+    if "shell" in capabilities:
+        return ["restrict", "pty"]
+    if "files" in capabilities:
+        return ["restrict", 'command="internal-sftp"']
+    raise Refused("the customer granted neither files nor shell", record=False)
+
+
 def authorized_keys_line(attempt: LoginAttempt, key_blob: bytes, until: float, settings: SSHSettings,
-                         session_id: str) -> str:
-    """The line sshd will accept for this login, and only until ``until``."""
-    options = [f'expiry-time="{expiry_time(until)}"']
+                         session_id: str, capabilities: list[str] | tuple[str, ...] = ("files", "shell")) -> str:
+    """The line sshd will accept for this login, only until ``until`` and only for what was granted."""
+    if attempt.user == "root" and "admin" not in capabilities:
+        raise Refused("a login as root needs the admin capability, which the customer did not grant", record=False)
+    options = [*access_options(capabilities), f'expiry-time="{expiry_time(until)}"']
     if settings.from_pattern:
         options.append(f'from="{settings.from_pattern}"')
     comment = f"chaperone-session:{session_id}"
@@ -220,7 +232,7 @@ class Authorizer:
     def _await_active(self, session_id: str, deadline: float) -> str:
         """Wait for the decision, then for the session to be recording; the last state seen."""
         remaining = max(0.0, deadline - self.clock())
-        state = str(self.client.call("wait", id=session_id, timeout=remaining)["state"])
+        state = str(self.client.call("wait", id=session_id, timeout=remaining, until="active")["state"])
         while state == "allowed" and self.clock() < deadline:  # capture is starting
             self.sleep(POLL_S)
             state = self._state_of(session_id)
@@ -236,4 +248,5 @@ class Authorizer:
         until = _epoch(active["until"])
         if identity.valid_before is not None:
             until = min(until, identity.valid_before)
-        return authorized_keys_line(attempt, blob, until, settings, record.id)
+        return authorized_keys_line(attempt, blob, until, settings, record.id,
+                                    active.get("capabilities") or ())

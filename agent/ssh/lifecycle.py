@@ -27,6 +27,7 @@ import psutil
 from agent.home import Home
 from agent.records import RecordType
 from agent.settings import Settings
+from agent.ssh import sudo
 from agent.ssh.state import LoginState, ProcessRef
 
 TERMINATE_WAIT_S = 3.0
@@ -72,8 +73,25 @@ def _describe(proc: psutil.Process) -> dict:
         return {"pid": proc.pid}
 
 
+def on_session_started(session: dict, settings: Settings, emit: Callable[[str, dict], object]) -> None:
+    """Give the granted ``admin`` to a non-root account: sudo for the session (agent.ssh.sudo)."""
+    ssh = session.get("ssh") or {}
+    user = ssh.get("user")
+    if "admin" not in (session.get("capabilities") or []) or not user or user == "root":
+        return
+    try:
+        path = sudo.grant(user, session["id"], session.get("until") or "the session's end")
+    except (sudo.SudoError, OSError) as exc:
+        emit(RecordType.ACCESS, {"what": "sudo", "action": "failed", "user": user,
+                                 "detail": f"admin was granted, but sudo could not be given to {user}: {exc}."})
+        return
+    emit(RecordType.ACCESS, {"what": "sudo", "action": "granted", "user": user, "path": str(path),
+                             "detail": f"{user} may use sudo until the session ends."})
+
+
 def on_session_ended(session: dict, settings: Settings, emit: Callable[[str, dict], object]) -> None:
-    """End (or, if so configured, warn about) the technician's live SSH connections."""
+    """End (or, if so configured, warn about) the technician's live SSH connections; take sudo back."""
+    _take_sudo_back(session, emit)
     action = settings.ssh.on_session_end
     logins = _logins(session)
     connections = [_describe(p) for p in logins]
@@ -97,6 +115,19 @@ def on_session_ended(session: dict, settings: Settings, emit: Callable[[str, dic
                        f"Could not end every SSH process of the technician: {len(survivors)} still run."),
         })
     _forget(session)
+
+
+def _take_sudo_back(session: dict, emit: Callable[[str, dict], object]) -> None:
+    try:
+        removed = sudo.revoke(session["id"])
+    except (sudo.SudoError, OSError) as exc:
+        emit(RecordType.ACCESS, {"what": "sudo", "action": "failed", "user": (session.get("ssh") or {}).get("user"),
+                                 "detail": f"sudo could not be taken back: {exc}; remove "
+                                           f"{sudo.drop_in_path(session['id'])} by hand."})
+        return
+    if removed:
+        emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "user": (session.get("ssh") or {}).get("user"),
+                                 "detail": "sudo for the session was taken back."})
 
 
 def _terminate(procs: list[psutil.Process]) -> list[psutil.Process]:
@@ -134,6 +165,8 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 def _forget(session: dict) -> None:
     session_id = session.get("id")
+    if not session_id:
+        return
     try:
         with LoginState(_home(session)).open() as book:
             record = book.for_session(session_id)

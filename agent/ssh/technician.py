@@ -85,13 +85,14 @@ def login_request(identity: Identity, user: str, key_type: str, key_b64: str,
     from_id = key_id_details(identity.key_id)
     email = identity.principal if "@" in identity.principal else None
     org = ext.get(ORG_EXT) or from_id.get("org") or (email.split("@", 1)[1] if email else "") or "unknown organisation"
-    fields = {
+    fields: dict[str, object] = {
         "technician": ext.get(NAME_EXT) or from_id.get("name") or identity.principal,
         "email": email,
         "org": org,
         "ticket": ext.get(TICKET_EXT) or from_id.get("ticket") or NO_TICKET,
         "reason": ext.get(REASON_EXT) or from_id.get("reason") or f"SSH login as {user}",
-        "capabilities": list(settings.capabilities or (("files", "shell", "admin") if user == "root" else ("files", "shell"))),
+        "capabilities": list(settings.capabilities or (("files", "shell", "admin") if user == "root"
+                                                       else ("files", "shell"))),
     }
     if settings.duration_s:
         fields["duration_s"] = settings.duration_s

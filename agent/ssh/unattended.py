@@ -58,7 +58,7 @@ def _admit(rate_path, now: float) -> tuple[bool, int]:
 def record_attempt(home: Home, *, user: str, key_type: str, fingerprint: str, reason: str,
                    sshd_pid: int | None, now: float | None = None) -> bool:
     """Journal one refused login; False if it was only counted (rate limit) or could not be journaled."""
-    data = {
+    data: dict[str, object] = {
         "tool": "ssh",
         "pid": sshd_pid,
         "process": "sshd",

@@ -240,7 +240,8 @@ def parse_time(value: str, name: str = "time") -> int:
         raise SignersLineError(f'"{name}" must be YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS')
     digits = [value[0:4], value[4:6], value[6:8], value[8:10], value[10:12], value[12:14]]
     try:
-        when = datetime(*(int(d or 0) for d in digits))
+        year, month, day, hour, minute, second = (int(d or 0) for d in digits)
+        when = datetime(year, month, day, hour, minute, second)
         seconds = int((when.replace(tzinfo=UTC) if utc else when).timestamp())
     except (ValueError, OverflowError, OSError) as exc:
         raise SignersLineError(f'"{name}" is not a valid date and time') from exc

@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
 from agent.errors import CertificateError, KeyFormatError
-from agent.sshkeys import CERT_SUFFIX, blob_type, fingerprint, line_to_blob, load_identity
+from agent.sshkeys import CERT_SUFFIX, SSHPublicKeyTypes, blob_type, fingerprint, line_to_blob, load_identity
 
 FOREVER = 2**64 - 1
 
 
-def _blob_of(public_key) -> bytes:
+def _blob_of(public_key: SSHPublicKeyTypes) -> bytes:
     line = public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return line_to_blob(line.decode("ascii"))
 
@@ -67,14 +67,12 @@ class Certificate:
             ca_key = cert.signature_key()
             cert.verify_cert_signature()
             cert_type = cert.type
-            fields = dict(
-                key_blob=_blob_of(cert.public_key()),
-                ca_blob=_blob_of(ca_key),
-                key_id=_text(cert.key_id),
-                principals=tuple(_text(p) for p in cert.valid_principals),
-                critical_options={_text(k): _text(v) for k, v in cert.critical_options.items()},
-                extensions={_text(k): _text(v) for k, v in cert.extensions.items()},
-            )
+            key_blob = _blob_of(cert.public_key())
+            ca_blob = _blob_of(ca_key)
+            key_id = _text(cert.key_id)
+            principals = tuple(_text(p) for p in cert.valid_principals)
+            critical_options = {_text(k): _text(v) for k, v in cert.critical_options.items()}
+            extensions = {_text(k): _text(v) for k, v in cert.extensions.items()}
         except CertificateError:
             raise
         except InvalidSignature as exc:
@@ -88,7 +86,12 @@ class Certificate:
             is_user=cert_type == SSHCertificateType.USER,
             valid_after=cert.valid_after,
             valid_before=cert.valid_before,
-            **fields,
+            key_blob=key_blob,
+            ca_blob=ca_blob,
+            key_id=key_id,
+            principals=principals,
+            critical_options=critical_options,
+            extensions=extensions,
         )
 
     def authority_problem(self, now: int, name: str | None) -> str | None:

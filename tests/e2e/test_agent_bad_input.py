@@ -266,12 +266,12 @@ def shared_home():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second uid")
-def test_another_user_may_only_ping_status_request_wait_and_note(agent_factory, shared_home):
+def test_another_user_may_only_ping_status_request_and_wait(agent_factory, shared_home):
     agent = agent_factory(shared_home)
     assert (shared_home.socket_path.stat().st_mode & 0o777) == 0o600
     shared_home.socket_path.chmod(0o666)  # let the stranger reach the socket; the agent must still refuse
     assert _as_stranger(lambda: _outcomes(shared_home.socket_path)) == {
-        "ping": "ok", "status": "ok", "note": "not-found",  # allowed through; there is no session s-x
+        "ping": "ok", "status": "ok", "note": "forbidden",  # a note is the customer's or the technician's
         "pending": "forbidden", "decide": "forbidden", "end": "forbidden", "sessions": "forbidden",
         "subscribe": "forbidden", "ssh-request": "forbidden",  # only root speaks for an SSH login
     }

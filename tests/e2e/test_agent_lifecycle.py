@@ -58,7 +58,11 @@ def test_whole_lifecycle_request_approve_note_end_export_verify(agent, home, tmp
         assert kinds.index(earlier) < kinds.index(later)
     decision = next(r["data"] for r in recs if r["type"] == "decision")
     assert decision["decision"] == "allow" and decision["how"] == "terminal"
-    assert decision["by"] == {"uid": 0, "user": "root"}
+    by = decision["by"]  # who decided, how it was known, from which process
+    assert (by["uid"], by["user"], by["role"], by["remote"]) == (0, "root", "customer", False)
+    assert by["pid"] > 0 and by["exe"] and by["how"] in ("ancestry", "proc-connector", "sampled")
+    end = next(r["data"] for r in recs if r["type"] == "session-end")
+    assert end["reason"] == "customer" and end["by"]["role"] == "customer"
     assert decision["granted"]["capabilities"] == ["files"] and decision["granted"]["watch"] == [str(tmp_path)]
     assert kinds[kinds.index("request") + 1] == "checkpoint"  # durable before anyone can decide
     assert kinds[kinds.index("decision") + 1] == "checkpoint"  # the consent receipt is checkpointed at once

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from agent.clock import utc_now
+from agent.devicekey import DeviceKey
 from agent.session.request import FILE_LIFETIME, SessionRequest
 from agent.session.request_file import request_file_text, stamp
 from tests.e2e.agent_helpers import TECHNICIAN, assert_sealed_and_genuine, records
@@ -23,6 +24,10 @@ def _trust(home, line: str) -> None:
     home.trusted_technicians_path.write_text(line + "\n")
 
 
+def _device(home) -> str:
+    return DeviceKey.load(home).fingerprint
+
+
 def _pending(agent, sid: str) -> dict:
     return next(p for p in agent.call("pending") if p["id"] == sid)
 
@@ -30,7 +35,8 @@ def _pending(agent, sid: str) -> dict:
 def test_signed_request_file_from_a_trusted_key_is_verified(agent, home, keys, tmp_path):
     _trust(home, f"alice@example.com {keys['alice'].with_suffix('.pub').read_text().strip()}")
     req = tmp_path / "req.json"
-    made = agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["alice"]), "-o", str(req))
+    made = agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["alice"]),
+                     "--device", _device(home), "-o", str(req))
     assert made.returncode == 0, made.stderr
     opened = agent.cli("open", str(req))
     assert opened.returncode == 0, opened.stderr
@@ -52,7 +58,8 @@ def test_request_signed_directly_is_verified(agent, home, keys, tmp_path):
 def test_forged_signature_is_not_verified_and_refused_when_required(agent, home, keys, tmp_path):
     _trust(home, f"alice@example.com {keys['alice'].with_suffix('.pub').read_text().strip()}")
     req = tmp_path / "forged.json"
-    agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["mallory"]), "-o", str(req))
+    agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["mallory"]),
+              "--device", _device(home), "-o", str(req))
     opened = agent.cli("open", str(req), "--json")
     result = json.loads(opened.stdout)
     assert result["verification"]["verified"] is False
@@ -61,7 +68,10 @@ def test_forged_signature_is_not_verified_and_refused_when_required(agent, home,
     assert "the request file's signer is not trusted" in result["flags"]
 
     home.settings_path.write_text(json.dumps({"require_verified": True}))
-    refused = json.loads(agent.cli("open", str(req), "--json").stdout)
+    again = tmp_path / "forged-again.json"
+    agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["mallory"]),
+              "--device", _device(home), "-o", str(again))
+    refused = json.loads(agent.cli("open", str(again), "--json").stdout)
     assert refused["state"] == "refused"
     decision = next(r["data"] for r in records(home, refused["id"]) if r["type"] == "decision")
     assert decision["how"] == "policy" and "NOT VERIFIED: The key SHA256:" in decision["reason"]
@@ -70,7 +80,8 @@ def test_forged_signature_is_not_verified_and_refused_when_required(agent, home,
 
 def test_tampered_request_file_is_refused_with_a_sentence(agent, home, keys, tmp_path):
     req = tmp_path / "req.json"
-    agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["alice"]), "-o", str(req))
+    agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["alice"]),
+                     "--device", _device(home), "-o", str(req))
     doc = json.loads(req.read_text())
     doc["request"]["capabilities"] = ["files", "shell", "admin"]
     req.write_text(json.dumps(doc))
@@ -108,3 +119,46 @@ def test_cert_authority_technician(agent, home, keys, tmp_path):
     assert verification["verified"] is True and verification["principal"] == "alice@example.com"
     assert verification["detail"].startswith("verified: Alice Example (Acme IT), key SHA256:")
     assert verification["detail"].endswith(", certificate 'alice-laptop' from a trusted authority")
+
+
+def test_a_request_file_opens_one_session_only(agent, home, keys, tmp_path):
+    """The attack: one signed file used for three "verified" requests."""
+    _trust(home, f"alice@example.com {keys['alice'].with_suffix('.pub').read_text().strip()}")
+    req = tmp_path / "req.json"
+    agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["alice"]),
+              "--device", _device(home), "-o", str(req))
+    first = agent.cli("open", str(req))
+    assert first.returncode == 0, first.stderr
+    sid = first.stdout.strip()
+    agent.call("decide", id=sid, decision="deny", how="terminal")
+    for _ in range(2):
+        again = agent.cli("open", str(req))
+        assert again.returncode == 2
+        assert again.stderr.strip() == (f"chaperone: This request file was already used (for {sid}); a request "
+                                        "file opens one session only, so ask the technician for a new one.")
+    assert agent.call("pending") == []
+
+
+def test_a_request_file_for_another_computer_or_for_none_is_refused(agent, home, keys, tmp_path):
+    _trust(home, f"alice@example.com {keys['alice'].with_suffix('.pub').read_text().strip()}")
+    other = "SHA256:" + "A" * 43
+    req = tmp_path / "other.json"
+    agent.cli("request", *TECHNICIAN, "--watch", str(tmp_path), "--sign-key", str(keys["alice"]),
+              "--device", other, "-o", str(req))
+    opened = agent.cli("open", str(req))
+    assert opened.returncode == 2
+    assert opened.stderr.strip() == (f"chaperone: This request file was made for another computer ({other}), not "
+                                     f"this one ({_device(home)}); ask the technician for one made for this "
+                                     "computer.")
+    # A signed file that names no computer (made by hand, or by an older version) is refused too.
+    unbound = stamp(SessionRequest.from_fields({"technician": "Alice", "email": "alice@example.com", "org": "Acme",
+                                                "ticket": "1", "reason": "r"}))
+    signed = subprocess.run(["ssh-keygen", "-Y", "sign", "-q", "-n", "chaperone-request", "-f", str(keys["alice"]),
+                             "-"], input=unbound.signed_bytes(), capture_output=True, check=True).stdout.decode()
+    (tmp_path / "unbound.json").write_text(request_file_text(unbound, signed))
+    opened = agent.cli("open", str(tmp_path / "unbound.json"))
+    assert opened.returncode == 2 and "This request file names no computer" in opened.stderr
+    assert agent.call("pending") == []
+    # Making a signed file without naming the computer is refused before anything is signed.
+    made = agent.cli("request", *TECHNICIAN, "--sign-key", str(keys["alice"]), "-o", str(tmp_path / "x.json"))
+    assert made.returncode == 2 and "--device SHA256:" in made.stderr and not (tmp_path / "x.json").exists()

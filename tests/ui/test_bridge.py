@@ -165,3 +165,22 @@ def test_the_subscription_waits_for_the_views_and_loses_nothing(qtbot, home):
     assert [row[2] for row in rows] == [str(n) for n in range(20_000)]   # every row, in order, no junk
     assert max(most_ahead) <= 1000 + 500        # never more than a tick and one event ahead
     assert not bridge.running
+
+
+def test_the_bridge_uses_the_system_agent_when_one_is_installed(tmp_path, monkeypatch, home):
+    import socket
+
+    from agent.api.client import AgentClient
+    from ui.bridge import default_client_factory
+
+    path = tmp_path / "customer.sock"
+    monkeypatch.setenv("CHAPERONE_SYSTEM_SOCKET", str(path))
+    personal = default_client_factory(home)
+    assert isinstance(personal, AgentClient) and personal.home == home  # no system agent: the home's
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    try:
+        system = default_client_factory(home)
+        assert system.home is None and system.socket_path == path
+    finally:
+        listener.close()

@@ -133,8 +133,14 @@ def test_verified_request_shows_key_and_calm_banner(dialog):
     assert d.fingerprint_label.text() == "SHA256:m1VfpELUJe5WVmMg1sNnkRQRxi/0GxMwtG8HD8XnFDE"
     assert d.ticket_label.text() == "T-1234"
     assert "Ada Lovelace" in d.technician_label.text() and "Acme Support" in d.org_label.text()
-    assert d.duration_label.text() == "30 minutes"
-    assert "files" in d.capabilities_label.text() and "/etc" in d.watch_box.toPlainText()
+    assert d.duration_choice.currentText() == "30 minutes (as asked)"
+    assert [b.text() for b in d.capability_boxes.values()] == ["Files: read and change files (SFTP)",
+                                                                "Shell: run programs and commands"]
+    assert all(b.isChecked() for b in d.capability_boxes.values())
+    assert "/etc" in d.watch_box.toPlainText()
+    recorded = d.recorded_box.toPlainText()
+    assert "every file changed under /home/customer, /etc" in recorded and "every program the technician runs" \
+        in recorded and "every way back in" in recorded
 
 
 def test_unverified_request_carries_a_warning(dialog, make_item):
@@ -201,7 +207,7 @@ class TestQueue:
         assert [rid for rid, _ in asked] == [items[0]["id"]]
         with qtbot.waitSignal(queue.decisionMade) as blocker:
             asked[0][1](DENY)
-        assert blocker.args == [items[0]["id"], DENY]
+        assert blocker.args == [items[0]["id"], DENY, None]
         assert [rid for rid, _ in asked] == [items[0]["id"], items[1]["id"]]
         assert len(queue) == 2
 
@@ -253,3 +259,46 @@ class TestQueue:
         queue.replace_all([kept, new])
         assert queue.ids() == [kept["id"], new["id"]]
         assert asked[-1][0] == kept["id"]
+
+
+def test_the_customer_can_allow_less_than_was_asked(qtbot, dialog, make_item):
+    d = dialog(make_item(capabilities=["files", "shell", "admin"], duration_s=7200))
+    assert d.grant is None and d.allow_button.text() == "&Allow"
+    d.capability_boxes["admin"].setChecked(False)
+    d.capability_boxes["shell"].setChecked(False)
+    d.duration_choice.setCurrentIndex(d.duration_choice.findData(30 * 60))
+    assert d.grant == {"only": ["files"], "for_s": 1800} and d.allow_button.text() == "&Allow less"
+    assert [d.duration_choice.itemData(i) for i in range(d.duration_choice.count())] == [
+        7200, 600, 900, 1800, 3600]  # as asked, or shorter: never longer
+    with qtbot.waitSignal(d.decided) as blocker:
+        qtbot.mouseClick(d.allow_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [d.request_id, ALLOW] and d.grant == {"only": ["files"], "for_s": 1800}
+
+
+def test_allow_needs_files_or_shell(dialog, make_item):
+    d = dialog(make_item(capabilities=["files", "shell", "admin"]))
+    for name in ("files", "shell"):
+        d.capability_boxes[name].setChecked(False)
+    assert not d.allow_button.isEnabled()  # admin alone lets no one in
+    d.capability_boxes["shell"].setChecked(True)
+    assert d.allow_button.isEnabled()
+
+
+def test_the_queue_sends_the_grant_with_the_decision(qtbot, make_item):
+    queue = ConsentQueue()
+    item = make_item(capabilities=["files", "shell"])
+    queue.add(item)
+    dialog = queue.current_dialog
+    qtbot.addWidget(dialog)
+    dialog.capability_boxes["shell"].setChecked(False)
+    qtbot.waitUntil(dialog.allow_button.isEnabled)  # after the pause that stops stray clicks
+    with qtbot.waitSignal(queue.decisionMade) as blocker:
+        qtbot.mouseClick(dialog.allow_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [item["id"], ALLOW, {"only": ["files"]}]
+
+
+def test_without_an_ssh_login_the_dialog_says_everything_is_recorded(dialog, make_item):
+    ssh_dialog = dialog(make_item(source="ssh"))
+    assert "Your own programs are counted by name only" in ssh_dialog.recorded_box.toPlainText()
+    file_dialog = dialog(make_item(source="file"))
+    assert "every program that runs is recorded, yours included" in file_dialog.recorded_box.toPlainText()

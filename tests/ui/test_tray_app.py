@@ -180,23 +180,39 @@ def test_alarm_and_time_warning_states(qtbot, home):
         app.bridge.is_connected = True          # as after a connection; this test feeds events by hand
         assert app.status().state == "idle"
         app.bridge.dispatch({"event": "alarm", "data": {"tool": "AnyDesk\u202e", "process": "anydesk", "pid": 7}})
+        app.bridge.drain()
+        assert app.status().state == "alarm"
         app.bridge.dispatch({"event": "session-started", "data": {
             "id": "s-1", "technician": "Ada", "org": "Acme", "started": "2026-11-22T03:00:00Z",
             "until": "2099-01-01T00:00:00Z"}})
         app.bridge.dispatch({"event": "time-warning", "data": {"id": "s-1", "remaining_s": 290}})
         app.bridge.drain()
         status = app.status()
-        assert status.state == "alarm" and status.alarm and status.can_end
-        assert "AnyDesk\\u202e" in status.detail and "\u202e" not in status.detail
+        # "without a session you allowed" is no longer true once one is allowed: the alarm is kept, as earlier
+        assert status.state == "active" and not status.alarm and status.can_end
+        assert "An earlier alarm, from before this session: AnyDesk\\u202e" in status.detail
+        assert "\u202e" not in status.detail
         assert app.bar.isVisible() and app.bar.warning
         assert said(app, "The session ends in 4:50")
         assert app.activity_model.rowCount() == 1            # the alarm is in the live view too
+        app.bridge.dispatch({"event": "alarm", "data": {"tool": "chaperone", "kind": "refused-attempt", "pid": 9,
+                                                        "detail": "A process of alice (pid 9) tried 'decide'."}})
+        app.bridge.drain()
+        status = app.status()
+        assert status.state == "alarm" and status.alarm and status.can_end and "tried 'decide'" in status.detail
         app.dismiss_alarm()
         assert app.status().state == "active"
         app.bridge.dispatch({"event": "session-ended", "data": {"id": "s-1", "reason": "time-limit"}})
+        app.bridge.dispatch({"event": "session-sealed", "data": {"id": "s-1", "reason": "time-limit",
+                                                                 "disconnected": 0}})
         app.bridge.drain()
         assert app.status().state == "idle" and not app.bar.isVisible()
-        assert said(app, "the log is sealed")
+        assert said(app, "The session is over and its log is sealed.")
+        assert not said(app, "disconnected")  # nobody was: it does not say so
+        app.bridge.dispatch({"event": "session-sealed", "data": {"id": "s-2", "reason": "customer",
+                                                                 "disconnected": 1}})
+        app.bridge.drain()
+        assert said(app, "The technician was disconnected and the log is sealed.")
     finally:
         app.shutdown()
 
@@ -235,3 +251,66 @@ def test_no_desktop_is_one_sentence_not_a_qt_abort(tmp_path):
                          text=True, env=env, timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
     assert out.returncode == 2
     assert "no desktop session" in out.stderr and "Traceback" not in out.stderr and "Aborted" not in out.stderr
+
+
+def test_quitting_during_a_session_asks_first(qtbot, home):
+    app = TrayApp(home, start_agent=False, notifier=NullNotifier(), tray_retries=1)
+    answers: list[bool] = []
+    app.confirm_quit = lambda: answers.pop(0)
+    try:
+        quits: list[bool] = []
+        app.quitRequested.connect(lambda: quits.append(True))
+        app.request_quit()                   # nobody is connected: no question
+        assert quits == [True]
+        app.active = {"id": "s-1", "technician": "Ada"}
+        answers.append(False)
+        app.request_quit()
+        assert quits == [True] and answers == []  # asked, and "No" keeps the tray
+        answers.append(True)
+        app.request_quit()
+        assert quits == [True, True]
+    finally:
+        app.shutdown()
+
+
+def test_the_tray_says_which_agent_records_this_computer(qtbot, home):
+    app = TrayApp(home, start_agent=False, notifier=NullNotifier(), tray_retries=1)
+    try:
+        app.bridge.is_connected = True
+        app._on_connected({"status": {"state": "idle"}, "pending": [], "info": {"mode": "personal"}})
+        assert app.status().mode.startswith("Personal mode: the log's signing key is readable by your account")
+        app.tray.rebuild_menu()
+        assert any(t.startswith("Personal mode") for t in app.tray.action_texts())
+        app._on_connected({"status": {"state": "idle"}, "pending": [], "info": {"mode": "system"}})
+        assert app.status().mode.startswith("Recorded by the system agent")
+    finally:
+        app.shutdown()
+
+
+def test_a_way_back_in_during_the_session_is_an_alarm_unless_a_package_brought_it(qtbot, home):
+    app = TrayApp(home, start_agent=False, notifier=NullNotifier(), tray_retries=1)
+    try:
+        app.bridge.is_connected = True
+        app.bridge.dispatch({"event": "alarm", "data": {
+            "kind": "way-back-in", "category": "scheduled", "op": "added", "item": "/etc/cron.d/x", "origin": "package",
+            "detail": "A cron job came with package cron 3.0pl1."}})
+        app.bridge.drain()
+        assert app.status().state == "idle" and said(app, "came with package cron")
+        app.bridge.dispatch({"event": "alarm", "data": {
+            "kind": "way-back-in", "category": "authorized_keys", "op": "added", "item": "root: ssh-ed25519 …",
+            "origin": "unexplained", "detail": "A new SSH key lets someone log in as root."}})
+        app.bridge.drain()
+        status = app.status()
+        assert status.state == "alarm" and status.headline == "A new way back in to this computer."
+        assert "A new SSH key lets someone log in as root." in status.detail
+        app.bridge.dispatch({"event": "session-sealed", "data": {"id": "s-1", "reason": "customer", "disconnected": 1,
+                                                                 "summary": {
+            "headline": "1 way back in (1 unexplained), 2 files changed", "unexplained": 1,
+            "ways_back_in": [{"category": "authorized_keys", "item": "root: ssh-ed25519 …", "origin": "unexplained",
+                              "still_there": True}]}}})
+        app.bridge.drain()
+        level, _title, body = app.notifier.history[-1]
+        assert level == "warning" and "1 way back in (1 unexplained)" in body
+        assert "• authorized_keys: root: ssh-ed25519 … (unexplained)" in body
+    finally:
+        app.shutdown()

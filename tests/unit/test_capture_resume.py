@@ -17,8 +17,7 @@ import pytest
 from agent.capture import Capture
 from agent.capture import files as files_module
 from agent.capture.baseline import BASELINE_FILE, ContentBaseline, TreeIndex, save_baseline
-from agent.capture.inventory import summary_records
-from agent.capture.resume import INVENTORY_FILE, load_inventory, read_journal, save_inventory
+from agent.capture.resume import read_journal
 from agent.journal import Journal, verify_journal
 
 
@@ -182,22 +181,6 @@ def test_a_stall_of_a_running_agent_is_answered_by_a_rescan(session):
         journal.close()
     assert record["via"] == "after-gap"
     assert record["gap"] == {"from": "2026-01-01T00:00:00.000000Z", "to": "2026-01-01T00:00:09.000000Z"}
-
-
-def test_the_saved_inventory_is_used_only_if_the_journal_vouches_for_it(tmp_path):
-    before = {"authorized_keys": {"root: ssh-ed25519 SHA256:abc": {"source": "/root/.ssh/authorized_keys"}},
-              "users": {"alice": {"source": "/etc/passwd", "uid": 1000}}}
-    records = summary_records(before, "before")
-    save_inventory(tmp_path, before)
-    assert stat.S_IMODE((tmp_path / INVENTORY_FILE).stat().st_mode) == 0o600
-    assert load_inventory(tmp_path, records) == before
-    data = json.loads((tmp_path / INVENTORY_FILE).read_text())
-    data["snapshot"][0][1] = []  # the technician removes "their" key from the saved "before"
-    (tmp_path / INVENTORY_FILE).write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="not the one the journal recorded"):
-        load_inventory(tmp_path, records)
-    with pytest.raises(ValueError, match="missing"):
-        load_inventory(tmp_path / "nowhere", records)
 
 
 def test_read_journal_knows_the_last_state_of_each_path(tmp_path, device_key):

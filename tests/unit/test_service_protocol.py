@@ -10,11 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.api import protocol
-from agent.api.peercred import Peer
 from agent.api.protocol import MAX_MESSAGE, OPEN_OPS, OPS, decode_request
 from agent.errors import AlreadyRunning, ApiError
+from agent.service.authority import Authority
 from agent.service.lock import AgentLock
-from agent.service.server import may
 
 
 def test_a_request_decodes():
@@ -63,12 +62,14 @@ def test_error_response_shape():
     assert json.loads(protocol.error(3, "conflict", "No.")) == {"id": 3, "ok": False, "error": "No.", "code": "conflict"}
 
 
-def test_others_may_only_use_the_open_operations():
-    owner, stranger, root = Peer(1, 1000, 1000), Peer(2, 65534, 65534), Peer(3, 0, 0)
+def test_each_role_may_use_only_its_operations():
     for op in OPS:
-        assert may(op, owner, 1000) and may(op, root, 1000)
-        assert may(op, stranger, 1000) == (op in OPEN_OPS)
-    assert OPEN_OPS == {"ping", "status", "request", "wait", "note"}
+        assert Authority.allows(op, "customer")
+        assert Authority.allows(op, "technician") == (op in OPEN_OPS or op in ("note", "end"))
+        assert Authority.allows(op, "other") == (op in OPEN_OPS)
+    assert OPEN_OPS == {"ping", "status", "request", "wait"}
+    assert not Authority.allows("decide", "technician") and not Authority.allows("pending", "technician")
+    assert not Authority.allows("subscribe", "technician") and not Authority.allows("sessions", "other")
 
 
 def test_a_second_agent_is_told_the_pid_of_the_first(home):

@@ -196,7 +196,7 @@ def test_a_stall_is_a_gap_record_with_the_guards_report_and_a_rescan(home, devic
         assert await until(lambda: captures[0].gaps)
         assert not report.exists()  # journaled, then removed
         assert mgr.status()["state"] == "active"  # the agent runs again: the session goes on
-        await mgr.end(sid, "customer", CUSTOMER)
+        await mgr.end(sid, CUSTOMER)
         await mgr.stop()
         return sid
 
@@ -255,7 +255,7 @@ def test_after_a_restart_the_gap_is_recorded_with_the_guards_cause(home, device_
                              capture_factory=lambda *a: captures.append(FakeCapture(*a)) or captures[-1])
         await mgr.start()
         assert mgr.status()["state"] == "active"  # within its time: it resumes
-        await mgr.end(sid, "customer", CUSTOMER)
+        await mgr.end(sid, CUSTOMER)
         await mgr.stop()
 
     asyncio.run(restart())

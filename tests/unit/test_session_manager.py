@@ -24,6 +24,7 @@ from agent.session.manager import SessionManager
 from agent.session.sink import ACTIVITY_BATCH_CAP
 
 CUSTOMER = Caller(uid=0, user="root", pid=1)
+TECHNICIAN = Caller(uid=0, user="root", pid=2, role="technician", where={"remote": True})
 FIELDS = {"technician": "Alice", "email": "alice@example.com", "org": "Acme", "ticket": "1", "reason": "r"}
 
 
@@ -85,7 +86,7 @@ def test_capture_runs_off_the_loop_and_its_records_reach_journal_and_subscribers
 
     async def scenario(mgr):
         sid = await _allowed(mgr)
-        await mgr.end(sid, "customer", CUSTOMER)
+        await mgr.end(sid, CUSTOMER)
         return sid
 
     sid, events = _run(home, device_key, scenario, capture_factory=factory)
@@ -111,7 +112,7 @@ def test_capture_failures_are_journaled_and_the_session_still_runs_and_seals(hom
     async def scenario(mgr):
         sid = await _allowed(mgr)
         assert mgr.status()["state"] == "active"
-        await mgr.end(sid, "technician", CUSTOMER)
+        await mgr.end(sid, TECHNICIAN)
         return sid
 
     sid, _ = _run(home, device_key, scenario, capture_factory=factory)
@@ -128,7 +129,8 @@ def test_ssh_sessions_call_the_ssh_hooks(home, device_key, monkeypatch):
         seen["session"] = session
         emit("ssh-connections", {"action": "ended", "user": "bob", "connections": []})
 
-    hooks = types.SimpleNamespace(technician_pids=lambda session: {4242}, on_session_ended=on_session_ended)
+    hooks = types.SimpleNamespace(technician_pids=lambda session: {4242}, on_session_ended=on_session_ended,
+                                  on_session_started=lambda session, settings, emit: seen.setdefault("started", session))
     pids_seen = []
 
     def factory(sink, watch, pids):
@@ -140,7 +142,7 @@ def test_ssh_sessions_call_the_ssh_hooks(home, device_key, monkeypatch):
     async def scenario(mgr):
         sid = await _allowed(mgr, fields={**FIELDS, "ssh": ssh}, source="ssh")
         assert mgr.pending() == []
-        await mgr.end(sid, "customer", CUSTOMER)
+        await mgr.end(sid, CUSTOMER)
         return sid
 
     sid, _ = _run(home, device_key, scenario, capture_factory=factory, login_hooks={"ssh": hooks})

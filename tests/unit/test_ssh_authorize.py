@@ -16,7 +16,7 @@ import pytest
 
 from agent.journal import read_records, verify_journal
 from agent.settings import SSHSettings
-from agent.ssh.authorize import Authorizer, LoginAttempt, authorized_keys_line, expiry_time
+from agent.ssh.authorize import Authorizer, LoginAttempt, Refused, authorized_keys_line, expiry_time
 from agent.ssh.state import LoginState, ProcessRef
 
 ALICE = "alice@acme.example"
@@ -191,7 +191,7 @@ def test_allow_prints_a_line_that_ends_with_the_session(trusted, pki, agent_fact
     status = agent.call("status")
     until = datetime.fromisoformat(status["active"]["until"].replace("Z", "+00:00"))
     pub = open(f"{pki.alice}.pub").read().split()
-    assert line == (f'expiry-time="{until.astimezone(UTC):%Y%m%d%H%M%S}Z",from="127.0.0.1,::1" '
+    assert line == (f'restrict,pty,expiry-time="{until.astimezone(UTC):%Y%m%d%H%M%S}Z",from="127.0.0.1,::1" '
                     f'{pub[0]} {pub[1]} chaperone-session:{status["session"]}')
     item = agent.call("sessions")[0]
     assert (item["technician"], item["org"], item["ticket"]) == (ALICE, "acme.example", "not given")
@@ -241,7 +241,7 @@ def test_certificate_login_gets_a_cert_authority_line(trusted, pki, agent_factor
     agent.decide_when_pending("allow")
     line = Authorizer(trusted).authorize(attempt(pki.cert, user="root", sshd=login()))
     ca = ssh_keys.line(f"{pki.ca}.pub")
-    assert line.startswith('cert-authority,principals="root",expiry-time="')
+    assert line.startswith('cert-authority,principals="root",restrict,pty,expiry-time="')
     assert f" {ca} chaperone-session:" in line
     item = agent.call("sessions")[0]
     assert (item["technician"], item["ticket"], item["reason"]) == (ALICE, "T-123", "printer queue")
@@ -275,9 +275,25 @@ def test_line_keeps_the_earlier_end(pki):
     a = attempt(f"{pki.alice}.pub")
     import base64
 
-    line = authorized_keys_line(a, base64.b64decode(a.key_b64), 1767225600, SSHSettings(), "s-1")
-    assert line.startswith('expiry-time="20260101000000Z" ssh-ed25519 ')
+    line = authorized_keys_line(a, base64.b64decode(a.key_b64), 1767225600, SSHSettings(), "s-1",
+                                ("files", "shell", "admin"))
+    assert line.startswith('restrict,pty,expiry-time="20260101000000Z" ssh-ed25519 ')
     assert line.endswith(" chaperone-session:s-1")
+
+
+def test_the_line_lets_in_only_what_was_granted(pki):
+    import base64
+
+    root, support = attempt(f"{pki.alice}.pub"), attempt(f"{pki.alice}.pub", user="support")
+    blob = base64.b64decode(root.key_b64)
+    files = authorized_keys_line(support, blob, 1767225600, SSHSettings(), "s-1", ("files",))
+    assert files.startswith('restrict,command="internal-sftp",expiry-time=')  # SFTP only: no shell, no forwarding
+    shell = authorized_keys_line(support, blob, 1767225600, SSHSettings(), "s-1", ("files", "shell"))
+    assert shell.startswith("restrict,pty,expiry-time=")  # a shell, still no forwarding
+    with pytest.raises(Refused, match="a login as root needs the admin capability"):
+        authorized_keys_line(root, blob, 1767225600, SSHSettings(), "s-1", ("files", "shell"))
+    with pytest.raises(Refused, match="neither files nor shell"):
+        authorized_keys_line(support, blob, 1767225600, SSHSettings(), "s-1", ("admin",))
 
 
 # --- the command -----------------------------------------------------------------------------

@@ -25,6 +25,24 @@ def parse_passwd(text: str) -> dict[str, dict]:
     return users
 
 
+def parse_shadow(text: str) -> dict[str, dict]:
+    """``/etc/shadow``: name -> password (``set``, ``locked`` or ``none``) and the day it last changed.
+
+    Never the hash itself: only whether there is one that can be used (a
+    hash starting ``!`` or ``*`` cannot), and shadow's "last changed" day
+    (days since 1970), which ``passwd`` and ``chpasswd`` move to today.
+    """
+    entries = {}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) < 3 or not fields[0] or line.startswith(("#", "+", "-")):
+            continue
+        hashed = fields[1]
+        state = "none" if hashed == "" else "locked" if hashed.startswith(("!", "*")) else "set"
+        entries[fields[0]] = {"password": state, "password_changed": _int(fields[2])}
+    return entries
+
+
 def parse_group(text: str) -> dict[str, dict]:
     """``/etc/group``: name -> gid, members (sorted), admin (a sudo/wheel/admin group)."""
     groups = {}
@@ -59,7 +77,8 @@ def admin_groups_of(users: dict[str, dict], groups: dict[str, dict]) -> dict[str
 _INCLUDE = re.compile(r"^[#@](include|includedir)\s+(.+?)\s*$")
 
 
-def _logical_lines(text: str) -> list[str]:
+def logical_lines(text: str) -> list[str]:
+    """Lines with a trailing backslash joined to the next (sudoers, PAM)."""
     lines, current = [], ""
     for raw in text.splitlines():
         if raw.endswith("\\"):
@@ -92,7 +111,7 @@ def _redact_rule(rule: str) -> str:
 def parse_sudoers(text: str) -> tuple[list[str], list[tuple[str, str]]]:
     """(rules with secrets redacted and spaces normalised, include directives as (kind, path))."""
     rules, includes = [], []
-    for line in _logical_lines(text):
+    for line in logical_lines(text):
         stripped = line.strip()
         inc = _INCLUDE.match(stripped)
         if inc:

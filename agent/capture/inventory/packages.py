@@ -6,7 +6,8 @@ import re
 
 DPKG_FORMAT = r"${binary:Package}\t${Version}\t${Architecture}\t${db:Status-Status}\n"
 RPM_FORMAT = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
-_PRESENT = frozenset({"installed", "half-installed", "half-configured", "unpacked", "triggers-awaited", "triggers-pending"})
+_PRESENT = frozenset({"installed", "half-installed", "half-configured", "unpacked", "triggers-awaited",
+                      "triggers-pending"})
 
 
 def parse_dpkg_query(text: str) -> dict[str, dict]:
@@ -32,8 +33,7 @@ def parse_rpm_qa(text: str) -> dict[str, dict]:
         if len(fields) != 3 or not fields[0]:
             continue
         name, version, arch = fields
-        if version.startswith("0:"):
-            version = version[2:]
+        version = version.removeprefix("0:")
         key = f"{name}.{arch}"
         if key in packages:  # several versions at once (kernels)
             versions = sorted(set(packages[key]["version"].split(", ")) | {version})

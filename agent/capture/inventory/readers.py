@@ -24,8 +24,12 @@ def have(program: str) -> bool:
     return shutil.which(program) is not None
 
 
-def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S) -> str:
-    """The standard output of a command (C locale), or SourceError."""
+def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S, ok: tuple[int, ...] = (0,),
+        silent_ok: bool = False) -> str:
+    """The standard output of a command (C locale), or SourceError when its exit status is not in ``ok``.
+
+    ``silent_ok``: any exit status with no output at all, on stdout or stderr, is an empty answer
+    (systemctl exits 1 when it lists no units)."""
     env = {**os.environ, "LC_ALL": "C", "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": ""}
     try:
         done = subprocess.run(
@@ -35,7 +39,9 @@ def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S) -> str:
         raise SourceError(f"{argv[0]} took longer than {timeout:g} s") from exc
     except OSError as exc:
         raise SourceError(f"{argv[0]} could not be started: {exc.strerror or exc}") from exc
-    if done.returncode != 0:
+    if silent_ok and not done.stdout.strip() and not done.stderr.strip():
+        return ""
+    if done.returncode not in ok:
         err = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise SourceError(f"{argv[0]} exited with status {done.returncode}" + (f": {err[0][:200]}" if err else ""))
     return done.stdout.decode("utf-8", "replace")
@@ -43,6 +49,12 @@ def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S) -> str:
 
 def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str | None:
     """A regular file's text (UTF-8, bad bytes replaced); None when it does not exist."""
+    data = read_bytes(path, limit)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def read_bytes(path: str, limit: int = MAX_FILE_BYTES) -> bytes | None:
+    """A regular file's bytes; None when it does not exist. Never blocks on a FIFO."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
@@ -57,7 +69,7 @@ def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str | None:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise SourceError(f"{path} is larger than {limit // 1024} KiB")
-    return data.decode("utf-8", "replace")
+    return data
 
 
 def list_dir(path: str) -> list[str]:

@@ -1,27 +1,22 @@
-"""Which collectors run on which OS. Other OSes list only what psutil can tell for now."""
+"""The one place that knows which categories each OS has. Other OSes list only what psutil can tell
+for now (listening ports, remote-access tools running)."""
 
 from __future__ import annotations
 
 import sys
 
-from agent.capture.inventory.common import collect_listening
-from agent.capture.inventory.snapshot import Collector
+from agent.capture.inventory.common import portable_categories
+from agent.capture.inventory.linux import linux_categories
+from agent.capture.inventory.types import Categories, Collector, collectors_of
 
 
-def default_collectors(platform: str = sys.platform) -> dict[str, Collector]:
-    """category -> collector for ``platform``."""
+def default_categories(platform: str = sys.platform, root: str = "/") -> Categories:
+    """category name -> :class:`Category` for ``platform``, reading the machine under ``root``."""
     if platform.startswith("linux"):
-        from agent.capture.inventory import linux
+        return linux_categories(root)
+    return portable_categories()
 
-        return {
-            "packages": linux.collect_packages,
-            "services": linux.collect_services,
-            "scheduled": linux.collect_scheduled,
-            "autostart": linux.collect_autostart,
-            "users": linux.collect_users,
-            "groups": linux.collect_groups,
-            "authorized_keys": linux.collect_authorized_keys,
-            "sudoers": linux.collect_sudoers,
-            "listening": collect_listening,
-        }
-    return {"listening": collect_listening}
+
+def default_collectors(platform: str = sys.platform, root: str = "/") -> dict[str, Collector]:
+    """category -> collector for ``platform`` (what :func:`take_snapshot` takes)."""
+    return collectors_of(default_categories(platform, root))

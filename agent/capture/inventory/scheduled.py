@@ -38,7 +38,7 @@ def parse_crontab(text: str, system: bool) -> list[dict]:
         command = rest.strip()
         if not command:
             continue
-        job = {"schedule": schedule, "command": redact_line(command)}
+        job: dict[str, str | None] = {"schedule": schedule, "command": redact_line(command)}
         if system:
             job["user"] = user
         jobs.append(job)

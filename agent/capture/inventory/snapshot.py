@@ -1,13 +1,7 @@
 """Taking a snapshot: run every collector, bounded in time, never raising.
 
-A snapshot maps a category (``packages``, ``users``, …) to its items: item
-key -> details (a dict of strings, ints, bools and lists of strings). Every
-item's details name their ``source`` (``dpkg``, ``/etc/passwd``, a file…).
-
-A source that cannot be read becomes an *error entry*: key
-``"!error:<source>"``, details ``{"source", "error"}``. The diff ignores
-every item of a source that failed on either side (so a failed read never
-looks like everything was removed), and the summary reports the errors.
+The collectors are passed in (``registry.default_collectors()`` for this
+machine); what a snapshot holds is described in ``types``.
 """
 
 from __future__ import annotations
@@ -15,25 +9,17 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
 
 from agent.canonical import canonical_bytes
+from agent.capture.inventory.types import (
+    Collector,
+    Items,
+    Snapshot,
+    error_entry,
+    is_error,
+)
 
-ERROR_PREFIX = "!error:"
 COLLECTOR_TIMEOUT_S = 60.0
-
-Items = dict[str, dict]
-Collector = Callable[[], Items]
-Snapshot = dict[str, Items]
-
-
-def error_entry(source: str, error: str) -> tuple[str, dict]:
-    """The item that records that ``source`` could not be read."""
-    return ERROR_PREFIX + source, {"source": source, "error": error}
-
-
-def is_error(key: str) -> bool:
-    return key.startswith(ERROR_PREFIX)
 
 
 def _text(value: str) -> str:
@@ -41,16 +27,16 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _clean(value):
+def clean(value):
     """Details made fit for canonical JSON: strings, ints, bools, None, lists and dicts."""
     if isinstance(value, str):
         return _text(value)
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_clean(v) for v in value]
+        items = [clean(v) for v in value]
         return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
     return _text(str(value))
 
@@ -60,15 +46,21 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _run(collectors: dict[str, Collector], timeout: float) -> Snapshot:
+def collect_one(category: str, collect: Collector) -> Items:
+    """One collector's items, cleaned; a collector that raises is an error entry."""
+    try:
+        return {_text(k): clean(v) for k, v in dict(collect()).items()}
+    except Exception as exc:  # noqa: BLE001 - a failed collector is recorded, never raised
+        return dict([error_entry(category, _describe(exc))])
+
+
+def take_snapshot(collectors: dict[str, Collector], timeout: float = COLLECTOR_TIMEOUT_S) -> Snapshot:
+    """category -> item key -> details, every collector at once, all within ``timeout``."""
     results: Snapshot = {}
     lock = threading.Lock()
 
     def work(category: str, collect: Collector) -> None:
-        try:
-            items = {_text(k): _clean(v) for k, v in dict(collect()).items()}
-        except Exception as exc:  # noqa: BLE001 - a failed collector is recorded, never raised
-            items = dict([error_entry(category, _describe(exc))])
+        items = collect_one(category, collect)
         with lock:
             results[category] = items
 
@@ -90,13 +82,11 @@ def _run(collectors: dict[str, Collector], timeout: float) -> Snapshot:
     return {c: snapshot[c] for c in collectors}
 
 
-def take_snapshot(collectors: dict[str, Collector] | None = None, timeout: float = COLLECTOR_TIMEOUT_S) -> Snapshot:
-    """category -> item key -> details; ``collectors`` default to the current OS's."""
-    if collectors is None:
-        from agent.capture.inventory.registry import default_collectors
-
-        collectors = default_collectors()
-    return _run(collectors, timeout)
+def category_sha256(items: Items) -> str:
+    """The hash an ``inventory`` record gives for a category's items (errors left out)."""
+    kept = {k: v for k, v in items.items() if not is_error(k)}
+    # pairs, not an object: item keys may be non-ASCII, which canonical JSON keys may not
+    return hashlib.sha256(canonical_bytes(sorted(kept.items()))).hexdigest()
 
 
 def summary_records(snapshot: Snapshot, phase: str) -> list[dict]:
@@ -113,8 +103,7 @@ def summary_records(snapshot: Snapshot, phase: str) -> list[dict]:
             "phase": phase,
             "category": category,
             "items": len(items),
-            # pairs, not an object: item keys may be non-ASCII, which canonical JSON keys may not
-            "sha256": hashlib.sha256(canonical_bytes(sorted(items.items()))).hexdigest(),
+            "sha256": category_sha256(snapshot[category]),
         }
         if errors:
             record["errors"] = errors
