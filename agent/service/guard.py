@@ -7,7 +7,7 @@ does not reach it. Two pipes join them, one line per message:
 
 - agent -> guard: ``H <session>`` (or ``H -``) every 0.5 s from the agent's
   event loop, naming the live session; ``S`` when the agent stops cleanly
-  (it has ended its sessions itself);
+  (it has ended its sessions itself); ``X`` when it exits otherwise (an error);
 - guard -> agent: ``G`` every 0.5 s (the guard runs); ``T <signal> <pid>
   <uid>`` when someone sent the guard a signal; ``A <session>`` when it ended
   the technician's access.
@@ -17,7 +17,7 @@ During a live session the guard ends the technician's access
 folder (``agent.session.access``) when
 
 - the beat pipe ends without ``S``: the agent was killed or crashed (cause
-  ``killed``, or ``exited``); the guard then exits;
+  ``killed``; ``exited`` when it said ``X`` first); the guard then exits;
 - the agent is stopped (SIGSTOP, a debugger: state T in /proc) for
   ``STOPPED_S``, cause ``stopped``; or sends no beat for ``timeout`` seconds
   (a hung loop), cause ``hung``. It goes on watching: if the agent runs
@@ -103,7 +103,8 @@ def how_it_ended(pid: int) -> tuple[str, str]:
                 return "killed", f"killed by {signal.Signals(number).name if number < 65 else number}"
             return "exited", f"exited with status {status >> 8} without ending the session"
         time.sleep(0.01)
-    return "killed", "gone without a word (killed or crashed; its exit status could not be seen)"
+    return "killed", ("ended without a word (a signal such as SIGKILL, or the out-of-memory killer; its exit "
+                      "status was collected before it could be read)")
 
 
 class Guard:
@@ -117,6 +118,7 @@ class Guard:
         self.last_beat = time.monotonic()
         self.last_beat_wall = time.time()
         self.stopping = False
+        self.exited = False  # the agent said it exits (without ending its sessions)
         self.acted = False  # for the current stall
         self.stopped_since: float | None = None
         self._buf = b""
@@ -129,6 +131,8 @@ class Guard:
             if ready and not self._read():
                 if not self.stopping and self.session:
                     cause, detail = how_it_ended(self.agent_pid)
+                    if self.exited:
+                        cause = "exited"
                     self.act(cause, f"The agent (pid {self.agent_pid}) {detail}.")
                 return 0
             self._signals()
@@ -160,6 +164,8 @@ class Guard:
                 self.stopped_since = None
             elif line == b"S":
                 self.stopping = True
+            elif line == b"X":
+                self.exited = True
         self._buf = self._buf[-4096:]
         return True
 

@@ -23,6 +23,7 @@ or serves anything, and must say it runs (its first ``G``) within
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -107,6 +108,12 @@ class Watchdog:
         self._loop = asyncio.get_running_loop()
         await self._start_guard()
         self._task = asyncio.ensure_future(self._beat())
+        atexit.register(self._last_word)
+
+    def _last_word(self) -> None:
+        """At an exit that is not a clean stop (an error), tell the guard: it was not killed."""
+        if not self._stopping:
+            self._write(b"X\n")
 
     def ready(self) -> None:
         self.sd.notify("READY=1\nSTATUS=serving")
@@ -120,6 +127,7 @@ class Watchdog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._write(b"S\n")
+        atexit.unregister(self._last_word)
         self._forget_reader()
         await asyncio.to_thread(self._stop_guard)
         self.sd.close()

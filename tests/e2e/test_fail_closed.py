@@ -156,7 +156,9 @@ def test_kill_9_ends_the_connection_refuses_logins_and_the_gap_is_found_after_re
     end(agent, sid)
     recs = journal(home, sid)
     (gap,) = of(recs, "gap")
-    assert gap["cause"] == "killed" and gap["by"] == "guard" and "killed by SIGKILL" in gap["guard_detail"], gap
+    assert gap["cause"] == "killed" and gap["by"] == "guard", gap
+    # its exit status, when the guard could read it before the parent collected it
+    assert "killed by SIGKILL" in gap["guard_detail"] or "without a word" in gap["guard_detail"]
     assert gap["access"]["logins"] == 1 and gap["access"]["ended"] and not gap["access"]["survivors"]
     keyfile = str(account_home / ".ssh" / "authorized_keys")
     (found,) = [d for d in of(recs, "file") if d["path"] == keyfile and d.get("via") == "after-gap"]

@@ -184,6 +184,16 @@ def test_when_the_agent_dies_the_guard_ends_the_technicians_access_and_exits(gua
     assert "A" in guard.read()
 
 
+def test_an_agent_that_exits_on_an_error_is_told_apart_from_a_killed_one(guard, technician, session_home):
+    proc, procs = technician
+    guard.beat()
+    os.write(guard.beat_w, b"X\n")  # its last word (atexit), then its end
+    os.close(guard.beat_w)
+    assert guard.proc.wait(10) == 0 and gone(procs)  # it did not end its sessions: the guard does
+    ((_, report),) = read_reports(session_home.session_dir(SID))
+    assert report["cause"] == "exited"
+
+
 def test_a_clean_stop_ends_nothing(guard, technician, session_home):
     proc, procs = technician
     guard.beat()
