@@ -134,7 +134,7 @@ class Capture:
 
         After a restart, the saved ones, then what changed during the gap (``after-gap`` records)."""
         view = read_journal(self.state_dir / JOURNAL_NAME) if self.state_dir is not None else None
-        resumed = view is not None and view.resumed
+        resumed = view if view is not None and view.resumed else None
         present = []
         for root in self.roots:
             if os.path.isdir(root):
@@ -144,7 +144,7 @@ class Capture:
                     "capture-error",
                     {"what": "watch-path-missing", **path_fields(root), "error": "The folder to watch does not exist."},
                 )
-        if not (resumed and self._load_baseline(view)):
+        if not (resumed is not None and self._load_baseline(resumed)):
             for root in present:
                 self._index.scan(root, on_file=self._remember_start)
             self._save_baseline()
@@ -166,8 +166,8 @@ class Capture:
             attributor=self._attributor,
         )
         self._watcher.start()
-        if resumed:
-            self._after_restart(view)
+        if resumed is not None:
+            self._after_restart(resumed)
 
     # --- after a gap (agent.capture.resume) -------------------------------------------------------
     def after_gap(self, gap: dict) -> None:
@@ -192,6 +192,7 @@ class Capture:
 
     def _load_baseline(self, view: JournalView) -> bool:
         """Use the baseline saved before the restart, if the journal vouches for it."""
+        assert self.state_dir is not None  # the journal that says "resumed" is there
         try:
             saved = load_baseline(self.state_dir / BASELINE_FILE, (view.baseline or {}).get("sha256"))
         except ValueError as exc:

@@ -259,7 +259,7 @@ class FileWatcher:
             self._index.update(op.path, None)
             self._sink.emit(RecordType.FILE, data)
             return
-        target = op.dest if op.op == "moved" else op.path
+        target = op.dest if op.op == "moved" and op.dest is not None else op.path
         if op.op == "moved":
             self._contents.forget(op.path)
             self._index.update(op.path, None)
@@ -305,6 +305,7 @@ class FileWatcher:
         of the target, compared with the target's previous content, naming the file that replaced
         it. A rename to a new name is a move. ``temp_created``: the record carries the creation of
         the renamed file too, which is not recorded on its own."""
+        assert op.dest is not None  # a move always has one (a move in or out is a creation or deletion)
         target_known = self._contents.last(op.dest)
         if self._index.holds(op.dest) or (target_known is not None and target_known.sha256 is not None):
             data: dict = {"op": "modified", **path_fields(op.dest), "via": "replace"}

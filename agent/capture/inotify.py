@@ -123,11 +123,12 @@ class EventSource:
     def schedule(self, root: bytes) -> None:
         """Watch ``root`` recursively; raises OSError when the root itself cannot be watched."""
         if self._inotify is None:
-            self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)
+            # watchdog takes a bytes path (and then reports bytes paths); its annotation says str
+            self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]
             return
         from watchdog.observers.api import ObservedWatch
 
-        watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)
+        watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]  # bytes, as above
         emitter = _op_emitter_class()(self._events, watch, event_filter=EVENT_FILTER, inotify_fd=self._inotify)
         emitter.start()
         self._emitters.append(emitter)

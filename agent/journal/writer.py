@@ -28,6 +28,7 @@ import threading
 import time
 from hashlib import sha256
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -46,6 +47,18 @@ CHECKPOINT_INTERVAL = 5.0
 _datasync = getattr(os, "fdatasync", os.fsync)
 _RESERVED_SEAL_FIELDS = frozenset({"count", "head", "session", "seq", "ts", "type"}) | UNSIGNED_FIELDS
 log = logging.getLogger("chaperone.journal")
+
+
+class Signer(Protocol):
+    """What the journal needs of the device key (agent.devicekey.DeviceKey)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def principal(self) -> str: ...
+
+    def sign(self, message: bytes) -> str: ...
 
 
 def _encode_data(data: dict) -> bytes:
@@ -81,15 +94,15 @@ def _why(exc: OSError) -> str:
         errno.EIO: "an input/output error occurred",
         errno.EACCES: "permission was denied",
         errno.EPERM: "permission was denied",
-    }.get(exc.errno, (exc.strerror or str(exc)).lower())
+    }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
 
 
-def _private(name, flags: int) -> int:
+def _private(name: str | os.PathLike[str], flags: int) -> int:
     """An opener for files only the owner may read."""
     return os.open(name, flags, 0o600)
 
 
-def _start_data(device_key) -> dict:
+def _start_data(device_key: Signer) -> dict:
     return {"device": device_key.fingerprint, "principal": device_key.principal, "software": f"chaperone {__version__}"}
 
 
@@ -104,7 +117,7 @@ class Journal:
 
     SYNC_TYPES = SYNCED_AT_ONCE
 
-    def __init__(self, path: Path, session_id: str, device_key, fd: int, *, seq: int, head: str, size: int,
+    def __init__(self, path: Path, session_id: str, device_key: Signer, fd: int, *, seq: int, head: str, size: int,
                  sync_interval: float, checkpoint_interval: float, hold_bytes: int = HOLD_BYTES) -> None:
         self.path = Path(path)
         self.session = session_id
@@ -133,8 +146,9 @@ class Journal:
 
     # --- opening ------------------------------------------------------------
     @classmethod
-    def create(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
-               checkpoint_interval: float = CHECKPOINT_INTERVAL, hold_bytes: int = HOLD_BYTES) -> Journal:
+    def create(cls, path: str | os.PathLike[str], session_id: str, device_key: Signer, *,
+               sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
+               hold_bytes: int = HOLD_BYTES) -> Journal:
         """Start a new journal: seq 0 ``journal-start``, then a checkpoint."""
         path = Path(path)
         fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
@@ -149,7 +163,8 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None, mark_restart: bool = True,
+    def open(cls, path: str | os.PathLike[str], session_id: str, device_key: Signer, *,
+             recovery: dict | None = None, mark_restart: bool = True,
              sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
              hold_bytes: int = HOLD_BYTES) -> Journal:
         """Reopen a journal after a stop or a crash.
@@ -447,7 +462,7 @@ class Journal:
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

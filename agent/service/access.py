@@ -78,7 +78,7 @@ def read_proc(pid: int, boot: float) -> Proc | None:
 
 def process_table() -> dict[int, Proc]:
     boot = _boot_time()
-    table = {}
+    table: dict[int, Proc] = {}
     try:
         names = os.listdir("/proc")
     except OSError:

@@ -46,6 +46,11 @@ START_TIMEOUT_S = 15.0
 STOP_WAIT_S = 5.0
 
 
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the guard could not be started again: %s", task.exception())
+
+
 class SdNotify:
     """sd_notify(3) without libsystemd: a datagram to ``$NOTIFY_SOCKET``; nothing when not under systemd."""
 
@@ -157,6 +162,7 @@ class Watchdog:
         os.set_blocking(back_r, False)
         self._beat_w, self._back_r = beat_w, back_r
         self._guard_ready = asyncio.Event()
+        assert self._loop is not None  # start() sets it first
         self._loop.add_reader(back_r, self._from_guard)
         try:
             await asyncio.wait_for(self._guard_ready.wait(), START_TIMEOUT_S)
@@ -251,8 +257,7 @@ class Watchdog:
         if self._restarting is not None and not self._restarting.done():
             return
         self._restarting = asyncio.ensure_future(self._start_guard())
-        self._restarting.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                                           or log.error("the guard could not be started again: %s", t.exception()))
+        self._restarting.add_done_callback(_log_failure)
 
     # --- the heartbeat ----------------------------------------------------------------------------
     def _write(self, line: bytes) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from agent.clock import parse_rfc3339
 from agent.errors import ChaperoneError
@@ -114,9 +115,9 @@ def gap_data(report: dict | None, since: str | None, until: str, *, default_caus
     """The ``gap`` record for a time recording stopped: from ``since`` (the last record or heartbeat) to
     ``until`` (when it runs again), with the guard's ``report`` (why, what it ended) when there is one."""
     report = report or {}
-    cause = report.get("cause") if report.get("cause") in GAP_CAUSES else default_cause
+    cause = str(report["cause"]) if report.get("cause") in GAP_CAUSES else default_cause
     start = report.get("last_beat") or since
-    data = {"cause": cause, "from": start, "to": until, "gap_s": None, "noticed": report.get("acted"),
+    data: dict[str, Any] = {"cause": cause, "from": start, "to": until, "gap_s": None, "noticed": report.get("acted"),
             "access": report.get("access"), "by": "guard" if report else "agent",
             "guard_detail": str(report["detail"])[:500] if report.get("detail") else None}
     if start:
