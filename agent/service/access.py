@@ -9,7 +9,9 @@ without asking anyone:
   replaced whole);
 - the processes the agent last wrote in the session's ``access.json``;
 
-and everything that descends from them now. It stops them all first
+and everything that descends from them now, and takes back the sudo rights
+the session's ``admin`` grant gave (``agent.ssh.sudo``: its drop-in in
+``/etc/sudoers.d``, as root). It stops the processes first
 (SIGSTOP, repeated until no new child appears, so nothing can fork away
 while they are ended), then kills them (SIGKILL) and waits a moment. Ending
 an sshd login process closes that SSH connection. A process is only touched
@@ -33,6 +35,7 @@ from pathlib import Path
 from agent.clock import rfc3339_from_timestamp
 from agent.home import Home
 from agent.session.access import read_access
+from agent.ssh import sudo
 from agent.ssh.state import LoginRecord, LoginState
 
 FREEZE_ROUNDS = 8
@@ -126,8 +129,9 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def end_access(home: Home, session_id: str, protect: set[int] | frozenset[int] = frozenset()) -> dict:
-    """Stop and kill the session's technician processes; what was ended and what survived."""
+def end_access(home: Home, session_id: str, protect: set[int] | frozenset[int] = frozenset(),
+               sudoers: Path = sudo.SUDOERS_D) -> dict:
+    """Stop and kill the session's technician processes, take back its sudo; what was ended and what survived."""
     protect = {0, 1, os.getpid(), *protect}
     logins = ssh_logins(home, session_id)
     roots = logins + read_access(home.session_dir(session_id), session_id)
@@ -153,7 +157,16 @@ def end_access(home: Home, session_id: str, protect: set[int] | frozenset[int] =
         "logins": len(logins),
         "ended": [_describe(p) for pid, p in sorted(frozen.items()) if pid not in alive],
         "survivors": [_describe(p) for _, p in sorted(alive.items())],
+        "sudo_revoked": _revoke_sudo(session_id, sudoers),
     }
+
+
+def _revoke_sudo(session_id: str, folder: Path) -> bool:
+    """Whether a sudoers drop-in of the session was there, and is gone now."""
+    try:
+        return sudo.revoke(session_id, folder)
+    except (sudo.SudoError, OSError):
+        return False
 
 
 def _describe(p: Proc) -> dict:

@@ -113,8 +113,18 @@ def test_end_access_leaves_a_reused_pid_and_protected_pids_alone(session_home):
         bystander.wait()
 
 
-def test_end_access_without_any_record_ends_nothing(session_home):
-    assert end_access(session_home, "s-unknown") == {"logins": 0, "ended": [], "survivors": []}
+def test_end_access_without_any_record_ends_nothing(session_home, tmp_path):
+    assert end_access(session_home, "s-unknown", sudoers=tmp_path) == {
+        "logins": 0, "ended": [], "survivors": [], "sudo_revoked": False}
+
+
+def test_end_access_takes_back_the_sessions_sudo(session_home, tmp_path):
+    folder = tmp_path / "sudoers.d"
+    folder.mkdir()
+    (folder / f"chaperone-{SID}").write_text("bob ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    (folder / "chaperone-s-other").write_text("eve ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    assert end_access(session_home, SID, sudoers=folder)["sudo_revoked"] is True
+    assert sorted(p.name for p in folder.iterdir()) == ["chaperone-s-other"]  # only this session's
 
 
 # --- the guard process --------------------------------------------------------------------------------
