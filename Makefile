@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/consent.py
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/ui_burst.py
+	$(BIN)/python bench/redact.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

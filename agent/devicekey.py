@@ -79,7 +79,8 @@ class DeviceKey:
         try:
             data = path.read_bytes()
         except PermissionError:
-            raise KeyFileError(f"Cannot read the device key {path}: permission denied; run Chaperone as its owner.") from None
+            raise KeyFileError(
+                f"Cannot read the device key {path}: permission denied; run Chaperone as its owner.") from None
         try:
             key = serialization.load_ssh_private_key(data, password=None)
         except (ValueError, TypeError, IndexError):

@@ -107,7 +107,8 @@ class History:
         except sqlite3.OperationalError as exc:
             raise HistoryError(f"Cannot use the history {self.path}: {exc}.") from None
         except sqlite3.DatabaseError as exc:
-            raise HistoryError(f"The history {self.path} is damaged ({exc}); move it aside to start a new one.") from None
+            raise HistoryError(
+                f"The history {self.path} is damaged ({exc}); move it aside to start a new one.") from None
 
     # --- writing -----------------------------------------------------------
     def upsert(self, session_id: str, **fields) -> None:

@@ -113,7 +113,8 @@ def _disguised_positions(text: str) -> set[int]:
         if len(counts) > 1:
             # Keep the word's main script and escape the others. A word whose
             # foreign letters all look Latin is a Latin word in disguise.
-            if "LATIN" in counts and all(c in LATIN_LOOKALIKES for c, s in zip(word, scripts) if s not in (None, "LATIN")):
+            others = [c for c, s in zip(word, scripts) if s not in (None, "LATIN")]
+            if "LATIN" in counts and all(c in LATIN_LOOKALIKES for c in others):
                 main = "LATIN"
             else:
                 main = max(counts, key=lambda s: (counts[s], s == "LATIN"))

@@ -177,7 +177,8 @@ class _LineReader:
                 try:
                     value = json.loads(line)
                 except ValueError:
-                    raise AgentUnavailable("The agent sent a message that is not JSON; is this a Chaperone agent?") from None
+                    raise AgentUnavailable(
+                        "The agent sent a message that is not JSON; is this a Chaperone agent?") from None
                 if isinstance(value, dict):
                     return value
                 continue

@@ -34,10 +34,10 @@ from agent.capture.hashing import hash_file
 from agent.capture.inventory.session_inventory import SessionInventory
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessSampler
-from agent.capture.redact import is_secret_file, is_text_config
 from agent.capture.resume import JOURNAL_NAME, JournalView, processes_since, read_journal
 from agent.errors import error_detail
 from agent.records import RecordType
+from agent.redact import Redactor, default_redactor, is_secret_file, is_text_config
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
 
@@ -104,6 +104,7 @@ class Capture:
         process_interval: float = 0.1,
         inventory: bool = True,
         fanotify: bool = True,
+        redactor: Redactor | None = None,
     ):
         """``state_dir``: the session's folder, where the inventory's "before" (redacted summaries) and the
         file baseline's signatures and hashes are kept (0600) so that they survive an agent restart; the
@@ -118,7 +119,9 @@ class Capture:
             os.fsencode(os.path.realpath(p)).rstrip(b"/") + b"/" for p in system_config_paths()
         )
         self._config_places = ConfigPlaces(self.roots, self._config_prefixes)
-        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval)
+        self.redactor = redactor or default_redactor()
+        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval,
+                                       redactor=self.redactor)
         self._use_fanotify = fanotify
         self._inventory = SessionInventory(sink, state_dir=state_dir, journal_path=getattr(
             getattr(sink, "journal", None), "path", None)) if inventory else None
@@ -164,6 +167,7 @@ class Capture:
             contents=self._contents,
             config_roots=tuple(p.rstrip(b"/") for p in self._config_prefixes),
             attributor=self._attributor,
+            redactor=self.redactor,
         )
         self._watcher.start()
         if resumed is not None:
@@ -207,7 +211,10 @@ class Capture:
             return False
         self._index = saved.index
         for path, sha in saved.start_hashes.items():
-            self._contents.remember_start(path, sha, None)
+            # the redactor of this run learns the configuration's secrets again; the text is kept as the
+            # "before" only if the file is as it was at the start (the journal holds its hash, not its text)
+            now, text = self._read_config(path)
+            self._contents.remember_start(path, sha, text if now == sha else None)
             if path in view.known:  # what the journal recorded since is the latest, not the start
                 if view.known[path] is None:
                     self._contents.forget(path)
@@ -231,7 +238,7 @@ class Capture:
 
     def _after_restart(self, view: JournalView) -> None:
         gap = {k: v for k, v in (view.gap or {}).items() if k in ("from", "to")}
-        for record in processes_since(gap.get("from"), gap):
+        for record in processes_since(gap.get("from"), gap, self.redactor):
             self._sink.emit(RecordType.PROCESS, record)
         if self._baseline_loaded and self._watcher is not None:
             self._watcher.after_gap(gap, view.known)
@@ -270,16 +277,29 @@ class Capture:
             return
         self._baseline_files += 1
         self._baseline_bytes += st.st_size
+        sha, text = self._read_config(path)
+        if sha is not None:
+            self._contents.remember_start(path, sha, text)
+
+    def _read_config(self, path: bytes) -> tuple[str | None, str | None]:
+        """Hash a configuration file and teach the redactor what it holds; (SHA-256, the text to keep)."""
         name = os.fsdecode(path)
         secret = is_secret_file(name)
-        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=0 if secret else MAX_DIFF_BYTES)
+        # A secret file is read too, only for the redactor to remember its passwords (never kept or diffed).
+        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=MAX_DIFF_BYTES)
         if result.sha256 is None:
-            return
+            return None, None
         text = None
-        if not secret and result.data is not None:
-            if path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
+        if result.data is not None and b"\0" not in result.data[:4096]:
+            if secret:
+                secret_text = decode_text(result.data)
+                if secret_text is not None:
+                    self.redactor.learn(secret_text, name)
+            elif path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
                 text = decode_text(result.data)
-        self._contents.remember_start(path, result.sha256, text)
+                if text is not None:
+                    self.redactor.learn(text, name)
+        return result.sha256, text
 
 
 def _top_roots(paths: Iterable[str | os.PathLike]) -> list[bytes]:

@@ -1,7 +1,7 @@
 """Which files are configuration, secret or bulky: by place and name, cheaply.
 
 Configuration files get a redacted diff; secret files (keys, credential
-stores, ``shadow``…: ``agent.capture.redact.is_secret_file``) get hashes only;
+stores, ``shadow``…: ``agent.redact.is_secret_file``) get hashes only;
 files in caches, toolchains and installed packages are never configuration by
 place or name. :class:`ConfigPlaces` answers for every file of a large tree
 (one verdict per folder is cached).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from agent.capture.hashing import HashResult
-from agent.capture.redact import is_secret_file, is_text_config
+from agent.redact import is_secret_file, is_text_config
 
 MAX_DIFF_BYTES = 1 << 20  # files larger than this get hashes only
 CONFIG_SUFFIXES = (

@@ -44,9 +44,9 @@ from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text, is
 from agent.capture.hashing import Hasher, HashResult
 from agent.capture.inotify import EventSource, Overflow, OverflowLogHandler, hear_overflows
 from agent.capture.paths import path_fields
-from agent.capture.redact import redact_diff
 from agent.errors import error_detail
 from agent.records import RecordType
+from agent.redact import Redactor, default_redactor
 
 MAX_DIFF_TEXT = 256 << 10  # a longer diff is left out (a journal line holds at most 4 MiB)
 UNWATCHED_RESCAN_S = 2.0
@@ -81,8 +81,10 @@ class FileWatcher:
         attributor=None,
         hasher: Hasher | None = None,
         coalescer: BurstCoalescer | None = None,
+        redactor: Redactor | None = None,
     ):
         self._sink = sink
+        self._redactor = redactor or default_redactor()
         self.roots = roots
         self._index = index
         self._contents = contents
@@ -342,7 +344,7 @@ class FileWatcher:
 
     def _add_diff(self, data: dict, path: bytes, before: str | None, after: str | None) -> None:
         try:
-            diff = redact_diff(os.fsdecode(path), before, after)
+            diff = self._redactor.redact_diff(os.fsdecode(path), before, after)
         except Exception as exc:  # noqa: BLE001 - a redaction failure must hide the diff, not the record
             data["diff_omitted"] = f"redaction failed: {type(exc).__name__}"
             return

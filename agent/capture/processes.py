@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import psutil
 
-from agent.capture.redact import redact_cmdline
+from agent.redact import Redactor, default_redactor
 
 TechnicianPids = Callable[[], Iterable[int]]
 
@@ -39,8 +39,10 @@ class SeenProcess:
 class ProcessSampler:
     """Emits ``process`` records (``started``/``ended``) for processes born during the session."""
 
-    def __init__(self, sink, *, technician_pids: TechnicianPids | None = None, interval: float = 0.1):
+    def __init__(self, sink, *, technician_pids: TechnicianPids | None = None, interval: float = 0.1,
+                 redactor: Redactor | None = None):
         self._sink = sink
+        self._redactor = redactor or default_redactor()
         self._technician_pids = technician_pids
         self.interval = interval
         self._known: set[int] = set()
@@ -114,7 +116,7 @@ class ProcessSampler:
     def _started(self, pid: int, technician_roots: set[int]) -> None:
         if pid == self._own_pid:
             return
-        info = _describe(pid)
+        info = _describe(pid, self._redactor)
         ppid = info.get("ppid")
         technician = pid in technician_roots or pid in self._technician or ppid in self._technician
         if technician:
@@ -143,7 +145,7 @@ class ProcessSampler:
         self._technician.discard(pid)
 
 
-def _describe(pid: int) -> dict:
+def _describe(pid: int, redactor: Redactor) -> dict:
     """ppid, user, exe, redacted command line and start time of ``pid``; what could not be read is null."""
     info: dict = {"ppid": None, "user": None, "exe": None, "cmdline": [], "create_time": None}
     try:
@@ -165,5 +167,7 @@ def _describe(pid: int) -> dict:
         info["error"] = "ended before it could be read"
     except psutil.Error as exc:
         info["error"] = f"could not be read: {exc}"
-    info["cmdline"] = redact_cmdline(list(info["cmdline"] or []))
+    info["cmdline"] = redactor.redact_cmdline(list(info["cmdline"] or []))
+    if info["exe"]:
+        info["exe"] = redactor.hide_known(info["exe"])
     return info

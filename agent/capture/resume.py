@@ -30,11 +30,11 @@ from pathlib import Path
 import psutil
 
 from agent.capture.paths import unescape_path
-from agent.capture.redact import redact_cmdline
 from agent.clock import parse_rfc3339, rfc3339_from_timestamp
 from agent.errors import ChaperoneError
 from agent.journal import read_records
 from agent.records import RecordType
+from agent.redact import Redactor
 
 JOURNAL_NAME = "session.jsonl"  # as Home.journal_path names it, in the session's folder (capture's state_dir)
 MAX_KNOWN_PATHS = 1_000_000  # beyond this, later paths are not remembered: they may be recorded twice
@@ -123,7 +123,7 @@ def read_journal(path: Path) -> JournalView:
 
 # --- programs started during the gap ------------------------------------------------------------
 
-def processes_since(since: str | None, gap: dict, own_pids: Iterable[int] = ()) -> list[dict]:
+def processes_since(since: str | None, gap: dict, redactor: Redactor, own_pids: Iterable[int] = ()) -> list[dict]:
     """`process` records for the programs running now that started at or after ``since``."""
     if not since:
         return []
@@ -140,7 +140,8 @@ def processes_since(since: str | None, gap: dict, own_pids: Iterable[int] = ()) 
             continue
         records.append({
             "op": "started", "pid": info["pid"], "ppid": info.get("ppid"), "user": info.get("username"),
-            "exe": info.get("exe") or info.get("name"), "cmdline": redact_cmdline(list(info.get("cmdline") or [])),
+            "exe": redactor.hide_known(info.get("exe") or info.get("name") or ""),
+            "cmdline": redactor.redact_cmdline(list(info.get("cmdline") or [])),
             "started": rfc3339_from_timestamp(created), "ended": None, "technician": None, "how": "after-gap",
             "gap": gap,
         })

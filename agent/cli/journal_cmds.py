@@ -31,7 +31,8 @@ def register(subparsers, common) -> None:
                    help="a zip file, or a folder when it ends with '/' or exists")
     p.set_defaults(func=run_export)
 
-    p = subparsers.add_parser("verify", parents=[common], help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
+    p = subparsers.add_parser("verify", parents=[common],
+                              help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
     p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
     p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")

@@ -43,7 +43,8 @@ def register(subparsers, common) -> None:
                         "unit passes /run/chaperone/customer.sock)")
     p.set_defaults(func=run_agent_cmd)
 
-    p = subparsers.add_parser("request", parents=[common], help="ask the local agent for a session, or write a request file")
+    p = subparsers.add_parser("request", parents=[common],
+                              help="ask the local agent for a session, or write a request file")
     p.add_argument("--technician", required=True, metavar="T",
                    help='who asks: "Name <email>" (or a name, with --email)')
     p.add_argument("--email", help="the technician's email (the principal their signature is checked against)")
@@ -276,6 +277,10 @@ def run_note(args) -> int:
     sid, text = (args.words if len(args.words) == 2 else (None, args.words[0]))
     result = client_of(args).call("note", id=sid, text=text)
     print(f"{escape(result['id'])}: note recorded (record {result['seq']})")
+    hidden = result.get("hidden") or 0
+    if hidden:
+        what = "1 value that looks like a secret was" if hidden == 1 else f"{hidden} values that look like secrets were"
+        print(f"{what} hidden in the note; the journal holds [redacted: …] in its place.")
     return 0
 
 

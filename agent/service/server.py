@@ -30,6 +30,7 @@ from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.records import RecordType
+from agent.redact import Redactor
 from agent.service.access import end_access
 from agent.service.authority import Authority, LineageView, Verdict
 from agent.service.lock import AgentLock
@@ -54,11 +55,13 @@ WRITE_TIMEOUT = 10.0
 CAPTURE_ENV = "CHAPERONE_CAPTURE"
 
 
-def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None) -> Capture:
-    """The real capture of a session (agent.capture.Capture)."""
+def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
+                    redactor: Redactor | None = None) -> Capture:
+    """The real capture of a session (agent.capture.Capture), redacting with the session's Redactor."""
     if os.environ.get(CAPTURE_ENV) == "off":
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
-    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids)
+    return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
+                   redactor=redactor)
 
 
 class RefusalLog:
@@ -166,7 +169,8 @@ class AgentService:
                                 self.manager.session_live)
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
-        servers: list[asyncio.AbstractServer] = [await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
+        servers: list[asyncio.AbstractServer] = [
+            await asyncio.start_unix_server(self._serve, path=str(path), limit=MAX_MESSAGE + 1, backlog=1024)]
         # 0600 at once (the home itself is 0700); not by umask, which would race other threads' files.
         os.chmod(path, 0o600)
         if self.system_socket is not None:
@@ -209,7 +213,7 @@ class AgentService:
         if os.geteuid() != 0:
             return
         live = {s["id"] for s in [self.manager.status().get("active") or {}] if s.get("id")}
-        for sid in ssh_sudo.revoke_all_but(live):
+        for sid in ssh_sudo.revoke_all_but(live, str(self.home.path)):
             assert self._unattended is not None
             self._unattended.emit(RecordType.ACCESS, {"what": "sudo", "action": "revoked", "session": sid,
                                                       "detail": f"sudo left by session {sid} was taken back when "

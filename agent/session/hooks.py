@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from agent.records import Sink
+from agent.redact import Redactor
 from agent.settings import Settings
 
 TechnicianPids = Callable[[], Iterable[int]]
@@ -26,8 +27,11 @@ class Recorder(Protocol):
 
 
 class CaptureFactory(Protocol):
+    """Makes one session's capture; ``redactor`` is the session's (capture feeds it the baseline's
+    configuration texts and redacts diffs and command lines with it)."""
+
     def __call__(self, sink: Sink, watch_paths: list[str],
-                 technician_pids: TechnicianPids | None) -> Recorder: ...
+                 technician_pids: TechnicianPids | None, *, redactor: Redactor) -> Recorder: ...
 
 
 class LoginHooks(Protocol):

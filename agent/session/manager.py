@@ -287,7 +287,8 @@ class SessionManager:
                      "granted": list(grant.capabilities)},
             event=("consent-decided", {"id": session.id, "state": "allowed"}),
         )
-        session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id))
+        session.sink = SessionSink(session.journal, self._loop, self._publish, self.home.session_dir(session.id),
+                                   redactor=session.redactor)
         session.activation = self._spawn(self._activate(session))
 
     async def _refuse(self, session: Session, state: State, how: str, by: dict | None, reason: str) -> None:
@@ -343,10 +344,11 @@ class SessionManager:
                                             "watch": list(session.request.watch)}),
                 history={"started": session.started},
             )
+        # What the grant gives at the door beyond the key (sudo for admin) is in place before anyone is let in.
+        await self._run_login_hook(session, "on_session_started")
         session.settled.set()  # also for a session resumed after a restart: it records again
         self._arm_timers(session, warned)
         self._publish("session-started", session.summary())
-        await self._run_login_hook(session, "on_session_started")
 
     def _hooks(self, session: Session) -> LoginHooks | None:
         return self.login_hooks.get(session.source)
@@ -356,7 +358,8 @@ class SessionManager:
         assert session.sink is not None
         pids = (lambda: hooks.technician_pids(session.hook_view(str(self.home.path)))) if hooks else None
         try:
-            capture = self.capture_factory(session.sink, list(session.request.watch), pids)
+            capture = self.capture_factory(session.sink, list(session.request.watch), pids,
+                                           redactor=session.redactor)
             session.capture = capture
             await asyncio.to_thread(capture.prepare)
         except Exception as exc:  # noqa: BLE001 - whatever capture raises, the session must still be recorded
@@ -392,11 +395,14 @@ class SessionManager:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError("bad-request", "The note is not valid text (it holds a lone surrogate).") from None
-        data = {"author": caller.user, "uid": caller.uid, "role": caller.role, "text": text}
-        flag = show(text).flag("the note")
+        note = session.redactor.redact_note(text)  # the technician is told that something was hidden
+        data = {"author": caller.user, "uid": caller.uid, "role": caller.role, "text": note.text}
+        if note.hidden:
+            data["hidden"] = note.hidden
+        flag = show(note.text).flag("the note")
         if flag:
             data["flags"] = [flag]
-        return {"id": session.id, "seq": session.record(RecordType.NOTE, data)}
+        return {"id": session.id, "seq": session.record(RecordType.NOTE, data), "hidden": note.hidden}
 
     def record_alarm(self, data: dict) -> bool:
         """Journal an alarm in the live session (and send it to subscribers); False when none is live."""
@@ -532,7 +538,8 @@ class SessionManager:
         if plan.step is Step.EXPIRE:
             await self._expire(session, "The agent stopped before anyone decided.", how="policy")
             return
-        session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid))
+        session.sink = SessionSink(journal, self._loop, self._publish, self.home.session_dir(sid),
+                                   redactor=session.redactor)
         session.until = plan.until
         session.started = facts.get("started")
         await self.failclosed.after_restart(session, facts, plan.step)  # the gap; a last look if it cannot resume

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from agent.clock import rfc3339
 from agent.journal import Journal
+from agent.redact import Redactor
 from agent.session.grant import Grant
 from agent.session.hooks import Recorder
 from agent.session.lifecycle import State
@@ -58,6 +59,8 @@ class Session:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # recording (active), or it will never be
+    # What this session hides, and remembers having hidden (agent.redact): notes, capture, every record.
+    redactor: Redactor = field(default_factory=Redactor)
 
     @property
     def capabilities(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from agent.clock import rfc3339, utc_now
 from agent.records import RecordType
+from agent.redact import Redactor
 
 ACTIVITY_INTERVAL = 0.1
 ACTIVITY_BATCH_CAP = 200
@@ -26,8 +27,10 @@ Publish = Callable[[str, dict], None]
 class SessionSink:
     """Capture's ``Sink`` for one session; ``publish`` is called on the loop thread only."""
 
-    def __init__(self, journal, loop: asyncio.AbstractEventLoop, publish: Publish, state_dir: Path):
+    def __init__(self, journal, loop: asyncio.AbstractEventLoop, publish: Publish, state_dir: Path,
+                 redactor: Redactor | None = None):
         self.journal = journal
+        self.redactor = redactor
         self.state_dir = state_dir
         self._loop = loop
         self._publish = publish
@@ -37,6 +40,8 @@ class SessionSink:
         self._scheduled = False
 
     def emit(self, type: str, data: dict) -> int:
+        if self.redactor is not None:  # a secret the session knows is hidden in every record (paths, alarms…)
+            data = self.redactor.scrub(data)
         seq = self.journal.append(type, data)
         if type == RecordType.ALARM:  # alarms are not batched: the customer hears at once
             self._call_soon(self._publish, "alarm", data)

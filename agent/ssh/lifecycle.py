@@ -80,7 +80,7 @@ def on_session_started(session: dict, settings: Settings, emit: Callable[[str, d
     if "admin" not in (session.get("capabilities") or []) or not user or user == "root":
         return
     try:
-        path = sudo.grant(user, session["id"], session.get("until") or "the session's end")
+        path = sudo.grant(user, session["id"], session.get("until") or "the session's end", str(_home(session).path))
     except (sudo.SudoError, OSError) as exc:
         emit(RecordType.ACCESS, {"what": "sudo", "action": "failed", "user": user,
                                  "detail": f"admin was granted, but sudo could not be given to {user}: {exc}."})
@@ -102,7 +102,8 @@ def on_session_ended(session: dict, settings: Settings, emit: Callable[[str, dic
     elif action == "warn":
         detail = (f"{len(logins)} SSH connection(s) of the technician as {user} are still open "
                   "after the session ended; end them from the system if you did not expect this.")
-        emit(RecordType.SSH_CONNECTIONS, {"action": "warned", "user": user, "connections": connections, "detail": detail})
+        emit(RecordType.SSH_CONNECTIONS,
+             {"action": "warned", "user": user, "connections": connections, "detail": detail})
         emit(RecordType.ALARM, {"tool": "ssh", "pid": logins[0].pid, "process": "sshd", "connections": connections,
                        "detail": detail})
     else:

@@ -33,8 +33,14 @@ def drop_in_path(session_id: str, folder: Path = SUDOERS_D) -> Path:
     return folder / f"{PREFIX}{session_id}"
 
 
-def grant(user: str, session_id: str, until: str, folder: Path = SUDOERS_D, visudo: str | None = None) -> Path:
-    """Give ``user`` sudo for the session; the drop-in's path. ``SudoError`` if it cannot be done safely."""
+def _owner_line(home: str) -> str:
+    return f"# Chaperone home: {home}\n"
+
+
+def grant(user: str, session_id: str, until: str, home: str, folder: Path = SUDOERS_D,
+          visudo: str | None = None) -> Path:
+    """Give ``user`` sudo for the session of the agent of ``home``; the drop-in's path. ``SudoError`` if it
+    cannot be done safely."""
     if not _SAFE_USER.match(user) or user == "root":
         raise SudoError(f"the account {user!r} cannot be given sudo this way")
     checker = visudo or shutil.which("visudo") or "/usr/sbin/visudo"
@@ -44,6 +50,7 @@ def grant(user: str, session_id: str, until: str, folder: Path = SUDOERS_D, visu
         raise SudoError(f"{folder} does not exist, so sudo would not read a drop-in")
     path = drop_in_path(session_id, folder)
     text = (f"# Chaperone session {session_id}: {user} may use sudo until {until}.\n"
+            f"{_owner_line(home)}"
             f"# Removed when the session ends; do not edit.\n"
             f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
     temp = folder / f".{PREFIX}{session_id}.new"  # a dotted name: sudo ignores it while it is checked
@@ -71,20 +78,27 @@ def revoke(session_id: str, folder: Path = SUDOERS_D) -> bool:
     return True
 
 
-def revoke_all_but(live: set[str], folder: Path = SUDOERS_D) -> list[str]:
-    """Remove the drop-ins of sessions not in ``live`` (after a crash or a kill); the sessions they were for."""
+def revoke_all_but(live: set[str], home: str, folder: Path = SUDOERS_D) -> list[str]:
+    """Remove the drop-ins that the agent of ``home`` left for sessions not in ``live`` (after a crash or a
+    kill); the sessions they were for. Another agent's drop-ins (another home) are left alone."""
     removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
         return removed
     for name in names:
-        if name.startswith(PREFIX) and name[len(PREFIX):] not in live:
+        if name.startswith(PREFIX) and name[len(PREFIX):] not in live and _owned_by(folder / name, home):
             try:
                 (folder / name).unlink()
                 removed.append(name[len(PREFIX):])
             except OSError:
                 pass
-        elif name.startswith(f".{PREFIX}") and name.endswith(".new"):
-            (folder / name).unlink(missing_ok=True)
     return removed
+
+
+def _owned_by(path: Path, home: str) -> bool:
+    try:
+        with open(path, encoding="ascii", errors="replace") as text:
+            return _owner_line(home) in text.read(4096)
+    except OSError:
+        return False

@@ -108,7 +108,8 @@ class TrustStore:
         except OSError as exc:
             raise TrustError(f"Cannot read {path}: {exc.strerror}; check its permissions.") from exc
         if len(raw) > MAX_FILE_BYTES:
-            raise TrustError(f"{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; it cannot be a list of keys.")
+            raise TrustError(
+                f"{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; it cannot be a list of keys.")
         return cls.parse(raw.decode("utf-8", "replace"), path.name, strict)
 
     # --- signatures -------------------------------------------------------------------------

@@ -29,7 +29,9 @@ def account():
     try:
         yield name
     finally:
-        sudo.revoke_all_but(set())
+        for drop_in in Path("/etc/sudoers.d").glob("chaperone-*"):
+            if f"{name} ALL=" in drop_in.read_text():  # only this test's
+                drop_in.unlink()
         subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
 
 
@@ -83,7 +85,8 @@ def test_shell_without_admin_is_no_root_and_no_sudo(home, ssh_keys, key, account
     assert "in-a-shell" in inside.stdout and "done" in inside.stdout, inside.stderr
     assert "SUDO-WORKED" not in inside.stdout
     assert refused(server.ssh("root", key, "echo as-root"))  # root needs admin, which was not granted
-    assert not list(Path("/etc/sudoers.d").glob("chaperone-*"))
+    sid = agent.call("status")["session"]
+    assert not sudo.drop_in_path(sid).exists()
 
 
 def test_admin_is_sudo_until_the_session_ends(home, ssh_keys, key, account, agent_factory, sshd_factory):
@@ -110,9 +113,12 @@ def test_admin_is_sudo_until_the_session_ends(home, ssh_keys, key, account, agen
 
 def test_sudo_left_by_a_session_that_is_not_live_is_taken_back_when_the_agent_starts(home, account, agent_factory):
     require_program("visudo")
-    stale = sudo.grant(account, "s-20200101-OLD000", "long ago")  # as a killed agent would have left it
+    stale = sudo.grant(account, "s-20200101-OLD000", "long ago", str(home.path))  # as a killed agent left it
+    elsewhere = sudo.grant(account, "s-20200101-OTHER0", "long ago", "/var/lib/another-agent")
     agent = start(agent_factory, home, consent_timeout=60)
     assert not stale.exists()
+    assert elsewhere.exists()  # another agent's (another home's) drop-in is not ours to take back
+    elsewhere.unlink()
     alarms = [json.loads(line)["data"] for line in home.unattended_journal_path.read_text().splitlines()
               if json.loads(line)["type"] == "access"]
     assert alarms and alarms[-1]["action"] == "revoked" and alarms[-1]["session"] == "s-20200101-OLD000"

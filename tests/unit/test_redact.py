@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.capture.redact import (
+from agent.redact import (
+    default_redactor,
     is_secret_file,
     is_text_config,
     marker,
@@ -28,9 +29,7 @@ from agent.capture.redact import (
 
 
 def expected_marker(value: str) -> str:
-    from agent.capture import redact
-
-    digest = hmac.new(redact._MARKER_KEY, value.encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(default_redactor()._marker._key, value.encode(), hashlib.sha256).hexdigest()
     return f"[redacted: sha256 {digest[:8]}]"
 
 
@@ -168,7 +167,7 @@ def test_marker_is_stable_and_differs_between_values():
 def test_a_marker_cannot_be_used_to_test_guesses_offline():
     # A bare SHA-256 prefix of "hunter2" would let anyone holding the log confirm the guess.
     assert hashlib.sha256(b"hunter2").hexdigest()[:8] not in marker("hunter2")
-    code = "from agent.capture.redact import marker; print(marker('hunter2'))"
+    code = "from agent.redact import marker; print(marker('hunter2'))"
     other_runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
                   for _ in range(2)}
     assert len(other_runs) == 2 and marker("hunter2") not in other_runs

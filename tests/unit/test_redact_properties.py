@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape as xml_escape
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent.capture.redact import (
+from agent.redact import (
     is_secret_file,
     is_text_config,
     redact_cmdline,
@@ -31,7 +31,11 @@ key_names = st.builds(
 
 # Values that the redactor shows on purpose under a secret key (they cannot be
 # secrets): paths, ${VAR} and {{ var }} references, switches like "disabled".
-NOT_SECRETS = re.compile(r"[/~.$\{].*|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?")
+NOT_SECRETS = re.compile(
+    r"[/~.$\{].*|(?i:on|off|yes|no|true|false|none|null|enabled|disabled)[;,]?"
+    r"|password|passwd|secret|token|key|api[_-]?key|private[_-]?key|client[_-]?secret|credentials"  # a key's name
+    r"|[A-Za-z][\w.-]*\.(?:key|pem|crt|cer|der|csr|p12|pfx|jks|keystore|kdbx|gpg|asc|pub|json|conf|cfg|ini|ya?ml|txt)"
+)
 
 
 def secrets(exclude: str = ""):

@@ -34,7 +34,7 @@ FIELDS = {"technician": "Alice", "email": "alice@example.com", "org": "Acme", "t
 
 
 class FakeCapture:
-    def __init__(self, sink, watch, pids):
+    def __init__(self, sink, watch, pids, redactor=None):
         self.sink = sink
         self.dead: list[str] = []
         self.gaps: list[dict] = []
@@ -72,7 +72,7 @@ def records(home, sid):
 
 async def start_session(home, device_key, end_access, captures, **kwargs):
     mgr = SessionManager(home, device_key, publish=lambda n, d: None, end_access=end_access,
-                         capture_factory=lambda *a: captures.append(FakeCapture(*a)) or captures[-1], **kwargs)
+                         capture_factory=lambda *a, **k: captures.append(FakeCapture(*a, **k)) or captures[-1], **kwargs)
     await mgr.start()
     sid = (await mgr.submit(fields=FIELDS, caller=CUSTOMER))["id"]
     await mgr.decide(sid, "allow", "click", CUSTOMER)
@@ -218,7 +218,7 @@ def test_the_access_file_names_the_technicians_processes_for_the_guard(home, dev
 
     async def scenario():
         mgr = SessionManager(home, device_key, publish=lambda n, d: None, login_hooks={"ssh": hooks},
-                             capture_factory=lambda *a: captures.append(FakeCapture(*a)) or captures[-1])
+                             capture_factory=lambda *a, **k: captures.append(FakeCapture(*a, **k)) or captures[-1])
         await mgr.start()
         sid = (await mgr.submit(fields={**FIELDS, "ssh": ssh}, source="ssh", caller=CUSTOMER))["id"]
         await mgr.decide(sid, "allow", "click", CUSTOMER)
@@ -252,7 +252,7 @@ def test_after_a_restart_the_gap_is_recorded_with_the_guards_cause(home, device_
 
     async def restart():
         mgr = SessionManager(home, device_key, publish=lambda n, d: None, end_access=end_access,
-                             capture_factory=lambda *a: captures.append(FakeCapture(*a)) or captures[-1])
+                             capture_factory=lambda *a, **k: captures.append(FakeCapture(*a, **k)) or captures[-1])
         await mgr.start()
         assert mgr.status()["state"] == "active"  # within its time: it resumes
         await mgr.end(sid, CUSTOMER)
@@ -296,8 +296,8 @@ def test_a_session_that_cannot_resume_gets_its_last_rescan_and_after_inventory(h
         def prepare(self):  # as the real one does on its first start
             self.sink.emit("baseline", {"phase": "saved", "file": "baseline.bin", "sha256": "0" * 64})
 
-    def factory(*args):
-        captures.append(SavingCapture(*args))
+    def factory(*args, **kwargs):
+        captures.append(SavingCapture(*args, **kwargs))
         return captures[-1]
 
     async def crash():

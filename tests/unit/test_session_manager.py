@@ -80,7 +80,7 @@ def _records(home, sid):
 def test_capture_runs_off_the_loop_and_its_records_reach_journal_and_subscribers(home, device_key):
     made = []
 
-    def factory(sink, watch, pids):
+    def factory(sink, watch, pids, redactor=None):
         made.append(FakeCapture(sink, watch, pids, burst=ACTIVITY_BATCH_CAP + 150))
         return made[0]
 
@@ -104,7 +104,7 @@ def test_capture_runs_off_the_loop_and_its_records_reach_journal_and_subscribers
 
 @pytest.mark.parametrize("failure, what", [("factory", "capture"), ("prepare", "capture"), ("stop", "capture-stop")])
 def test_capture_failures_are_journaled_and_the_session_still_runs_and_seals(home, device_key, failure, what):
-    def factory(sink, watch, pids):
+    def factory(sink, watch, pids, redactor=None):
         if failure == "factory":
             raise ImportError("No module named 'agent.capture'")
         return FakeCapture(sink, watch, pids, fail_prepare=failure == "prepare", fail_stop=failure == "stop")
@@ -133,7 +133,7 @@ def test_ssh_sessions_call_the_ssh_hooks(home, device_key, monkeypatch):
                                   on_session_started=lambda session, settings, emit: seen.setdefault("started", session))
     pids_seen = []
 
-    def factory(sink, watch, pids):
+    def factory(sink, watch, pids, redactor=None):
         pids_seen.append(pids())
         return FakeCapture(sink, watch, pids)
 
@@ -164,14 +164,14 @@ def test_pending_requests_are_capped(home, device_key):
         assert info.value.code == "unavailable"
         return len(mgr.pending())
 
-    count, _ = _run(home, device_key, scenario, capture_factory=lambda *a: FakeCapture(*a))
+    count, _ = _run(home, device_key, scenario, capture_factory=lambda *a, **_: FakeCapture(*a))
     assert count == manager_mod.MAX_PENDING
     assert {r["state"] for r in History(home).list()} == {"expired"}  # the stop expired them all, sealed
 
 
 def test_resumed_session_whose_warning_fell_in_the_gap_is_warned_at_once(home, device_key, monkeypatch):
     monkeypatch.setenv("CHAPERONE_MIN_DURATION", "1")
-    factory = lambda *a: FakeCapture(*a)  # noqa: E731
+    factory = lambda *a, **_: FakeCapture(*a)  # noqa: E731
 
     async def crash_after_allowing():
         events: list = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from agent.capture.redact import redact_line
+from agent.redact import redact_line
 
 ADMIN_GROUPS = frozenset({"sudo", "wheel", "admin"})
 

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import re
 
-from agent.capture.redact import redact_line
+from agent.redact import redact_line
 from agent.sshkeys import fingerprint
 
 KEY_TYPE = re.compile(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.capture.redact import redact_line
+from agent.redact import redact_line
 
 
 def parse_desktop_entry(text: str) -> dict:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.capture.inventory.types import ERROR_PREFIX, Snapshot, is_error
-from agent.capture.redact import MARKER_RE
 from agent.capture.remote_access import tool_for_package
+from agent.redact import MARKER_RE
 
 ENABLED_STATES = frozenset({"enabled", "enabled-runtime", "linked", "linked-runtime"})
 LOGIN_SHELL_BLOCKERS = ("nologin", "/false", "/sync", "/shutdown", "/halt")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from agent.capture.redact import redact_line
+from agent.redact import redact_line
 
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
 _SPECIAL = re.compile(r"^@(reboot|yearly|annually|monthly|weekly|daily|midnight|hourly)\s+(.*)$")

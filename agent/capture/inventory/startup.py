@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from agent.capture.inventory.accounts import logical_lines
-from agent.capture.redact import redact_line
+from agent.redact import redact_line
 
 PAM_TYPES = frozenset({"account", "auth", "password", "session"})
 

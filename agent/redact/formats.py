@@ -1,0 +1,342 @@
+"""Token formats, as data: what a secret looks like wherever it stands in a line.
+
+This file holds no code. ``agent.redact.tokens`` compiles it.
+
+- ``PREFIXED``: formats recognisable on their own (a fixed prefix or shape):
+  ``(id, family, regex, keywords, minimum entropy or None, secret group)``.
+  The regex is Python's syntax; the secret is the given group (0: the whole
+  match). A line is tried against a format only if it contains one of its
+  keywords (case-insensitive), as gitleaks does.
+- ``KEYED``: formats recognisable only after a key that names the service
+  (``adafruit_io = <32 characters>``): ``(id, family, key regex, keywords,
+  value regex, minimum entropy or None)``, compiled with gitleaks' template
+  ``KEY [ \\t\\w.-]{0,20} [\\s'"]{0,3} (=|>|:=|::=|||||:|=>|?=|,) [`'"\\s=]{0,5} (VALUE)``.
+- ``OURS``: formats gitleaks does not carry (or carries more narrowly), in the
+  same shape as ``PREFIXED``.
+- ``EXCLUDED``: gitleaks rules handled elsewhere in this package, and where.
+
+Source. ``PREFIXED``, ``KEYED`` and ``EXCLUDED`` are derived from gitleaks'
+default rules (``config/gitleaks.toml`` at commit b58d3f102cf3, July 2026;
+222 rules), translated mechanically to Python's regex syntax (Go's ``(?i)``
+in mid-pattern becomes a scoped ``(?i:…)``, ``[[:alnum:]]`` becomes
+``[A-Za-z0-9]``, ``\\z`` becomes ``\\Z``) and checked by
+``tests/unit/test_redact_formats.py``. To refresh them, compare with that
+file in a newer gitleaks. Why data here rather than a dependency is said in
+``agent/redact/__init__.py``. gitleaks is under the MIT licence, whose
+notice is kept here as it requires:
+
+    MIT License
+
+    Copyright (c) 2019 Zachary Rice
+
+    Permission is hereby granted, free of charge, to any person obtaining a copy
+    of this software and associated documentation files (the "Software"), to deal
+    in the Software without restriction, including without limitation the rights
+    to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+    copies of the Software, and to permit persons to whom the Software is
+    furnished to do so, subject to the following conditions:
+
+    The above copyright notice and this permission notice shall be included in all
+    copies or substantial portions of the Software.
+
+    THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+    IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+    FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+    AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+    LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+    OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+    SOFTWARE.
+"""
+
+# ruff: noqa: E501 - data: one format a line, and a regex is clearer unwrapped
+from __future__ import annotations
+
+# (id, family, regex, keywords, minimum entropy, secret group)
+Format = tuple[str, str, str, tuple[str, ...], float | None, int]
+# (id, family, key regex, keywords, value regex, minimum entropy)
+KeyedFormat = tuple[str, str, str, tuple[str, ...], str, float | None]
+
+PREFIXED: tuple[Format, ...] = (
+    ('1password-secret-key', '1password', r"\bA3-[A-Z0-9]{6}-(?:(?:[A-Z0-9]{11})|(?:[A-Z0-9]{6}-[A-Z0-9]{5}))-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}\b", ('a3-',), 3.8, 0),
+    ('1password-service-account-token', '1password', 'ops_eyJ[a-zA-Z0-9+/]{250,}={0,3}', ('ops_',), 4, 0),
+    ('adobe-client-secret', 'adobe', r'''\b(p8e-(?i:[a-z0-9]{32}))(?:[\x60'"\s;]|\\[nr]|$)''', ('p8e-',), 2, 1),
+    ('age-secret-key', 'age', 'AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}', ('age-secret-key-1',), None, 0),
+    ('airtable-personnal-access-token', 'airtable', r"\b(pat[A-Za-z0-9]{14}\.[a-f0-9]{64})\b", ('airtable', 'pat'), None, 1),
+    ('alibaba-access-key-id', 'alibaba', r'''\b(LTAI(?i:[a-z0-9]{20}))(?:[\x60'"\s;]|\\[nr]|$)''', ('ltai',), 2, 1),
+    ('anthropic-admin-api-key', 'anthropic', r'''\b(sk-ant-admin01-[a-zA-Z0-9_\-]{93}AA)(?:[\x60'"\s;]|\\[nr]|$)''', ('sk-ant-admin01',), None, 1),
+    ('anthropic-api-key', 'anthropic', r'''\b(sk-ant-api03-[a-zA-Z0-9_\-]{93}AA)(?:[\x60'"\s;]|\\[nr]|$)''', ('sk-ant-api03',), None, 1),
+    ('artifactory-api-key', 'artifactory', r"\bAKCp[A-Za-z0-9]{69}\b", ('akcp',), 4.5, 0),
+    ('artifactory-reference-token', 'artifactory', r"\bcmVmd[A-Za-z0-9]{59}\b", ('cmvmd',), 4.5, 0),
+    ('authress-service-client-access-key', 'authress', r'''\b((?:sc|ext|scauth|authress)_(?i:[a-z0-9]{5,30}\.[a-z0-9]{4,6}\.(?-i:acc)[_-][a-z0-9-]{10,32}\.[a-z0-9+/_=-]{30,120}))(?:[\x60'"\s;]|\\[nr]|$)''', ('sc_', 'ext_', 'scauth_', 'authress_'), 2, 1),
+    ('aws-access-token', 'aws', r"\b((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})\b", ('a3t', 'akia', 'asia', 'abia', 'acca'), 3, 1),
+    ('aws-amazon-bedrock-api-key-long-lived', 'aws', r'''\b(ABSK[A-Za-z0-9+/]{109,269}={0,2})(?:[\x60'"\s;]|\\[nr]|$)''', ('absk',), 3, 1),
+    ('aws-amazon-bedrock-api-key-short-lived', 'aws', 'bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t', ('bedrock-api-key-',), 3, 0),
+    ('azure-ad-client-secret', 'azure', r'''(?:^|[\\'"\x60\s>=:(,)])([a-zA-Z0-9_~.]{3}\dQ~[a-zA-Z0-9_~.-]{31,34})(?:$|[\\'"\x60\s<),])''', ('q~',), 3, 1),
+    ('clickhouse-cloud-api-secret-key', 'clickhouse', r"\b(4b1d[A-Za-z0-9]{38})\b", ('4b1d',), 3, 1),
+    ('clojars-api-token', 'clojars', '(?i)CLOJARS_[a-z0-9]{60}', ('clojars_',), 2, 0),
+    ('cloudflare-origin-ca-key', 'cloudflare', r'''\b(v1\.0-[a-f0-9]{24}-[a-f0-9]{146})(?:[\x60'"\s;]|\\[nr]|$)''', ('cloudflare', 'v1.0-'), 2, 1),
+    ('databricks-api-token', 'databricks', r'''\b(dapi[a-f0-9]{32}(?:-\d)?)(?:[\x60'"\s;]|\\[nr]|$)''', ('dapi',), 3, 1),
+    ('digitalocean-access-token', 'digitalocean', r'''\b(doo_v1_[a-f0-9]{64})(?:[\x60'"\s;]|\\[nr]|$)''', ('doo_v1_',), 3, 1),
+    ('digitalocean-pat', 'digitalocean', r'''\b(dop_v1_[a-f0-9]{64})(?:[\x60'"\s;]|\\[nr]|$)''', ('dop_v1_',), 3, 1),
+    ('digitalocean-refresh-token', 'digitalocean', r'''(?i)\b(dor_v1_[a-f0-9]{64})(?:[\x60'"\s;]|\\[nr]|$)''', ('dor_v1_',), None, 1),
+    ('doppler-api-token', 'doppler', r"dp\.pt\.(?i:[a-z0-9]{43})", ('dp.pt.',), 2, 0),
+    ('duffel-api-token', 'duffel', r"duffel_(?:test|live)_(?i:[a-z0-9_\-=]{43})", ('duffel_',), 2, 0),
+    ('dynatrace-api-token', 'dynatrace', r"dt0c01\.(?i:[a-z0-9]{24}\.[a-z0-9]{64})", ('dt0c01.',), 4, 0),
+    ('easypost-api-token', 'easypost', r"\bEZAK(?i:[a-z0-9]{54}\b)", ('ezak',), 2, 0),
+    ('easypost-test-api-token', 'easypost', r"\bEZTK(?i:[a-z0-9]{54}\b)", ('eztk',), 2, 0),
+    ('facebook-access-token', 'facebook', r'''(?i)\b(\d{15,16}(\||%)[0-9a-z\-_]{27,40})(?:[\x60'"\s;]|\\[nr]|$)''', ('facebook',), 3, 1),
+    ('facebook-page-access-token', 'facebook', r'''\b(EAA[MC](?i:[a-z0-9]{100,}))(?:[\x60'"\s;]|\\[nr]|$)''', ('eaam', 'eaac'), 4, 1),
+    ('flutterwave-encryption-key', 'flutterwave', 'FLWSECK_TEST-(?i:[a-h0-9]{12})', ('flwseck_test',), 2, 0),
+    ('flutterwave-public-key', 'flutterwave', 'FLWPUBK_TEST-(?i:[a-h0-9]{32}-X)', ('flwpubk_test',), 2, 0),
+    ('flutterwave-secret-key', 'flutterwave', 'FLWSECK_TEST-(?i:[a-h0-9]{32}-X)', ('flwseck_test',), 2, 0),
+    ('flyio-access-token', 'flyio', r'''\b((?:fo1_[\w-]{43}|fm1[ar]_[a-zA-Z0-9+\/]{100,}={0,3}|fm2_[a-zA-Z0-9+\/]{100,}={0,3}))(?:[\x60'"\s;]|\\[nr]|$)''', ('fo1_', 'fm1', 'fm2_'), 4, 1),
+    ('frameio-api-token', 'frameio', r"fio-u-(?i:[a-z0-9\-_=]{64})", ('fio-u-',), None, 0),
+    ('gcp-api-key', 'gcp', r'''\b(AIza[\w-]{35})(?:[\x60'"\s;]|\\[nr]|$)''', ('aiza',), 4, 1),
+    ('github-app-token', 'github', '(?:ghu|ghs)_[0-9a-zA-Z]{36}', ('ghu_', 'ghs_'), 3, 0),
+    ('github-fine-grained-pat', 'github', r"github_pat_\w{82}", ('github_pat_',), 3, 0),
+    ('github-oauth', 'github', 'gho_[0-9a-zA-Z]{36}', ('gho_',), 3, 0),
+    ('github-pat', 'github', 'ghp_[0-9a-zA-Z]{36}', ('ghp_',), 3, 0),
+    ('github-refresh-token', 'github', 'ghr_[0-9a-zA-Z]{36}', ('ghr_',), 3, 0),
+    ('gitlab-cicd-job-token', 'gitlab', 'glcbt-[0-9a-zA-Z]{1,5}_[0-9a-zA-Z_-]{20}', ('glcbt-',), 3, 0),
+    ('gitlab-deploy-token', 'gitlab', r"gldt-[0-9a-zA-Z_\-]{20}", ('gldt-',), 3, 0),
+    ('gitlab-feature-flag-client-token', 'gitlab', r"glffct-[0-9a-zA-Z_\-]{20}", ('glffct-',), 3, 0),
+    ('gitlab-feed-token', 'gitlab', r"glft-[0-9a-zA-Z_\-]{20}", ('glft-',), 3, 0),
+    ('gitlab-incoming-mail-token', 'gitlab', r"glimt-[0-9a-zA-Z_\-]{25}", ('glimt-',), 3, 0),
+    ('gitlab-kubernetes-agent-token', 'gitlab', r"glagent-[0-9a-zA-Z_\-]{50}", ('glagent-',), 3, 0),
+    ('gitlab-oauth-app-secret', 'gitlab', r"gloas-[0-9a-zA-Z_\-]{64}", ('gloas-',), 3, 0),
+    ('gitlab-pat', 'gitlab', r"glpat-[\w-]{20}", ('glpat-',), 3, 0),
+    ('gitlab-pat-routable', 'gitlab', r"\bglpat-[0-9a-zA-Z_-]{27,300}\.[0-9a-z]{2}[0-9a-z]{7}\b", ('glpat-',), 4, 0),
+    ('gitlab-ptt', 'gitlab', 'glptt-[0-9a-f]{40}', ('glptt-',), 3, 0),
+    ('gitlab-rrt', 'gitlab', r"GR1348941[\w-]{20}", ('gr1348941',), 3, 0),
+    ('gitlab-runner-authentication-token', 'gitlab', r"glrt-[0-9a-zA-Z_\-]{20}", ('glrt-',), 3, 0),
+    ('gitlab-runner-authentication-token-routable', 'gitlab', r"\bglrt-t\d_[0-9a-zA-Z_\-]{27,300}\.[0-9a-z]{2}[0-9a-z]{7}\b", ('glrt-',), 4, 0),
+    ('gitlab-scim-token', 'gitlab', r"glsoat-[0-9a-zA-Z_\-]{20}", ('glsoat-',), 3, 0),
+    ('gitlab-session-cookie', 'gitlab', '_gitlab_session=[0-9a-z]{32}', ('_gitlab_session=',), 3, 0),
+    ('grafana-api-key', 'grafana', r'''(?i)\b(eyJrIjoi[A-Za-z0-9]{70,400}={0,3})(?:[\x60'"\s;]|\\[nr]|$)''', ('eyjrijoi',), 3, 1),
+    ('grafana-cloud-api-token', 'grafana', r'''(?i)\b(glc_[A-Za-z0-9+/]{32,400}={0,3})(?:[\x60'"\s;]|\\[nr]|$)''', ('glc_',), 3, 1),
+    ('grafana-service-account-token', 'grafana', r'''(?i)\b(glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8})(?:[\x60'"\s;]|\\[nr]|$)''', ('glsa_',), 3, 1),
+    ('harness-api-key', 'harness', r"(?:pat|sat)\.[a-zA-Z0-9_-]{22}\.[a-zA-Z0-9]{24}\.[a-zA-Z0-9]{20}", ('pat.', 'sat.'), None, 0),
+    ('hashicorp-tf-api-token', 'hashicorp', r"(?i)[a-z0-9]{14}\.(?-i:atlasv1)\.[a-z0-9\-_=]{60,70}", ('atlasv1',), 3.5, 0),
+    ('heroku-api-key-v2', 'heroku', r'''\b((HRKU-AA[0-9a-zA-Z_-]{58}))(?:[\x60'"\s;]|\\[nr]|$)''', ('hrku-aa',), 4, 1),
+    ('huggingface-access-token', 'huggingface', r'''\b(hf_(?i:[a-z]{34}))(?:[\x60'"\s;]|\\[nr]|$)''', ('hf_',), 2, 1),
+    ('huggingface-organization-api-token', 'huggingface', r'''\b(api_org_(?i:[a-z]{34}))(?:[\x60'"\s;]|\\[nr]|$)''', ('api_org_',), 2, 1),
+    ('infracost-api-token', 'infracost', r'''\b(ico-[a-zA-Z0-9]{32})(?:[\x60'"\s;]|\\[nr]|$)''', ('ico-',), 3, 1),
+    ('intra42-client-secret', 'intra42', r'''\b(s-s4t2(?:ud|af)-(?i:[abcdef0123456789]{64}))(?:[\x60'"\s;]|\\[nr]|$)''', ('intra', 's-s4t2ud-', 's-s4t2af-'), 3, 1),
+    ('jwt', 'jwt', r'''\b(ey[a-zA-Z0-9]{17,}\.ey[a-zA-Z0-9\/\\_-]{17,}\.(?:[a-zA-Z0-9\/\\_-]{10,}={0,2})?)(?:[\x60'"\s;]|\\[nr]|$)''', ('ey',), 3, 1),
+    ('jwt-base64', 'jwt', r"\bZXlK(?:(?P<alg>aGJHY2lPaU)|(?P<apu>aGNIVWlPaU)|(?P<apv>aGNIWWlPaU)|(?P<aud>aGRXUWlPaU)|(?P<b64>aU5qUWlP)|(?P<crit>amNtbDBJanBi)|(?P<cty>amRIa2lPaU)|(?P<epk>bGNHc2lPbn)|(?P<enc>bGJtTWlPaU)|(?P<jku>cWEzVWlPaU)|(?P<jwk>cWQyc2lPb)|(?P<iss>cGMzTWlPaU)|(?P<iv>cGRpSTZJ)|(?P<kid>cmFXUWlP)|(?P<key_ops>clpYbGZiM0J6SWpwY)|(?P<kty>cmRIa2lPaUp)|(?P<nonce>dWIyNWpaU0k2)|(?P<p2c>d01tTWlP)|(?P<p2s>d01uTWlPaU)|(?P<ppt>d2NIUWlPaU)|(?P<sub>emRXSWlPaU)|(?P<svt>emRuUWlP)|(?P<tag>MFlXY2lPaU)|(?P<typ>MGVYQWlPaUp)|(?P<url>MWNtd2l)|(?P<use>MWMyVWlPaUp)|(?P<ver>MlpYSWlPaU)|(?P<version>MlpYSnphVzl1SWpv)|(?P<x>NElqb2)|(?P<x5c>NE5XTWlP)|(?P<x5t>NE5YUWlPaU)|(?P<x5ts256>NE5YUWpVekkxTmlJNkl)|(?P<x5u>NE5YVWlPaU)|(?P<zip>NmFYQWlPaU))[a-zA-Z0-9\/\\_+\-\r\n]{40,}={0,2}", ('zxlk',), 2, 0),
+    ('linear-api-key', 'linear', 'lin_api_(?i:[a-z0-9]{40})', ('lin_api_',), 2, 0),
+    ('maxmind-license-key', 'maxmind', r'''\b([A-Za-z0-9]{6}_[A-Za-z0-9]{29}_mmk)(?:[\x60'"\s;]|\\[nr]|$)''', ('_mmk',), 4, 1),
+    ('microsoft-teams-webhook', 'teams', r"https://[a-z0-9]+\.webhook\.office\.com/webhookb2/[a-z0-9]{8}-([a-z0-9]{4}-){3}[a-z0-9]{12}@[a-z0-9]{8}-([a-z0-9]{4}-){3}[a-z0-9]{12}/IncomingWebhook/[a-z0-9]{32}/[a-z0-9]{8}-([a-z0-9]{4}-){3}[a-z0-9]{12}", ('webhook.office.com', 'webhookb2', 'incomingwebhook'), None, 0),
+    ('notion-api-token', 'notion', r'''\b(ntn_[0-9]{11}[A-Za-z0-9]{32}[A-Za-z0-9]{3})(?:[\x60'"\s;]|\\[nr]|$)''', ('ntn_',), 4, 1),
+    ('npm-access-token', 'npm', r'''(?i)\b(npm_[a-z0-9]{36})(?:[\x60'"\s;]|\\[nr]|$)''', ('npm_',), 2, 1),
+    ('octopus-deploy-api-key', 'octopusdeploy', r'''\b(API-[A-Z0-9]{26})(?:[\x60'"\s;]|\\[nr]|$)''', ('api-',), 3, 1),
+    ('openai-api-key', 'openai', r'''\b(sk-(?:proj|svcacct|admin)-(?:[A-Za-z0-9_-]{74}|[A-Za-z0-9_-]{58})T3BlbkFJ(?:[A-Za-z0-9_-]{74}|[A-Za-z0-9_-]{58})\b|sk-[a-zA-Z0-9]{20}T3BlbkFJ[a-zA-Z0-9]{20})(?:[\x60'"\s;]|\\[nr]|$)''', ('t3blbkfj',), 3, 1),
+    ('openshift-user-token', 'openshift', r"\b(sha256~[\w-]{43})(?:[^\w-]|\Z)", ('sha256~',), 3.5, 1),
+    ('perplexity-api-key', 'perplexity', r'''\b(pplx-[a-zA-Z0-9]{48})(?:[\x60'"\s;]|\\[nr]|$|\b)''', ('pplx-',), 4, 1),
+    ('planetscale-api-token', 'planetscale', r'''\b(pscale_tkn_(?i:[\w=\.-]{32,64}))(?:[\x60'"\s;]|\\[nr]|$)''', ('pscale_tkn_',), 3, 1),
+    ('planetscale-oauth-token', 'planetscale', r'''\b(pscale_oauth_[\w=\.-]{32,64})(?:[\x60'"\s;]|\\[nr]|$)''', ('pscale_oauth_',), 3, 1),
+    ('planetscale-password', 'planetscale', r'''(?i)\b(pscale_pw_(?i:[\w=\.-]{32,64}))(?:[\x60'"\s;]|\\[nr]|$)''', ('pscale_pw_',), 3, 1),
+    ('postman-api-token', 'postman', r'''\b(PMAK-(?i:[a-f0-9]{24}\-[a-f0-9]{34}))(?:[\x60'"\s;]|\\[nr]|$)''', ('pmak-',), 3, 1),
+    ('prefect-api-token', 'prefect', r'''\b(pnu_[a-zA-Z0-9]{36})(?:[\x60'"\s;]|\\[nr]|$)''', ('pnu_',), 2, 1),
+    ('pulumi-api-token', 'pulumi', r'''\b(pul-[a-f0-9]{40})(?:[\x60'"\s;]|\\[nr]|$)''', ('pul-',), 2, 1),
+    ('pypi-upload-token', 'pypi', r"pypi-AgEIcHlwaS5vcmc[\w-]{50,1000}", ('pypi-ageichlwas5vcmc',), 3, 0),
+    ('readme-api-token', 'readme', r'''\b(rdme_[a-z0-9]{70})(?:[\x60'"\s;]|\\[nr]|$)''', ('rdme_',), 2, 1),
+    ('rubygems-api-token', 'rubygems', r'''\b(rubygems_[a-f0-9]{48})(?:[\x60'"\s;]|\\[nr]|$)''', ('rubygems_',), 2, 1),
+    ('scalingo-api-token', 'scalingo', r'''\b(tk-us-[\w-]{48})(?:[\x60'"\s;]|\\[nr]|$)''', ('tk-us-',), 2, 1),
+    ('sendgrid-api-token', 'sendgrid', r'''\b(SG\.(?i:[a-z0-9=_\-\.]{66}))(?:[\x60'"\s;]|\\[nr]|$)''', ('sg.',), 2, 1),
+    ('sendinblue-api-token', 'sendinblue', r'''\b(xkeysib-[a-f0-9]{64}\-(?i:[a-z0-9]{16}))(?:[\x60'"\s;]|\\[nr]|$)''', ('xkeysib-',), 2, 1),
+    ('sentry-org-token', 'sentry', r"\bsntrys_eyJpYXQiO[a-zA-Z0-9+/]{10,200}(?:LCJyZWdpb25fdXJs|InJlZ2lvbl91cmwi|cmVnaW9uX3VybCI6)[a-zA-Z0-9+/]{10,200}={0,2}_[a-zA-Z0-9+/]{43}(?:[^a-zA-Z0-9+/]|\Z)", ('sntrys_eyjpyxqio',), 4.5, 0),
+    ('sentry-user-token', 'sentry', r'''\b(sntryu_[a-f0-9]{64})(?:[\x60'"\s;]|\\[nr]|$)''', ('sntryu_',), 3.5, 1),
+    ('settlemint-application-access-token', 'settlemint', r'''\b(sm_aat_[a-zA-Z0-9]{16})(?:[\x60'"\s;]|\\[nr]|$)''', ('sm_aat',), 3, 1),
+    ('settlemint-personal-access-token', 'settlemint', r'''\b(sm_pat_[a-zA-Z0-9]{16})(?:[\x60'"\s;]|\\[nr]|$)''', ('sm_pat',), 3, 1),
+    ('settlemint-service-access-token', 'settlemint', r'''\b(sm_sat_[a-zA-Z0-9]{16})(?:[\x60'"\s;]|\\[nr]|$)''', ('sm_sat',), 3, 1),
+    ('shippo-api-token', 'shippo', r'''\b(shippo_(?:live|test)_[a-fA-F0-9]{40})(?:[\x60'"\s;]|\\[nr]|$)''', ('shippo_',), 2, 1),
+    ('shopify-access-token', 'shopify', 'shpat_[a-fA-F0-9]{32}', ('shpat_',), 2, 0),
+    ('shopify-custom-access-token', 'shopify', 'shpca_[a-fA-F0-9]{32}', ('shpca_',), 2, 0),
+    ('shopify-private-app-access-token', 'shopify', 'shppa_[a-fA-F0-9]{32}', ('shppa_',), 2, 0),
+    ('shopify-shared-secret', 'shopify', 'shpss_[a-fA-F0-9]{32}', ('shpss_',), 2, 0),
+    ('sidekiq-sensitive-url', 'sidekiq', r"(?i)\bhttps?://([a-f0-9]{8}:[a-f0-9]{8})@(?:gems.contribsys.com|enterprise.contribsys.com)(?:[\/|\#|\?|:]|$)", ('gems.contribsys.com', 'enterprise.contribsys.com'), None, 1),
+    ('slack-app-token', 'slack', r"(?i)xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+", ('xapp',), 2, 0),
+    ('slack-bot-token', 'slack', 'xoxb-[0-9]{10,13}-[0-9]{10,13}[a-zA-Z0-9-]*', ('xoxb',), 3, 0),
+    ('slack-config-access-token', 'slack', r"(?i)xoxe.xox[bp]-\d-[A-Z0-9]{163,166}", ('xoxe.xoxb-', 'xoxe.xoxp-'), 2, 0),
+    ('slack-config-refresh-token', 'slack', r"(?i)xoxe-\d-[A-Z0-9]{146}", ('xoxe-',), 2, 0),
+    ('slack-legacy-bot-token', 'slack', 'xoxb-[0-9]{8,14}-[a-zA-Z0-9]{18,26}', ('xoxb',), 2, 0),
+    ('slack-legacy-token', 'slack', r"xox[os]-\d+-\d+-\d+-[a-fA-F\d]+", ('xoxo', 'xoxs'), 2, 0),
+    ('slack-legacy-workspace-token', 'slack', r"xox[ar]-(?:\d-)?[0-9a-zA-Z]{8,48}", ('xoxa', 'xoxr'), 2, 0),
+    ('slack-user-token', 'slack', 'xox[pe](?:-[0-9]{10,13}){3}-[a-zA-Z0-9-]{28,34}', ('xoxp-', 'xoxe-'), 2, 0),
+    ('slack-webhook-url', 'slack', '(?:https?://)?hooks.slack.com/(?:services|workflows|triggers)/([A-Za-z0-9+/]{43,56})', ('hooks.slack.com',), None, 1),  # secret group narrowed to the path
+    ('sourcegraph-access-token', 'sourcegraph', r'''(?i)\b(\b(sgp_(?:[a-fA-F0-9]{16}|local)_[a-fA-F0-9]{40}|sgp_[a-fA-F0-9]{40}|[a-fA-F0-9]{40})\b)(?:[\x60'"\s;]|\\[nr]|$)''', ('sgp_', 'sourcegraph'), 3, 1),
+    ('square-access-token', 'square', r'''\b((?:EAAA|sq0atp-)[\w-]{22,60})(?:[\x60'"\s;]|\\[nr]|$)''', ('sq0atp-', 'eaaa'), 2, 1),
+    ('stripe-access-token', 'stripe', r'''\b((?:sk|rk)_(?:test|live|prod)_[a-zA-Z0-9]{10,99})(?:[\x60'"\s;]|\\[nr]|$)''', ('sk_test', 'sk_live', 'sk_prod', 'rk_test', 'rk_live', 'rk_prod'), 2, 1),
+    ('twilio-api-key', 'twilio', 'SK[0-9a-fA-F]{32}', ('sk',), 3, 0),
+    ('vault-batch-token', 'hashicorp', r'''\b(hvb\.[\w-]{138,300})(?:[\x60'"\s;]|\\[nr]|$)''', ('hvb.',), 4, 1),
+    ('vault-service-token', 'hashicorp', r'''\b((?:hvs\.[\w-]{90,120}|s\.(?i:[a-z0-9]{24})))(?:[\x60'"\s;]|\\[nr]|$)''', ('hvs.', 's.'), 3.5, 1),
+    ('atlassian-api-token-v2', 'atlassian', r'''\b(ATATT3[A-Za-z0-9_\-=]{186})(?:[\x60'"\s;]|\\[nr]|$)''', ('atatt3',), 3.5, 1),
+)
+
+KEYED: tuple[KeyedFormat, ...] = (
+    ('adafruit-api-key', 'adafruit', '(?:adafruit)', ('adafruit',), '[a-z0-9_-]{32}', None),
+    ('adobe-client-id', 'adobe', '(?:adobe)', ('adobe',), '[a-f0-9]{32}', 2),
+    ('airtable-api-key', 'airtable', '(?:airtable)', ('airtable',), '[a-z0-9]{17}', None),
+    ('algolia-api-key', 'algolia', '(?:algolia)', ('algolia',), '[a-z0-9]{32}', None),
+    ('alibaba-secret-key', 'alibaba', '(?:alibaba)', ('alibaba',), '[a-z0-9]{30}', 2),
+    ('asana-client-id', 'asana', '(?:asana)', ('asana',), '[0-9]{16}', None),
+    ('asana-client-secret', 'asana', '(?:asana)', ('asana',), '[a-z0-9]{32}', None),
+    ('atlassian-api-token', 'atlassian', '(?:(?-i:ATLASSIAN|[Aa]tlassian)|(?-i:CONFLUENCE|[Cc]onfluence)|(?-i:JIRA|[Jj]ira))', ('atlassian', 'confluence', 'jira'), '[a-z0-9]{20}[a-f0-9]{4}', 3.5),
+    ('beamer-api-token', 'beamer', '(?:beamer)', ('beamer',), r"b_[a-z0-9=_\-]{44}", None),
+    ('bitbucket-client-id', 'bitbucket', '(?:bitbucket)', ('bitbucket',), '[a-z0-9]{32}', None),
+    ('bitbucket-client-secret', 'bitbucket', '(?:bitbucket)', ('bitbucket',), r"[a-z0-9=_\-]{64}", None),
+    ('bittrex-access-key', 'bittrex', '(?:bittrex)', ('bittrex',), '[a-z0-9]{32}', None),
+    ('bittrex-secret-key', 'bittrex', '(?:bittrex)', ('bittrex',), '[a-z0-9]{32}', None),
+    ('cisco-meraki-api-key', 'meraki', '(?:(?-i:[Mm]eraki|MERAKI))', ('meraki',), '[0-9a-f]{40}', 3),
+    ('cloudflare-api-key', 'cloudflare', '(?:cloudflare)', ('cloudflare',), '[a-z0-9_-]{40}', 2),
+    ('cloudflare-global-api-key', 'cloudflare', '(?:cloudflare)', ('cloudflare',), '[a-f0-9]{37}', 2),
+    ('codecov-access-token', 'codecov', '(?:codecov)', ('codecov',), '[a-z0-9]{32}', None),
+    ('cohere-api-token', 'cohere', '(?:cohere|CO_API_KEY)', ('cohere', 'co_api_key'), '[a-zA-Z0-9]{40}', 4),
+    ('coinbase-access-token', 'coinbase', '(?:coinbase)', ('coinbase',), '[a-z0-9_-]{64}', None),
+    ('confluent-access-token', 'confluent', '(?:confluent)', ('confluent',), '[a-z0-9]{16}', None),
+    ('confluent-secret-key', 'confluent', '(?:confluent)', ('confluent',), '[a-z0-9]{64}', None),
+    ('contentful-delivery-api-token', 'contentful', '(?:contentful)', ('contentful',), r"[a-z0-9=_\-]{43}", None),
+    ('datadog-access-token', 'datadog', '(?:datadog)', ('datadog',), '[a-z0-9]{40}', None),
+    ('defined-networking-api-token', 'definednetworking', '(?:dnkey)', ('dnkey',), r"dnkey-[a-z0-9=_\-]{26}-[a-z0-9=_\-]{52}", None),
+    ('discord-api-token', 'discord', '(?:discord)', ('discord',), '[a-f0-9]{64}', None),
+    ('discord-client-id', 'discord', '(?:discord)', ('discord',), '[0-9]{18}', 2),
+    ('discord-client-secret', 'discord', '(?:discord)', ('discord',), r"[a-z0-9=_\-]{32}", 2),
+    ('droneci-access-token', 'droneci', '(?:droneci)', ('droneci',), '[a-z0-9]{32}', None),
+    ('dropbox-api-token', 'dropbox', '(?:dropbox)', ('dropbox',), '[a-z0-9]{15}', None),
+    ('dropbox-long-lived-api-token', 'dropbox', '(?:dropbox)', ('dropbox',), r"[a-z0-9]{11}(AAAAAAAAAA)[a-z0-9\-_=]{43}", None),
+    ('dropbox-short-lived-api-token', 'dropbox', '(?:dropbox)', ('dropbox',), r"sl\.[a-z0-9\-=_]{135}", None),
+    ('etsy-access-token', 'etsy', '(?:(?-i:ETSY|[Ee]tsy))', ('etsy',), '[a-z0-9]{24}', 3),
+    ('facebook-secret', 'facebook', '(?:facebook)', ('facebook',), '[a-f0-9]{32}', 3),
+    ('fastly-api-token', 'fastly', '(?:fastly)', ('fastly',), r"[a-z0-9=_\-]{32}", None),
+    ('finicity-api-token', 'finicity', '(?:finicity)', ('finicity',), '[a-f0-9]{32}', None),
+    ('finicity-client-secret', 'finicity', '(?:finicity)', ('finicity',), '[a-z0-9]{20}', None),
+    ('finnhub-access-token', 'finnhub', '(?:finnhub)', ('finnhub',), '[a-z0-9]{20}', None),
+    ('flickr-access-token', 'flickr', '(?:flickr)', ('flickr',), '[a-z0-9]{32}', None),
+    ('freshbooks-access-token', 'freshbooks', '(?:freshbooks)', ('freshbooks',), '[a-z0-9]{64}', None),
+    ('gitter-access-token', 'gitter', '(?:gitter)', ('gitter',), '[a-z0-9_-]{40}', None),
+    ('gocardless-api-token', 'gocardless', '(?:gocardless)', ('live_', 'gocardless'), r"live_[a-z0-9\-_=]{40}", None),
+    ('heroku-api-key', 'heroku', '(?:heroku)', ('heroku',), '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', None),
+    ('hubspot-api-key', 'hubspot', '(?:hubspot)', ('hubspot',), '[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}', None),
+    ('intercom-api-key', 'intercom', '(?:intercom)', ('intercom',), r"[a-z0-9=_\-]{60}", None),
+    ('jfrog-api-key', 'jfrog', '(?:jfrog|artifactory|bintray|xray)', ('jfrog', 'artifactory', 'bintray', 'xray'), '[a-z0-9]{73}', None),
+    ('jfrog-identity-token', 'jfrog', '(?:jfrog|artifactory|bintray|xray)', ('jfrog', 'artifactory', 'bintray', 'xray'), '[a-z0-9]{64}', None),
+    ('kraken-access-token', 'kraken', '(?:kraken)', ('kraken',), r"[a-z0-9\/=_\+\-]{80,90}", None),
+    ('kucoin-access-token', 'kucoin', '(?:kucoin)', ('kucoin',), '[a-f0-9]{24}', None),
+    ('kucoin-secret-key', 'kucoin', '(?:kucoin)', ('kucoin',), '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', None),
+    ('launchdarkly-access-token', 'launchdarkly', '(?:launchdarkly)', ('launchdarkly',), r"[a-z0-9=_\-]{40}", None),
+    ('linear-client-secret', 'linear', '(?:linear)', ('linear',), '[a-f0-9]{32}', 2),
+    ('linkedin-client-id', 'linkedin', '(?:linked[_-]?in)', ('linkedin', 'linked_in', 'linked-in'), '[a-z0-9]{14}', 2),
+    ('linkedin-client-secret', 'linkedin', '(?:linked[_-]?in)', ('linkedin', 'linked_in', 'linked-in'), '[a-z0-9]{16}', 2),
+    ('lob-api-key', 'lob', '(?:lob)', ('test_', 'live_'), '(live|test)_[a-f0-9]{35}', None),
+    ('lob-pub-api-key', 'lob', '(?:lob)', ('test_pub', 'live_pub', '_pub'), '(test|live)_pub_[a-f0-9]{31}', None),
+    ('looker-client-id', 'looker', '(?:looker)', ('looker',), '[a-z0-9]{20}', None),
+    ('looker-client-secret', 'looker', '(?:looker)', ('looker',), '[a-z0-9]{24}', None),
+    ('mailchimp-api-key', 'mailchimp', '(?:MailchimpSDK.initialize|mailchimp)', ('mailchimp',), r"[a-f0-9]{32}-us\d\d", None),
+    ('mailgun-private-api-token', 'mailgun', '(?:mailgun)', ('mailgun',), 'key-[a-f0-9]{32}', None),
+    ('mailgun-pub-key', 'mailgun', '(?:mailgun)', ('mailgun',), 'pubkey-[a-f0-9]{32}', None),
+    ('mailgun-signing-key', 'mailgun', '(?:mailgun)', ('mailgun',), '[a-h0-9]{32}-[a-h0-9]{8}-[a-h0-9]{8}', None),
+    ('mapbox-api-token', 'mapbox', '(?:mapbox)', ('mapbox',), r"pk\.[a-z0-9]{60}\.[a-z0-9]{22}", None),
+    ('mattermost-access-token', 'mattermost', '(?:mattermost)', ('mattermost',), '[a-z0-9]{26}', None),
+    ('messagebird-api-token', 'messagebird', '(?:message[_-]?bird)', ('messagebird', 'message-bird', 'message_bird'), '[a-z0-9]{25}', None),
+    ('messagebird-client-id', 'messagebird', '(?:message[_-]?bird)', ('messagebird', 'message-bird', 'message_bird'), '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', None),
+    ('netlify-access-token', 'netlify', '(?:netlify)', ('netlify',), r"[a-z0-9=_\-]{40,46}", None),
+    ('new-relic-browser-api-token', 'newrelic', '(?:new-relic|newrelic|new_relic)', ('nrjs-',), 'NRJS-[a-f0-9]{19}', None),
+    ('new-relic-insert-key', 'newrelic', '(?:new-relic|newrelic|new_relic)', ('nrii-',), 'NRII-[a-z0-9-]{32}', None),
+    ('new-relic-user-api-id', 'newrelic', '(?:new-relic|newrelic|new_relic)', ('new-relic', 'newrelic', 'new_relic'), '[a-z0-9]{64}', None),
+    ('new-relic-user-api-key', 'newrelic', '(?:new-relic|newrelic|new_relic)', ('nrak',), 'NRAK-[a-z0-9]{27}', None),
+    ('nytimes-access-token', 'nytimes', '(?:nytimes|new-york-times,|newyorktimes)', ('nytimes', 'new-york-times', 'newyorktimes'), r"[a-z0-9=_\-]{32}", None),
+    ('okta-access-token', 'okta', '(?:(?-i:[Oo]kta|OKTA))', ('okta',), r"00[\w=\-]{40}", 4),
+    ('plaid-api-token', 'plaid', '(?:plaid)', ('plaid',), 'access-(?:sandbox|development|production)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', None),
+    ('plaid-client-id', 'plaid', '(?:plaid)', ('plaid',), '[a-z0-9]{24}', 3.5),
+    ('plaid-secret-key', 'plaid', '(?:plaid)', ('plaid',), '[a-z0-9]{30}', 3.5),
+    ('privateai-api-token', 'privateai', '(?:private[_-]?ai)', ('privateai', 'private_ai', 'private-ai'), '[a-z0-9]{32}', 3),
+    ('rapidapi-access-token', 'rapidapi', '(?:rapidapi)', ('rapidapi',), '[a-z0-9_-]{50}', None),
+    ('sendbird-access-id', 'sendbird', '(?:sendbird)', ('sendbird',), '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', None),
+    ('sendbird-access-token', 'sendbird', '(?:sendbird)', ('sendbird',), '[a-f0-9]{40}', None),
+    ('sentry-access-token', 'sentry', '(?:sentry)', ('sentry',), '[a-f0-9]{64}', 3),
+    ('sidekiq-secret', 'sidekiq', '(?:BUNDLE_ENTERPRISE__CONTRIBSYS__COM|BUNDLE_GEMS__CONTRIBSYS__COM)', ('bundle_enterprise__contribsys__com', 'bundle_gems__contribsys__com'), '[a-f0-9]{8}:[a-f0-9]{8}', None),
+    ('snyk-api-token', 'snyk', '(?:snyk[_.-]?(?:(?:api|oauth)[_.-]?)?(?:key|token))', ('snyk',), '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', None),
+    ('sonar-api-token', 'sonar', '(?:sonar[_.-]?(login|token))', ('sonar',), r"(?:squ_|sqp_|sqa_)?[a-z0-9=_\-]{40}", None),
+    ('squarespace-access-token', 'squarespace', '(?:squarespace)', ('squarespace',), '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', None),
+    ('sumologic-access-id', 'sumologic', '(?:(?-i:[Ss]umo|SUMO))', ('sumo',), 'su[a-zA-Z0-9]{12}', 3),
+    ('sumologic-access-token', 'sumologic', '(?:(?-i:[Ss]umo|SUMO))', ('sumo',), '[a-z0-9]{64}', 3),
+    ('telegram-bot-api-token', 'telegram', '(?:telegr)', ('telegr',), r"[0-9]{5,16}:(?-i:A)[a-z0-9_\-]{34}", None),
+    ('travisci-access-token', 'travisci', '(?:travis)', ('travis',), '[a-z0-9]{22}', None),
+    ('twitch-api-token', 'twitch', '(?:twitch)', ('twitch',), '[a-z0-9]{30}', None),
+    ('twitter-access-secret', 'twitter', '(?:twitter)', ('twitter',), '[a-z0-9]{45}', None),
+    ('twitter-access-token', 'twitter', '(?:twitter)', ('twitter',), '[0-9]{15,25}-[a-zA-Z0-9]{20,40}', None),
+    ('twitter-api-key', 'twitter', '(?:twitter)', ('twitter',), '[a-z0-9]{25}', None),
+    ('twitter-api-secret', 'twitter', '(?:twitter)', ('twitter',), '[a-z0-9]{50}', None),
+    ('twitter-bearer-token', 'twitter', '(?:twitter)', ('twitter',), 'A{22}[a-zA-Z0-9%]{80,100}', None),
+    ('typeform-api-token', 'typeform', '(?:typeform)', ('tfp_',), r"tfp_[a-z0-9\-_\.=]{59}", None),
+    ('yandex-access-token', 'yandex', '(?:yandex)', ('yandex',), r"t1\.[A-Z0-9a-z_-]+[=]{0,2}\.[A-Z0-9a-z_-]{86}[=]{0,2}", None),
+    ('yandex-api-key', 'yandex', '(?:yandex)', ('yandex',), r"AQVN[A-Za-z0-9_\-]{35,38}", None),
+    ('yandex-aws-access-token', 'yandex', '(?:yandex)', ('yandex',), r"YC[a-zA-Z0-9_\-]{38}", None),
+    ('zendesk-secret-key', 'zendesk', '(?:zendesk)', ('zendesk',), '[a-z0-9]{40}', None),
+)
+
+EXCLUDED: dict[str, str] = {
+    'curl-auth-header': 'command lines: agent.redact.commands and the Authorization rule',
+    'curl-auth-user': 'command lines: agent.redact.commands',
+    'freemius-secret-key': 'a secret_key key: hidden by key name',
+    'generic-api-key': 'key names: agent.redact.assignments (any secret-named key) and the high-entropy rule',
+    'hashicorp-tf-password': 'a password key: hidden by key name',
+    'kubernetes-secret-yaml': 'spans lines; Secret data: values are hidden by key name and by entropy',
+    'nuget-config-password': 'XML: hidden by key name (agent.redact.markup)',
+    'pkcs12-file': 'a path rule: .p12/.pfx are secret files (agent.redact.files)',
+    'private-key': 'spans lines: PEM blocks are hidden by agent.redact.lines',
+}
+
+OURS: tuple[Format, ...] = (
+    ("aws-access-key-id-any", "aws", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b",
+     ("akia", "asia", "agpa", "aida", "aroa", "aipa", "anpa", "anva", "abia", "acca", "a3t"), None, 0),
+    ("slack-webhook-path", "slack", r"hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9/_+-]{8,})", ("hooks.slack.com",), None, 1),
+    ("slack-token-any", "slack", r"\bxox[abposre]-[A-Za-z0-9-]{10,}", ("xox",), None, 0),
+    ("slack-app-token-any", "slack", r"\bxapp-\d-[A-Za-z0-9-]{10,}", ("xapp-",), None, 0),
+    ("facebook-app-token-any", "facebook", r"(?<![\w|])\d{15,16}(?:\||%7[Cc])[0-9A-Za-z_-]{27,40}\b", ("|", "%7c"), 3, 0),
+    ("discord-webhook", "discord", r"discord(?:app)?\.com/api/webhooks/([0-9]+/[A-Za-z0-9_-]+)", ("discord",), None, 1),
+    ("github-token-any", "github", r"\bgh[pousr]_[A-Za-z0-9]{30,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), None, 0),
+    ("github-fine-grained-any", "github", r"\bgithub_pat_[A-Za-z0-9_]{22,}", ("github_pat_",), None, 0),
+    ("gitlab-token-any", "gitlab", r"\bgl(?:pat|dt|rt|ptt|cbt|oas|ft|imt|soat|agent|ffct)-[A-Za-z0-9_.-]{20,}", ("gl",), None, 0),
+    ("gitlab-runner-registration-any", "gitlab", r"\bGR1348941[A-Za-z0-9_-]{20,}", ("gr1348941",), None, 0),
+    ("stripe-key-any", "stripe", r"\b(?:sk|rk|pk)_(?:live|test|prod)_[A-Za-z0-9]{10,}", ("_live_", "_test_", "_prod_"), None, 0),
+    ("stripe-webhook-secret", "stripe", r"\bwhsec_[A-Za-z0-9]{20,}", ("whsec_",), None, 0),
+    ("sendgrid-key-any", "sendgrid", r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}", ("sg.",), None, 0),
+    ("twilio-api-key-word", "twilio", r"\bSK[0-9a-fA-F]{32}\b", ("sk",), None, 0),
+    ("npm-token-any", "npm", r"\bnpm_[A-Za-z0-9]{36}\b", ("npm_",), None, 0),
+    ("pypi-token-any", "pypi", r"\bpypi-[A-Za-z0-9_-]{50,}", ("pypi-",), None, 0),
+    ("gcp-api-key-any", "gcp", r"\bAIza[0-9A-Za-z_-]{35}", ("aiza",), None, 0),
+    ("gcp-oauth-client-secret", "gcp", r"\bGOCSPX-[A-Za-z0-9_-]{20,}", ("gocspx-",), None, 0),
+    ("gcp-oauth-access-token", "gcp", r"\bya29\.[A-Za-z0-9_-]{20,}", ("ya29.",), None, 0),
+    ("gcp-oauth-refresh-token", "gcp", r"\b1//0[A-Za-z0-9_-]{30,}", ("1//0",), None, 0),
+    ("heroku-api-key-any", "heroku", r"\bHRKU-[A-Za-z0-9_-]{20,}", ("hrku-",), None, 0),
+    ("openai-key-any", "openai", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", ("sk-",), None, 0),
+    ("anthropic-key-any", "anthropic", r"\bsk-ant-[A-Za-z0-9_-]{20,}", ("sk-ant-",), None, 0),
+    ("mailgun-key-any", "mailgun", r"\b(?:pub)?key-[0-9a-f]{32}\b", ("key-",), None, 0),
+    ("mailchimp-key-any", "mailchimp", r"\b[0-9a-f]{32}-us\d{1,2}\b", ("-us",), None, 0),
+    ("digitalocean-token-any", "digitalocean", r"\bdo[opr]_v1_[a-f0-9]{64}\b", ("_v1_",), None, 0),
+    ("shopify-token-any", "shopify", r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b", ("shp",), None, 0),
+    ("atlassian-token-any", "atlassian", r"\bATATT3[A-Za-z0-9_=-]{20,}", ("atatt3",), None, 0),
+    ("vault-token-any", "hashicorp", r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}", ("hvs.", "hvb.", "hvr."), None, 0),
+    ("terraform-cloud-token-any", "hashicorp", r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_-]{40,}", ("atlasv1",), None, 0),
+    ("databricks-token-any", "databricks", r"\bdapi[0-9a-f]{32}\b", ("dapi",), None, 0),
+    ("new-relic-key-any", "newrelic", r"\bNR(?:AK|II|JS)-[A-Za-z0-9-]{19,}\b", ("nrak-", "nrii-", "nrjs-"), None, 0),
+    ("telegram-bot-token-any", "telegram", r"(?<!\d)\d{8,10}:AA[A-Za-z0-9_-]{33}\b", (":aa",), None, 0),
+    ("square-token-any", "square", r"\bsq0(?:atp|csp)-[0-9A-Za-z_-]{22,}", ("sq0",), None, 0),
+    ("linear-key-any", "linear", r"\blin_(?:api|oauth)_[A-Za-z0-9]{40}\b", ("lin_",), None, 0),
+    ("grafana-token-any", "grafana", r"\bgl(?:c|sa)_[A-Za-z0-9+/_=-]{32,}", ("glc_", "glsa_"), None, 0),
+    ("postman-key-any", "postman", r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b", ("pmak-",), None, 0),
+    ("age-secret-key-any", "age", r"\bAGE-SECRET-KEY-1[0-9A-Z]{58}\b", ("age-secret-key-1",), None, 0),
+    ("azure-ad-client-secret-any", "azure", r"(?<![\w~.-])([a-zA-Z0-9_~.]{3}\dQ~[a-zA-Z0-9_~.-]{31,34})(?![\w~.-])", ("q~",), 3, 1),
+    ("azure-storage-key", "azure", r"\b[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])", ("==",), None, 0),
+    ("azure-sas-signature", "azure", r"[?&]sig=([A-Za-z0-9%+/=]{16,})", ("sig=",), None, 1),
+    ("jwt-any", "jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", ("eyj",), None, 0),
+    ("bearer-token", "http", r"\b[Bb]earer[ \t]+([A-Za-z0-9._~+/=-]{8,})", ("bearer",), None, 1),
+    ("basic-credentials", "http", r"\bBasic[ \t]+(?![A-Z]?[a-z]+\b)([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])", ("basic",), None, 1),
+    ("sql-password", "sql", r"(?i:\b(?:identified(?:\s+with\s+\S+)?\s+by(?:\s+password)?|password\s*\())\s*'((?:[^'\\]|\\.|'')*)'", ("identified", "password"), None, 1),
+    ("password-hash", "hash", r"\$(?:1|2[abxy]?|5|6|7|y|gy|sha1|md5|apr1|argon2(?:id|i|d)|pbkdf2(?:-sha\d+)?|scrypt)\$[./A-Za-z0-9$=,+-]{8,}", ("$",), None, 0),
+    ("ldap-password-hash", "hash", r"\{(?:SSHA|SHA|SMD5|MD5|CRYPT|SSHA256|SSHA512|PBKDF2[\w-]*|ARGON2)\}[A-Za-z0-9+/=.$-]{8,}", ("}",), None, 0),
+    ("grub-password-hash", "hash", r"\bgrub\.pbkdf2\.sha512\.\d+\.[0-9A-Fa-f.]+", ("grub.pbkdf2",), None, 0),
+    ("pem-inline", "private-key", r"(?:-----BEGIN [A-Za-z0-9 ]+?-----|---- BEGIN [A-Za-z0-9 ]+? ----)(.+?)(?=-----END |---- END |$)", ("begin ",), None, 1),
+)
