@@ -6,8 +6,24 @@ existing ones in a temporary tree of ``--files`` files. Chaperone's real
 ``agent.journal.Journal``, else to a plain file: the output says which) and
 ``inotifywait -m -r`` record it side by side. Prints one JSON line.
 
+Then, each against a baseline in the same run:
+
+- ``exec_total`` / ``exec_recorded``: a shell runs ``--execs`` (10,000) ``/bin/true``
+  one after another, marked as the technician's; the agent's lineage and process
+  recorder (as root: the kernel's process events) in a process of their own must
+  record every one, each with its lineage (``exec_with_lineage``). Baseline: the
+  same with the lineage sampling (``exec_recorded_sampled``), what the agent
+  records without root.
+- ``fs_slowdown``: a small-file workload (``--fs-files`` files of 1 KiB created,
+  written and closed, in a separate process, on tmpfs when there is one) timed
+  with and without the agent's filesystem-wide fanotify marks
+  (``writes.WriteRecorder`` and the lineage, in a process of their own),
+  alternating, ``--fs-rounds`` times each; the ratio of the fastest runs (and
+  of the medians, ``fs_slowdown_median``). Target: <= 1.10.
+
     python bench/capture.py                     # the full run: 200,000 files, 100,000 + 100,000 ops
     python bench/capture.py --files 20000 --creates 10000 --modifies 10000   # a quick run
+    python bench/capture.py --skip-burst        # only the exec and filesystem-wide figures
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,7 +204,14 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=100_000)
     parser.add_argument("--modifies", type=int, default=100_000)
     parser.add_argument("--no-fanotify", action="store_true", help="attribute by guess even as root")
-    parser.add_argument("--role", choices=["bench", "generator", "chaperone"], default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--execs", type=int, default=10_000, help="short execs for exec_total/exec_recorded")
+    parser.add_argument("--fs-files", type=int, default=10_000, help="files of the fs_slowdown workload")
+    parser.add_argument("--fs-rounds", type=int, default=7)
+    parser.add_argument("--fs-dir", help="where the fs_slowdown workload writes (default: /dev/shm, else /tmp)")
+    parser.add_argument("--skip-burst", action="store_true", help="only the exec and fs_slowdown figures")
+    parser.add_argument("--how", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["bench", "generator", "chaperone", "execs", "fsagent", "fswork"],
+                        default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,12 +221,26 @@ def main() -> None:
     if args.role == "chaperone":
         run_chaperone(args.root, args.workdir, args.creates, args.modifies, not args.no_fanotify)
         return
+    if args.role == "execs":
+        serve_execs(args.how)
+        return
+    if args.role == "fsagent":
+        serve_fs_agent(args.root)
+        return
+    if args.role == "fswork":
+        print(json.dumps(fs_workload(args.root, args.fs_files)), flush=True)
+        return
     if args.modifies > args.files:
         parser.error("--modifies cannot exceed --files")
-    if shutil.which("inotifywait") is None:
-        sys.exit("inotifywait is missing (apt-get install inotify-tools).")
-    print(json.dumps({**bench(args.files, args.creates, args.modifies, fanotify=not args.no_fanotify),
-                      **live_alarm_latency()}))
+    result = {}
+    if not args.skip_burst:
+        if shutil.which("inotifywait") is None:
+            sys.exit("inotifywait is missing (apt-get install inotify-tools).")
+        result = {**bench(args.files, args.creates, args.modifies, fanotify=not args.no_fanotify),
+                  **live_alarm_latency()}
+    result.update(exec_bench(args.execs))
+    result.update(fs_bench(args.fs_files, args.fs_rounds, args.fs_dir))
+    print(json.dumps(result))
 
 
 def bench(files: int, creates: int, modifies: int, *, fanotify: bool) -> dict:
@@ -281,15 +319,192 @@ class _NullSink:
 
 
 def sampler_tick_ms(ticks: int = 50) -> tuple[float, int]:
-    """What one tick of the process sampler costs when nothing starts, and how many processes it watches."""
-    from agent.capture.processes import ProcessSampler
+    """What one sample of the lineage's fallback costs when nothing starts, and how many processes it sees."""
+    from agent.capture.lineage import Lineage
 
-    sampler = ProcessSampler(_NullSink())
-    sampler.take_baseline()
+    lineage = Lineage(prefer="sampled")
+    lineage.start()
+    sampler = lineage._sampler
+    assert sampler is not None
     start = time.perf_counter()
     for _ in range(ticks):
-        sampler.sample()
-    return (time.perf_counter() - start) * 1000 / ticks, sampler.watched
+        sampler.sample_now()
+    elapsed = time.perf_counter() - start
+    watched = len(lineage._table.live)
+    lineage.stop()
+    return elapsed * 1000 / ticks, watched
+
+
+# -- every exec (its own process: the agent's lineage and process recorder) ----------------------
+
+
+class ExecCountingSink:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.trues = 0
+        self.with_lineage = 0
+        self.other: dict[str, int] = {}
+
+    def emit(self, type: str, data: dict) -> None:
+        with self.lock:
+            if type == "process" and data["op"] == "started" and os.path.basename(data["exe"] or "") == "true":
+                self.trues += 1
+                if data["lineage"]["label"] == "bench" and data["lineage"]["chain"]:
+                    self.with_lineage += 1
+            elif type != "process":
+                self.other[type] = self.other.get(type, 0) + 1
+
+
+def serve_execs(how: str) -> None:
+    from agent.capture.lineage import Lineage
+    from agent.capture.processes import ProcessRecorder
+
+    lineage = Lineage(prefer=how)
+    lineage.start()
+    sink = ExecCountingSink()
+    recorder = ProcessRecorder(sink, lineage, label="bench", summary_s=3600)
+    recorder.start()
+    print(json.dumps({"ready": True, "how": lineage.how}), flush=True)
+    for line in sys.stdin:
+        word, _, arg = line.strip().partition(" ")
+        if word == "mark":
+            print(json.dumps({"marked": lineage.mark(int(arg), "bench")}), flush=True)
+        elif word == "done":
+            recorder.stop()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            print(json.dumps({"trues": sink.trues, "with_lineage": sink.with_lineage, "other": sink.other,
+                              "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
+            break
+    lineage.stop()
+
+
+def count_execs(n: int, how: str) -> dict:
+    me = [sys.executable, str(Path(__file__).resolve()), "--role", "execs", "--how", how]
+    agent = subprocess.Popen(me, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ready = json.loads(agent.stdout.readline())
+    shell = subprocess.Popen(["sh", "-c", f"read go; i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done; "
+                              "echo $i"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    agent.stdin.write(f"mark {shell.pid}\n")
+    agent.stdin.flush()
+    assert json.loads(agent.stdout.readline())["marked"]
+    start = time.perf_counter()
+    out, _ = shell.communicate(b"go\n")
+    wall = time.perf_counter() - start
+    agent.stdin.write("done\n")
+    agent.stdin.flush()
+    result = json.loads(agent.stdout.readline())
+    agent.wait(60)
+    return {"ran": int(out), "how": ready["how"], "wall_s": wall, **result}
+
+
+def exec_bench(n: int) -> dict:
+    kernel = count_execs(n, "auto")
+    sampled = count_execs(n, "sampled")
+    return {
+        "exec_total": kernel["ran"],
+        "exec_recorded": kernel["trues"],
+        "exec_with_lineage": kernel["with_lineage"],
+        "exec_missed": kernel["ran"] - kernel["trues"],
+        "exec_how": kernel["how"],
+        "exec_burst_s": round(kernel["wall_s"], 2),
+        "exec_recorder_cpu_s": round(kernel["cpu_s"], 2),
+        "exec_other_records": kernel["other"],
+        "exec_recorded_sampled": sampled["trues"],
+        "exec_sampled_burst_s": round(sampled["wall_s"], 2),
+    }
+
+
+# -- filesystem-wide marks: a small-file workload with and without them --------------------------
+
+
+def fs_workload(root: str, files: int) -> dict:
+    """Create, write and close ``files`` files of 1 KiB: wall time and the writer's own CPU time (the
+    kernel's cost of the marks is paid in the writer's system time, whatever else the machine runs)."""
+    folders = max(1, files // 1000)
+    for d in range(folders):
+        os.makedirs(os.path.join(root, f"d{d:03d}"), exist_ok=True)
+    data = b"x" * 1024
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    for i in range(files):
+        with open(os.path.join(root, f"d{i % folders:03d}", f"f{i:06d}"), "wb") as f:
+            f.write(data)
+    wall = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"seconds": wall, "cpu_s": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime,
+            "sys_s": cpu1.ru_stime - cpu0.ru_stime}
+
+
+def serve_fs_agent(watch: str) -> None:
+    from agent.capture.lineage import Lineage
+    from agent.capture.writes import WriteRecorder
+
+    lineage = Lineage()
+    lineage.rest_after_s = float("inf")  # as during a session (its capture subscribes)
+    lineage.start()
+    writes = WriteRecorder(_NullSink(), lineage, [watch])
+    writes.start()
+    print(json.dumps({"ready": True, "marked": writes.marked}), flush=True)
+    sys.stdin.readline()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    events = writes.events
+    writes.stop()
+    lineage.stop()
+    print(json.dumps({"events": events, "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
+
+
+def fs_bench(files: int, rounds: int, place: str | None = None) -> dict:
+    me = [sys.executable, str(Path(__file__).resolve())]
+    # tmpfs when there is one: the marks cost the same there, and other work's disk traffic does not
+    # swamp the figure (on a shared machine a disk-bound run varied tenfold between identical runs)
+    if place is None:
+        place = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    tmp = Path(tempfile.mkdtemp(prefix="chaperone-fsbench-", dir=place))
+    alone, marked, agent_cpu, events = [], [], [], []
+    alone_cpu, marked_cpu = [], []
+    marks: list[str] = []
+    try:
+        for r in range(rounds):
+            for with_agent in (False, True):
+                work = tmp / f"r{r}{'b' if with_agent else 'a'}"
+                agent = None
+                if with_agent:
+                    agent = subprocess.Popen([*me, "--role", "fsagent", "--root", str(tmp / "watched")],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                    marks = json.loads(agent.stdout.readline())["marked"]
+                out = subprocess.run([*me, "--role", "fswork", "--root", str(work), "--fs-files", str(files)],
+                                     capture_output=True, text=True, check=True)
+                work_result = json.loads(out.stdout)
+                seconds = work_result["seconds"]
+                (marked_cpu if with_agent else alone_cpu).append(work_result["cpu_s"])
+                if agent is not None:
+                    agent.stdin.write("stop\n")
+                    agent.stdin.flush()
+                    done = json.loads(agent.stdout.readline())
+                    agent.wait(60)
+                    agent_cpu.append(done["cpu_s"])
+                    events.append(done["events"])
+                    marked.append(seconds)
+                else:
+                    alone.append(seconds)
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        # the least disturbed run of each kind: what the marks cost, not what the neighbours did meanwhile
+        "fs_slowdown": round(min(marked) / min(alone), 3),
+        "fs_slowdown_median": round(statistics.median(marked) / statistics.median(alone), 3),
+        "fs_slowdown_writer_cpu": round(min(marked_cpu) / min(alone_cpu), 3),
+        "fs_place": str(tmp.parent),
+        "fs_files": files,
+        "fs_writer_cpu_s": {"without": [round(x, 3) for x in alone_cpu],
+                            "with_marks": [round(x, 3) for x in marked_cpu]},
+        "fs_workload_s": {"without": [round(x, 3) for x in alone], "with_marks": [round(x, 3) for x in marked]},
+        "fs_agent_cpu_s": [round(x, 2) for x in agent_cpu],
+        "fs_agent_events": events,
+        "fs_marked": marks,
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
 
 
 def _wait_for_watches(proc: subprocess.Popen, start: float) -> float:

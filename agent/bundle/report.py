@@ -198,10 +198,12 @@ def _sort_into(sections: dict[str, list[str]], totals: dict[str, int], record: d
 
 def _section_of(record: dict) -> str | None:
     kind = record["type"]
+    if kind in ("inventory-change", "file", "file-meta") and _obj(record["data"]).get("way_back_in") is True:
+        return "back"
     if kind == "inventory-change":
-        return "back" if record["data"].get("way_back_in") is True else "changes"
-    return {"alarm": "back", "process": "processes", "note": "notes"}.get(kind) or (
-        "files" if kind in _FILE_TYPES else None)
+        return "changes"
+    return {"alarm": "back", "process": "processes", "process-summary": "processes", "note": "notes",
+            "file-meta": "files", "mount": "files"}.get(kind) or ("files" if kind in _FILE_TYPES else None)
 
 
 def _section_row(key: str, record: dict) -> str:
@@ -210,9 +212,31 @@ def _section_row(key: str, record: dict) -> str:
         return _row([ts, d.get("category"), f"{d.get('op', '')} {d.get('item', '')}", d.get("why")])
     if kind == "inventory-change":
         return _row([ts, d.get("category"), d.get("op"), d.get("item"), d.get("detail")])
+    if kind in ("file", "file-meta") and key == "back":
+        who = _obj(d.get("attribution"))
+        by = f" by {who.get('exe', '')} ({who.get('user', '')})" if who else ""
+        return _row([ts, "file" if kind == "file" else "file metadata",
+                     f"{d.get('op', 'changed')} {d.get('path', '')}{by}", d.get("why")])
+    if kind == "alarm" and d.get("tool") == "mount":
+        return _row([ts, "mount", d.get("mountpoint") or "(gone before it could be read)", d.get("detail")])
     if kind == "alarm":
         return _row([ts, f"remote-access tool {d.get('tool', '')}", f"{d.get('process', '')} (pid {d.get('pid', '')})",
                      d.get("detail")])
+    if kind == "file-meta":
+        who = _obj(d.get("attribution"))
+        by = f"{who.get('exe', '')} ({who.get('user', '')}, {who.get('how', '')})" if who else ""
+        after = _obj(d.get("after"))
+        change = f"metadata: {_items(d.get('changed')) or 'unknown before'}"
+        now = f"mode {after.get('mode', '')} owner {after.get('user', '')}"
+        return _row([ts, change, d.get("path"), "", now, by, ""])
+    if kind == "mount":
+        mounter = _obj(d.get("by"))
+        what = f"{d.get('fstype', '')} from {d.get('source', '')}" if d.get("fstype") else d.get("detail")
+        return _row([ts, d.get("op"), d.get("mountpoint"), "", what, mounter.get("exe", ""), ""])
+    if kind == "process-summary":
+        programs = _obj(d.get("programs"))
+        names = ", ".join(f"{name} ×{count}" for name, count in list(programs.items())[:50])
+        return _row([ts, "customer's programs", "", "", f"{d.get('execs', '')} runs: {names}", "no"])
     if kind == "file":
         who = d.get("attribution") or {}
         by = f"{who.get('exe', '')} ({who.get('user', '')}, {who.get('how', '')})" if isinstance(who, dict) and who else ""

@@ -2,12 +2,20 @@
 
 The session manager drives one :class:`Capture` per session::
 
-    cap = Capture(sink, watch_paths, state_dir=path, technician_pids=callable_or_None)
+    cap = Capture(sink, watch_paths, state_dir=path, technician_pids=callable_or_None,
+                  lineage=the_agents_lineage, label=session_id)
     cap.prepare()   # before the session is active
     ...
     cap.stop()      # returns once every record is emitted
 
-Every record goes through ``sink.emit(type, data)`` (thread-safe).
+Every record goes through ``sink.emit(type, data)`` (thread-safe). The
+lineage (:class:`agent.capture.lineage.Lineage`) is the agent's, built and
+started by the service and shared with consent; without one, capture starts
+its own for the session. Parts: files below the watch paths
+(:mod:`~agent.capture.files`), every exec (:mod:`~agent.capture.processes`),
+the technician's writes anywhere and metadata changes
+(:mod:`~agent.capture.writes`, as root), mounts
+(:mod:`~agent.capture.mounts`), the inventory before and after.
 
 With a ``state_dir`` (the session's folder), ``prepare`` keeps the file
 baseline there (``baseline.bin``: signatures and hashes, no contents) and
@@ -23,18 +31,23 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.capture.baseline import BASELINE_FILE, ContentBaseline, TreeIndex, load_baseline, save_baseline
 from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
-from agent.capture.fanotify import make_attributor
+from agent.capture.fanotify import FanotifyUnavailable, GuessAttributor
 from agent.capture.files import FileWatcher
 from agent.capture.hashing import hash_file
 from agent.capture.inventory.session_inventory import SessionInventory
+from agent.capture.lineage import Lineage
+from agent.capture.mountinfo import Mount
+from agent.capture.mounts import MountWatcher
 from agent.capture.paths import path_fields
-from agent.capture.processes import ProcessSampler
+from agent.capture.processes import ProcessRecorder
 from agent.capture.resume import JOURNAL_NAME, JournalView, processes_since, read_journal
+from agent.capture.writes import WriteRecorder
 from agent.errors import error_detail
 from agent.records import RecordType
 from agent.redact import Redactor, default_redactor, is_secret_file, is_text_config
@@ -101,15 +114,21 @@ class Capture:
         *,
         state_dir: Path | None = None,
         technician_pids: Callable[[], Iterable[int]] | None = None,
+        lineage: Lineage | None = None,
+        label: str | None = None,
         process_interval: float = 0.1,
         inventory: bool = True,
         fanotify: bool = True,
         redactor: Redactor | None = None,
     ):
-        """``state_dir``: the session's folder, where the inventory's "before" (redacted summaries) and the
-        file baseline's signatures and hashes are kept (0600) so that they survive an agent restart; the
-        text of configuration files stays in memory, so that no copy of the customer's configuration
-        (and its secrets) is written to disk."""
+        """``state_dir``: the session's folder, where the inventory's "before" (redacted summaries) and
+        the file baseline's signatures and hashes are kept (0600) so that they survive an agent restart;
+        the text of configuration files stays in memory, so that no copy of the customer's configuration
+        (and its secrets) is written to disk.
+        ``technician_pids``: the session's login processes (SSH), marked in the lineage as ``label``
+        (default: the session id of the sink's journal); ``process_interval``: the sampling interval
+        when the lineage cannot follow the kernel's events; ``fanotify=False``: attribute file changes
+        by guess and do not watch writes outside the watch paths."""
         self._sink = sink
         self.state_dir = state_dir
         self.roots = _top_roots(watch_paths)
@@ -119,9 +138,12 @@ class Capture:
             os.fsencode(os.path.realpath(p)).rstrip(b"/") + b"/" for p in system_config_paths()
         )
         self._config_places = ConfigPlaces(self.roots, self._config_prefixes)
+        self._technician_pids = technician_pids
+        self._lineage = lineage
+        self._own_lineage = lineage is None
+        self.label = label or _session_of(sink)
+        self._process_interval = process_interval
         self.redactor = redactor or default_redactor()
-        self._sampler = ProcessSampler(sink, technician_pids=technician_pids, interval=process_interval,
-                                       redactor=self.redactor)
         self._use_fanotify = fanotify
         self._inventory = SessionInventory(sink, state_dir=state_dir, journal_path=getattr(
             getattr(sink, "journal", None), "path", None)) if inventory else None
@@ -130,10 +152,17 @@ class Capture:
         self._stopped = False
         self._attributor = None
         self._watcher: FileWatcher | None = None
+        self._processes: ProcessRecorder | None = None
+        self._writes: WriteRecorder | None = None
+        self._mounts: MountWatcher | None = None
         self._baseline_loaded = False
 
+    @property
+    def lineage(self) -> Lineage | None:
+        return self._lineage
+
     def prepare(self) -> None:
-        """Baseline, inventory "before", then the watchers and the process sampler.
+        """Baseline, inventory "before", then the lineage's recorders, the mounts and the file watcher.
 
         After a restart, the saved ones, then what changed during the gap (``after-gap`` records)."""
         view = read_journal(self.state_dir / JOURNAL_NAME) if self.state_dir is not None else None
@@ -153,13 +182,21 @@ class Capture:
             self._save_baseline()
         if self._inventory is not None:
             self._inventory.begin()  # the "before" (or the saved one after a restart), then its live watcher
-        self._sampler.start()
-        self._attributor, why_not = make_attributor(present, self._sampler, prefer_fanotify=self._use_fanotify)
-        if why_not and self._use_fanotify and os.name == "posix" and os.geteuid() == 0:
-            self._sink.emit(
-                "capture-error",
-                {"what": "attribution", "path": None, "error": f"{why_not} File changes are attributed by guess."},
-            )
+        if self._lineage is None:
+            self._lineage = Lineage(sample_interval=self._process_interval)
+            self._lineage.start()
+        lineage = self._lineage
+        if lineage.why_sampled and os.name == "posix" and os.geteuid() == 0:
+            self._sink.emit("capture-error", {"what": "process-events", "path": None,
+                                              "error": f"{lineage.why_sampled} Programs are sampled (a guess)."})
+        self._processes = ProcessRecorder(self._sink, lineage, label=self.label,
+                                          technician_roots=self._technician_pids, redactor=self.redactor)
+        self._processes.start()
+        self._attributor = self._start_writes(present, lineage)
+        if sys.platform.startswith("linux"):
+            self._mounts = MountWatcher(self._sink, present, on_mount=self._mounted,
+                                        describe=lambda pid: lineage.describe(pid, fresh=True))
+            self._mounts.start()
         self._watcher = FileWatcher(
             self._sink,
             present,
@@ -173,11 +210,95 @@ class Capture:
         if resumed is not None:
             self._after_restart(resumed)
 
+    def _start_writes(self, present: list[bytes], lineage: Lineage):
+        """The filesystem-wide capture as root (it also names who wrote below the watch paths), else
+        the labelled guess."""
+        since = time.monotonic_ns()
+        guess = GuessAttributor(lambda: lineage.recent(since_ns=since))
+        if not self._use_fanotify or os.name != "posix" or os.geteuid() != 0:
+            return guess
+        writes = WriteRecorder(self._sink, lineage, present)
+        try:
+            writes.start()
+        except FanotifyUnavailable as exc:
+            self._sink.emit("capture-error", {
+                "what": "attribution", "path": None,
+                "error": f"{exc} File changes are attributed by guess, and writes outside the watch paths "
+                         "are not seen."})
+            return guess
+        self._writes = writes
+        return writes
+
+    def _mounted(self, mount: Mount) -> None:
+        if self._writes is not None:
+            self._writes.on_mount(mount)
+        if self._lineage is not None:
+            self._lineage.on_mount(mount)
+
+    def stop(self) -> None:
+        """Stop watching, record the last processes and writes, recheck the baseline, record the
+        inventory's changes. Safe after a failed or missing ``prepare()``; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._watcher is not None:
+            self._watcher.stop()
+        for part in (self._processes, self._writes, self._mounts):
+            if part is not None:
+                part.stop()
+        if self._own_lineage and self._lineage is not None:
+            self._lineage.stop()
+        if self._inventory is not None:
+            self._inventory.end()  # the live watcher stopped, the "after", the session's changes
+
+    def _remember_start(self, path: bytes, st: os.stat_result) -> None:
+        """Keep the "before" of configuration files (hash; the text too unless the file is a secret)."""
+        if st.st_size > MAX_DIFF_BYTES or path not in self._config_places:
+            return
+        if self._baseline_files >= BASELINE_MAX_FILES or self._baseline_bytes + st.st_size > BASELINE_MAX_BYTES:
+            if not self._baseline_capped:
+                self._baseline_capped = True
+                self._sink.emit(
+                    "capture-error",
+                    {
+                        "what": "baseline-cap",
+                        **path_fields(path),
+                        "error": "Too many configuration files to read at the start; from this one on, "
+                        "changes have no hash or text from before the session.",
+                    },
+                )
+            return
+        self._baseline_files += 1
+        self._baseline_bytes += st.st_size
+        sha, text = self._read_config(path)
+        if sha is not None:
+            self._contents.remember_start(path, sha, text)
+
+    def _read_config(self, path: bytes) -> tuple[str | None, str | None]:
+        """Hash a configuration file and teach the redactor what it holds; (SHA-256, the text to keep)."""
+        name = os.fsdecode(path)
+        secret = is_secret_file(name)
+        # A secret file is read too, only for the redactor to remember its passwords (never kept or diffed).
+        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=MAX_DIFF_BYTES)
+        if result.sha256 is None:
+            return None, None
+        text = None
+        if result.data is not None and b"\0" not in result.data[:4096]:
+            if secret:
+                secret_text = decode_text(result.data)
+                if secret_text is not None:
+                    self.redactor.learn(secret_text, name)
+            elif path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
+                text = decode_text(result.data)
+                if text is not None:
+                    self.redactor.learn(text, name)
+        return result.sha256, text
+
     # --- after a gap (agent.capture.resume) -------------------------------------------------------
     def after_gap(self, gap: dict) -> None:
         """The agent was stalled (stopped, hung) from ``gap["from"]`` to ``gap["to"]`` and runs again:
-        rescan the watched folders and record what changed as found after the gap. (The live inventory
-        reads what its watches queued meanwhile on its own.)"""
+        rescan the watched folders and record what changed as found after the gap. (The lineage, the
+        writes and the live inventory read what the kernel queued meanwhile on their own.)"""
         if self._watcher is not None and not self._stopped:
             self._watcher.after_gap(gap)
 
@@ -186,12 +307,12 @@ class Capture:
         if self._stopped or self._watcher is None:
             return []
         dead = self._watcher.dead_workers()
-        sampler = getattr(self._sampler, "_thread", None)  # ProcessSampler keeps its thread there until stop()
-        if sampler is not None and not sampler.is_alive():
-            dead.append("process sampler")
-        live = getattr(getattr(self._inventory, "live", None), "_thread", None)  # LiveInventory's, until stop()
-        if live is not None and not live.is_alive():
-            dead.append("live inventory")
+        parts = {"process recorder": self._processes, "write recorder": self._writes, "mount watcher": self._mounts,
+                 "process lineage": self._lineage, "live inventory": getattr(self._inventory, "live", None)}
+        for name, part in parts.items():
+            thread = getattr(part, "_thread", None)  # each keeps its thread there from start() until stop()
+            if thread is not None and not thread.is_alive():
+                dead.append(name)
         return dead
 
     def _load_baseline(self, view: JournalView) -> bool:
@@ -243,63 +364,10 @@ class Capture:
         if self._baseline_loaded and self._watcher is not None:
             self._watcher.after_gap(gap, view.known)
 
-    def stop(self) -> None:
-        """Stop watching and sampling, recheck the baseline, record the inventory's changes.
 
-        Safe after a failed or missing ``prepare()``, and a second call does nothing."""
-        if self._stopped:
-            return
-        self._stopped = True
-        if self._watcher is not None:
-            self._watcher.stop()
-        self._sampler.stop()
-        if self._attributor is not None:
-            self._attributor.close()
-        if self._inventory is not None:
-            self._inventory.end()  # the live watcher stopped, the "after", the session's changes
-
-    def _remember_start(self, path: bytes, st: os.stat_result) -> None:
-        """Keep the "before" of configuration files (hash; the text too unless the file is a secret)."""
-        if st.st_size > MAX_DIFF_BYTES or path not in self._config_places:
-            return
-        if self._baseline_files >= BASELINE_MAX_FILES or self._baseline_bytes + st.st_size > BASELINE_MAX_BYTES:
-            if not self._baseline_capped:
-                self._baseline_capped = True
-                self._sink.emit(
-                    "capture-error",
-                    {
-                        "what": "baseline-cap",
-                        **path_fields(path),
-                        "error": "Too many configuration files to read at the start; from this one on, "
-                        "changes have no hash or text from before the session.",
-                    },
-                )
-            return
-        self._baseline_files += 1
-        self._baseline_bytes += st.st_size
-        sha, text = self._read_config(path)
-        if sha is not None:
-            self._contents.remember_start(path, sha, text)
-
-    def _read_config(self, path: bytes) -> tuple[str | None, str | None]:
-        """Hash a configuration file and teach the redactor what it holds; (SHA-256, the text to keep)."""
-        name = os.fsdecode(path)
-        secret = is_secret_file(name)
-        # A secret file is read too, only for the redactor to remember its passwords (never kept or diffed).
-        result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=MAX_DIFF_BYTES)
-        if result.sha256 is None:
-            return None, None
-        text = None
-        if result.data is not None and b"\0" not in result.data[:4096]:
-            if secret:
-                secret_text = decode_text(result.data)
-                if secret_text is not None:
-                    self.redactor.learn(secret_text, name)
-            elif path.startswith(self._config_prefixes) or is_text_config(name, result.data[:4096]):
-                text = decode_text(result.data)
-                if text is not None:
-                    self.redactor.learn(text, name)
-        return result.sha256, text
+def _session_of(sink) -> str | None:
+    """The session id of a session's sink (its journal's), the label of the session's technicians."""
+    return getattr(getattr(sink, "journal", None), "session", None)
 
 
 def _top_roots(paths: Iterable[str | os.PathLike]) -> list[bytes]:

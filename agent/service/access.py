@@ -53,7 +53,7 @@ class Proc:
     name: str
 
 
-def _boot_time() -> float:
+def boot_time() -> float:
     try:
         for line in Path("/proc/stat").read_text().splitlines():
             if line.startswith("btime "):
@@ -80,7 +80,7 @@ def read_proc(pid: int, boot: float) -> Proc | None:
 
 
 def process_table() -> dict[int, Proc]:
-    boot = _boot_time()
+    boot = boot_time()
     table: dict[int, Proc] = {}
     try:
         names = os.listdir("/proc")
@@ -146,7 +146,7 @@ def end_access(home: Home, session_id: str, protect: set[int] | frozenset[int] =
             frozen[pid] = table[pid]
     for pid in frozen:
         _signal(pid, signal.SIGKILL)
-    boot = _boot_time()
+    boot = boot_time()
     deadline = time.monotonic() + GONE_WAIT_S
     alive = dict(frozen)
     while alive and time.monotonic() < deadline:

@@ -26,13 +26,15 @@ from agent.api import protocol
 from agent.api.peercred import Peer, home_owner, peer_of
 from agent.api.protocol import MAX_MESSAGE
 from agent.capture import Capture, default_watch_paths
+from agent.capture.lineage import Lineage
+from agent.capture.procfs import CLK_TCK
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
 from agent.records import RecordType
 from agent.redact import Redactor
-from agent.service.access import end_access
-from agent.service.authority import Authority, LineageView, Verdict
+from agent.service.access import boot_time, end_access
+from agent.service.authority import Authority, Verdict
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
 from agent.service.watchdog import Watchdog
@@ -56,12 +58,13 @@ CAPTURE_ENV = "CHAPERONE_CAPTURE"
 
 
 def capture_factory(sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
-                    redactor: Redactor | None = None) -> Capture:
-    """The real capture of a session (agent.capture.Capture), redacting with the session's Redactor."""
+                    lineage: Lineage | None = None, redactor: Redactor | None = None) -> Capture:
+    """The real capture of a session (agent.capture.Capture), on the agent's process lineage, redacting
+    with the session's Redactor."""
     if os.environ.get(CAPTURE_ENV) == "off":
         raise RuntimeError(f"capture is turned off by {CAPTURE_ENV}=off (a test setting)")
     return Capture(sink, watch_paths, state_dir=getattr(sink, "state_dir", None), technician_pids=technician_pids,
-                   redactor=redactor)
+                   lineage=lineage, redactor=redactor)
 
 
 class RefusalLog:
@@ -118,17 +121,24 @@ class AgentService:
     """The service around a SessionManager: socket, permissions, events, stop."""
 
     def __init__(self, home: Home, device_key, *, consent_timeout: float = 120.0,
-                 capture: CaptureFactory = capture_factory, system_socket: Path | None = None,
-                 lineage: LineageView | None = None):
+                 capture: CaptureFactory | None = None, system_socket: Path | None = None,
+                 lineage: Lineage | None = None):
         self.home = home
         self.owner_uid = home_owner(home.path)
         self.system_socket = system_socket
+        # One process lineage for the whole agent (kernel events as root, else sampling): capture
+        # records from it, the authority asks it whose a peer is. Started in run(), stopped at the end.
+        self.lineage = lineage if lineage is not None else Lineage()
+        if capture is None:
+            def capture(sink, watch_paths, technician_pids, *, redactor=None):
+                return capture_factory(sink, watch_paths, technician_pids, lineage=self.lineage, redactor=redactor)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
                                       default_watch_paths=default_watch_paths, end_access=self._end_access)
         self.watchdog = Watchdog(home, self.manager.failclosed, home.settings().guard.timeout_s)
+        self.manager.failclosed.technician_processes = self._technician_processes
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
-                                   settings=home.settings, lineage=lineage)
+                                   settings=home.settings, lineage=self.lineage)
         self._refusals = RefusalLog()
         self._unattended: UnattendedSink | None = None
         self._subscribers: set[_Subscriber] = set()
@@ -161,6 +171,7 @@ class AgentService:
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
         await self.watchdog.start()  # the guard runs before any session is resumed or requested
+        await asyncio.to_thread(self.lineage.start)
         await self.manager.start()
         self._unattended = UnattendedSink(self.home, self.manager.device_key,
                                           lambda name, data: self._publish_threadsafe(loop, name, data))
@@ -186,6 +197,7 @@ class AgentService:
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
             await self.manager.stop()
+            await asyncio.to_thread(self.lineage.stop)
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()
@@ -202,8 +214,17 @@ class AgentService:
                 loop.remove_signal_handler(sig)
 
     def _end_access(self, session_id: str) -> dict:
-        """The technician's access ended by the agent itself (agent.service.access; the guard is spared)."""
-        return end_access(self.home, session_id, protect={self.watchdog.guard_pid or 0})
+        """The technician's access ended by the agent itself: their lineage first (it knows every process,
+        detached ones too), then what the guard would end (agent.service.access; the guard is spared)."""
+        lineage = self.lineage.end_lineage(session_id)
+        result = end_access(self.home, session_id, protect={self.watchdog.guard_pid or 0})
+        result["ended"] = lineage.ended + result["ended"]
+        result["survivors"] = lineage.survivors + result["survivors"]
+        return result
+
+    def _technician_processes(self, session_id: str) -> list[tuple[int, float]]:
+        """The session's lineage for the guard's access.json (start times as psutil gives them)."""
+        return [(ref.pid, boot_time() + ref.start_ticks / CLK_TCK) for ref in self.lineage.living(session_id)]
 
     def _publish_threadsafe(self, loop: asyncio.AbstractEventLoop, name: str, data: dict) -> None:
         loop.call_soon_threadsafe(self.publish, name, data)

@@ -54,6 +54,8 @@ from agent.session.recovery import Step, gap_data
 log = logging.getLogger("chaperone.session")
 
 EndAccess = Callable[[str], dict]  # session id -> {"ended": [...], "survivors": [...], ...}
+# session id -> the technician's processes as (pid, start time as psutil gives it): the agent's lineage
+TechnicianProcesses = Callable[[str], list[tuple[int, float]]]
 ACCESS_EVERY_S = 2.0
 SEAL_RETRY_S = 0.5
 
@@ -86,6 +88,8 @@ class FailClosed:
     def __init__(self, manager: Manager, end_access: EndAccess | None = None):
         self.manager = manager
         self.end_access = end_access
+        # set by the service when it has a process lineage: what access.json names, detached processes too
+        self.technician_processes: TechnicianProcesses | None = None
         self._failing: set[str] = set()
         self._access_due = 0.0
         self._access_busy = False
@@ -157,19 +161,26 @@ class FailClosed:
             return [f"health check ({error_detail(exc)})"]
 
     def _keep_access_file(self, session: Session) -> None:
-        """Write ``access.json`` when the technician's processes the login hooks know of change (a thread)."""
+        """Write ``access.json`` when the technician's processes change (a thread): those of the agent's
+        lineage (detached ones included) and those the login hooks know of (the SSH logins' trees)."""
+        processes: set[tuple[int, float]] = set()
+        if self.technician_processes is not None:
+            try:
+                processes.update(self.technician_processes(session.id))
+            except Exception as exc:  # noqa: BLE001 - the lineage's failure only leaves the hooks' view
+                log.warning("session %s: the lineage did not answer: %s", session.id, exc)
         hooks = self.manager._hooks(session)
-        if hooks is None:
+        if hooks is not None:
+            try:
+                pids = hooks.technician_pids(session.hook_view(str(self.manager.home.path)))
+            except Exception as exc:  # noqa: BLE001 - the hook's failure only leaves the last file in place
+                log.warning("session %s: the technician's processes are not known: %s", session.id, exc)
+                pids = set()
+            for pid in pids:
+                with contextlib.suppress(psutil.Error, OSError):
+                    processes.add((pid, psutil.Process(pid).create_time()))
+        if not processes and session.id not in self._access_written:
             return
-        try:
-            pids = hooks.technician_pids(session.hook_view(str(self.manager.home.path)))
-        except Exception as exc:  # noqa: BLE001 - the hook's failure only leaves the last file in place
-            log.warning("session %s: the technician's processes are not known: %s", session.id, exc)
-            return
-        processes = set()
-        for pid in pids:
-            with contextlib.suppress(psutil.Error, OSError):
-                processes.add((pid, psutil.Process(pid).create_time()))
         if self._access_written.get(session.id) == processes:
             return
         try:

@@ -55,13 +55,16 @@ def session(tmp_path, device_key):
 
 
 def abandon(cap: Capture) -> None:
-    """What kill -9 does to capture: its threads stop, nothing is flushed, no final rescan. (In this test
-    process the threads must be stopped by hand, so that they do not outlive the test.)"""
+    """What kill -9 does to capture: the file watcher stops with nothing flushed and no final rescan. (In
+    this test process the other parts' threads must be stopped by hand, so that they do not outlive it.)"""
     cap._watcher._source.stop()
     cap._watcher._events.put(files_module._STOP)
     cap._watcher._recorder.join()
-    cap._sampler._stop.set()
-    cap._sampler._thread.join()
+    for part in (cap._processes, cap._writes, cap._mounts):
+        if part is not None:
+            part.stop()
+    if cap._own_lineage and cap._lineage is not None:
+        cap._lineage.stop()
 
 
 def wait_files(sink, path, n=1, timeout=10.0):
