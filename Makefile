@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/ui_burst.py
 	$(BIN)/python bench/redact.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -72,6 +72,14 @@ class TrustError(ChaperoneError):
     """A signature or key is not trusted, or the trust file cannot be used."""
 
 
+class LedgerError(ChaperoneError):
+    """The device ledger cannot be opened, read or written, or its files disagree with a signed head."""
+
+
+class WitnessError(ChaperoneError):
+    """A witness's key or state cannot be read or written, or its arguments are wrong."""
+
+
 API_CODES = ("bad-request", "forbidden", "not-found", "conflict", "too-large", "unavailable")
 
 
@@ -126,6 +134,15 @@ class BadLine(FormatError):
 
 class LayoutError(FormatError):
     """A bundle file is not in the expected format."""
+
+
+class NoteError(FormatError):
+    """A C2SP signed note, signature line, verifier key, checkpoint or tlog-proof is malformed, or a
+    signature on it does not verify."""
+
+
+class ProofError(FormatError):
+    """A Merkle inclusion or consistency proof does not verify, or has the wrong shape for its sizes."""
 
 
 class LifecycleError(Exception):

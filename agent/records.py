@@ -27,6 +27,7 @@ class RecordType(StrEnum):
     SESSION_END = "session-end"
     SSH_CONNECTIONS = "ssh-connections"
     ACCESS = "access"  # a right given or taken back at the door (sudo for admin)
+    TECHNICIAN_PROCESSES = "technician-processes"  # the technician's lineage ended with the session
     # what capture saw
     FILE = "file"
     FILE_BURST = "file-burst"
@@ -45,6 +46,8 @@ class RecordType(StrEnum):
     LOSS = "loss"
     FAIL_CLOSED = "fail-closed"
     BASELINE = "baseline"
+    # the device ledger's witnesses, from the agent (agent.service.ledger_link)
+    WITNESS = "witness"
 
 
 # Written and synced at once (not in the journal's group commit): they are consent's evidence.

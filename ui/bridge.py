@@ -69,6 +69,8 @@ class AgentBridge(QObject):
     timeWarning = Signal(object)      # {"id", "remaining_s"}
     activity = Signal(object, int)    # activity items (after the transform, if any), coalesced count
     alarm = Signal(object)            # alarm data
+    ledger = Signal(object)           # the device ledger's state: agent.service.ledger_link.LedgerLink.status()
+    witnessLag = Signal(object)       # {"lag_s", "max_lag_s", "on_lag", "quorum"}: the record is not leaving
     agentStopping = Signal()
 
     _EVENT_SIGNALS = {
@@ -79,6 +81,8 @@ class AgentBridge(QObject):
         "session-sealed": "sessionSealed",
         "time-warning": "timeWarning",
         "alarm": "alarm",
+        "ledger": "ledger",
+        "witness-lag": "witnessLag",
     }
 
     def __init__(

@@ -66,6 +66,7 @@ class TrayApp(QObject):
         self.history_window: HistoryWindow | None = None
         self.active: dict | None = None
         self.alarm: dict | None = None
+        self.ledger: dict | None = None  # the device ledger's state (LedgerLink.status())
         self.old_alarm: dict | None = None  # an alarm from before the session the customer allowed
         self.info: dict = {}                # the agent's ping: its mode (system or personal), device, version
         self.ever_connected = False
@@ -86,6 +87,8 @@ class TrayApp(QObject):
         b.timeWarning.connect(self._on_time_warning)
         b.activity.connect(self._on_activity)
         b.alarm.connect(self._on_alarm)
+        b.ledger.connect(self._on_ledger)
+        b.witnessLag.connect(self._on_witness_lag)
         b.agentStopping.connect(self._on_agent_stopping)
         self.queue.decisionMade.connect(self._send_decision)
         self.queue.changed.connect(self._refresh)
@@ -152,6 +155,8 @@ class TrayApp(QObject):
             detail = f"{who} is connected."
             if self.bar.isVisible() and self.bar.remaining_label.text():
                 detail += f" {self.bar.remaining_label.text().capitalize()}."
+            if self.bar.unwitnessed:
+                detail += " Its record is not leaving this computer (no witness confirms it)."
             if self.old_alarm is not None:
                 detail += f" (An earlier alarm, from before this session: {self._alarm_text(self.old_alarm)})"
             return TrayStatus("active", "A session is active.", detail, can_end=True, mode=mode)
@@ -159,6 +164,8 @@ class TrayApp(QObject):
 
     def _alarm_headline(self) -> str:
         kind = (self.alarm or {}).get("kind")
+        if (self.alarm or {}).get("tool") == "ledger":  # agent.service.ledger_link: a cut journal, a fork
+            return "This computer's record was tampered with."
         if kind == "way-back-in":
             return "A new way back in to this computer."
         if kind == "refused-attempt":
@@ -169,6 +176,8 @@ class TrayApp(QObject):
         alarm = alarm or self.alarm
         if not alarm:
             return ""
+        if alarm.get("tool") == "ledger":
+            return clip(shown(alarm.get("detail")) or "The device ledger raised an alarm.", 300)
         if alarm.get("kind") == "way-back-in":
             return clip(shown(alarm.get("detail")) or f"{shown(alarm.get('category'))}: {shown(alarm.get('item'))}",
                         160)
@@ -192,6 +201,8 @@ class TrayApp(QObject):
         info = snapshot.get("info")
         self.info = info if isinstance(info, dict) else {}
         status = snapshot.get("status") if isinstance(snapshot.get("status"), dict) else {}
+        self.ledger = status.get("ledger") if isinstance(status.get("ledger"), dict) else None
+        self.bar.set_ledger(self.ledger)
         active = status.get("active")
         if isinstance(active, dict) and active.get("id"):
             if self.active is None or self.active.get("id") != active.get("id"):
@@ -305,7 +316,22 @@ class TrayApp(QObject):
         title = {"way-back-in": "Chaperone: a new way back in",
                  "refused-attempt": "Chaperone: an attempt to decide for you was refused"}.get(
             str(data.get("kind")), "Chaperone: remote access without consent")
+        if data.get("tool") == "ledger":
+            title = "Chaperone: the record was tampered with"
         self.notifier.notify(title, self._alarm_text(), "critical")
+        self._refresh()
+
+    def _on_ledger(self, data: dict) -> None:
+        self.ledger = data if isinstance(data, dict) else None
+        self.bar.set_ledger(self.ledger)
+        self._refresh()
+
+    def _on_witness_lag(self, data: dict) -> None:
+        lag = data.get("lag_s")
+        seconds = f" for {countdown(lag)}" if isinstance(lag, (int, float)) else ""
+        ending = " The session ends now, as the settings say." if data.get("on_lag") == "end" else ""
+        self.notifier.notify("Chaperone: the record is not leaving this computer",
+                             f"No witness has confirmed this session's record{seconds}.{ending}", "warning")
         self._refresh()
 
     # --- user actions -----------------------------------------------------------------------------

@@ -31,6 +31,9 @@ class SessionBar(QWidget):
         "normal": "QFrame#sessionBar { background:#0b2e59; border-radius:6px; } QLabel { color:#ffffff; }",
         "warning": "QFrame#sessionBar { background:#7a4f00; border:2px solid #ffcc4d; border-radius:6px; }"
         " QLabel { color:#ffffff; }",
+        # the record is not leaving the machine (no witness cosigned it for too long)
+        "unwitnessed": "QFrame#sessionBar { background:#7a1f1f; border:2px solid #ff8a80; border-radius:6px; }"
+        " QLabel { color:#ffffff; }",
     }
 
     def __init__(self, parent: QWidget | None = None, *, clock: Callable[[], float] = time.time):
@@ -70,6 +73,14 @@ class SessionBar(QWidget):
         self.remaining_label = PlainLabel("", wrap=False, selectable=False)
         self.remaining_label.setObjectName("remaining")
         row.addWidget(self.remaining_label)
+        self.record_label = PlainLabel("", wrap=False, selectable=False)
+        self.record_label.setObjectName("record")
+        self.record_label.setToolTip("Whether this session's record is leaving the computer: witnesses off the "
+                                     "machine confirm it every few seconds, so it cannot be rewritten later.")
+        row.addWidget(self.record_label)
+        self.ledger: dict | None = None
+        self._cosigned_at: float | None = None
+        self._ledger_seen_at: float = 0.0
         self.end_button = QPushButton("&End session")
         self.end_button.setToolTip("End the session now; the technician is disconnected and the log is sealed.")
         self.end_button.clicked.connect(lambda: self.endRequested.emit(self.session_id))
@@ -99,6 +110,33 @@ class SessionBar(QWidget):
         self.show()
         self.raise_()
 
+    def set_ledger(self, status: dict | None) -> None:
+        """The device ledger's state (the agent's ``status()["ledger"]`` or a ``ledger`` event)."""
+        self.ledger = dict(status) if isinstance(status, dict) else None
+        self._ledger_seen_at = self._clock()
+        cosigned = (self.ledger or {}).get("cosigned")
+        age = cosigned.get("age_s") if isinstance(cosigned, dict) else None
+        self._cosigned_at = self._ledger_seen_at - float(age) if isinstance(age, (int, float)) else None
+        self.tick()
+
+    @property
+    def unwitnessed(self) -> bool:
+        """Witnesses are configured and the agent says the record is not leaving the machine."""
+        ledger = self.ledger or {}
+        return bool(ledger.get("witnesses")) and not ledger.get("ok", True)
+
+    def _record_text(self, now: float) -> str:
+        ledger = self.ledger
+        if ledger is None:
+            return ""
+        if not ledger.get("witnesses"):
+            return "record kept on this computer only"
+        if self.unwitnessed:
+            return "record NOT leaving this computer"
+        if self._cosigned_at is None:
+            return "record: waiting for a witness"
+        return f"record witnessed {countdown(max(0.0, now - self._cosigned_at))} ago"
+
     def end_session(self) -> None:
         self._timer.stop()
         self.session, self.session_id = {}, ""
@@ -106,13 +144,22 @@ class SessionBar(QWidget):
 
     def warn(self, remaining_s: float) -> None:
         """Switch to the warning look (also called for the agent's ``time-warning`` event)."""
-        self._set_style("warning")
+        if not self.unwitnessed:  # the record's warning outranks the clock's
+            self._set_style("warning")
         if not self._warned:
             self._warned = True
             self.warned.emit(int(remaining_s))
 
     def tick(self) -> None:
         now = self._clock()
+        self.record_label.setText(self._record_text(now))
+        self.record_label.setVisible(bool(self.record_label.text()))
+        if self.unwitnessed:
+            self._set_style("unwitnessed")
+        elif self._warned:
+            self._set_style("warning")
+        else:
+            self._set_style("normal")
         if self._started is not None:
             self.elapsed_label.setText(f"{countdown(now - self._started)} elapsed")
         if self._until is None:

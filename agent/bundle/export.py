@@ -18,14 +18,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from agent.bundle.layout import FILES, JOURNAL, PRINCIPAL, REPORT, SIG, SIGNERS, SUMS, VERIFY, sums_text, verify_text
+from agent.bundle.layout import (
+    FILES,
+    JOURNAL,
+    LEDGER_CHECKPOINTS,
+    LEDGER_PROOF,
+    OPTIONAL,
+    PRINCIPAL,
+    REPORT,
+    SIG,
+    SIGNERS,
+    SUMS,
+    VERIFY,
+    sums_text,
+    verify_text,
+)
 from agent.bundle.report import write_report
+from agent.bundle.witnessing import Evidence, collect_evidence
 from agent.devicekey import DeviceKey
 from agent.errors import ChaperoneError, KeyFileError, UsageError
 from agent.history import History
 from agent.home import Home
 from agent.journal.reader import iter_lines
 from agent.journal.verify import verify_journal
+from agent.ledger import Ledger, ledger_dir
 
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}")
 
@@ -33,12 +49,13 @@ SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}")
 def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
     """Write the bundle of ``session_id`` to ``out``: a zip, or a folder when
     ``out`` ends with ``/`` or is an existing folder. Returns the path written."""
+    return export_bundle_with_evidence(home, session_id, out)[0]
+
+
+def journal_of(home: Home, session_id: str) -> tuple[Path, dict | None]:
+    """The journal of ``session_id`` and its history row; ``UsageError`` if there is none."""
     if not SESSION_ID.fullmatch(session_id):
         raise UsageError(f"{session_id!r} is not a session id; 'chaperone sessions' lists them.")
-    key = DeviceKey.load(home)
-    if not PRINCIPAL.fullmatch(key.principal):
-        raise KeyFileError(f"The device key's name {key.principal!r} cannot appear in allowed_signers; "
-                           f"edit the comment in {home.pub_path} to a plain name such as chaperone@host.")
     with History(home, readonly=True) as history:
         row = history.get(session_id)
     journal = Path(row["journal"]) if row and row.get("journal") else home.journal_path(session_id)
@@ -46,6 +63,27 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
         if row is None:
             raise UsageError(f"There is no session {session_id} in {home.path}; 'chaperone sessions' lists them.")
         raise UsageError(f"The journal of session {session_id} is missing from {journal}.")
+    return journal, row
+
+
+def ledger_evidence(home: Home, journal: Path) -> Evidence | None:
+    """The device ledger's evidence for a sealed journal (read-only: the agent may hold the ledger);
+    None when this home has no ledger."""
+    if not ledger_dir(home).is_dir():
+        return None
+    with Ledger.open(home, readonly=True) as ledger:
+        return collect_evidence(ledger, _lines_of(journal))
+
+
+def export_bundle_with_evidence(home: Home, session_id: str, out: str | os.PathLike) -> tuple[Path, Evidence | None]:
+    """``export_bundle``, and what the ledger had for it (``ledger.proof``, ``ledger.checkpoints``)."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise UsageError(f"{session_id!r} is not a session id; 'chaperone sessions' lists them.")
+    key = DeviceKey.load(home)
+    if not PRINCIPAL.fullmatch(key.principal):
+        raise KeyFileError(f"The device key's name {key.principal!r} cannot appear in allowed_signers; "
+                           f"edit the comment in {home.pub_path} to a plain name such as chaperone@host.")
+    journal, row = journal_of(home, session_id)
 
     out_text = os.fspath(out)
     as_folder = out_text.endswith(("/", os.sep)) or Path(out_text).is_dir()
@@ -63,6 +101,7 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
                                  f"'chaperone end {session_id}', then export it.")
             raise ChaperoneError(f"The journal of session {session_id} is not intact, so it cannot be exported "
                                  f"as genuine: {check.reason}")
+        evidence = ledger_evidence(home, journal)
         with writer.create(REPORT) as raw:
             report = _HashingSink(raw)
             write_report(report, lambda: _lines_of(journal), verified=True, history=row,
@@ -70,9 +109,15 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
                                       f"the device key {key.fingerprint} when exported.")
             digests[REPORT] = report.digest()
         files = {
-            VERIFY: verify_text(session_id, key.principal, key.fingerprint, target.name).encode("utf-8"),
+            VERIFY: verify_text(session_id, key.principal, key.fingerprint, target.name,
+                                witnessed_by=evidence.witnessed_by if evidence and evidence.proof else None
+                                ).encode("utf-8"),
             SIGNERS: (key.allowed_signers_line() + "\n").encode("ascii"),
         }
+        if evidence is not None and evidence.proof is not None:
+            files[LEDGER_PROOF] = evidence.proof
+            if evidence.checkpoints is not None:
+                files[LEDGER_CHECKPOINTS] = evidence.checkpoints
         for name, data in files.items():
             writer.write(name, data)
             digests[name] = hashlib.sha256(data).hexdigest()
@@ -86,7 +131,7 @@ def export_bundle(home: Home, session_id: str, out: str | os.PathLike) -> Path:
     except BaseException:
         writer.abort()
         raise
-    return target
+    return target, evidence
 
 
 def _lines_of(path: Path) -> Iterator[bytes]:
@@ -169,7 +214,7 @@ class _FolderWriter:
     def __init__(self, target: Path) -> None:
         try:
             target.mkdir(parents=True, exist_ok=True)
-            others = sorted(set(os.listdir(target)) - set(FILES))
+            others = sorted(set(os.listdir(target)) - set(FILES) - set(OPTIONAL))
         except OSError as exc:
             raise ChaperoneError(f"Cannot write the bundle folder {target}: {exc.strerror}.") from None
         if others:
@@ -193,6 +238,10 @@ class _FolderWriter:
     def commit(self) -> None:
         for temp, final in self._temps:
             os.replace(temp, final)
+        written = {final.name for _, final in self._temps}
+        for name in OPTIONAL:  # a re-export without ledger evidence leaves no stale proof behind
+            if name not in written:
+                (self.target / name).unlink(missing_ok=True)
 
     def abort(self) -> None:
         for temp, _ in self._temps:

@@ -19,12 +19,17 @@ SIG = "SHA256SUMS.sig"
 SIGNERS = "allowed_signers"
 REPORT = "report.html"
 VERIFY = "VERIFY.txt"
+LEDGER_PROOF = "ledger.proof"
+LEDGER_CHECKPOINTS = "ledger.checkpoints"
 FILES = (JOURNAL, SUMS, SIG, SIGNERS, REPORT, VERIFY)
-#: The files SHA256SUMS lists, in the order it lists them.
+#: Files a bundle holds when the device's ledger had evidence for it (listed in SHA256SUMS when present).
+OPTIONAL = (LEDGER_PROOF, LEDGER_CHECKPOINTS)
+#: The files SHA256SUMS lists, in the order it lists them (then those of OPTIONAL that are present).
 SUMMED = (JOURNAL, REPORT, VERIFY, SIGNERS)
 
 #: Size limits when reading a bundle (a guard against zip bombs).
-MAX_SIZE = {JOURNAL: 8 << 30, REPORT: 8 << 30, SUMS: 64 << 10, SIG: 64 << 10, SIGNERS: 64 << 10, VERIFY: 1 << 20}
+MAX_SIZE = {JOURNAL: 8 << 30, REPORT: 8 << 30, SUMS: 64 << 10, SIG: 64 << 10, SIGNERS: 64 << 10, VERIFY: 1 << 20,
+            LEDGER_PROOF: 1 << 20, LEDGER_CHECKPOINTS: 256 << 20}
 #: The largest compression ratio accepted for a member above 1 MiB.
 MAX_RATIO = 200
 
@@ -36,12 +41,13 @@ _SIGNERS_LINE = re.compile(
 
 
 def sums_text(digests: dict[str, str]) -> bytes:
-    """``SHA256SUMS`` for the digests of ``SUMMED``."""
-    return "".join(f"{digests[name]}  {name}\n" for name in SUMMED).encode("ascii")
+    """``SHA256SUMS`` for the digests of ``SUMMED`` and of the ``OPTIONAL`` files present."""
+    names = [*SUMMED, *(name for name in OPTIONAL if name in digests)]
+    return "".join(f"{digests[name]}  {name}\n" for name in names).encode("ascii")
 
 
 def parse_sums(raw: bytes) -> dict[str, str]:
-    """Name -> hex digest from a ``SHA256SUMS`` that lists exactly ``SUMMED``."""
+    """Name -> hex digest from a ``SHA256SUMS`` that lists exactly ``SUMMED`` and some of ``OPTIONAL``."""
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -54,7 +60,7 @@ def parse_sums(raw: bytes) -> dict[str, str]:
         digest, name = match.groups()
         if name in digests:
             raise LayoutError(f"{SUMS} lists {name} twice")
-        if name not in SUMMED:
+        if name not in SUMMED and name not in OPTIONAL:
             raise LayoutError(f"{SUMS} lists {name!r}, which a bundle does not hold")
         digests[name] = digest
     missing = [name for name in SUMMED if name not in digests]
@@ -71,8 +77,46 @@ def parse_signers(raw: bytes) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def verify_text(session_id: str, principal: str, fingerprint: str, bundle_name: str) -> str:
-    """VERIFY.txt: how to check this bundle, with and without Chaperone."""
+def ledger_text(bundle_name: str, fingerprint: str, witnessed_by: tuple[str, ...] | None) -> str:
+    """The part of VERIFY.txt about the device ledger and its witnesses."""
+    if witnessed_by is None:
+        state = ("This bundle has no ledger proof: the device had no ledger entry for its seal when it was\n"
+                 "exported, so nothing in it shows that its records left the machine.")
+    elif witnessed_by:
+        state = f"When it was exported, the seal's ledger head was cosigned by: {', '.join(witnessed_by)}."
+    else:
+        state = ("When it was exported, no witness had cosigned the seal's ledger head yet (not yet\n"
+                 "witnessed): export it again later, or with --wait-witness.")
+    return f"""\
+The device ledger and its witnesses
+-----------------------------------
+ledger.proof (a C2SP tlog-proof) shows that the seal, the last line of
+session.jsonl, is in this device's ledger: an append-only Merkle log whose
+tree heads are signed by the device and cosigned, with the time they saw
+them, by witnesses off the machine. ledger.checkpoints does the same for
+every checkpoint of the session. {state}
+
+    chaperone verify {shlex.quote(bundle_name)} --fingerprint {fingerprint} --witness <witness verifier key>
+
+checks, for each witness you name (get its verifier key from its operator,
+never from this bundle), that it cosigned every checkpoint and the seal
+within 5 minutes of the time each was written. Then no one, not even someone
+holding the device key, rewrote, cut short or thinned out the records up to
+the last such checkpoint: rebuilt lines could only be cosigned later.
+
+What this does not prove: a technician with root can lie in real time about
+what happens after their last witnessed checkpoint (checkpoints come every
+few seconds while the session runs); someone controlling the customer's
+screen (GUI remote control) can click the customer's buttons; in personal
+mode the device key is readable by the customer's account, so anything not
+yet witnessed can be forged by that account. Without --witness, verify only
+reports which witnesses the bundle claims, unchecked.
+"""
+
+
+def verify_text(session_id: str, principal: str, fingerprint: str, bundle_name: str,
+                witnessed_by: tuple[str, ...] | None = None) -> str:
+    """VERIFY.txt: how to check this bundle, with and without Chaperone, and what the ledger proves."""
     ssh_verify = (f"ssh-keygen -Y verify -f allowed_signers -I {principal} -n {NAMESPACE} "
                   f"-s SHA256SUMS.sig < SHA256SUMS")
     return f"""\
@@ -117,4 +161,7 @@ SHA256SUMS       the SHA-256 of every other file
 SHA256SUMS.sig   the device's SSH signature over SHA256SUMS
 allowed_signers  the device's public key, for ssh-keygen
 VERIFY.txt       this file
-"""
+ledger.proof     the seal's place in the device's witnessed ledger (when present)
+ledger.checkpoints  the same for every checkpoint (when present)
+
+""" + ledger_text(bundle_name, fingerprint, witnessed_by)

@@ -219,6 +219,8 @@ def _section_row(key: str, record: dict) -> str:
                      f"{d.get('op', 'changed')} {d.get('path', '')}{by}", d.get("why")])
     if kind == "alarm" and d.get("tool") == "mount":
         return _row([ts, "mount", d.get("mountpoint") or "(gone before it could be read)", d.get("detail")])
+    if kind == "alarm" and d.get("tool") == "ledger":  # agent.service.ledger_link: a cut journal, a fork
+        return _row([ts, "device ledger", d.get("kind"), d.get("detail")])
     if kind == "alarm":
         return _row([ts, f"remote-access tool {d.get('tool', '')}", f"{d.get('process', '')} (pid {d.get('pid', '')})",
                      d.get("detail")])

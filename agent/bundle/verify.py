@@ -7,25 +7,46 @@ In order, stopping at the first failure:
 3. ``allowed_signers`` names one Ed25519 key, the one pinned if a fingerprint is given;
 4. ``SHA256SUMS.sig`` is that key's SSHSIG over ``SHA256SUMS`` (armored exactly as ssh-keygen writes it);
 5. every file matches ``SHA256SUMS``;
-6. the journal is genuine (chain, checkpoints and seal signed by that same key).
+6. the journal is genuine (chain, checkpoints and seal signed by that same key);
+7. the ledger evidence (``ledger.proof``, ``ledger.checkpoints``, when present,
+   listed in SHA256SUMS): with ``witnesses``, every checkpoint and the seal are
+   in heads each named witness cosigned in time (``agent.bundle.witnessing``),
+   else the bundle is not genuine; without, what it claims is reported.
 
-The journal is read once, streaming: it is hashed and verified in one pass.
+The journal is read once, streaming, for steps 5 and 6, and once more for 7.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from agent import sshsig
-from agent.bundle.layout import FILES, JOURNAL, NAMESPACE, SIG, SIGNERS, SUMMED, SUMS, parse_signers, parse_sums
+from agent.bundle.layout import (
+    FILES,
+    JOURNAL,
+    LEDGER_CHECKPOINTS,
+    LEDGER_PROOF,
+    NAMESPACE,
+    OPTIONAL,
+    SIG,
+    SIGNERS,
+    SUMMED,
+    SUMS,
+    parse_signers,
+    parse_sums,
+)
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
-from agent.errors import KeyFormatError, LayoutError
+from agent.bundle.witnessing import DEFAULT_MAX_LAG, WitnessReport, check_evidence
+from agent.errors import KeyFormatError, LayoutError, NoteError
 from agent.journal.format import strict_dearmor
+from agent.journal.reader import iter_lines
 from agent.journal.verify import JournalCheck, verify_journal
+from agent.ledger.cosignature import CosignatureVerifier, vkey_verifier
 from agent.sshkeys import fingerprint as fingerprint_of
 from agent.sshkeys import line_to_blob
 
@@ -49,6 +70,7 @@ class Verdict:
     file: str | None = None  # the bad file, if any
     line: int | None = None  # the first bad record's line and seq, if any
     seq: int | None = None
+    witness: dict | None = None  # the ledger evidence: WitnessReport.to_json()
 
     @property
     def exit_code(self) -> int:
@@ -72,13 +94,33 @@ def normalize_fingerprint(text: str) -> str:
     return text if text.startswith("SHA256:") else f"SHA256:{text}"
 
 
-def verify_bundle(path: str | os.PathLike, fingerprint: str | None = None) -> Verdict:
-    """Check a bundle (zip or folder). Never raises for bad content."""
+def witness_verifiers(vkeys: Sequence[str]) -> list[CosignatureVerifier]:
+    """Verifiers for the witnesses' keys given on the command line; ``NoteError`` names a bad one."""
+    out = []
+    for vkey in vkeys:
+        verifier = vkey_verifier(vkey)
+        if not isinstance(verifier, CosignatureVerifier):
+            raise NoteError(f"{vkey[:60]!r} is a log's key, not a witness's (cosignature) key")
+        out.append(verifier)
+    return out
+
+
+def verify_bundle(path: str | os.PathLike, fingerprint: str | None = None, *, witnesses: Sequence[str] = (),
+                  origin: str | None = None, max_lag: float = DEFAULT_MAX_LAG) -> Verdict:
+    """Check a bundle (zip or folder). Never raises for bad content (a malformed ``witnesses`` key raises
+    ``NoteError``: that is the caller's input). With ``witnesses``, the bundle is genuine only if each of
+    them witnessed its every checkpoint and its seal in time (see ``agent.bundle.witnessing``)."""
     pin = normalize_fingerprint(fingerprint) if fingerprint else None
+    verifiers = witness_verifiers(witnesses)
     facts: dict = {}
     try:
         with BundleSource(Path(path)) as source:
             check = _verify(source, pin, facts)
+            report = _witnessing(source, facts["fingerprint"], verifiers, origin, max_lag)
+            facts["witness"] = report.to_json()
+            if verifiers and not report.complete:
+                raise _Fail(report.problem or "The bundle's ledger evidence is incomplete.",
+                            file=LEDGER_PROOF if report.present else None, check=check)
     except Unreadable as exc:
         return Verdict(False, False, str(exc), **facts)
     except Unexpected as exc:
@@ -98,7 +140,7 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
     for name in FILES:
         if name not in names:
             raise _Fail(f"The bundle lacks {name}.", file=name)
-    extra = sorted(names - set(FILES))
+    extra = sorted(names - set(FILES) - set(OPTIONAL))
     if extra:
         raise _Fail(f"The bundle holds {extra[0]}, which SHA256SUMS does not list.", file=extra[0])
 
@@ -127,7 +169,11 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
     except LayoutError as exc:
         raise _Fail(f"{exc}.", file=SUMS) from None
 
-    for name in SUMMED:
+    for name in OPTIONAL:
+        if (name in names) != (name in digests):
+            raise _Fail(f"The bundle {'holds' if name in names else 'lacks'} {name}, which SHA256SUMS "
+                        f"{'does not list' if name in names else 'lists'}.", file=name)
+    for name in [*SUMMED, *(n for n in OPTIONAL if n in names)]:
         if name == JOURNAL:
             with source.open(JOURNAL) as stream:
                 tee = _HashingReader(stream)
@@ -142,6 +188,15 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
     if not check.ok:
         raise _Fail(check.reason, readable=check.readable, file=JOURNAL, check=check)
     return check
+
+
+def _witnessing(source: BundleSource, device_fingerprint: str, verifiers: list[CosignatureVerifier],
+                origin: str | None, max_lag: float) -> WitnessReport:
+    proof = source.read(LEDGER_PROOF) if LEDGER_PROOF in source.names else None
+    checkpoints = source.read(LEDGER_CHECKPOINTS) if LEDGER_CHECKPOINTS in source.names else None
+    with source.open(JOURNAL) as stream:
+        return check_evidence(iter_lines(stream), proof, checkpoints, verifiers,
+                              device_fingerprint=device_fingerprint, origin=origin, max_lag=max_lag)
 
 
 def _clause(why: str) -> str:

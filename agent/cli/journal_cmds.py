@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 
 from agent import text
-from agent.bundle import export_bundle, verify_bundle
+from agent.bundle import verify_bundle
+from agent.bundle.export import export_bundle_with_evidence, journal_of
 from agent.bundle.layout import JOURNAL
 from agent.bundle.report import write_report
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.bundle.witnessing import DEFAULT_MAX_LAG
 from agent.cli import home_of
+from agent.cli.ledger_cmds import DEFAULT_WAIT_S, WAIT_WITNESS_S, witness_seal
 from agent.devicekey import DeviceKey
-from agent.errors import ChaperoneError, LineTooLong, UsageError
+from agent.errors import ChaperoneError, LineTooLong, NoteError, UsageError
 from agent.history import History
 from agent.journal.reader import iter_lines
 
@@ -29,12 +32,23 @@ def register(subparsers, common) -> None:
     p.add_argument("session", metavar="SESSION", help="the session's id (see 'chaperone sessions')")
     p.add_argument("-o", "--output", required=True, metavar="FILE.zip|DIR/",
                    help="a zip file, or a folder when it ends with '/' or exists")
+    p.add_argument("--wait-witness", action="store_true",
+                   help=f"wait (up to {WAIT_WITNESS_S:.0f} s) until the witnesses have cosigned the seal "
+                        f"(default: {DEFAULT_WAIT_S:.0f} s, then export it as not yet witnessed)")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("verify", parents=[common],
                               help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
     p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
     p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
+    p.add_argument("--witness", action="append", default=[], metavar="VKEY",
+                   help="require every checkpoint and the seal to be cosigned in time by this witness "
+                        "(its verifier key, from its operator); repeatable")
+    p.add_argument("--origin", metavar="ORIGIN",
+                   help="the device's ledger origin, when it is not the default derived from its key")
+    p.add_argument("--max-lag", type=float, default=DEFAULT_MAX_LAG, metavar="SECONDS",
+                   help=f"how long after it was written a checkpoint may first be cosigned "
+                        f"(default {DEFAULT_MAX_LAG:.0f})")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(func=run_verify)
 
@@ -50,10 +64,21 @@ def register(subparsers, common) -> None:
 
 def run_export(args) -> int:
     home = home_of(args)
-    path = export_bundle(home, args.session, args.output)
+    journal, _ = journal_of(home, args.session)
+    witnessed = witness_seal(home, journal, WAIT_WITNESS_S if args.wait_witness else DEFAULT_WAIT_S)
+    path, evidence = export_bundle_with_evidence(home, args.session, args.output)
     fingerprint = DeviceKey.load(home).fingerprint
-    print(f"Wrote the bundle of session {text.escape(args.session)} to {text.escape(str(path))}.")
-    print(f"Check it with: chaperone verify {text.escape(str(path))} --fingerprint {fingerprint}")
+    shown = text.escape(str(path))
+    print(f"Wrote the bundle of session {text.escape(args.session)} to {shown}.")
+    if evidence is not None and evidence.witnessed:
+        print(text.escape(f"Witnessed by {', '.join(evidence.witnessed_by)}."))
+        print(f"Check it with: chaperone verify {shown} --fingerprint {fingerprint} --witness <each witness's key>")
+        return 0
+    if witnessed is not None:
+        print("Not yet witnessed: no witness had cosigned the seal"
+              + (" in time" if not args.wait_witness else f" within {WAIT_WITNESS_S:.0f} s")
+              + "; export it again later (or with --wait-witness) for a bundle that proves it left the machine.")
+    print(f"Check it with: chaperone verify {shown} --fingerprint {fingerprint}")
     return 0
 
 
@@ -61,7 +86,14 @@ def run_verify(args) -> int:
     if args.fingerprint and not _FINGERPRINT.fullmatch(args.fingerprint.strip()):
         raise UsageError(f"{args.fingerprint!r} is not a key fingerprint; give it as 'chaperone init' prints it "
                          "(SHA256: and 43 characters).")
-    verdict = verify_bundle(args.bundle, args.fingerprint)
+    if args.max_lag <= 0:
+        raise UsageError("--max-lag takes a number of seconds above 0.")
+    try:
+        verdict = verify_bundle(args.bundle, args.fingerprint, witnesses=args.witness, origin=args.origin,
+                                max_lag=args.max_lag)
+    except NoteError as exc:
+        raise UsageError(f"A --witness key cannot be used: {str(exc).rstrip('.')}; give the witness's verifier "
+                         "key as 'chaperone witness init' prints it.") from None
     if args.json:
         print(json.dumps(verdict.to_json(), ensure_ascii=False))
     elif verdict.genuine:
@@ -73,11 +105,29 @@ def run_verify(args) -> int:
         else:
             print(f"The key was not pinned: compare {text.escape(verdict.fingerprint or '')} with the device's "
                   f"fingerprint ('chaperone init' on that device prints it), or pass --fingerprint.")
+        # The witnesses' names come from the bundle: escaped like the reason.
+        print(text.escape(_witness_sentence(verdict.witness, args.max_lag)))
     elif verdict.readable:
         print(f"NOT GENUINE: {text.escape(verdict.reason)}")
     else:
         print(f"chaperone: {text.escape(verdict.reason)}", file=sys.stderr)
     return verdict.exit_code
+
+
+def _witness_sentence(report: dict | None, max_lag: float) -> str:
+    """What the ledger evidence says, for a genuine bundle."""
+    if not report or not report["present"]:
+        return ("Not witnessed: the bundle has no ledger proof, so nothing shows its records left the machine; "
+                "whoever holds the device key could have rebuilt it.")
+    if report["checked"]:
+        return (f"Witnessed by {', '.join(report['checked'])}: every checkpoint and the seal were cosigned within "
+                f"{max_lag:.0f} s of being written, so no record was changed afterwards. Records can still have "
+                "been falsified as they were written, by whoever held the device key then.")
+    if report["cosigners"]:
+        return (f"The ledger proof claims cosignatures by {', '.join(report['cosigners'])} (not checked: pass "
+                "--witness with each witness's verifier key, from its operator).")
+    return ("Not yet witnessed: the seal is in the device's ledger, but no witness had cosigned it when the bundle "
+            "was exported; whoever holds the device key could have rebuilt it.")
 
 
 def run_report(args) -> int:

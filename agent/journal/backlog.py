@@ -28,7 +28,7 @@ class Backlog:
     max_bytes: int = HOLD_BYTES
     since: str | None = None  # when the first write failed; None: nothing is held
     error: str = ""  # why (one clause, e.g. "the disk is full")
-    lines: deque[bytes] = field(default_factory=deque)
+    lines: deque[tuple[str, bytes]] = field(default_factory=deque)  # (type, line), oldest first
     size: int = 0
     written_late: int = 0
     lost: Counter[str] = field(default_factory=Counter)
@@ -47,8 +47,8 @@ class Backlog:
         """Whether a line of ``size`` bytes may still be held (never once a record was counted)."""
         return not self.lost and self.size + size <= self.max_bytes
 
-    def hold(self, line: bytes) -> None:
-        self.lines.append(line)
+    def hold(self, type: str, line: bytes) -> None:
+        self.lines.append((type, line))
         self.size += len(line)
 
     def count_lost(self, type: str, ts: str) -> None:
@@ -56,9 +56,9 @@ class Backlog:
         self.lost_from = self.lost_from or ts
         self.lost_to = ts
 
-    def written(self, line: bytes) -> None:
+    def written(self) -> None:
         """The oldest held line is on disk now."""
-        self.lines.popleft()
+        _, line = self.lines.popleft()
         self.size -= len(line)
         self.written_late += 1
 

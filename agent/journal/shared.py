@@ -16,7 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agent.devicekey import DeviceKey
-from agent.journal.writer import Journal
+from agent.journal.writer import LEDGER_TYPES, Journal, LineHook
+
+#: The unattended journal's lines that go to the device ledger: its alarms too.
+SHARED_LEDGER_TYPES = LEDGER_TYPES | {"alarm"}
 
 
 @contextmanager
@@ -31,12 +34,15 @@ def locked(path: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def append_locked(path: Path, session: str, device_key: DeviceKey, type: str, data: dict) -> int:
-    """Append one record and a checkpoint; the caller already holds ``locked(path)``."""
+def append_locked(path: Path, session: str, device_key: DeviceKey, type: str, data: dict, *,
+                  on_line: LineHook | None = None) -> int:
+    """Append one record and a checkpoint; the caller already holds ``locked(path)``. ``on_line`` gets the
+    lines that go to the device ledger (checkpoints, seals and alarms), as ``Journal`` says."""
     if path.exists():
-        journal = Journal.open(path, session, device_key, mark_restart=False)
+        journal = Journal.open(path, session, device_key, mark_restart=False, on_line=on_line,
+                               ledger_types=SHARED_LEDGER_TYPES)
     else:
-        journal = Journal.create(path, session, device_key)
+        journal = Journal.create(path, session, device_key, on_line=on_line, ledger_types=SHARED_LEDGER_TYPES)
     try:
         seq = journal.append(type, data)
         journal.checkpoint()
@@ -45,7 +51,8 @@ def append_locked(path: Path, session: str, device_key: DeviceKey, type: str, da
     return seq
 
 
-def append_shared(path: Path, session: str, device_key: DeviceKey, type: str, data: dict) -> int:
+def append_shared(path: Path, session: str, device_key: DeviceKey, type: str, data: dict, *,
+                  on_line: LineHook | None = None) -> int:
     """Lock, append one record with a checkpoint, unlock. Returns the record's seq."""
     with locked(path):
-        return append_locked(path, session, device_key, type, data)
+        return append_locked(path, session, device_key, type, data, on_line=on_line)

@@ -16,6 +16,14 @@ until the background thread can write them, then a ``gap`` record (and a
 ``loss`` record, for those past the memory bound) says what happened;
 ``journal.failing`` tells the session what is going on meanwhile, and
 ``checkpoint()``/``seal()`` raise until the held records are on disk.
+
+Two options serve the device ledger (the service connects them; the journal
+knows nothing of the ledger): ``on_line`` is called, under the journal's lock
+and right after the write, with the bytes (without the newline) of every line
+whose type is in ``ledger_types`` (default: checkpoints and seals; a held
+line, when it is written); and ``heartbeat`` makes the background thread
+write a checkpoint at least that often even when no record came, so that a
+witnessed journal has no silent stretch (``agent.bundle.witnessing``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from hashlib import sha256
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +51,9 @@ from agent.records import SYNCED_AT_ONCE
 
 SYNC_INTERVAL = 0.2
 CHECKPOINT_INTERVAL = 5.0
+#: The lines that go to the device ledger when an ``on_line`` hook is given.
+LEDGER_TYPES = frozenset({"checkpoint", "seal"})
+LineHook = Callable[[bytes], object]
 # fdatasync flushes the data and the size, skipping timestamps: enough to read
 # the records back after a crash, and cheaper than fsync (not on macOS/Windows).
 _datasync = getattr(os, "fdatasync", os.fsync)
@@ -118,7 +130,9 @@ class Journal:
     SYNC_TYPES = SYNCED_AT_ONCE
 
     def __init__(self, path: Path, session_id: str, device_key: Signer, fd: int, *, seq: int, head: str, size: int,
-                 sync_interval: float, checkpoint_interval: float, hold_bytes: int = HOLD_BYTES) -> None:
+                 sync_interval: float, checkpoint_interval: float, on_line: LineHook | None = None,
+                 ledger_types: frozenset[str] = LEDGER_TYPES, heartbeat: float | None = None,
+                 hold_bytes: int = HOLD_BYTES) -> None:
         self.path = Path(path)
         self.session = session_id
         self.recovered: dict | None = None
@@ -140,6 +154,10 @@ class Journal:
         self._backlog = Backlog(max_bytes=hold_bytes)
         self._sync_interval = sync_interval
         self._checkpoint_interval = checkpoint_interval
+        self._on_line = on_line
+        self._ledger_types = ledger_types
+        self._heartbeat = heartbeat
+        self._last_signed = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._background, name=f"journal-{session_id}", daemon=True)
         self._thread.start()
@@ -148,12 +166,15 @@ class Journal:
     @classmethod
     def create(cls, path: str | os.PathLike[str], session_id: str, device_key: Signer, *,
                sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
-               hold_bytes: int = HOLD_BYTES) -> Journal:
-        """Start a new journal: seq 0 ``journal-start``, then a checkpoint."""
+               on_line: LineHook | None = None, ledger_types: frozenset[str] = LEDGER_TYPES,
+               heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES) -> Journal:
+        """Start a new journal: seq 0 ``journal-start``, then a checkpoint. See the module's docstring for
+        ``on_line``, ``ledger_types``, ``heartbeat`` and ``hold_bytes``."""
         path = Path(path)
         fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
         journal = cls(path, session_id, device_key, fd, seq=0, head=ZERO_HASH, size=0,
-                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, hold_bytes=hold_bytes)
+                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, on_line=on_line,
+                      ledger_types=ledger_types, heartbeat=heartbeat, hold_bytes=hold_bytes)
         try:
             journal.append("journal-start", _start_data(device_key))
             journal.checkpoint()
@@ -166,7 +187,8 @@ class Journal:
     def open(cls, path: str | os.PathLike[str], session_id: str, device_key: Signer, *,
              recovery: dict | None = None, mark_restart: bool = True,
              sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
-             hold_bytes: int = HOLD_BYTES) -> Journal:
+             on_line: LineHook | None = None, ledger_types: frozenset[str] = LEDGER_TYPES,
+             heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES) -> Journal:
         """Reopen a journal after a stop or a crash.
 
         A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
@@ -189,7 +211,8 @@ class Journal:
             os.close(fd)
             raise
         journal = cls(path, session_id, device_key, fd, seq=scan.next_seq, head=scan.head, size=scan.good_size,
-                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, hold_bytes=hold_bytes)
+                      sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, on_line=on_line,
+                      ledger_types=ledger_types, heartbeat=heartbeat, hold_bytes=hold_bytes)
         try:
             if scan.next_seq == 0:  # nothing good was left: start the chain again
                 journal.append("journal-start", _start_data(device_key))
@@ -293,7 +316,7 @@ class Journal:
         if self._backlog.holding:
             return self._hold_locked(type, line, ts)
         try:
-            self._put(line)
+            self._put(type, line)
         except OSError as exc:
             if type in self.SYNC_TYPES:  # consent's evidence is written now or refused, never held
                 raise JournalError(_write_error(self.path, exc)) from None
@@ -307,7 +330,7 @@ class Journal:
             self._backlog.count_lost(type, ts)
             return -1
         seq = self._seq
-        self._backlog.hold(line)
+        self._backlog.hold(type, line)
         self._advance(line, seq)
         return seq
 
@@ -315,12 +338,12 @@ class Journal:
         """Write the held records, then the ``gap`` (and ``loss``) record; True once nothing is held."""
         backlog = self._backlog
         while backlog.lines:
-            line = backlog.lines[0]
+            type, line = backlog.lines[0]
             try:
-                self._put(line)
+                self._put(type, line)
             except OSError:
                 return False
-            backlog.written(line)
+            backlog.written()
         if backlog.holding:
             for type, data in backlog.closing_records(self._clock.now()):
                 self._append_locked(type, _encode_data(data), self._clock.now())
@@ -350,11 +373,12 @@ class Journal:
             data["sig"] = self._key.sign(checkpoint_message(record))
             line = self._line(type, canonical_unchecked(data), seq, ts)
             try:
-                self._put(line)
+                self._put(type, line)
             except OSError as exc:
                 raise JournalError(_write_error(self.path, exc)) from None
             self._advance(line, seq)
             self._since_checkpoint = 0
+            self._last_signed = time.monotonic()
             if type == "seal":
                 self._sealed = self._blocked = True
         self._sync()
@@ -376,8 +400,9 @@ class Journal:
             raise ValueError(f"a {type!r} record of {len(line)} bytes is larger than the journal's limit of {MAX_LINE}")
         return line
 
-    def _put(self, line: bytes) -> None:
-        """One ``os.write`` of a whole line; on failure the file is cut back and OSError raised."""
+    def _put(self, type: str, line: bytes) -> None:
+        """One ``os.write`` of a whole line (then the ledger's hook, for its types); on failure the file is
+        cut back and OSError raised."""
         try:
             written = os.write(self._fd, line)
             if written != len(line):
@@ -387,6 +412,11 @@ class Journal:
             raise
         self._size += len(line)
         self._unsynced = True
+        if self._on_line is not None and type in self._ledger_types:
+            try:
+                self._on_line(line[:-1])
+            except Exception:  # noqa: BLE001 - the record is written; the hook's owner journals its own failures
+                pass
 
     def _advance(self, line: bytes, seq: int) -> None:
         self._head = sha256(line).hexdigest()
@@ -429,9 +459,12 @@ class Journal:
                         self.checkpoint()
                         last_checkpoint = time.monotonic()
                     continue
-                if self._since_checkpoint and time.monotonic() - last_checkpoint >= self._checkpoint_interval:
+                now = time.monotonic()
+                if self._since_checkpoint and now - last_checkpoint >= self._checkpoint_interval:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
+                elif self._heartbeat and now - self._last_signed >= self._heartbeat and not self._blocked:
+                    self.checkpoint()  # no record came: a heartbeat, so a witnessed journal has no silent stretch
                 elif self._unsynced:
                     self._sync()
             except JournalError:

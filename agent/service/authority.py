@@ -71,8 +71,9 @@ class Ancestor:
     uid: int | None
 
 
-def ancestry(pid: int, proc: Path = Path("/proc")) -> list[Ancestor]:
-    """``pid`` and its parents now, nearest first (what /proc says at this moment)."""
+def ancestry(pid: int, proc: Path = Path("/proc"), start_ticks: int | None = None) -> list[Ancestor]:
+    """``pid`` and its parents now, nearest first (what /proc says at this moment); empty when ``pid`` is not
+    the process that started at ``start_ticks`` any more (it exited and the pid was reused)."""
     chain: list[Ancestor] = []
     while pid > 0 and len(chain) < _MAX_ANCESTRY:
         try:
@@ -82,7 +83,10 @@ def ancestry(pid: int, proc: Path = Path("/proc")) -> list[Ancestor]:
             break
         # stat: "pid (comm) state ppid ..." where comm may hold spaces and parentheses
         name = stat[stat.index("(") + 1: stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        fields = stat[stat.rindex(")") + 2:].split()
+        ppid = int(fields[1])
+        if not chain and start_ticks is not None and int(fields[19]) != start_ticks:
+            return []
         uid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), None)
         try:
             exe: str | None = os.readlink(proc / str(pid) / "exe")
@@ -113,6 +117,39 @@ def controlling_tty(pid: int, proc: Path = Path("/proc")) -> str | None:
     if major == 4 and minor < 64:
         return f"tty{minor}"
     return f"tty {major}:{minor}"
+
+
+UNSET_SESSION = 4294967295  # the audit session of a process no login gave one
+
+
+def audit_session(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """The audit login session (``/proc/PID/sessionid``, set by pam_loginuid at each login and inherited
+    through setsid, nohup and double forks), or None when unset or unreadable."""
+    try:
+        value = int((proc / str(pid) / "sessionid").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if value == UNSET_SESSION else value
+
+
+def remote_sessions(proc: Path = Path("/proc")) -> set[int]:
+    """The audit sessions of the remote logins alive now: those of sshd's (and other remote daemons')
+    per-connection processes."""
+    found: set[int] = set()
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            comm = (proc / pid / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in REMOTE_DAEMONS:
+            session = audit_session(int(pid), proc)
+            if session is not None:
+                found.add(session)
+    return found
 
 
 def local_session_users(run: Path = Path("/run/systemd/sessions")) -> set[str]:
@@ -163,6 +200,9 @@ class Authority:
         self._lineage = lineage
         self._proc = proc
         self._local_users = local_users
+        # Remote logins' audit sessions seen so far: a process detached from an SSH login keeps its session
+        # after the login itself is gone. Bounded; the newest are kept.
+        self._remote_sessions: dict[int, None] = {}
 
     def customers(self) -> set[int]:
         """The uids that may decide: ``consent.customers``; else the users with a local session (system
@@ -178,19 +218,31 @@ class Authority:
         return {uid for name in named if (uid := _uid_of(name)) is not None}
 
     def judge(self, peer: Peer) -> Verdict:
-        chain = ancestry(peer.pid, self._proc) if peer.pid > 0 else []
+        """The peer's role, from the kernel's facts about its process (runs /proc reads: call off the loop)."""
+        chain = ancestry(peer.pid, self._proc, peer.start_ticks) if peer.pid > 0 else []
+        if not chain:
+            return Verdict("other", "its process is gone, so who it was cannot be known", "ancestry", None, chain)
         lineage = None
         how = "ancestry"
         if self._lineage is not None:
             how = self._lineage.how
-            label = self._lineage.owner(peer.pid)
+            label = self._lineage.owner(peer.pid, peer.start_ticks)
             if label is not None:
-                lineage = self._lineage.describe(peer.pid)
+                lineage = self._lineage.describe(peer.pid, peer.start_ticks)
                 return Verdict("technician", f"it belongs to a technician's login ({label})", how, lineage, chain)
         remote = next((a for a in chain[1:] if _program(a) in REMOTE_DAEMONS), None)
         if remote is not None:
             return Verdict("technician", f"it was started by a remote login ({_program(remote)}, pid {remote.pid})",
                            "ancestry", lineage, chain)
+        session = audit_session(peer.pid, self._proc)
+        if session is not None:
+            for seen in remote_sessions(self._proc):
+                self._remote_sessions[seen] = None
+            while len(self._remote_sessions) > 4096:
+                self._remote_sessions.pop(next(iter(self._remote_sessions)))
+            if session in self._remote_sessions:
+                return Verdict("technician", f"it belongs to a remote login's session (audit session {session})",
+                               "audit-session", lineage, chain)
         if peer.uid not in self.customers():
             return Verdict("other", f"{peer.user} is not one of the people who decide for this computer",
                            how, lineage, chain)

@@ -35,6 +35,7 @@ from agent.records import RecordType
 from agent.redact import Redactor
 from agent.service.access import boot_time, end_access
 from agent.service.authority import Authority, Verdict
+from agent.service.ledger_link import UNATTENDED, LedgerLink
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
 from agent.service.watchdog import Watchdog
@@ -126,6 +127,8 @@ class AgentService:
         self.home = home
         self.owner_uid = home_owner(home.path)
         self.system_socket = system_socket
+        self.device_key = device_key
+        self.ledger_link = LedgerLink(home, home.settings().witness, self.publish)
         # One process lineage for the whole agent (kernel events as root, else sampling): capture
         # records from it, the authority asks it whose a peer is. Started in run(), stopped at the end.
         self.lineage = lineage if lineage is not None else Lineage()
@@ -134,7 +137,9 @@ class AgentService:
                 return capture_factory(sink, watch_paths, technician_pids, lineage=self.lineage, redactor=redactor)
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
-                                      default_watch_paths=default_watch_paths, end_access=self._end_access)
+                                      default_watch_paths=default_watch_paths,
+                                      end_technician=self.lineage.end_lineage, ledger_hook=self.ledger_link.hook,
+                                      end_access=self._end_access)
         self.watchdog = Watchdog(home, self.manager.failclosed, home.settings().guard.timeout_s)
         self.manager.failclosed.technician_processes = self._technician_processes
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
@@ -172,12 +177,17 @@ class AgentService:
             loop.add_signal_handler(sig, self.request_stop)
         await self.watchdog.start()  # the guard runs before any session is resumed or requested
         await asyncio.to_thread(self.lineage.start)
+        unattended = UnattendedSink(self.home, self.manager.device_key,
+                                    lambda name, data: self._publish_threadsafe(loop, name, data),
+                                    on_line=self.ledger_link.hook)
+        await self._start_ledger(unattended)  # before any journal is reopened: the restart checks
         await self.manager.start()
-        self._unattended = UnattendedSink(self.home, self.manager.device_key,
-                                          lambda name, data: self._publish_threadsafe(loop, name, data))
+        self._unattended = unattended
         await asyncio.to_thread(self._take_back_stale_rights)
-        monitor = start_monitor(self._unattended, self.home.settings().remote_access_interval_s,
-                                self.manager.session_live)
+        link = asyncio.ensure_future(self.ledger_link.run(
+            self.manager.session_live, self.manager.record_live, self.manager.end_live,
+            lambda data: unattended.emit(RecordType.ALARM, data)))
+        monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         servers: list[asyncio.AbstractServer] = [
@@ -198,6 +208,9 @@ class AgentService:
                 await asyncio.to_thread(monitor.stop)
             await self.manager.stop()
             await asyncio.to_thread(self.lineage.stop)
+            self.ledger_link.stop()
+            await asyncio.gather(link, return_exceptions=True)
+            await self.ledger_link.close()  # a last push: the seals just written
             for sub in list(self._subscribers):
                 sub.offer(None)
             self._subscribers.clear()
@@ -225,6 +238,21 @@ class AgentService:
     def _technician_processes(self, session_id: str) -> list[tuple[int, float]]:
         """The session's lineage for the guard's access.json (start times as psutil gives them)."""
         return [(ref.pid, boot_time() + ref.start_ticks / CLK_TCK) for ref in self.lineage.living(session_id)]
+
+    async def _start_ledger(self, unattended: UnattendedSink) -> None:
+        """Open the device ledger and check the journals a previous run left open against it."""
+        link = self.ledger_link
+        await asyncio.to_thread(link.open)
+        damaged = link.ledger_problem_alarm()
+        if damaged is not None:
+            await asyncio.to_thread(unattended.emit, RecordType.ALARM, damaged)
+            return
+        open_rows = [row["id"] for row in self.manager.history.list()
+                     if row.get("state") in ("requested", "allowed", "active", "ended") and not row.get("sealed")]
+        journals = [(sid, self.home.journal_path(sid)) for sid in open_rows]
+        journals.append((UNATTENDED, self.home.unattended_journal_path))
+        findings = await asyncio.to_thread(link.check_journals, journals)
+        await asyncio.to_thread(link.record_findings, findings, self.device_key)
 
     def _publish_threadsafe(self, loop: asyncio.AbstractEventLoop, name: str, data: dict) -> None:
         loop.call_soon_threadsafe(self.publish, name, data)
@@ -378,7 +406,7 @@ class AgentService:
                 "mode": "system" if self.system_socket is not None else "personal"}
 
     async def _status(self, params, peer, caller):
-        return self.manager.status()
+        return {**self.manager.status(), "ledger": self.ledger_link.status()}
 
     async def _request(self, params, peer, caller):
         if "request_file" in params:
@@ -400,8 +428,15 @@ class AgentService:
                                          only=params.get("only"), for_s=params.get("for_s"))
 
     async def _wait(self, params, peer, caller):
-        return await self.manager.wait(_session_id(params, required=True), params.get("timeout", 30),
-                                       params.get("until", "decided"))
+        sid = _session_id(params, required=True)
+        result = await self.manager.wait(sid, params.get("timeout", 30), params.get("until", "decided"))
+        if result["state"] == "active" and peer.uid == 0 and self.manager.source_of(sid) == "ssh":
+            # ssh-authorize (run by sshd as root, from the login's own process) is letting a login in:
+            # that login is the technician's from now on, before its shell exists.
+            marked = await asyncio.to_thread(self.lineage.mark_parent, peer.pid, sid, peer.start_ticks)
+            if marked is not None:
+                log.info("session %s: the SSH login %d is the technician's", sid, marked.pid)
+        return result
 
     async def _end(self, params, peer, caller):
         return await self.manager.end(_session_id(params), caller)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from agent.capture.remote_access import RemoteAccessMonitor
 from agent.home import Home
 from agent.journal.shared import append_shared
+from agent.journal.writer import LineHook
 from agent.records import RecordType
 
 log = logging.getLogger("chaperone.agent")
@@ -25,13 +26,16 @@ SESSION = "unattended"
 class UnattendedSink:
     """A capture sink (thread-safe) writing to the unattended journal."""
 
-    def __init__(self, home: Home, device_key, publish_threadsafe: Callable[[str, dict], None]):
+    def __init__(self, home: Home, device_key, publish_threadsafe: Callable[[str, dict], None],
+                 on_line: LineHook | None = None):
         self.home = home
         self.device_key = device_key
         self._publish = publish_threadsafe
+        self._on_line = on_line  # its checkpoints, seals and alarms go to the device ledger
 
     def emit(self, type: str, data: dict) -> int:
-        seq = append_shared(self.home.unattended_journal_path, SESSION, self.device_key, type, data)
+        seq = append_shared(self.home.unattended_journal_path, SESSION, self.device_key, type, data,
+                            on_line=self._on_line)
         if type == RecordType.ALARM:
             self._publish("alarm", data)
         return seq

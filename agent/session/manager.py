@@ -35,8 +35,10 @@ from agent.errors import ApiError, ChaperoneError, JournalError, RequestError, e
 from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
+from agent.journal.writer import LineHook
 from agent.records import RecordType
 from agent.session.caller import Caller
+from agent.session.endings import Ended, end_technician_processes, run_login_hook
 from agent.session.failclosed import EndAccess, FailClosed
 from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks
@@ -51,9 +53,12 @@ from agent.text import escape, show
 
 log = logging.getLogger("chaperone.session")
 
+
 MAX_PENDING = 16
 STOP_GRACE_S = 30.0
 MAX_NOTE_CHARS = 4000
+#: A session journal writes a checkpoint at least this often, records or not (see agent.bundle.witnessing).
+HEARTBEAT_S = 30.0
 
 
 def _no_capture(sink, watch_paths, technician_pids):
@@ -65,14 +70,18 @@ class SessionManager:
                  capture_factory: CaptureFactory = _no_capture,
                  login_hooks: Mapping[str, LoginHooks] | None = None,
                  default_watch_paths: Callable[[], list[str]] = list,
-                 history: History | None = None, end_access: EndAccess | None = None):
+                 end_technician: Callable[[str], Ended] | None = None,
+                 history: History | None = None, ledger_hook: LineHook | None = None,
+                 end_access: EndAccess | None = None):
         self.home = home
         self.device_key = device_key
         self.consent_timeout = consent_timeout
         self.capture_factory = capture_factory
         self.login_hooks = dict(login_hooks or {})
         self.default_watch_paths = default_watch_paths
+        self.end_technician = end_technician
         self.history = history if history is not None else History(home)
+        self.ledger_hook = ledger_hook  # the journals' checkpoint and seal lines go to the device ledger
         self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -97,6 +106,11 @@ class SessionManager:
 
     def _pending(self) -> list[Session]:
         return [s for s in self._sessions.values() if s.state is State.REQUESTED]
+
+    def source_of(self, sid: str) -> str | None:
+        """Where a live session's request came from (``cli``, ``file``, ``ssh``), or None."""
+        session = self._sessions.get(sid)
+        return session.source if session is not None else None
 
     def status(self) -> dict:
         live, pending = self._live(), self._pending()
@@ -221,7 +235,7 @@ class SessionManager:
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Journal.create(path, sid, self.device_key)
+        return Journal.create(path, sid, self.device_key, on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
 
     # --- decisions ------------------------------------------------------------------------
     def _decidable(self, sid: str) -> Session:
@@ -406,11 +420,7 @@ class SessionManager:
 
     def record_alarm(self, data: dict) -> bool:
         """Journal an alarm in the live session (and send it to subscribers); False when none is live."""
-        live = self._live()
-        if live is None or live.sink is None:
-            return False
-        live.record(RecordType.ALARM, data)
-        return True
+        return self.record_live(RecordType.ALARM, data) is not None
 
     def _target(self, sid, doing: str) -> Session:
         live = self._live()
@@ -433,6 +443,21 @@ class SessionManager:
         await self.finish(session, caller.role, caller.provenance())
         return {"id": session.id, "state": session.state.value}
 
+    async def end_live(self, reason: str) -> str | None:
+        """End the live session for a reason of the agent's own (``witness-lag``); its id, or None."""
+        live = self._live()
+        if live is not None:
+            await self.finish(live, reason, None)
+        return live.id if live is not None else None
+
+    def record_live(self, type: str, data: dict) -> int | None:
+        """Journal a record of the agent's own (an alarm, a witness gap) in the live session, live to
+        subscribers; its seq, or None when no session is live."""
+        live = self._live()
+        if live is None or live.sink is None or live.finishing is not None:
+            return None
+        return live.record(type, data)
+
     async def finish(self, session: Session, reason: str, by: dict | None) -> None:
         """End a live session and seal it; concurrent callers share the same ending."""
         if session.finishing is None:
@@ -450,6 +475,7 @@ class SessionManager:
             event=("session-ended", {"id": session.id, "reason": reason}),
         )
         outcome = await self._run_login_hook(session, "on_session_ended")
+        await self._end_technician_processes(session)
         if session.capture is not None:
             try:
                 await asyncio.to_thread(session.capture.stop)
@@ -465,30 +491,15 @@ class SessionManager:
             "disconnected": len(connections.get("connections") or []) if connections.get("action") == "ended" else 0,
         })
 
+    async def _end_technician_processes(self, session: Session) -> None:
+        await end_technician_processes(self.end_technician, session)
+
     async def _run_login_hook(self, session: Session, which: str) -> dict:
-        """``on_session_started`` or ``on_session_ended`` of the session's login source, in a thread;
-        the last record of each type the hook emitted (what it did)."""
-        hooks = self._hooks(session)
-        outcome: dict = {}
-        if hooks is None:
-            return outcome
         try:
             settings = self.home.settings()
         except ChaperoneError:
             settings = Settings()
-        sink = session.sink
-        assert sink is not None
-
-        def emit(type: str, data: dict) -> object:
-            outcome[type] = data
-            return sink.emit(type, data)
-
-        try:
-            await asyncio.to_thread(getattr(hooks, which), session.hook_view(str(self.home.path)), settings, emit)
-        except Exception as exc:  # noqa: BLE001 - whatever a hook raises, never lose the seal over it
-            what = "ssh-session-end" if which == "on_session_ended" else "ssh-session-start"
-            session.record(RecordType.CAPTURE_ERROR, {"what": what, "path": None, "error": error_detail(exc)})
-        return outcome
+        return await run_login_hook(self._hooks(session), which, session, str(self.home.path), settings)
 
     # --- start, stop, recovery -------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:
@@ -522,7 +533,8 @@ class SessionManager:
         try:
             # Journal.open writes the one `recovery` record: what was set aside, the gap, and whether we go on.
             journal = Journal.open(path, sid, self.device_key,
-                                   recovery={"gap_s": plan.gap_s, "resumed": plan.resumed})
+                                   recovery={"gap_s": plan.gap_s, "resumed": plan.resumed},
+                                   on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
         except (JournalError, FileNotFoundError) as exc:
             # Sealed before the crash (the history lagged behind), or the journal is gone.
             self.history.upsert(sid, state="sealed" if facts.get("sealed") else row["state"],
