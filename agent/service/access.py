@@ -16,7 +16,12 @@ the session's ``admin`` grant gave (``agent.ssh.sudo``: its drop-in in
 while they are ended), then kills them (SIGKILL) and waits a moment. Ending
 an sshd login process closes that SSH connection. A process is only touched
 if its start time is the one recorded (a reused pid is left alone), and
-never pid 1, the caller, or the pids in ``protect``.
+never pid 1, the caller, the pids in ``protect``, nor an ancestor of any of
+them (the agent's parent, the service manager, a test runner): a list in
+``access.json`` that names too much (a lineage that took in more than the
+technician's) must not take the machine down with the technician. Only an
+sshd login that ssh-authorize recorded for the session is ended even when
+it is an ancestor (a technician who started the agent from their own shell).
 
 New logins need no action here: ssh-authorize refuses every login when the
 agent does not answer (every call it makes has a time-out), and a session
@@ -108,6 +113,17 @@ def ssh_logins(home: Home, session_id: str) -> list[tuple[int, float]]:
     return [(ref.pid, ref.started) for record in records if record.id == session_id for ref in record.sshd]
 
 
+def ancestors(pids: set[int], table: dict[int, Proc]) -> set[int]:
+    """Every ancestor of ``pids`` that is in ``table``."""
+    found: set[int] = set()
+    for pid in pids:
+        proc = table.get(pid)
+        while proc is not None and proc.ppid not in found and proc.ppid > 0:
+            found.add(proc.ppid)
+            proc = table.get(proc.ppid)
+    return found
+
+
 def _tree(roots: list[tuple[int, float]], table: dict[int, Proc], protect: set[int]) -> set[int]:
     found = {pid for pid, start in roots if pid not in protect and _same(table.get(pid), start)}
     children: dict[int, list[int]] = {}
@@ -130,20 +146,26 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def end_access(home: Home, session_id: str, protect: set[int] | frozenset[int] = frozenset(),
-               sudoers: Path = sudo.SUDOERS_D) -> dict:
-    """Stop and kill the session's technician processes, take back its sudo; what was ended and what survived."""
-    protect = {0, 1, os.getpid(), *protect}
+               sudoers: Path = sudo.SUDOERS_D, spare: set[int] | frozenset[int] = frozenset()) -> dict:
+    """Stop and kill the session's technician processes, take back its sudo; what was ended and what survived.
+    ``spare``: more processes never to touch, with their ancestors (the guard passes the agent's, known
+    from its start, when the agent itself is gone)."""
+    table = process_table()
+    never = {0, 1, os.getpid(), *protect}
+    keep = never | set(spare) | ancestors(never | set(spare), table)
     logins = ssh_logins(home, session_id)
-    roots = logins + read_access(home.session_dir(session_id), session_id)
+    listed = read_access(home.session_dir(session_id), session_id)
     frozen: dict[int, Proc] = {}
     for _ in range(FREEZE_ROUNDS):
-        table = process_table()
-        new = _tree(roots + [(p.pid, p.start) for p in frozen.values()], table, protect) - set(frozen)
+        new = (_tree(logins, table, never) | _tree(listed + [(p.pid, p.start) for p in frozen.values()], table, keep))
+        new -= set(frozen) | never
+        new = {pid for pid in new if pid not in keep or any(pid == login for login, _ in logins)}
         if not new:
             break
         for pid in new:
             _signal(pid, signal.SIGSTOP)
             frozen[pid] = table[pid]
+        table = process_table()
     for pid in frozen:
         _signal(pid, signal.SIGKILL)
     boot = boot_time()

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from agent.clock import rfc3339_from_timestamp
 from agent.home import Home
-from agent.service.access import end_access, read_proc
+from agent.service.access import ancestors, end_access, process_table, read_proc
 from agent.session.access import write_report
 
 POLL_S = 0.1
@@ -123,6 +123,9 @@ class Guard:
         self.stopped_since: float | None = None
         self._buf = b""
         self._next_back = 0.0
+        # the agent's parents (a service manager, a terminal, a tray) are never the technician's, even if
+        # access.json names them: known now, while the agent runs, for when it is gone
+        self.spare = ancestors({agent_pid}, process_table())
 
     def run(self) -> int:
         self.tell("G")
@@ -218,7 +221,7 @@ class Guard:
         session = self.session or ""
         started = time.time()
         try:
-            access = end_access(self.home, session, protect={self.agent_pid})
+            access = end_access(self.home, session, protect={self.agent_pid}, spare=self.spare)
         except Exception as exc:  # noqa: BLE001 - whatever failed, say it and keep guarding
             access = {"error": f"{type(exc).__name__}: {exc}", "ended": [], "survivors": []}
         report = {"cause": cause, "detail": detail, "session": session, "agent_pid": self.agent_pid,

@@ -113,6 +113,20 @@ def test_end_access_leaves_a_reused_pid_and_protected_pids_alone(session_home):
         bystander.wait()
 
 
+def test_end_access_never_touches_the_callers_ancestors_even_if_access_json_names_them(session_home):
+    # a lineage that took in too much: access.json names the test runner (our parent) and ourselves
+    me, parent = os.getpid(), os.getppid()
+    write_access(session_home.session_dir(SID), SID, [(pid, psutil.Process(pid).create_time()) for pid in (me, parent)])
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        result = end_access(session_home, SID, spare={child.pid})
+        assert result["ended"] == [] and child.poll() is None
+        assert psutil.Process(parent).status() != psutil.STATUS_STOPPED
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_end_access_without_any_record_ends_nothing(session_home, tmp_path):
     assert end_access(session_home, "s-unknown", sudoers=tmp_path) == {
         "logins": 0, "ended": [], "survivors": [], "sudo_revoked": False}
