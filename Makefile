@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ui_burst.py
 	$(BIN)/python bench/redact.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/review.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -162,6 +162,13 @@ class History:
             ).fetchall()
         return [_to_dict(row) for row in rows]
 
+    def delete(self, session_id: str) -> bool:
+        """Remove a session's row (retention); True when there was one."""
+        if self._conn is None:
+            return False
+        with self._lock:
+            return self._execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.agent", "tests.fixtures.sshd", "tests.fixtures.display"]
+pytest_plugins = ["tests.fixtures.agent", "tests.fixtures.sshd", "tests.fixtures.display", "tests.fixtures.browser",
+                  "tests.fixtures.s3"]
 
 # Qt tests run offscreen unless a test starts its own X server.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

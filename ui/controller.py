@@ -18,6 +18,7 @@ from ui.activity import ActivityModel, ActivityWindow, describe, describe_all
 from ui.agent_process import AgentProcess
 from ui.bridge import AgentBridge
 from ui.consent import ConsentQueue
+from ui.device import DeviceWindow
 from ui.history import HistoryWindow
 from ui.notifier import Notifier
 from ui.session_bar import SessionBar
@@ -64,6 +65,7 @@ class TrayApp(QObject):
         self.tray = Tray(self.status, self, retries=tray_retries)
         self.activity_window: ActivityWindow | None = None
         self.history_window: HistoryWindow | None = None
+        self.device_window: DeviceWindow | None = None
         self.active: dict | None = None
         self.alarm: dict | None = None
         self.ledger: dict | None = None  # the device ledger's state (LedgerLink.status())
@@ -97,6 +99,7 @@ class TrayApp(QObject):
         t = self.tray
         t.activityRequested.connect(self.show_activity)
         t.historyRequested.connect(self.show_history)
+        t.deviceRequested.connect(self.show_device)
         t.endSessionRequested.connect(self.end_session)
         t.openRequestRequested.connect(self.choose_request_file)
         t.dismissAlarmRequested.connect(self.dismiss_alarm)
@@ -375,6 +378,13 @@ class TrayApp(QObject):
             self.history_window.refreshRequested.connect(self.refresh_history)
         _present(self.history_window)
         self.refresh_history()
+
+    def show_device(self) -> None:
+        if self.device_window is None:
+            self.device_window = DeviceWindow(
+                lambda on_done, on_error: self.bridge.call("device", on_done=on_done, on_error=on_error))
+        _present(self.device_window)
+        self.device_window.refresh()
 
     def refresh_history(self) -> None:
         window = self.history_window

@@ -7,7 +7,6 @@ thread. Reports open in the user's browser from a private temporary folder.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from agent.errors import ChaperoneError
 from agent.home import Home
 from ui.icons import state_icon
 from ui.timefmt import counted, date_time
@@ -87,21 +85,14 @@ class HistoryModel(RowTableModel):
 
 
 def write_session_report(home: Home, session: dict, folder: Path) -> Path:
-    """Render a session's report from its journal into ``folder``; returns the HTML file. Blocking."""
-    from agent.bundle import render_report
+    """Render a session's report from its journal into ``folder``, checked against the device key; returns
+    the HTML file. Blocking."""
+    from agent.bundle.home_report import write_home_report
 
     session_id = str(session["id"])
-    journal = home.journal_path(session_id)
-    try:
-        with open(journal, "rb") as stream:
-            html = render_report(stream, history=session)
-    except FileNotFoundError:
-        raise ChaperoneError(f"There is no journal for session {session_id}; nothing to report.") from None
     safe_name = "".join(c for c in session_id if c.isalnum() or c in "-_")[:80] or "session"
     out = folder / f"report-{safe_name}.html"
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as stream:
-        stream.write(html)
+    write_home_report(home, session, out)
     return out
 
 

@@ -30,6 +30,7 @@ class Tray(QObject):
 
     activityRequested = Signal()
     historyRequested = Signal()
+    deviceRequested = Signal()
     endSessionRequested = Signal()
     openRequestRequested = Signal()
     dismissAlarmRequested = Signal()
@@ -114,6 +115,7 @@ class Tray(QObject):
         menu.addSeparator()
         self._add(menu, "&Activity…", self.activityRequested)
         self._add(menu, "&History…", self.historyRequested)
+        self._add(menu, "This de&vice…", self.deviceRequested)
         self._add(menu, "&End session", self.endSessionRequested).setEnabled(status.can_end)
         self._add(menu, "&Open request file…", self.openRequestRequested)
         if status.alarm:

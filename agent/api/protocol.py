@@ -17,7 +17,7 @@ VERSION = 1
 
 CODES = ("bad-request", "forbidden", "not-found", "conflict", "too-large", "unavailable")
 
-OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", "sessions", "subscribe")
+OPS = ("ping", "status", "request", "pending", "decide", "wait", "end", "note", "sessions", "subscribe", "device")
 # What anyone may do (agent.service.authority decides the rest by who the caller is).
 OPEN_OPS = frozenset({"ping", "status", "request", "wait"})
 

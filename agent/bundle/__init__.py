@@ -6,7 +6,8 @@ See docs/ARCHITECTURE.md ("Bundles") for the contract.
 
 from agent.bundle.export import export_bundle
 from agent.bundle.layout import FILES
-from agent.bundle.report import render_report, write_report
+from agent.bundle.report import BundleCopy, ReportCheck, render_report, write_report
 from agent.bundle.verify import Verdict, verify_bundle
 
-__all__ = ["FILES", "Verdict", "export_bundle", "render_report", "verify_bundle", "write_report"]
+__all__ = ["FILES", "BundleCopy", "ReportCheck", "Verdict", "export_bundle", "render_report", "verify_bundle",
+           "write_report"]

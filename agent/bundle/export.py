@@ -33,7 +33,7 @@ from agent.bundle.layout import (
     sums_text,
     verify_text,
 )
-from agent.bundle.report import write_report
+from agent.bundle.report import BundleCopy, write_report
 from agent.bundle.witnessing import Evidence, collect_evidence
 from agent.devicekey import DeviceKey
 from agent.errors import ChaperoneError, KeyFileError, UsageError
@@ -104,9 +104,8 @@ def export_bundle_with_evidence(home: Home, session_id: str, out: str | os.PathL
         evidence = ledger_evidence(home, journal)
         with writer.create(REPORT) as raw:
             report = _HashingSink(raw)
-            write_report(report, lambda: _lines_of(journal), verified=True, history=row,
-                         verification=f"{check.records} records, chained, checkpointed and sealed by "
-                                      f"the device key {key.fingerprint} when exported.")
+            write_report(report, lambda: _lines_of(journal), history=row,
+                         copy=BundleCopy(target.name, key.fingerprint))
             digests[REPORT] = report.digest()
         files = {
             VERIFY: verify_text(session_id, key.principal, key.fingerprint, target.name,

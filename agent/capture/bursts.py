@@ -119,7 +119,8 @@ class BurstCoalescer:
     def _fold_temp_creation(self, rename: Op) -> None:
         """A file created in this window and renamed: the rename carries the creation."""
         created = self._created_now.pop(rename.path, None)
-        self._created_now.pop(rename.dest, None)  # whatever was created there is replaced, not renamed
+        if rename.dest is not None:
+            self._created_now.pop(rename.dest, None)  # whatever was created there is replaced, not renamed
         if created is None:
             return
         created.folded = True

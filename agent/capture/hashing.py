@@ -109,10 +109,10 @@ def _hash_open_file(fd: int, before: os.stat_result, keep_bytes: int) -> HashRes
 def _symlink_result(path: bytes | str, st: os.stat_result) -> HashResult:
     """A symlink is hashed by its target text (never followed)."""
     try:
-        target = os.readlink(path)
+        target = os.readlink(os.fsencode(path))
     except OSError as exc:
         return HashResult("symlink", size=st.st_size, error=_describe(exc))
-    return HashResult("symlink", size=st.st_size, sha256=hashlib.sha256(os.fsencode(target)).hexdigest())
+    return HashResult("symlink", size=st.st_size, sha256=hashlib.sha256(target).hexdigest())
 
 
 def _describe(exc: OSError) -> str:

@@ -1,11 +1,9 @@
 """Process lineage: which processes are a technician's, known from the kernel's process events.
 
-One :class:`Lineage` per agent (the service builds it and hands it to
-consent and to capture). As root on Linux it reads the proc connector
-(``how = "proc-connector"``): every fork, exec, exit, uid and sid event,
-however short the process; elsewhere it samples with psutil every 100 ms
-(``how = "sampled"``, a guess: it misses short processes and a fork-and-
-detach between two samples). Records say which one was used.
+One :class:`Lineage` per agent (the service builds it and hands it to consent and to capture). As root
+on Linux it reads the proc connector (``how = "proc-connector"``): every fork, exec, exit, uid and sid
+event, however short the process; elsewhere it samples with psutil every 100 ms (``how = "sampled"``, a
+guess: it misses short processes and a fork-and-detach between two samples). Records say which.
 
 ::
 
@@ -473,6 +471,9 @@ class Lineage:
         there is no such process (gone, or ``start_ticks`` names another one)."""
         if pid in (0, 1, 2, self._own_pid):
             raise ValueError(f"process {pid} cannot be a technician's login.")
+        if pid in procfs.ancestors(self._own_pid):
+            # The agent would be in the technician's lineage, and ending that lineage would stop the agent.
+            raise ValueError(f"process {pid} started this agent; it cannot be a technician's login.")
         proc = self._find(pid, start_ticks)
         if proc is None or not proc.alive:
             return False
@@ -494,7 +495,8 @@ class Lineage:
         the marked process, or None if it is unknown or gone."""
         proc = self._find(pid, start_ticks)
         parent = proc.parent if proc is not None else None
-        if parent is None or not parent.alive or parent.pid in (0, 1, 2, self._own_pid):
+        if parent is None or not parent.alive or parent.pid in {0, 1, 2, self._own_pid,
+                                                                *procfs.ancestors(self._own_pid)}:
             return None
         return ProcessRef(parent.pid, parent.start_ticks) if self.mark(parent.pid, label, parent.start_ticks) else None
 
@@ -590,6 +592,8 @@ class Lineage:
         """End every living process of ``label``'s lineage, detached ones included (see
         :func:`agent.capture.ending.end_processes`: all are stopped before any is killed, so none
         can fork away). ``survivors`` are those still alive after it: an alarm and a way back in."""
-        return end_processes(lambda: self.living(label),
+        spared = procfs.ancestors(self._own_pid) | {self._own_pid}  # never the agent, nor what started it
+        return end_processes(lambda: [ref for ref in self.living(label) if ref.pid not in spared],
                              lambda ref: self.describe(ref.pid, ref.start_ticks) or {"pid": ref.pid},
                              grace_s=grace_s, poll_s=poll_s)
+

@@ -172,3 +172,15 @@ def monotonic_ns_from_ticks(ticks: int, offset_ns: int) -> int:
 def wall_from_monotonic_ns(monotonic_ns: int) -> float:
     """A CLOCK_MONOTONIC time as a Unix time (for records)."""
     return (time.time_ns() - time.monotonic_ns() + monotonic_ns) / 1e9
+
+
+def ancestors(pid: int) -> set[int]:
+    """The processes above ``pid`` now (its parent, their parent, …)."""
+    found: set[int] = set()
+    while pid > 1 and len(found) < 64:
+        stat = read_stat(pid)
+        if stat is None or stat.ppid in found:
+            break
+        pid = stat.ppid
+        found.add(pid)
+    return found

@@ -181,7 +181,7 @@ def scan_remote_access(
     me = euid if euid is not None else os.geteuid() if hasattr(os, "geteuid") else None
     try:
         by_pid, hidden = _established(net_connections(kind="inet"))
-        unseen = set()
+        unseen: set[int] = set()
     except psutil.AccessDenied:
         (by_pid, unseen), hidden = _per_process([proc for proc, _, _ in candidates]), False
     found = []

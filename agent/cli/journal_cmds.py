@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from agent import text
 from agent.bundle import verify_bundle
 from agent.bundle.export import export_bundle_with_evidence, journal_of
-from agent.bundle.layout import JOURNAL
-from agent.bundle.report import write_report
+from agent.bundle.layout import JOURNAL, SUMS
+from agent.bundle.report import ReportCheck, write_report
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
 from agent.bundle.witnessing import DEFAULT_MAX_LAG
 from agent.cli import home_of
@@ -29,9 +30,10 @@ _TABLE = (("ID", "id"), ("STATE", "state"), ("TECHNICIAN", "technician"), ("ORG"
 
 def register(subparsers, common) -> None:
     p = subparsers.add_parser("export", parents=[common], help="write the signed bundle of a sealed session")
-    p.add_argument("session", metavar="SESSION", help="the session's id (see 'chaperone sessions')")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.zip|DIR/",
-                   help="a zip file, or a folder when it ends with '/' or exists")
+    p.add_argument("session", metavar="SESSION", nargs="?", help="the session's id (see 'chaperone sessions')")
+    p.add_argument("--last", action="store_true", help="the most recent sealed session")
+    p.add_argument("-o", "--output", metavar="FILE.zip|DIR/",
+                   help="a zip file, or a folder when it ends with '/' or exists (default: TICKET.zip here)")
     p.add_argument("--wait-witness", action="store_true",
                    help=f"wait (up to {WAIT_WITNESS_S:.0f} s) until the witnesses have cosigned the seal "
                         f"(default: {DEFAULT_WAIT_S:.0f} s, then export it as not yet witnessed)")
@@ -39,7 +41,8 @@ def register(subparsers, common) -> None:
 
     p = subparsers.add_parser("verify", parents=[common],
                               help="check a bundle: 0 genuine, 1 not genuine, 2 cannot read")
-    p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
+    p.add_argument("bundle", metavar="BUNDLE", nargs="+",
+                   help="the bundle's zip or folder (one; 'review' checks many)")
     p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
     p.add_argument("--witness", action="append", default=[], metavar="VKEY",
                    help="require every checkpoint and the seal to be cosigned in time by this witness "
@@ -55,6 +58,7 @@ def register(subparsers, common) -> None:
     p = subparsers.add_parser("report", parents=[common], help="write the readable report of a bundle")
     p.add_argument("bundle", metavar="BUNDLE", help="the bundle's zip or folder")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    p.add_argument("--fingerprint", metavar="SHA256:…", help="the device key's fingerprint, to pin the signer")
     p.set_defaults(func=run_report)
 
     p = subparsers.add_parser("sessions", parents=[common], help="the history of sessions, newest first")
@@ -62,11 +66,40 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=run_sessions)
 
 
+_FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _pick_session(home, args) -> dict | None:
+    """The History row to export: SESSION, or with --last the most recent sealed one."""
+    if args.last == bool(args.session):
+        raise UsageError("Give a session's id or --last (the most recent sealed session); 'chaperone sessions' "
+                         "lists them.")
+    with History(home, readonly=True) as history:
+        if args.session:
+            return history.get(args.session)
+        for row in history.list():
+            if row.get("sealed") or row.get("state") == "sealed":
+                args.session = row["id"]
+                return row
+    raise UsageError(f"There is no sealed session in {home.path} yet; end a session first with 'chaperone end'.")
+
+
+def default_bundle_name(row: dict | None, session: str) -> Path:
+    """``INC-20431.zip`` (the ticket, made safe for a file name), or the session's id; never over a file."""
+    ticket = _FILE_SAFE.sub("-", str((row or {}).get("ticket") or "")).strip("-.")[:64]
+    for name in ([f"{ticket}.zip", f"{ticket}-{session}.zip"] if ticket else []) + [f"{session}.zip"]:
+        if not Path(name).exists():
+            return Path(name)
+    raise UsageError(f"{session}.zip exists already here; choose a file with -o.")
+
+
 def run_export(args) -> int:
     home = home_of(args)
+    row = _pick_session(home, args)
+    output = args.output or default_bundle_name(row, args.session)
     journal, _ = journal_of(home, args.session)
     witnessed = witness_seal(home, journal, WAIT_WITNESS_S if args.wait_witness else DEFAULT_WAIT_S)
-    path, evidence = export_bundle_with_evidence(home, args.session, args.output)
+    path, evidence = export_bundle_with_evidence(home, args.session, output)
     fingerprint = DeviceKey.load(home).fingerprint
     shown = text.escape(str(path))
     print(f"Wrote the bundle of session {text.escape(args.session)} to {shown}.")
@@ -82,10 +115,28 @@ def run_export(args) -> int:
     return 0
 
 
-def run_verify(args) -> int:
-    if args.fingerprint and not _FINGERPRINT.fullmatch(args.fingerprint.strip()):
-        raise UsageError(f"{args.fingerprint!r} is not a key fingerprint; give it as 'chaperone init' prints it "
+def _check_fingerprint(fingerprint: str | None) -> None:
+    if fingerprint and not _FINGERPRINT.fullmatch(fingerprint.strip()):
+        raise UsageError(f"{fingerprint!r} is not a key fingerprint; give it as 'chaperone init' prints it "
                          "(SHA256: and 43 characters).")
+
+
+def _one_bundle(given: list[str]) -> str:
+    """The one bundle ``verify`` checks; several, or a folder of bundles, are a job for ``review``."""
+    if len(given) > 1:
+        shown = " ".join(shlex.quote(g) for g in given[:3]) + (" …" if len(given) > 3 else "")
+        raise UsageError(f"verify checks one bundle and was given {len(given)}; to check many at once, run "
+                         f"'chaperone review {text.escape(shown)}'.")
+    path = Path(given[0])
+    if path.is_dir() and not (path / SUMS).exists() and not (path / JOURNAL).exists():
+        raise UsageError(f"{text.escape(given[0])} is a folder, not a bundle; to check the bundles in it, run "
+                         f"'chaperone review {text.escape(shlex.quote(given[0]))}'.")
+    return given[0]
+
+
+def run_verify(args) -> int:
+    _check_fingerprint(args.fingerprint)
+    args.bundle = _one_bundle(args.bundle)
     if args.max_lag <= 0:
         raise UsageError("--max-lag takes a number of seconds above 0.")
     try:
@@ -131,7 +182,8 @@ def _witness_sentence(report: dict | None, max_lag: float) -> str:
 
 
 def run_report(args) -> int:
-    verdict = verify_bundle(args.bundle)
+    _check_fingerprint(args.fingerprint)
+    verdict = verify_bundle(args.bundle, args.fingerprint)
     if not verdict.readable:
         raise ChaperoneError(verdict.reason)
     out = Path(args.output)
@@ -146,7 +198,9 @@ def run_report(args) -> int:
                     yield from iter_lines(stream)
 
             with open(temp, "w", encoding="utf-8") as html:
-                write_report(html, journal_lines, verified=verdict.genuine, verification=verdict.reason)
+                write_report(html, journal_lines, check=ReportCheck(verdict.genuine, verdict.reason,
+                                                                    verdict.fingerprint, verdict.pinned,
+                                                                    witnesses=witness_sentence(verdict.witness)))
         os.replace(temp, out)
     except (Unreadable, Unexpected, LineTooLong) as exc:
         temp.unlink(missing_ok=True)
@@ -157,9 +211,21 @@ def run_report(args) -> int:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    state = "verified" if verdict.genuine else "NOT genuine"
-    print(f"Wrote the report to {text.escape(str(out))} (the bundle is {state}: {text.escape(verdict.reason)})")
-    return 0
+    if verdict.genuine:
+        print(f"Wrote the report to {text.escape(str(out))}; the bundle is genuine: {text.escape(verdict.reason)}")
+        return 0
+    print(f"Wrote the report to {text.escape(str(out))}; the bundle is NOT GENUINE: {text.escape(verdict.reason)}")
+    return 1
+
+
+def witness_sentence(witness: dict | None) -> str | None:
+    """What the bundle's ledger evidence says, for the report's banner."""
+    if not witness or not witness.get("present"):
+        return "No ledger evidence: nothing shows this session's record left the device (no witness cosigned it)."
+    cosigners = ", ".join(witness.get("cosigners") or [])
+    if cosigners:
+        return f"The seal is in a ledger head cosigned by {cosigners} (not checked against any witness key here)."
+    return "The bundle carries ledger evidence, but no witness cosigned the seal's head."
 
 
 def run_sessions(args) -> int:

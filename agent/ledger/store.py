@@ -63,7 +63,7 @@ _U64 = struct.Struct(">Q")
 _datasync = getattr(os, "fdatasync", os.fsync)
 
 
-def _private(name, flags: int) -> int:
+def _private(name: str | os.PathLike[str], flags: int) -> int:
     return os.open(name, flags, 0o600)
 
 

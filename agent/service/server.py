@@ -19,6 +19,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
@@ -31,10 +32,13 @@ from agent.capture.procfs import CLK_TCK
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
+from agent.ledger import Ledger
+from agent.publish.retention import Retention, RetentionWorker
+from agent.publish.status import device_status
 from agent.records import RecordType
 from agent.redact import Redactor
 from agent.service.access import boot_time, end_access
-from agent.service.authority import Authority, Verdict
+from agent.service.authority import Authority, Verdict, ancestry
 from agent.service.ledger_link import UNATTENDED, LedgerLink
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
@@ -87,6 +91,12 @@ class RefusalLog:
         if len(self._seen) > 4096:
             self._seen.pop(next(iter(self._seen)))
         return True, skipped
+
+
+def run_by_sshd(pid: int) -> bool:
+    """Whether ``pid``'s parent is an sshd (the login ssh-authorize answers for), as /proc says now."""
+    chain = ancestry(pid)
+    return len(chain) >= 2 and os.path.basename(chain[1].exe or chain[1].name) in ("sshd", "sshd-session")
 
 
 def check_socket_path(home: Home) -> None:
@@ -153,7 +163,7 @@ class AgentService:
         self._handlers = {
             "ping": self._ping, "status": self._status, "request": self._request, "pending": self._pending,
             "decide": self._decide, "wait": self._wait, "end": self._end, "note": self._note,
-            "sessions": self._sessions,
+            "sessions": self._sessions, "device": self._device,
         }
 
     # --- events -------------------------------------------------------------------------------
@@ -188,6 +198,15 @@ class AgentService:
             self.manager.session_live, self.manager.record_live, self.manager.end_live,
             lambda data: unattended.emit(RecordType.ALARM, data)))
         monitor = start_monitor(unattended, self.home.settings().remote_access_interval_s, self.manager.session_live)
+        publishing = None
+        if self.home.settings().publish.url:
+            # imported here: boto3 (~30 MB) is loaded only when this device publishes
+            from agent.publish.publisher import Publisher, PublishWorker
+
+            publishing = PublishWorker(lambda: Publisher(self.home), ledger_export=_ledger_exporter(self.home))
+            publishing.start()  # its own thread: the store never holds up this loop
+        retention = RetentionWorker(lambda: Retention(self.home, ledger_hook=self.ledger_link.hook))
+        retention.start()
         path = self.home.socket_path
         path.unlink(missing_ok=True)  # left by a crashed agent; the lock says none is running
         servers: list[asyncio.AbstractServer] = [
@@ -206,6 +225,9 @@ class AgentService:
                 server.close()
             if monitor is not None:
                 await asyncio.to_thread(monitor.stop)
+            if publishing is not None:
+                await asyncio.to_thread(publishing.stop)
+            await asyncio.to_thread(retention.stop)
             await self.manager.stop()
             await asyncio.to_thread(self.lineage.stop)
             self.ledger_link.stop()
@@ -430,7 +452,8 @@ class AgentService:
     async def _wait(self, params, peer, caller):
         sid = _session_id(params, required=True)
         result = await self.manager.wait(sid, params.get("timeout", 30), params.get("until", "decided"))
-        if result["state"] == "active" and peer.uid == 0 and self.manager.source_of(sid) == "ssh":
+        if (result["state"] == "active" and peer.uid == 0 and self.manager.source_of(sid) == "ssh"
+                and await asyncio.to_thread(run_by_sshd, peer.pid)):
             # ssh-authorize (run by sshd as root, from the login's own process) is letting a login in:
             # that login is the technician's from now on, before its shell exists.
             marked = await asyncio.to_thread(self.lineage.mark_parent, peer.pid, sid, peer.start_ticks)
@@ -444,8 +467,28 @@ class AgentService:
     async def _note(self, params, peer, caller):
         return self.manager.note(_session_id(params), params.get("text"), caller)
 
+    async def _device(self, params, peer, caller):
+        """What the customer's "This device" view shows (public facts only)."""
+        mode = "system" if self.system_socket is not None else "personal"  # as ping says
+        ledger = self.ledger_link.ledger
+        facts = None
+        if ledger is not None:
+            status = self.ledger_link.status()
+            cosigned = status.get("cosigned") or {}
+            facts = {"origin": ledger.origin, "vkey": ledger.vkey, "size": status.get("size"),
+                     "cosigned": cosigned.get("at"), "warning": status.get("warning")}
+        return await asyncio.to_thread(device_status, self.home, mode, facts)
+
     async def _sessions(self, params, peer, caller):
         return self.manager.sessions()
+
+
+def _ledger_exporter(home: Home) -> Callable[[Path], object]:
+    """Writes the ledger's export for the publish worker, from a read-only view (the agent's own stays put)."""
+    def export(out: Path) -> object:
+        with Ledger.open(home, readonly=True) as ledger:
+            return ledger.export(out)
+    return export
 
 
 def _session_id(params: dict, required: bool = False) -> str | None:

@@ -36,12 +36,13 @@ from agent.history import History
 from agent.home import Home
 from agent.journal import Journal
 from agent.journal.writer import LineHook
-from agent.records import RecordType
+from agent.records import RecordType, Sink
+from agent.redact import Redactor
 from agent.session.caller import Caller
 from agent.session.endings import Ended, end_technician_processes, run_login_hook
 from agent.session.failclosed import EndAccess, FailClosed
 from agent.session.grant import Grant
-from agent.session.hooks import CaptureFactory, LoginHooks
+from agent.session.hooks import CaptureFactory, LoginHooks, Recorder, TechnicianPids
 from agent.session.intake import take_request
 from agent.session.lifecycle import END_REASONS, State, advance
 from agent.session.model import Session, new_session_id, warning_lead_s
@@ -61,7 +62,8 @@ MAX_NOTE_CHARS = 4000
 HEARTBEAT_S = 30.0
 
 
-def _no_capture(sink, watch_paths, technician_pids):
+def _no_capture(sink: Sink, watch_paths: list[str], technician_pids: TechnicianPids | None, *,
+                redactor: Redactor) -> Recorder:
     raise RuntimeError("no capture was given to this agent")
 
 

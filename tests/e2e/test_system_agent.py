@@ -8,6 +8,7 @@ never decide.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -62,7 +63,10 @@ def stranger():
 @pytest.fixture
 def runnable_by_others():
     """Let other accounts reach this Python and this checkout (search permission on the folders above them,
-    e.g. /root for a pyenv Python), as they can on a machine where Chaperone is installed; put back after."""
+    e.g. /root for a pyenv Python), as they can on a machine where Chaperone is installed; put back after,
+    unless another test run on this machine still needs it (a shared lock says so)."""
+    lock = open("/run/lock/chaperone-test-runnable", "a")  # noqa: SIM115 - held for the fixture's life
+    fcntl.flock(lock, fcntl.LOCK_SH)
     changed: list[tuple[Path, int]] = []
     for target in (Path(os.path.realpath(sys.executable)), ROOT):
         for folder in [*target.parents][::-1]:
@@ -73,8 +77,14 @@ def runnable_by_others():
     try:
         yield
     finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            changed = []  # another run still has them open to others
         for folder, mode in reversed(changed):
             folder.chmod(stat.S_IMODE(mode))
+        lock.close()
 
 
 @pytest.fixture

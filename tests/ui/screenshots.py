@@ -103,7 +103,8 @@ def main(argv: list[str]) -> int:
                          "--org", "Acme IT Support", "--ticket", "INC-20431", "--duration", "45m",
                          "--reason", "The shared printer on the second floor drops every job; I need to "
                          "reinstall its driver and check the CUPS configuration.",
-                         "--watch", "/etc", "--sign-key", str(key), "-o", str(signed))
+                         "--watch", "/etc", "--sign-key", str(key), "-o", str(signed),
+                         "--device", DeviceKey.load(home).fingerprint)
         assert made.returncode == 0, made.stderr
         tray_app.open_request_file(signed)
         wait_for(lambda: (app.processEvents(), tray_app.queue.current_dialog)[1], 20)
@@ -196,6 +197,16 @@ def main(argv: list[str]) -> int:
         history.verify(tampered)
         wait_for(lambda: (app.processEvents(), history.verdict.verdict_text.startswith("✖"))[1], 30)
         shots.region("history-not-genuine.png", history)
+
+        tray_app.show_device()
+        device = tray_app.device_window
+        device.resize(760, 300)
+        device.move(150, 100)
+        shown: list[dict] = []
+        device.shownStatus.connect(shown.append)
+        device.refresh()
+        wait_for(lambda: (app.processEvents(), bool(shown))[1], 20)
+        shots.region("device.png", device)
 
         tray_app.shutdown()
         print(f"screenshots written to {out}")

@@ -88,6 +88,7 @@ def test_sessions_report_export_and_verdicts(qtbot, agent, sealed_session, windo
     qtbot.waitUntil(lambda: len(opened) == 1, timeout=20_000)
     report = Path(opened[0].toLocalFile())
     html = report.read_text(encoding="utf-8")
+    assert "Genuine: checked when this report was written" in html  # the tray checked the home's journal
     assert "restarted cups" in html and "<b>Lovelace</b>" not in html   # hostile markup stays text
     assert oct(report.stat().st_mode & 0o777) == "0o600"
 

@@ -34,7 +34,7 @@ def test_menu_is_rebuilt_from_the_state_when_shown(qtbot):
     status = Status()
     tray = Tray(status)
     tray.rebuild_menu()
-    assert tray.action_texts() == ["Nobody is connected.", "&Activity…", "&History…", "&End session",
+    assert tray.action_texts() == ["Nobody is connected.", "&Activity…", "&History…", "This de&vice…", "&End session",
                                    "&Open request file…", "&Quit"]
     assert not tray.action("&End session").isEnabled()
     status.value = TrayStatus("alarm", "Remote access without a session you allowed.", "AnyDesk is running.",

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from agent.bundle import FILES, export_bundle, render_report, verify_bundle
+from agent.bundle import FILES, ReportCheck, export_bundle, render_report, verify_bundle
 from agent.cli import main
 from agent.errors import ChaperoneError, HomeError, UsageError
 from agent.history import History
@@ -173,8 +173,8 @@ def test_cli_export_verify_report(sealed, device_key, tmp_path, capsys):
     assert "not pinned" in said and device_key.fingerprint in said
     report = tmp_path / "r.html"
     assert main(["report", str(out), "-o", str(report)]) == 0
-    assert "verified" in capsys.readouterr().out
-    assert "Verified:" in report.read_text()
+    assert "genuine" in capsys.readouterr().out
+    assert "Genuine: checked when this report was written" in report.read_text()
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -196,34 +196,84 @@ RECORDS = [
 
 def _sections(html: str) -> dict[str, str]:
     parts = re.split(r"<h2[^>]*>", html)[1:]
-    return {p.split(" (")[0]: p for p in parts}
+    return {p.split(" <span")[0].split("<")[0]: p for p in parts}
 
 
 def test_report_is_self_contained_escaped_and_sorted_into_sections(home, device_key, tmp_path):
     write_session(home, device_key, records=RECORDS)
     html = (export_bundle(home, "s-1", f"{tmp_path}/b/") / "report.html").read_text()
     assert "<script" not in html and "<img" not in html
-    assert not re.search(r"<[^>]*\s(src|href)\s*=", html) and "@import" not in html and "url(" not in html
+    assert not re.search(r"<[^>]*\ssrc\s*=", html) and "@import" not in html and "url(" not in html
+    assert all(link.startswith("#") for link in re.findall(r"href=['\"]?([^'\" >]*)", html))  # in-page links only
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
     assert "Bob &lt;script&gt;" in html and "ACME &amp; Co" in html
     assert "printer \\u202eexe.txt" in html and "\u202e" not in html
-    for label in ("Technician", "Organisation", "Ticket", "Reason", "Decision", "Granted", "Started", "Ended",
-                  "End reason", "Device key"):
-        assert f"<td class=k>{label}</td>" in html
-    assert "allow by alice (uid 1000), click" in html and device_key.fingerprint in html
+    for label in ("Technician", "Why", "Consent", "When", "Device"):
+        assert f"<dt>{label}</dt>" in html
+    assert "Allowed by alice with a click" in html and device_key.fingerprint in html
     sections = _sections(html)
-    assert list(sections) == ["Ways back in", "Files", "Processes", "Software and system changes", "Notes",
-                              "All records"]
-    assert "authorized_keys" in sections["Ways back in"] and "anydesk" in sections["Ways back in"]
+    assert list(sections) == ["Ways back in", "Configuration changes", "The technician&#x27;s commands",
+                              "Other file changes", "Software and system changes", "The customer&#x27;s own activity",
+                              "Consent timeline", "Alarms", "Gaps in recording"]
+    assert "authorized_keys" in sections["Ways back in"] and "anydesk" in sections["Alarms"]
     assert "htop" not in sections["Ways back in"] and "htop 3.2" in sections["Software and system changes"]
-    assert "<pre>-PermitRootLogin no\n+PermitRootLogin yes\n&lt;/pre&gt;" in sections["Files"]
-    assert "PermitRootLogin yes" in sections["Files"] and "vim /etc/ssh/sshd_config" in sections["Processes"]
-    assert "rebooted the spooler" in sections["Notes"]
-    assert sections["All records"].count("<tr") == 1 + 13  # header + every record
-
+    diff = sections["Configuration changes"]
+    assert "<span class=d>-PermitRootLogin no</span><span class=a>+PermitRootLogin yes</span>" in diff
+    assert "&lt;/pre&gt;&lt;img src=x&gt;" in diff and "vim (bob, pid 7)" in diff
+    assert "vim /etc/ssh/sshd_config" in sections["The technician&#x27;s commands"]
+    assert "rebooted the spooler" in sections["Consent timeline"]
+    assert "rebooted the spooler" in html.split("<h2")[0]  # the note is in the summary at the top
 
 def test_report_with_empty_sections_and_bad_lines_stays_readable():
-    html = render_report([b"not json\n", b'{"truncated'], verified=False, verification="it was cut")
-    assert "NOT VERIFIED: it was cut" in html
-    assert html.count("Nothing recorded.") == 5
-    assert html.count("not a record") == 2
+    html = render_report([b"not json\n", b'{"truncated'], check=ReportCheck(False, "It was cut."))
+    assert "NOT GENUINE" in html and "It was cut." in html
+    assert html.count("class=empty") == 8
+    assert html.count("not a record") == 2 and "Gaps in recording <span class=n>(2)</span>" in html
     assert html.rstrip().endswith("</html>")
+
+
+def test_export_last_names_the_file_after_the_ticket(home, device_key, tmp_path, monkeypatch, capsys):
+    write_session(home, device_key, "s-1")
+    write_session(home, device_key, "s-2")
+    write_session(home, device_key, "s-3", seal=False)
+    with History(home) as history:
+        history.upsert("s-2", ticket="INC 42/../x", requested="2026-11-23T03:00:00.000000Z")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--last", "--home", str(home.path)]) == 0
+    assert "of session s-2 to " in capsys.readouterr().out
+    assert verify_bundle(tmp_path / "INC-42-..-x.zip").session == "s-2"
+    assert main(["export", "--last", "--home", str(home.path)]) == 0  # the ticket's file exists: not overwritten
+    assert (tmp_path / "INC-42-..-x-s-2.zip").is_file()
+    assert main(["export", "s-1", "--home", str(home.path)]) == 0
+    assert verify_bundle(tmp_path / "T-42.zip").session == "s-1"
+    assert main(["export", "--home", str(home.path)]) == 2
+    assert "Give a session's id or --last" in capsys.readouterr().err
+
+
+def test_the_trays_report_checks_the_homes_journal(home, device_key, tmp_path):
+    from agent.bundle.home_report import write_home_report
+
+    write_session(home, device_key, "s-1", records=[("note", {"author": "t", "text": "all good"})])
+    write_session(home, device_key, "s-2", seal=False)
+    with History(home) as history:
+        rows = {r["id"]: r for r in history.list()}
+    out = tmp_path / "r.html"
+    assert write_home_report(home, rows["s-1"], out).genuine
+    assert "Genuine: checked when this report was written" in out.read_text()
+    check = write_home_report(home, rows["s-2"], out)
+    assert not check.genuine and not check.sealed and "Not sealed yet" in out.read_text()
+    journal = home.journal_path("s-1")
+    journal.write_bytes(journal.read_bytes().replace(b"all good", b"all fine"))
+    check = write_home_report(home, rows["s-1"], out)
+    assert not check.genuine and "NOT GENUINE" in out.read_text() and "line" in check.reason
+
+
+def test_report_with_a_pinned_fingerprint_that_differs_exits_1(home, device_key, tmp_path, capsys):
+    write_session(home, device_key)
+    bundle = export_bundle(home, "s-1", tmp_path / "b.zip")
+    out = tmp_path / "r.html"
+    other = "SHA256:" + "A" * 43
+    assert main(["report", str(bundle), "-o", str(out), "--fingerprint", other]) == 1
+    assert "not by the pinned device key" in out.read_text()
+    assert main(["report", str(bundle), "-o", str(out), "--fingerprint", device_key.fingerprint]) == 0
+    assert "The key matches the pinned fingerprint." in out.read_text()

@@ -345,3 +345,20 @@ def test_with_nothing_to_follow_the_events_rest_and_a_mark_wakes_them():
     finally:
         lin.end_lineage("S13", grace_s=1)
         lin.stop()
+
+
+def test_what_started_the_agent_is_never_a_technicians_login(lineage):
+    """Marking the agent's own ancestor would put the agent in the technician's lineage, and ending that
+    lineage at the session's end would stop the agent itself (found in the whole suite: a frozen agent)."""
+    with pytest.raises(ValueError, match="started this agent"):
+        lineage.mark(os.getppid(), "s-ancestor")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert lineage.mark_parent(child.pid, "s-parent") is None  # its parent is this process's: not marked
+        assert not lineage.has_label("s-parent")
+        assert lineage.mark(child.pid, "s-child")
+        result = lineage.end_lineage("s-child", grace_s=1.0)
+        assert [p["pid"] for p in result.ended] == [child.pid] and result.survivors == []
+    finally:
+        child.kill()
+        child.wait()

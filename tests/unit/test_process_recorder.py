@@ -53,7 +53,10 @@ def go(shell: subprocess.Popen) -> None:
 @needs_root
 def test_the_technicians_programs_in_full_the_customers_as_names_and_counts(lineage, tmp_path):
     secret_file = tmp_path / "customer-private-notes.txt"
-    shell = technician_shell("chmod 600 /dev/null; "
+    target = tmp_path / "technician-file"
+    target.write_text("x")
+    # (A file of the test's own: a chmod of a shared file such as /dev/null breaks the machine for others.)
+    shell = technician_shell(f"chmod 600 {target}; "
                              f"{sys.executable} -c 'import time; time.sleep(0.3)' --password hunter2")
     sink = ListSink()
     recorder = ProcessRecorder(sink, lineage, label="S1", summary_s=3600)

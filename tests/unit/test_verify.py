@@ -89,7 +89,7 @@ def test_deeply_nested_json_is_a_bad_record_not_a_crash(bundle, device_key, caps
     code, out, _ = run(capsys, bundle)
     assert code == 1 and "line 1 (seq 0) is not a journal record: it is nested too deeply" in out
     report = bundle.parent / "r.html"
-    assert main(["report", str(bundle), "-o", str(report)]) == 0
+    assert main(["report", str(bundle), "-o", str(report)]) == 1  # written, and not genuine
     assert "nested too deeply" in report.read_text()
 
 
@@ -252,8 +252,9 @@ def test_verify_json_for_a_genuine_bundle(bundle, device_key, capsys):
 def test_report_of_a_tampered_bundle_says_not_verified(bundle, tmp_path, capsys):
     (bundle / "report.html").write_text("x")
     out = tmp_path / "r.html"
-    assert main(["report", str(bundle), "-o", str(out)]) == 0
-    assert "NOT VERIFIED: report.html does not match" in out.read_text()
+    assert main(["report", str(bundle), "-o", str(out)]) == 1
+    html = out.read_text()
+    assert "NOT GENUINE</b>report.html does not match" in html and "Genuine:" not in html
     assert main(["report", str(tmp_path / "nope"), "-o", str(out)]) == 2
     assert "There is no bundle" in capsys.readouterr().err
 
