@@ -41,6 +41,11 @@ class RecordType(StrEnum):
     INVENTORY_CHANGE = "inventory-change"
     ALARM = "alarm"
     CAPTURE_ERROR = "capture-error"
+    # when recording stops (agent/journal/backlog.py, agent/session/failclosed.py, agent/capture/resume.py)
+    GAP = "gap"
+    LOSS = "loss"
+    FAIL_CLOSED = "fail-closed"
+    BASELINE = "baseline"
     # the device ledger's witnesses, from the agent (agent.service.ledger_link)
     WITNESS = "witness"
 

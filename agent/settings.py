@@ -247,6 +247,15 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class GuardSettings:
+    timeout_s: float = setting(
+        5.0, seconds(1, 60),
+        "How long the agent may send no heartbeat before its guard ends the technician's access (a hung "
+        "agent; a killed one is noticed at once, a stopped one within a second). Read when the agent starts.",
+        "a number of seconds between 1 and 60")
+
+
+@dataclass(frozen=True)
 class Settings:
     consent: ConsentSettings = ConsentSettings()
     ssh: SSHSettings = SSHSettings()
@@ -254,6 +263,7 @@ class Settings:
     ledger: LedgerSettings = LedgerSettings()
     publish: PublishSettings = PublishSettings()
     retention: RetentionSettings = RetentionSettings()
+    guard: GuardSettings = GuardSettings()
     remote_access_interval_s: float = setting(
         15.0, seconds(0, 86400, zero_ok=True),
         "Seconds between scans for remote-access tools while no session runs (0 turns it off; a scan "

@@ -16,6 +16,15 @@ its own for the session. Parts: files below the watch paths
 the technician's writes anywhere and metadata changes
 (:mod:`~agent.capture.writes`, as root), mounts
 (:mod:`~agent.capture.mounts`), the inventory before and after.
+
+With a ``state_dir`` (the session's folder), ``prepare`` keeps the file
+baseline there (``baseline.bin``: signatures and hashes, no contents) and
+records its SHA-256 (a ``baseline`` record); the inventory keeps its
+"before" there too (``SessionInventory``). When the journal there shows that
+the agent started again during the session, ``prepare`` uses the saved
+baseline instead of a new scan and records what changed during the gap
+(``agent.capture.resume``). ``after_gap(gap)`` does the same after a stall
+of a running agent; ``dead_workers()`` names the threads that died.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from agent.capture.baseline import ContentBaseline, TreeIndex
+from agent.capture.baseline import BASELINE_FILE, ContentBaseline, TreeIndex, load_baseline, save_baseline
 from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
 from agent.capture.fanotify import FanotifyUnavailable, GuessAttributor
 from agent.capture.files import FileWatcher
@@ -37,7 +46,10 @@ from agent.capture.mountinfo import Mount
 from agent.capture.mounts import MountWatcher
 from agent.capture.paths import path_fields
 from agent.capture.processes import ProcessRecorder
+from agent.capture.resume import JOURNAL_NAME, JournalView, processes_since, read_journal
 from agent.capture.writes import WriteRecorder
+from agent.errors import error_detail
+from agent.records import RecordType
 from agent.redact import Redactor, default_redactor, is_secret_file, is_text_config
 
 __all__ = ["Capture", "default_watch_paths", "system_config_paths"]
@@ -109,9 +121,10 @@ class Capture:
         fanotify: bool = True,
         redactor: Redactor | None = None,
     ):
-        """``state_dir``: the session's folder, where the inventory's "before" is kept (redacted
-        summaries, 0600) so that it survives an agent restart; the file baseline stays in memory so
-        that no copy of the customer's configuration (and its secrets) is written to disk.
+        """``state_dir``: the session's folder, where the inventory's "before" (redacted summaries) and
+        the file baseline's signatures and hashes are kept (0600) so that they survive an agent restart;
+        the text of configuration files stays in memory, so that no copy of the customer's configuration
+        (and its secrets) is written to disk.
         ``technician_pids``: the session's login processes (SSH), marked in the lineage as ``label``
         (default: the session id of the sink's journal); ``process_interval``: the sampling interval
         when the lineage cannot follow the kernel's events; ``fanotify=False``: attribute file changes
@@ -142,23 +155,31 @@ class Capture:
         self._processes: ProcessRecorder | None = None
         self._writes: WriteRecorder | None = None
         self._mounts: MountWatcher | None = None
+        self._baseline_loaded = False
 
     @property
     def lineage(self) -> Lineage | None:
         return self._lineage
 
     def prepare(self) -> None:
-        """Baseline, inventory "before", then the lineage's recorders, the mounts and the file watcher."""
+        """Baseline, inventory "before", then the lineage's recorders, the mounts and the file watcher.
+
+        After a restart, the saved ones, then what changed during the gap (``after-gap`` records)."""
+        view = read_journal(self.state_dir / JOURNAL_NAME) if self.state_dir is not None else None
+        resumed = view if view is not None and view.resumed else None
         present = []
         for root in self.roots:
             if os.path.isdir(root):
                 present.append(root)
-                self._index.scan(root, on_file=self._remember_start)
             else:
                 self._sink.emit(
                     "capture-error",
                     {"what": "watch-path-missing", **path_fields(root), "error": "The folder to watch does not exist."},
                 )
+        if not (resumed is not None and self._load_baseline(resumed)):
+            for root in present:
+                self._index.scan(root, on_file=self._remember_start)
+            self._save_baseline()
         if self._inventory is not None:
             self._inventory.begin()  # the "before" (or the saved one after a restart), then its live watcher
         if self._lineage is None:
@@ -186,6 +207,8 @@ class Capture:
             redactor=self.redactor,
         )
         self._watcher.start()
+        if resumed is not None:
+            self._after_restart(resumed)
 
     def _start_writes(self, present: list[bytes], lineage: Lineage):
         """The filesystem-wide capture as root (it also names who wrote below the watch paths), else
@@ -247,12 +270,18 @@ class Capture:
             return
         self._baseline_files += 1
         self._baseline_bytes += st.st_size
+        sha, text = self._read_config(path)
+        if sha is not None:
+            self._contents.remember_start(path, sha, text)
+
+    def _read_config(self, path: bytes) -> tuple[str | None, str | None]:
+        """Hash a configuration file and teach the redactor what it holds; (SHA-256, the text to keep)."""
         name = os.fsdecode(path)
         secret = is_secret_file(name)
         # A secret file is read too, only for the redactor to remember its passwords (never kept or diffed).
         result = hash_file(path, max_bytes=MAX_DIFF_BYTES, keep_bytes=MAX_DIFF_BYTES)
         if result.sha256 is None:
-            return
+            return None, None
         text = None
         if result.data is not None and b"\0" not in result.data[:4096]:
             if secret:
@@ -263,7 +292,77 @@ class Capture:
                 text = decode_text(result.data)
                 if text is not None:
                     self.redactor.learn(text, name)
-        self._contents.remember_start(path, result.sha256, text)
+        return result.sha256, text
+
+    # --- after a gap (agent.capture.resume) -------------------------------------------------------
+    def after_gap(self, gap: dict) -> None:
+        """The agent was stalled (stopped, hung) from ``gap["from"]`` to ``gap["to"]`` and runs again:
+        rescan the watched folders and record what changed as found after the gap. (The lineage, the
+        writes and the live inventory read what the kernel queued meanwhile on their own.)"""
+        if self._watcher is not None and not self._stopped:
+            self._watcher.after_gap(gap)
+
+    def dead_workers(self) -> list[str]:
+        """Capture's threads that died while the session runs (each one means lost records)."""
+        if self._stopped or self._watcher is None:
+            return []
+        dead = self._watcher.dead_workers()
+        parts = {"process recorder": self._processes, "write recorder": self._writes, "mount watcher": self._mounts,
+                 "process lineage": self._lineage, "live inventory": getattr(self._inventory, "live", None)}
+        for name, part in parts.items():
+            thread = getattr(part, "_thread", None)  # each keeps its thread there from start() until stop()
+            if thread is not None and not thread.is_alive():
+                dead.append(name)
+        return dead
+
+    def _load_baseline(self, view: JournalView) -> bool:
+        """Use the baseline saved before the restart, if the journal vouches for it."""
+        assert self.state_dir is not None  # the journal that says "resumed" is there
+        try:
+            saved = load_baseline(self.state_dir / BASELINE_FILE, (view.baseline or {}).get("sha256"))
+        except ValueError as exc:
+            self._sink.emit(RecordType.CAPTURE_ERROR, {
+                "what": "baseline-unusable", "path": None,
+                "error": f"{str(exc).capitalize()}; the folders were indexed again, so changes made before this "
+                         "restart are found only where the journal's records show them."})
+            if "not the one the journal recorded" in str(exc):
+                self._sink.emit(RecordType.ALARM, {
+                    "kind": "baseline-changed", "tool": None, "pid": None, "process": None, "connections": [],
+                    "detail": "The file baseline kept for this session was changed while the agent was not running."})
+            return False
+        self._index = saved.index
+        for path, sha in saved.start_hashes.items():
+            # the redactor of this run learns the configuration's secrets again; the text is kept as the
+            # "before" only if the file is as it was at the start (the journal holds its hash, not its text)
+            now, text = self._read_config(path)
+            self._contents.remember_start(path, sha, text if now == sha else None)
+            if path in view.known:  # what the journal recorded since is the latest, not the start
+                if view.known[path] is None:
+                    self._contents.forget(path)
+                else:
+                    self._contents.remember(path, view.known[path] or None, None)
+        self._baseline_loaded = True
+        return True
+
+    def _save_baseline(self) -> None:
+        if self.state_dir is None:
+            return
+        try:
+            record = save_baseline(self.state_dir / BASELINE_FILE, self._index, self._contents)
+        except OSError as exc:
+            self._sink.emit(RecordType.CAPTURE_ERROR, {
+                "what": "baseline-not-saved", "path": None,
+                "error": f"{error_detail(exc)}; if the agent stops during the session, what changes meanwhile "
+                         "can only be compared with a new scan."})
+            return
+        self._sink.emit(RecordType.BASELINE, {"phase": "saved", **record})
+
+    def _after_restart(self, view: JournalView) -> None:
+        gap = {k: v for k, v in (view.gap or {}).items() if k in ("from", "to")}
+        for record in processes_since(gap.get("from"), gap, self.redactor):
+            self._sink.emit(RecordType.PROCESS, record)
+        if self._baseline_loaded and self._watcher is not None:
+            self._watcher.after_gap(gap, view.known)
 
 
 def _session_of(sink) -> str | None:

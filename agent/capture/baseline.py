@@ -7,15 +7,25 @@
 - :class:`ContentBaseline`: SHA-256 (and, for text configuration files, the
   text) of the files whose "before" a record must show; the text stays in
   memory only, capped per file and in total.
+
+:func:`save_baseline` keeps both in the session folder, so that an agent
+started again after a gap can compare the tree with them: the signatures and
+the start hashes only (``baseline.bin``, 0600), never a file's content. Its
+SHA-256 goes into the journal (a ``baseline`` record), and :func:`load_baseline`
+refuses a file that no longer matches it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.capture.bursts import Op
 
@@ -26,10 +36,13 @@ def signature(st: os.stat_result) -> Signature:
     """What identifies a path's state, with "is a folder" in the lowest bit.
 
     A folder's own listing changes (its mtime) are not modifications of it.
+    The change time (ctime) is part of it: a write through a hard link
+    elsewhere, with the mtime set back (``touch -r``), still changes it, and
+    so do ``chmod``, ``chown`` and a new link; nobody can set it back.
     """
     if stat.S_ISDIR(st.st_mode):
         return (hash((st.st_ino, stat.S_IFDIR)) << 1) | 1
-    return hash((st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)) << 1
+    return hash((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)) << 1
 
 
 def is_dir_sig(sig: Signature) -> bool:
@@ -114,6 +127,16 @@ class TreeIndex:
         if is_dir_sig(sig) and path not in self._dirs:
             self.scan(path)
 
+    def dump(self) -> Iterator[tuple[bytes, int, dict[bytes, Signature]]]:
+        """Each folder, its inode and its entries (for :func:`save_baseline`)."""
+        for folder, entries in list(self._dirs.items()):
+            yield folder, self._inodes.get(folder, 0), dict(entries)
+
+    def restore(self, folder: bytes, inode: int, entries: dict[bytes, Signature]) -> None:
+        """Put back one folder as :meth:`dump` gave it."""
+        self._dirs[folder] = entries
+        self._inodes[folder] = inode
+
     def forget(self, root: bytes) -> None:
         prefix = root.rstrip(b"/") + b"/"
         for folder in [f for f in self._dirs if f == root or f.startswith(prefix)]:
@@ -193,6 +216,11 @@ class ContentBaseline:
         with self._lock:
             return list(self._at_start)
 
+    def start_hashes(self) -> dict[bytes, str]:
+        """The SHA-256 of each file at the start (what :func:`save_baseline` keeps; never the text)."""
+        with self._lock:
+            return {path: known.sha256 for path, known in self._at_start.items() if known.sha256 is not None}
+
     def _drop_latest(self, path: bytes) -> None:
         old = self._latest.pop(path, None)
         if old is not None and old.text is not None:
@@ -203,3 +231,122 @@ class ContentBaseline:
             return None
         self._text_bytes += len(text)
         return text
+
+
+# --- the baseline on disk -------------------------------------------------------------------------
+
+BASELINE_FILE = "baseline.bin"
+# The header names the format and the hash the signatures were made with (Python's, which may differ
+# in another version: a baseline from another Python is read, and every file is compared by content).
+_MAGIC = b"chaperone-baseline/1 "
+_U32, _U16, _U64 = struct.Struct("<I"), struct.Struct("<H"), struct.Struct("<Q")
+_SIG_BYTES = 9  # a signature is a 64-bit hash shifted by one bit, signed
+MAX_BASELINE_BYTES = 1 << 30
+
+
+def _hash_tag() -> bytes:
+    return f"py{sys.version_info[0]}.{sys.version_info[1]}-{sys.hash_info.algorithm}\n".encode()
+
+
+def save_baseline(path: Path, index: TreeIndex, contents: ContentBaseline) -> dict:
+    """Write the index's signatures and the start hashes to ``path`` (0600, atomically).
+
+    Returns the ``baseline`` record's data: ``file`` (its name), ``sha256``,
+    ``bytes``, ``folders``, ``paths``, ``hashes``. Raises OSError when it
+    cannot be written (a full disk).
+    """
+    digest = hashlib.sha256()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    size = folders = paths = 0
+    buf = bytearray(_MAGIC + _hash_tag())
+
+    def flush(final: bool = False) -> None:
+        nonlocal size
+        if len(buf) >= (1 << 20) or (final and buf):
+            digest.update(buf)
+            view = memoryview(bytes(buf))
+            while view:
+                view = view[os.write(fd, view):]
+            size += len(buf)
+            buf.clear()
+
+    try:
+        os.fchmod(fd, 0o600)
+        for folder, inode, entries in index.dump():
+            folders += 1
+            paths += len(entries)
+            buf += b"D" + _U32.pack(len(folder)) + folder + _U64.pack(inode) + _U32.pack(len(entries))
+            for name, sig in entries.items():
+                buf += _U16.pack(len(name)) + name + sig.to_bytes(_SIG_BYTES, "little", signed=True)
+            flush()
+        hashes = contents.start_hashes()
+        for file, sha in hashes.items():
+            buf += b"H" + _U32.pack(len(file)) + file + bytes.fromhex(sha)
+            flush()
+        buf += b"E"
+        flush(final=True)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    return {"file": path.name, "sha256": digest.hexdigest(), "bytes": size, "folders": folders, "paths": paths,
+            "hashes": len(hashes)}
+
+
+@dataclass
+class SavedBaseline:
+    index: TreeIndex
+    start_hashes: dict[bytes, str]
+    same_hash: bool  # the signatures were made by this Python's hash: comparable with a new scan
+
+
+def load_baseline(path: Path, expected_sha256: str | None) -> SavedBaseline:
+    """Read what :func:`save_baseline` wrote. ``ValueError`` (a clause saying why) when the file is
+    missing, damaged, or not the one whose SHA-256 the journal holds (``expected_sha256``)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BASELINE_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError("the saved baseline is missing") from None
+    except OSError as exc:
+        raise ValueError(f"the saved baseline cannot be read ({exc.strerror or exc})") from None
+    if expected_sha256 is None:
+        raise ValueError("the journal holds no record of a saved baseline")
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise ValueError("the saved baseline is not the one the journal recorded (it was changed or replaced)")
+    if not data.startswith(_MAGIC):
+        raise ValueError("the saved baseline is not in a format this version reads")
+    header_end = data.index(b"\n", len(_MAGIC)) + 1
+    same_hash = data[len(_MAGIC):header_end] == _hash_tag()
+    index, hashes = TreeIndex(), {}
+    try:
+        pos = header_end
+        while data[pos:pos + 1] != b"E":
+            kind = data[pos:pos + 1]
+            (n,) = _U32.unpack_from(data, pos + 1)
+            name = data[pos + 5:pos + 5 + n]
+            pos += 5 + n
+            if kind == b"D":
+                (inode,) = _U64.unpack_from(data, pos)
+                (count,) = _U32.unpack_from(data, pos + 8)
+                pos += 12
+                entries: dict[bytes, Signature] = {}
+                for _ in range(count):
+                    (m,) = _U16.unpack_from(data, pos)
+                    entry = data[pos + 2:pos + 2 + m]
+                    pos += 2 + m
+                    entries[entry] = int.from_bytes(data[pos:pos + _SIG_BYTES], "little", signed=True)
+                    pos += _SIG_BYTES
+                index.restore(name, inode, entries)
+            elif kind == b"H":
+                hashes[name] = data[pos:pos + 32].hex()
+                pos += 32
+            else:
+                raise ValueError
+    except (ValueError, struct.error, IndexError):
+        raise ValueError("the saved baseline is damaged") from None
+    return SavedBaseline(index, hashes, same_hash)

@@ -16,6 +16,14 @@ The pipeline, each stage on its own thread:
 
 At :meth:`FileWatcher.stop`, a last rescan of every root and a recheck of the
 baseline's content make the record exact even where events were missed.
+
+When no inotify instance can be made at all (``max_user_instances`` used up),
+every root is rescanned periodically instead, and a ``watch-limit`` record
+says so. After a gap in recording (the agent was stopped, hung or restarted),
+:meth:`FileWatcher.after_gap` rescans every root and records what changed as
+``via: "after-gap"`` with the gap's times, leaving out what the journal
+already holds (``known``). :meth:`FileWatcher.dead_workers` names any of its
+threads that died, so that the session can fail closed.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import queue
 import stat
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.capture.baseline import ContentBaseline, Known, TreeIndex
@@ -40,9 +50,21 @@ from agent.redact import Redactor, default_redactor
 
 MAX_DIFF_TEXT = 256 << 10  # a longer diff is left out (a journal line holds at most 4 MiB)
 UNWATCHED_RESCAN_S = 2.0
+RESCAN_SHARE = 0.1  # periodic rescans may take at most this share of the time (slower for larger trees)
 WATCH_AUDIT_S = 2.0  # at most this often, after folders appeared, check that each one has a watch
 BATCH_S = 0.02
 _STOP = object()
+# What the journal last said of a path, for after_gap: the SHA-256 it had ("" when it had none, a
+# folder for instance), or None when the journal last recorded it gone.
+JournalState = Mapping[bytes, str | None]
+
+
+@dataclass(frozen=True)
+class AfterGap:
+    """Rescan every root: recording stopped from ``gap["from"]`` to ``gap["to"]``."""
+
+    gap: dict
+    known: JournalState | None = None
 
 
 class FileWatcher:
@@ -81,25 +103,52 @@ class FileWatcher:
         self._dirs_created = False
         self._stale: dict[bytes, set[bytes]] = {}  # names counted in bursts, not yet re-indexed, per folder
         self._audit_possible = True
+        self._stopping = False
+        self._gap: dict | None = None  # while after-gap records are written: the gap they carry
+        self._rescan_every = UNWATCHED_RESCAN_S
 
     # -- life cycle ---------------------------------------------------------
 
     def start(self) -> None:
         self._hearing = contextlib.ExitStack()
         self._hearing.enter_context(hear_overflows(self._log_handler))
-        self._source = EventSource(self._events)
-        for root in self.roots:
-            try:
-                self._source.schedule(root)
-            except OSError as exc:
-                self._cannot_watch(root, exc)
-        self._source.start()
-        self._audit_watches()
+        try:
+            self._source = EventSource(self._events)
+        except OSError as exc:  # no inotify instance for us (max_user_instances): rescan instead
+            self._source = None
+            self._without_inotify(exc)
+        if self._source is not None:
+            for root in self.roots:
+                try:
+                    self._source.schedule(root)
+                except OSError as exc:
+                    self._cannot_watch(root, exc)
+            self._source.start()
+            self._audit_watches()
         self._recorder = threading.Thread(target=self._record_loop, name="chaperone-files", daemon=True)
         self._recorder.start()
 
+    def dead_workers(self) -> list[str]:
+        """The threads of this watcher that should run and do not (empty before start and after stop)."""
+        if self._recorder is None or self._stopping:
+            return []
+        dead = [] if self._recorder.is_alive() else ["file recorder"]
+        if self._source is not None:
+            dead += self._source.dead_threads()
+        return dead
+
+    def after_gap(self, gap: dict, known: JournalState | None = None) -> None:
+        """Rescan every root and record each change as found after a gap (``via: "after-gap"`` and
+        ``gap``: its ``from`` and ``to``). Changes the journal already holds (``known``) are left out.
+        Before :meth:`start` it runs at once; afterwards the recorder thread does it, in turn."""
+        if self._recorder is not None and self._recorder.is_alive():
+            self._events.put(AfterGap(gap, known))
+        else:
+            self._answer_gap(AfterGap(gap, known), time.monotonic())
+
     def stop(self) -> None:
         """Stop watching, record what is queued, then rescan every root and recheck the baseline."""
+        self._stopping = True
         if self._source is not None:
             self._source.stop()
         if self._hearing is not None:
@@ -142,13 +191,17 @@ class FileWatcher:
                         stopping = True
                     elif type(item) is Overflow:
                         overflowed.add(item.root)
+                    elif type(item) is AfterGap:
+                        self._answer_gap(item, now)
                 if overflowed:
                     self._answer_overflow(overflowed, now)
                 if stopping or self._coalescer.due(now):
                     self._write(*self._coalescer.flush(now, final=stopping))
-                if self._unwatched and now - last_unwatched_scan >= UNWATCHED_RESCAN_S:
-                    last_unwatched_scan = now
+                if self._unwatched and now - last_unwatched_scan >= self._rescan_every:
                     self._rescan_unwatched(now)
+                    last_unwatched_scan = time.monotonic()
+                    # a large tree is rescanned less often: at most RESCAN_SHARE of the time
+                    self._rescan_every = max(UNWATCHED_RESCAN_S, (last_unwatched_scan - now) / RESCAN_SHARE)
                 if self._stale and not items and self._coalescer.idle:
                     self._catch_up()
                 if self._dirs_created and now - last_audit >= WATCH_AUDIT_S:
@@ -169,7 +222,8 @@ class FileWatcher:
         if root in self._removed_roots:
             return
         self._removed_roots.add(root)
-        self._error("watch-path-removed", root, "The watched folder was removed during the session; watching it stopped.")
+        self._error("watch-path-removed", root,
+                    "The watched folder was removed during the session; watching it stopped.")
 
     # -- writing records ----------------------------------------------------
 
@@ -207,7 +261,7 @@ class FileWatcher:
             self._index.update(op.path, None)
             self._sink.emit(RecordType.FILE, data)
             return
-        target = op.dest if op.op == "moved" else op.path
+        target = op.dest if op.op == "moved" and op.dest is not None else op.path
         if op.op == "moved":
             self._contents.forget(op.path)
             self._index.update(op.path, None)
@@ -244,6 +298,8 @@ class FileWatcher:
             data.update(path_fields(op.dest, "dest"))
         if op.via is not None:
             data["via"] = op.via
+        if op.via == "after-gap" and self._gap is not None:
+            data["gap"] = self._gap
         return data, self._contents.last(op.path)
 
     def _describe_rename(self, op: Op) -> tuple[dict, Known | None]:
@@ -251,6 +307,7 @@ class FileWatcher:
         of the target, compared with the target's previous content, naming the file that replaced
         it. A rename to a new name is a move. ``temp_created``: the record carries the creation of
         the renamed file too, which is not recorded on its own."""
+        assert op.dest is not None  # a move always has one (a move in or out is a creation or deletion)
         target_known = self._contents.last(op.dest)
         if self._index.holds(op.dest) or (target_known is not None and target_known.sha256 is not None):
             data: dict = {"op": "modified", **path_fields(op.dest), "via": "replace"}
@@ -330,6 +387,50 @@ class FileWatcher:
                 self._coalescer.add(op, now)
         self._write(*self._coalescer.flush(now, final=True))
 
+    def _answer_gap(self, item: AfterGap, now: float) -> None:
+        """Rescan every root after a gap; write each change the journal does not already explain."""
+        self._write(*self._coalescer.flush(now, final=True))
+        self._catch_up()
+        gap = {k: item.gap[k] for k in ("from", "to") if k in item.gap}
+        changes = explained = 0
+        self._gap = gap
+        try:
+            for root in self.roots:
+                for op in self._index.rescan(root):
+                    op = Op(op.op, op.path, op.is_dir, via="after-gap")
+                    result = None if op.op == "deleted" else self._hasher.hash_now(op.path, keep_bytes=MAX_DIFF_BYTES)
+                    if item.known is not None and _explained(op, result, item.known):
+                        explained += 1
+                        continue
+                    if item.known is not None and item.known.get(op.path):  # the last hash the journal holds
+                        self._contents.remember(op.path, item.known[op.path], None)
+                    changes += 1
+                    self._write_op(op, result)
+        finally:
+            self._gap = None
+        self._sink.emit(RecordType.BASELINE, {
+            "phase": "after-gap", **gap, "roots": len(self.roots), "changes": changes, "explained": explained,
+            "detail": (f"Every watched folder was rescanned after the gap: {changes} change(s) not in the journal "
+                       f"before it, recorded as found after the gap" +
+                       (f"; {explained} more were already recorded before it." if explained else ".")),
+        })
+
+    def _without_inotify(self, exc: OSError) -> None:
+        limit = _read_int("/proc/sys/fs/inotify/max_user_instances")
+        self._unwatched |= set(self.roots)
+        self._reported_unwatched |= set(self.roots)
+        for root in self.roots:
+            self._sink.emit(RecordType.WATCH_LIMIT, {
+                **path_fields(root, "root"),
+                "detail": (f"No inotify instance could be made ({exc.strerror or exc}; max_user_instances is "
+                           f"{limit}); every watched folder is rescanned periodically instead (every "
+                           f"{UNWATCHED_RESCAN_S:g} s or more for a large tree), so changes are found late "
+                           "and who made them is not known."),
+                "rescanned": False,
+                "changes": 0,
+                "fallback": "periodic-rescan",
+            })
+
     def _cannot_watch(self, root: bytes, exc: OSError) -> None:
         if not os.path.isdir(root):
             self._error("watch-path-missing", root, "The folder to watch does not exist.")
@@ -340,6 +441,8 @@ class FileWatcher:
     def _audit_watches(self) -> None:
         """Find indexed folders that have no inotify watch (watchdog skips them silently)."""
         self._dirs_created = False
+        if self._source is None:
+            return  # everything is rescanned already
         watched = self._source.watched_inodes()
         if watched is None:
             if self._audit_possible:
@@ -408,6 +511,20 @@ class FileWatcher:
                 self._write_op(Op("deleted", path, via="recheck"))
             else:
                 self._write_op(Op("modified", path, via="recheck"), result)
+
+
+def _explained(op: Op, result: HashResult | None, known: JournalState) -> bool:
+    """Whether the journal before the gap already says that ``op.path`` is as it is now."""
+    if op.path not in known:
+        return False
+    last = known[op.path]
+    if op.op == "deleted":
+        return last is None
+    if last is None or result is None:
+        return False
+    if result.kind == "file":
+        return result.sha256 is not None and last == result.sha256
+    return last == "" and result.kind != "missing"
 
 
 def _topmost(folders: set[bytes]) -> list[bytes]:

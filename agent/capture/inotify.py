@@ -123,11 +123,12 @@ class EventSource:
     def schedule(self, root: bytes) -> None:
         """Watch ``root`` recursively; raises OSError when the root itself cannot be watched."""
         if self._inotify is None:
-            self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)
+            # watchdog takes a bytes path (and then reports bytes paths); its annotation says str
+            self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]
             return
         from watchdog.observers.api import ObservedWatch
 
-        watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)
+        watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]  # bytes, as above
         emitter = _op_emitter_class()(self._events, watch, event_filter=EVENT_FILTER, inotify_fd=self._inotify)
         emitter.start()
         self._emitters.append(emitter)
@@ -148,6 +149,15 @@ class EventSource:
             emitter.join()
         self._inotify.stop()
         self._inotify.join()
+
+    def dead_threads(self) -> list[str]:
+        """The reader threads that were started and have died (a dead one means lost events)."""
+        if self._inotify is None:
+            alive = self._observer.is_alive() if self._observer.ident is not None else True
+            return [] if alive else ["file observer"]
+        dead = [] if self._inotify.is_alive() else ["inotify reader"]
+        dead += [f"file emitter {emitter.watch.path!r}" for emitter in self._emitters if not emitter.is_alive()]
+        return dead
 
     def watched_inodes(self) -> set[int] | None:
         """Inode numbers of the folders inotify watches, from /proc/self/fdinfo.

@@ -8,34 +8,43 @@ thread (every ~200 ms); the types in ``SYNC_TYPES`` are synced before
 checkpoint every ``checkpoint_interval`` seconds.
 
 If a write fails (disk full, read-only, I/O error) the file is cut back to the
-last good record, so it stays a valid journal, and ``JournalError`` says what
-happened in one sentence.
+last good record, so it stays a valid journal. A consent or session record
+(``SYNC_TYPES``) that cannot be written raises ``JournalError`` (one
+sentence) and changes nothing. Any other record is kept in memory instead
+(``agent.journal.backlog``): from then on every record is held, in order,
+until the background thread can write them, then a ``gap`` record (and a
+``loss`` record, for those past the memory bound) says what happened;
+``journal.failing`` tells the session what is going on meanwhile, and
+``checkpoint()``/``seal()`` raise until the held records are on disk.
 
 Two options serve the device ledger (the service connects them; the journal
 knows nothing of the ledger): ``on_line`` is called, under the journal's lock
 and right after the write, with the bytes (without the newline) of every line
-whose type is in ``ledger_types`` (default: checkpoints and seals); and
-``heartbeat`` makes the background thread write a checkpoint at least that
-often even when no record came, so that a witnessed journal has no silent
-stretch (``agent.bundle.witnessing``).
+whose type is in ``ledger_types`` (default: checkpoints and seals; a held
+line, when it is written); and ``heartbeat`` makes the background thread
+write a checkpoint at least that often even when no record came, so that a
+witnessed journal has no silent stretch (``agent.bundle.witnessing``).
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from hashlib import sha256
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
 from agent import __version__
 from agent.canonical import MAX_SAFE_INT, canonical_unchecked, check_canonical
 from agent.errors import JournalError
+from agent.journal.backlog import HOLD_BYTES, Backlog
 from agent.journal.format import MAX_LINE, SIGNED_TYPES, UNSIGNED_FIELDS, ZERO_HASH, UtcClock, checkpoint_message
 from agent.journal.reader import scan_journal
 from agent.records import SYNCED_AT_ONCE
@@ -49,6 +58,19 @@ LineHook = Callable[[bytes], object]
 # the records back after a crash, and cheaper than fsync (not on macOS/Windows).
 _datasync = getattr(os, "fdatasync", os.fsync)
 _RESERVED_SEAL_FIELDS = frozenset({"count", "head", "session", "seq", "ts", "type"}) | UNSIGNED_FIELDS
+log = logging.getLogger("chaperone.journal")
+
+
+class Signer(Protocol):
+    """What the journal needs of the device key (agent.devicekey.DeviceKey)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def principal(self) -> str: ...
+
+    def sign(self, message: bytes) -> str: ...
 
 
 def _encode_data(data: dict) -> bytes:
@@ -84,20 +106,21 @@ def _why(exc: OSError) -> str:
         errno.EIO: "an input/output error occurred",
         errno.EACCES: "permission was denied",
         errno.EPERM: "permission was denied",
-    }.get(exc.errno, (exc.strerror or str(exc)).lower())
+    }.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
 
 
-def _private(name, flags: int) -> int:
+def _private(name: str | os.PathLike[str], flags: int) -> int:
     """An opener for files only the owner may read."""
     return os.open(name, flags, 0o600)
 
 
-def _start_data(device_key) -> dict:
+def _start_data(device_key: Signer) -> dict:
     return {"device": device_key.fingerprint, "principal": device_key.principal, "software": f"chaperone {__version__}"}
 
 
-def _write_error(path: Path, exc: OSError) -> str:
-    return (f"Cannot write the journal {path}: {_why(exc)}; it is kept valid up to its last good record, "
+def _write_error(path: Path, exc: OSError | str) -> str:
+    why = exc if isinstance(exc, str) else _why(exc)
+    return (f"Cannot write the journal {path}: {why}; it is kept valid up to its last good record, "
             "so free space or fix the disk and try again.")
 
 
@@ -106,9 +129,10 @@ class Journal:
 
     SYNC_TYPES = SYNCED_AT_ONCE
 
-    def __init__(self, path: Path, session_id: str, device_key, fd: int, *, seq: int, head: str, size: int,
+    def __init__(self, path: Path, session_id: str, device_key: Signer, fd: int, *, seq: int, head: str, size: int,
                  sync_interval: float, checkpoint_interval: float, on_line: LineHook | None = None,
-                 ledger_types: frozenset[str] = LEDGER_TYPES, heartbeat: float | None = None) -> None:
+                 ledger_types: frozenset[str] = LEDGER_TYPES, heartbeat: float | None = None,
+                 hold_bytes: int = HOLD_BYTES) -> None:
         self.path = Path(path)
         self.session = session_id
         self.recovered: dict | None = None
@@ -127,6 +151,7 @@ class Journal:
         self._unsynced = False
         self._since_checkpoint = 0
         self._failure: JournalError | None = None
+        self._backlog = Backlog(max_bytes=hold_bytes)
         self._sync_interval = sync_interval
         self._checkpoint_interval = checkpoint_interval
         self._on_line = on_line
@@ -139,16 +164,17 @@ class Journal:
 
     # --- opening ------------------------------------------------------------
     @classmethod
-    def create(cls, path, session_id: str, device_key, *, sync_interval: float = SYNC_INTERVAL,
-               checkpoint_interval: float = CHECKPOINT_INTERVAL, on_line: LineHook | None = None,
-               ledger_types: frozenset[str] = LEDGER_TYPES, heartbeat: float | None = None) -> Journal:
+    def create(cls, path: str | os.PathLike[str], session_id: str, device_key: Signer, *,
+               sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
+               on_line: LineHook | None = None, ledger_types: frozenset[str] = LEDGER_TYPES,
+               heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES) -> Journal:
         """Start a new journal: seq 0 ``journal-start``, then a checkpoint. See the module's docstring for
-        ``on_line``, ``ledger_types`` and ``heartbeat``."""
+        ``on_line``, ``ledger_types``, ``heartbeat`` and ``hold_bytes``."""
         path = Path(path)
         fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
         journal = cls(path, session_id, device_key, fd, seq=0, head=ZERO_HASH, size=0,
                       sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, on_line=on_line,
-                      ledger_types=ledger_types, heartbeat=heartbeat)
+                      ledger_types=ledger_types, heartbeat=heartbeat, hold_bytes=hold_bytes)
         try:
             journal.append("journal-start", _start_data(device_key))
             journal.checkpoint()
@@ -158,10 +184,11 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, path, session_id: str, device_key, *, recovery: dict | None = None, mark_restart: bool = True,
+    def open(cls, path: str | os.PathLike[str], session_id: str, device_key: Signer, *,
+             recovery: dict | None = None, mark_restart: bool = True,
              sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
              on_line: LineHook | None = None, ledger_types: frozenset[str] = LEDGER_TYPES,
-             heartbeat: float | None = None) -> Journal:
+             heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES) -> Journal:
         """Reopen a journal after a stop or a crash.
 
         A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
@@ -185,7 +212,7 @@ class Journal:
             raise
         journal = cls(path, session_id, device_key, fd, seq=scan.next_seq, head=scan.head, size=scan.good_size,
                       sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, on_line=on_line,
-                      ledger_types=ledger_types, heartbeat=heartbeat)
+                      ledger_types=ledger_types, heartbeat=heartbeat, hold_bytes=hold_bytes)
         try:
             if scan.next_seq == 0:  # nothing good was left: start the chain again
                 journal.append("journal-start", _start_data(device_key))
@@ -251,21 +278,76 @@ class Journal:
     def sealed(self) -> bool:
         return self._sealed
 
+    @property
+    def failing(self) -> dict | None:
+        """``{"since", "error", "held", "lost"}`` while records cannot be written (held in memory, or a
+        failed sync), else None. Safe from any thread."""
+        backlog = self._backlog
+        if backlog.holding:
+            return {"since": backlog.since, "error": backlog.error, "held": len(backlog.lines),
+                    "lost": sum(backlog.lost.values())}
+        if self._failure is not None:
+            return {"since": None, "error": str(self._failure), "held": 0, "lost": 0}
+        return None
+
     # --- writing --------------------------------------------------------------
     def append(self, type: str, data: dict, sync: bool | None = None) -> int:
-        """Write one record; return its seq. Thread-safe."""
+        """Write one record; return its seq. Thread-safe.
+
+        While the journal holds records (see the module's doc) the record is held too, and the
+        seq returned is the one it will have on disk; -1 when it could not even be held (it is
+        counted in the ``loss`` record written once the disk takes records again)."""
         if type in SIGNED_TYPES:
             raise ValueError(f"use checkpoint() or seal() to write a {type!r} record")
         body = _encode_data(data)
         with self._lock:
             if self._blocked:
                 self._check_writable()
-            seq = self._seq
-            self._write_locked(type, body, seq, self._clock.now())
-            self._since_checkpoint += 1
+            seq = self._append_locked(type, body, self._clock.now())
+            if self._backlog.holding:
+                return seq
         if sync or (sync is None and type in self.SYNC_TYPES):
             self._sync()
         return seq
+
+    def _append_locked(self, type: str, body: bytes, ts: str) -> int:
+        seq = self._seq
+        line = self._line(type, body, seq, ts)
+        if self._backlog.holding:
+            return self._hold_locked(type, line, ts)
+        try:
+            self._put(type, line)
+        except OSError as exc:
+            if type in self.SYNC_TYPES:  # consent's evidence is written now or refused, never held
+                raise JournalError(_write_error(self.path, exc)) from None
+            self._backlog.start(ts, _why(exc))
+            return self._hold_locked(type, line, ts)
+        self._advance(line, seq)
+        return seq
+
+    def _hold_locked(self, type: str, line: bytes, ts: str) -> int:
+        if not self._backlog.fits(len(line)):
+            self._backlog.count_lost(type, ts)
+            return -1
+        seq = self._seq
+        self._backlog.hold(type, line)
+        self._advance(line, seq)
+        return seq
+
+    def _flush_locked(self) -> bool:
+        """Write the held records, then the ``gap`` (and ``loss``) record; True once nothing is held."""
+        backlog = self._backlog
+        while backlog.lines:
+            type, line = backlog.lines[0]
+            try:
+                self._put(type, line)
+            except OSError:
+                return False
+            backlog.written()
+        if backlog.holding:
+            for type, data in backlog.closing_records(self._clock.now()):
+                self._append_locked(type, _encode_data(data), self._clock.now())
+        return not backlog.holding
 
     def checkpoint(self) -> int:
         """Write a signed checkpoint over the chain head now, and sync it."""
@@ -283,11 +365,18 @@ class Journal:
         _encode_data(extra)  # reject what canonical JSON cannot hold
         with self._lock:
             self._check_writable()
+            if self._backlog.holding and not self._flush_locked():
+                raise JournalError(_write_error(self.path, self._backlog.error))
             seq, ts = self._seq, self._clock.now()
             data = {**extra, "count": seq, "head": self._head, "key": self._key.fingerprint}
             record = {"data": data, "seq": seq, "session": self.session, "ts": ts, "type": type}
             data["sig"] = self._key.sign(checkpoint_message(record))
-            self._write_locked(type, canonical_unchecked(data), seq, ts)
+            line = self._line(type, canonical_unchecked(data), seq, ts)
+            try:
+                self._put(type, line)
+            except OSError as exc:
+                raise JournalError(_write_error(self.path, exc)) from None
+            self._advance(line, seq)
             self._since_checkpoint = 0
             self._last_signed = time.monotonic()
             if type == "seal":
@@ -295,7 +384,7 @@ class Journal:
         self._sync()
         return seq
 
-    def _write_locked(self, type: str, body: bytes, seq: int, ts: str) -> None:
+    def _line(self, type: str, body: bytes, seq: int, ts: str) -> bytes:
         type_json = self._type_json.get(type)
         if type_json is None:
             if not isinstance(type, str) or not type:
@@ -309,15 +398,18 @@ class Journal:
                 % (body, self._head.encode("ascii"), seq, self._session_json, ts.encode("ascii"), type_json))
         if len(line) > MAX_LINE:
             raise ValueError(f"a {type!r} record of {len(line)} bytes is larger than the journal's limit of {MAX_LINE}")
+        return line
+
+    def _put(self, type: str, line: bytes) -> None:
+        """One ``os.write`` of a whole line (then the ledger's hook, for its types); on failure the file is
+        cut back and OSError raised."""
         try:
             written = os.write(self._fd, line)
             if written != len(line):
                 raise OSError(errno.ENOSPC, "short write")
-        except OSError as exc:
+        except OSError:
             self._cut_back()
-            raise JournalError(_write_error(self.path, exc)) from None
-        self._head = sha256(line).hexdigest()
-        self._seq = seq + 1
+            raise
         self._size += len(line)
         self._unsynced = True
         if self._on_line is not None and type in self._ledger_types:
@@ -325,6 +417,11 @@ class Journal:
                 self._on_line(line[:-1])
             except Exception:  # noqa: BLE001 - the record is written; the hook's owner journals its own failures
                 pass
+
+    def _advance(self, line: bytes, seq: int) -> None:
+        self._head = sha256(line).hexdigest()
+        self._seq = seq + 1
+        self._since_checkpoint += 1
 
     def _cut_back(self) -> None:
         """Remove a partly written record so the file ends with the last good one."""
@@ -355,6 +452,13 @@ class Journal:
         last_checkpoint = time.monotonic()
         while not self._stop.wait(self._sync_interval):
             try:
+                if self._backlog.holding:
+                    with self._lock:
+                        flushed = not self._closed and self._flush_locked()
+                    if flushed:  # the disk takes records again: make what was held durable, and sign it
+                        self.checkpoint()
+                        last_checkpoint = time.monotonic()
+                    continue
                 now = time.monotonic()
                 if self._since_checkpoint and now - last_checkpoint >= self._checkpoint_interval:
                     self.checkpoint()
@@ -378,6 +482,10 @@ class Journal:
             self._thread.join()
         with self._lock:
             self._closed = self._blocked = True
+            dropped = self._backlog.dropped()
+            if dropped:
+                log.warning("journal %s closed with %d record(s) the disk never took (%s); they are lost",
+                            self.path, dropped, self._backlog.error)
             try:
                 os.fsync(self._fd)
             except OSError:
@@ -387,7 +495,7 @@ class Journal:
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -29,6 +29,7 @@ from agent.api.peercred import Peer, home_owner, peer_of
 from agent.api.protocol import MAX_MESSAGE
 from agent.capture import Capture, default_watch_paths
 from agent.capture.lineage import Lineage
+from agent.capture.procfs import CLK_TCK
 from agent.devicekey import DeviceKey
 from agent.errors import ApiError, ChaperoneError, HomeError
 from agent.home import Home
@@ -37,10 +38,12 @@ from agent.publish.retention import Retention, RetentionWorker
 from agent.publish.status import device_status
 from agent.records import RecordType
 from agent.redact import Redactor
+from agent.service.access import boot_time, end_access
 from agent.service.authority import Authority, Verdict, ancestry
 from agent.service.ledger_link import UNATTENDED, LedgerLink
 from agent.service.lock import AgentLock
 from agent.service.unattended import UnattendedSink, start_monitor
+from agent.service.watchdog import Watchdog
 from agent.session.hooks import CaptureFactory, TechnicianPids
 from agent.session.manager import SessionManager
 from agent.ssh import lifecycle as ssh_lifecycle
@@ -152,7 +155,10 @@ class AgentService:
         self.manager = SessionManager(home, device_key, publish=self.publish, consent_timeout=consent_timeout,
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
                                       default_watch_paths=default_watch_paths,
-                                      end_technician=self.lineage.end_lineage, ledger_hook=self.ledger_link.hook)
+                                      end_technician=self.lineage.end_lineage, ledger_hook=self.ledger_link.hook,
+                                      end_access=self._end_access)
+        self.watchdog = Watchdog(home, self.manager.failclosed, home.settings().guard.timeout_s)
+        self.manager.failclosed.technician_processes = self._technician_processes
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,
                                    settings=home.settings, lineage=self.lineage)
         self._refusals = RefusalLog()
@@ -189,6 +195,7 @@ class AgentService:
         check_socket_path(self.home)
         for sig in (signal.SIGTERM, signal.SIGINT):  # from now on a stop is clean, even during recovery
             loop.add_signal_handler(sig, self.request_stop)
+        await self.watchdog.start()  # the guard runs before any session is resumed or requested
         await asyncio.to_thread(self.lineage.start)
         unattended = UnattendedSink(self.home, self.manager.device_key,
                                     lambda name, data: self._publish_threadsafe(loop, name, data),
@@ -220,6 +227,7 @@ class AgentService:
         if self.system_socket is not None:
             servers.append(await self._serve_customers(self.system_socket))
         print(f"chaperone agent: listening on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+        self.watchdog.ready()
         try:
             await self._stop.wait()
         finally:
@@ -247,8 +255,22 @@ class AgentService:
             path.unlink(missing_ok=True)
             if self.system_socket is not None:
                 self.system_socket.unlink(missing_ok=True)
+            await self.watchdog.stop()  # sessions are ended: the guard may go
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _end_access(self, session_id: str) -> dict:
+        """The technician's access ended by the agent itself: their lineage first (it knows every process,
+        detached ones too), then what the guard would end (agent.service.access; the guard is spared)."""
+        lineage = self.lineage.end_lineage(session_id)
+        result = end_access(self.home, session_id, protect={self.watchdog.guard_pid or 0})
+        result["ended"] = lineage.ended + result["ended"]
+        result["survivors"] = lineage.survivors + result["survivors"]
+        return result
+
+    def _technician_processes(self, session_id: str) -> list[tuple[int, float]]:
+        """The session's lineage for the guard's access.json (start times as psutil gives them)."""
+        return [(ref.pid, boot_time() + ref.start_ticks / CLK_TCK) for ref in self.lineage.living(session_id)]
 
     async def _start_ledger(self, unattended: UnattendedSink) -> None:
         """Open the device ledger and check the journals a previous run left open against it."""

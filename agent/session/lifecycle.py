@@ -43,7 +43,8 @@ LIVE = frozenset({State.ALLOWED, State.ACTIVE})
 
 #: ``witness-lag``: no ledger head was cosigned by a quorum of witnesses for ``witness.max_lag_s``
 #: (with ``witness.on_lag`` "end"): the session's record could not leave the machine.
-END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery", "witness-lag")
+#: ``fail-closed``: recording stopped (a full disk, a dead capture thread, the guard lost: agent.session.failclosed).
+END_REASONS = ("customer", "technician", "time-limit", "agent-stopped", "recovery", "witness-lag", "fail-closed")
 DECISION_HOWS = ("click", "terminal", "timeout", "policy")
 
 

@@ -40,6 +40,7 @@ from agent.records import RecordType, Sink
 from agent.redact import Redactor
 from agent.session.caller import Caller
 from agent.session.endings import Ended, end_technician_processes, run_login_hook
+from agent.session.failclosed import EndAccess, FailClosed
 from agent.session.grant import Grant
 from agent.session.hooks import CaptureFactory, LoginHooks, Recorder, TechnicianPids
 from agent.session.intake import take_request
@@ -72,7 +73,8 @@ class SessionManager:
                  login_hooks: Mapping[str, LoginHooks] | None = None,
                  default_watch_paths: Callable[[], list[str]] = list,
                  end_technician: Callable[[str], Ended] | None = None,
-                 history: History | None = None, ledger_hook: LineHook | None = None):
+                 history: History | None = None, ledger_hook: LineHook | None = None,
+                 end_access: EndAccess | None = None):
         self.home = home
         self.device_key = device_key
         self.consent_timeout = consent_timeout
@@ -87,6 +89,7 @@ class SessionManager:
         self._tasks: set[asyncio.Task] = set()
         self._running_loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self.failclosed = FailClosed(self, end_access)  # when recording stops (agent/session/failclosed.py)
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -553,6 +556,7 @@ class SessionManager:
                                    redactor=session.redactor)
         session.until = plan.until
         session.started = facts.get("started")
+        await self.failclosed.after_restart(session, facts, plan.step)  # the gap; a last look if it cannot resume
         if plan.step is Step.SEAL_ENDED:
             await self._seal(session, row.get("end_reason") or "recovery")
         elif plan.step is Step.RESUME:  # active goes on recording; allowed (capture was starting) starts now

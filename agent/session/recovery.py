@@ -3,7 +3,13 @@
 Pure functions: ``journal_facts`` reads what recovery needs from a journal;
 ``plan_recovery`` decides, from the state the history last knew and those
 facts, whether the session resumes, ends, expires or is only sealed. The
-session manager carries the plan out (``SessionManager._recover``).
+session manager carries the plan out (``SessionManager._recover``), and
+``agent.session.failclosed`` records the gap (``gap_data``) and gives a
+session that cannot resume its final rescan and "after" inventory.
+
+The journal has the last word over the history: a session whose journal
+holds its ``session-end`` is only sealed, even if the history (which a full
+disk may have kept from being updated) still says it is active.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from agent.clock import parse_rfc3339
+from agent.errors import ChaperoneError
 from agent.records import RecordType
 from agent.session.lifecycle import State
 
@@ -46,6 +54,12 @@ def journal_facts(path: Path) -> dict:
                 facts["started"] = record.get("ts")
             elif kind == RecordType.TIME_WARNING:
                 facts["warned"] = True
+            elif kind == RecordType.SESSION_END:
+                facts["ended"] = data.get("reason") or "recovery"
+            elif kind == RecordType.INVENTORY and data.get("phase") == "after":
+                facts["after_taken"] = True
+            elif kind == RecordType.BASELINE and data.get("phase") == "saved":
+                facts["baseline"] = True
             elif kind == RecordType.SEAL:
                 facts["sealed"] = True
     return facts
@@ -78,10 +92,43 @@ def plan_recovery(state: State, facts: dict, now: datetime) -> RecoveryPlan:
         step = Step.SEAL_EMPTY
     elif state is State.REQUESTED:
         step = Step.EXPIRE
-    elif state is State.ENDED:
+    elif state is State.ENDED or facts.get("ended"):
         step = Step.SEAL_ENDED
     elif state in (State.ALLOWED, State.ACTIVE) and until > now:
         step = Step.RESUME
     else:
         step = Step.FINISH
     return RecoveryPlan(step, gap_s, until)
+
+
+GAP_CAUSES = {
+    "killed": "the agent was killed",
+    "exited": "the agent stopped without ending the session",
+    "stopped": "the agent was stopped (SIGSTOP, or a debugger)",
+    "hung": "the agent stopped answering",
+    "stalled": "the agent was not running for a while",
+    "unknown": "the agent stopped (how is not known: no guard saw it)",
+}
+
+
+def gap_data(report: dict | None, since: str | None, until: str, *, default_cause: str = "unknown") -> dict:
+    """The ``gap`` record for a time recording stopped: from ``since`` (the last record or heartbeat) to
+    ``until`` (when it runs again), with the guard's ``report`` (why, what it ended) when there is one."""
+    report = report or {}
+    cause = str(report["cause"]) if report.get("cause") in GAP_CAUSES else default_cause
+    start = report.get("last_beat") or since
+    data: dict[str, Any] = {"cause": cause, "from": start, "to": until, "gap_s": None, "noticed": report.get("acted"),
+            "access": report.get("access"), "by": "guard" if report else "agent",
+            "guard_detail": str(report["detail"])[:500] if report.get("detail") else None}
+    if start:
+        try:
+            data["gap_s"] = max(0, round((parse_rfc3339(until) - parse_rfc3339(start)).total_seconds()))
+        except ChaperoneError:
+            pass
+    ended = (data["access"] or {}).get("ended") or []
+    data["detail"] = (f"Recording stopped: {GAP_CAUSES[cause]}"
+                      + (f", from {start}" if start else "") + f" to {until}. "
+                      + (f"The guard ended the technician's access ({len(ended)} process(es)). " if report else "")
+                      + "What changed meanwhile is recorded next, marked as found after the gap; programs "
+                        "that started and ended within it cannot be known.")
+    return data

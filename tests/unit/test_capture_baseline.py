@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 
-from agent.capture.baseline import ContentBaseline, TreeIndex
+import pytest
+
+from agent.capture.baseline import BASELINE_FILE, ContentBaseline, TreeIndex, load_baseline, save_baseline
 
 
 def ops_of(index: TreeIndex, root) -> set[tuple[str, str, bool]]:
@@ -73,3 +77,68 @@ def test_the_baseline_keeps_the_latest_and_caps_text():
     contents.forget(b"/etc/a")
     assert contents.last(b"/etc/a").sha256 is None
     assert sorted(contents.started_with()) == [b"/etc/a", b"/etc/big"]
+
+
+# --- the baseline on disk -------------------------------------------------------------------------
+
+
+
+def test_a_write_through_a_hard_link_with_the_mtime_put_back_is_a_change(tmp_path):
+    watched, elsewhere = tmp_path / "watched", tmp_path / "elsewhere"
+    watched.mkdir()
+    elsewhere.mkdir()
+    (watched / "authorized_keys").write_text("ssh-ed25519 AAAA customer\n")
+    os.link(watched / "authorized_keys", elsewhere / "link")
+    index = TreeIndex()
+    index.scan(os.fsencode(watched))
+    before = os.stat(watched / "authorized_keys")
+    with open(elsewhere / "link", "r+") as f:  # same size, through the other name
+        f.write("ssh-ed25519 BBBB intruder\n"[: before.st_size])
+    os.utime(elsewhere / "link", ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(watched / "authorized_keys")
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert ops_of(index, watched) == {("modified", f"{watched}/authorized_keys", False)}
+
+
+def test_the_saved_baseline_gives_back_the_same_index_and_hashes_and_no_contents(tmp_path):
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "secret.conf").write_text("password = hunter2\n")
+    (root / "plain").write_text("x")
+    (root / bytes.fromhex("ff6e616d65").decode("utf-8", "surrogateescape")).write_text("odd name")
+    index = TreeIndex()
+    index.scan(os.fsencode(root))
+    contents = ContentBaseline()
+    contents.remember_start(os.fsencode(root / "a" / "b" / "secret.conf"), "ab" * 32, "password = hunter2\n")
+    path = tmp_path / "state" / BASELINE_FILE
+    path.parent.mkdir()
+    record = save_baseline(path, index, contents)
+    data = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert b"hunter2" not in data  # hashes and signatures only
+    assert record == {"file": BASELINE_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                      "folders": 3, "paths": 5, "hashes": 1}
+    saved = load_baseline(path, record["sha256"])
+    assert saved.same_hash and saved.start_hashes == {os.fsencode(root / "a" / "b" / "secret.conf"): "ab" * 32}
+    assert list(saved.index.dump()) == list(index.dump())
+    (root / "plain").write_text("changed")
+    assert ops_of(saved.index, root) == {("modified", f"{root}/plain", False)}
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "missing", "unrecorded"])
+def test_a_saved_baseline_that_is_not_the_recorded_one_is_refused(tmp_path, damage):
+    index = TreeIndex()
+    index.scan(os.fsencode(tmp_path))
+    path = tmp_path / BASELINE_FILE
+    sha = save_baseline(path, index, ContentBaseline())["sha256"]
+    if damage == "flip":
+        data = bytearray(path.read_bytes())
+        data[-2] ^= 1
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-3])
+    elif damage == "missing":
+        path.unlink()
+    with pytest.raises(ValueError) as err:
+        load_baseline(path, None if damage == "unrecorded" else sha)
+    assert "baseline" in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from agent.errors import BadLine, JournalError
 from agent.journal import Journal, checkpoint_message, line_hash, verify_journal
 from agent.journal.format import ZERO_HASH
 from agent.journal.writer import _encode_data
-from tests.conftest import require_program
+from tests.conftest import require_program, wait_for
 
 FILE_DATA = {
     "op": "modified", "path": "/etc/ssh/sshd_config", "kind": "file", "size": 3301,
@@ -145,7 +146,7 @@ def test_sync_types_are_synced_before_append_returns_and_others_in_groups(jpath,
         for _ in range(50):
             j.append("file", FILE_DATA)
         assert calls == []  # grouped: left to the background thread
-        j.append("decision", {"decision": "allow"})
+        j.append("decision", {"decision": "allow", "reason": "x" * 10000})  # more than a page
         assert calls == [True]  # synced at once, by the caller
         j.append("note", {"text": "x"}, sync=True)
         assert calls == [True, True]
@@ -223,45 +224,100 @@ def tiny_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_disk_keeps_the_journal_valid_and_says_so(tiny_tmpfs, device_key):
-    path = tiny_tmpfs / "s" / "session.jsonl"
-    j = Journal.create(path, "s-1", device_key)
+def fill_disk(path) -> None:
+    """Write ``path`` until its file system is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fill(j, n=1000) -> list[int]:
+    """Append ``n`` bulky file records (more than the 64 KiB disk holds); their seqs."""
     filler = {**FILE_DATA, "diff": "x" * 3000}
-    with pytest.raises(JournalError) as err:
-        for _ in range(1000):
-            j.append("file", filler)
+    return [j.append("file", filler) for _ in range(n)]
+
+
+def test_full_disk_holds_records_keeps_the_file_valid_and_says_so(tiny_tmpfs, device_key):
+    path = tiny_tmpfs / "s" / "session.jsonl"
+    j = Journal.create(path, "s-1", device_key, hold_bytes=8 << 20)
+    seqs = _fill(j)  # nothing raises: what the disk refuses is held in memory
+    assert seqs == list(range(2, 1002))  # every record kept its place in the chain
+    failing = j.failing
+    assert failing is not None and failing["error"] == "the disk is full" and failing["lost"] == 0
+    on_disk = len(lines_of(path))
+    assert failing["held"] == 1002 - on_disk and path.read_bytes().endswith(b"\n")
+    with pytest.raises(JournalError) as err:  # a checkpoint must be durable: it says why it cannot be
+        j.checkpoint()
     message = str(err.value)
     assert "disk is full" in message and message.count(".") <= 2 and "\n" not in message
-    good_seq = j.seq
-    assert path.read_bytes().endswith(b"\n")
-    assert len(lines_of(path)) == good_seq
-    j.close()
-    # Valid up to the last good record (only the seal is missing); with room
-    # again, reopening records the gap and seals it.
+    j.close()  # the held records are lost with the process (logged); the file is valid up to its last good one
     check = verify_journal(path)
-    assert not check.ok and check.unsealed == good_seq and "no seal" in check.reason
+    assert not check.ok and check.unsealed == on_disk and "no seal" in check.reason
     subprocess.run(["mount", "-o", "remount,size=1m", str(tiny_tmpfs)], check=True)
     with Journal.open(path, "s-1", device_key) as j2:
-        assert j2.recovered["set_aside"] is None and j2.recovered["last_seq"] == good_seq - 1
+        assert j2.recovered["set_aside"] is None and j2.recovered["last_seq"] == on_disk - 1
         j2.seal()
     assert verify_journal(path).ok
 
 
-def test_writing_resumes_when_space_comes_back(tiny_tmpfs, device_key):
+def test_consent_records_are_refused_not_held(tiny_tmpfs, device_key):
     path = tiny_tmpfs / "s" / "session.jsonl"
-    filler = {**FILE_DATA, "diff": "x" * 3000}
+    j = Journal.create(path, "s-1", device_key)
+    fill_disk(tiny_tmpfs / "filler")  # the disk is full before the journal ever failed
+    seq = j.seq
+    with pytest.raises(JournalError, match="disk is full"):
+        j.append("decision", {"decision": "allow", "reason": "x" * 10000})  # more than a page
+    assert j.seq == seq and j.failing is None  # nothing changed: the decision is refused, not held
+    j.close()
+
+
+def test_writing_resumes_when_space_comes_back_with_a_gap_record(tiny_tmpfs, device_key):
+    path = tiny_tmpfs / "s" / "session.jsonl"
     with Journal.create(path, "s-1", device_key, checkpoint_interval=0.05, sync_interval=0.01) as j:
-        with pytest.raises(JournalError, match="disk is full"):
-            for _ in range(1000):
-                j.append("file", filler)
-        subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_tmpfs)], check=True)
-        before = sum(r["type"] == "checkpoint" for r in records_of(path))
-        deadline = time.monotonic() + 10
-        while sum(r["type"] == "checkpoint" for r in records_of(path)) == before and time.monotonic() < deadline:
-            j.append("note", {"author": "t", "text": "space again"})
-            time.sleep(0.02)
-        assert sum(r["type"] == "checkpoint" for r in records_of(path)) > before  # the background thread lives
+        seqs = _fill(j)
+        held = j.failing["held"]
+        assert held > 0
+        j.append("session-end", {"reason": "customer", "by": None})  # held too, in its place
+        subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_tmpfs)], check=True)
+        assert wait_for(lambda: j.failing is None)
         j.seal()
+    records = records_of(path)
+    assert [r["seq"] for r in records] == list(range(len(records)))
+    files = [r for r in records if r["type"] == "file"]
+    assert [r["seq"] for r in files] == seqs  # every one written, in order, with its first seq
+    end = next(i for i, r in enumerate(records) if r["type"] == "session-end")
+    gap = next(r for r in records if r["type"] == "gap")
+    assert records[end + 1]["type"] == "gap" and gap["seq"] > seqs[-1]
+    assert gap["data"]["cause"] == "disk" and gap["data"]["held"] == held + 1 and gap["data"]["lost"] == 0
+    assert gap["data"]["from"] <= files[-1]["ts"] <= gap["data"]["to"] <= gap["ts"]
+    assert not any(r["type"] == "loss" for r in records)
+    assert records[end + 2]["type"] == "checkpoint"  # what was held is signed at once
+    assert verify_journal(path).ok
+
+
+def test_past_the_memory_bound_records_are_counted_in_a_loss_record(tiny_tmpfs, device_key):
+    path = tiny_tmpfs / "s" / "session.jsonl"
+    with Journal.create(path, "s-1", device_key, hold_bytes=64 << 10, sync_interval=0.01) as j:
+        seqs = _fill(j, 200)
+        seqs += [j.append("process", {"op": "started", "pid": i}) for i in range(7)]
+        lost = seqs.count(-1)
+        kept = [s for s in seqs if s != -1]
+        assert lost >= 7 and kept == list(range(2, 2 + len(kept)))  # the kept ones are a prefix: no hole
+        assert j.failing["lost"] == lost
+        subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_tmpfs)], check=True)
+        assert wait_for(lambda: j.failing is None)
+        j.seal()
+    records = records_of(path)
+    (gap,) = [r["data"] for r in records if r["type"] == "gap"]
+    (loss,) = [r["data"] for r in records if r["type"] == "loss"]
+    assert gap["lost"] == lost == loss["records"]
+    assert loss["by_type"] == {"file": lost - 7, "process": 7} and loss["from"] <= loss["to"]
+    assert [r["seq"] for r in records if r["type"] == "file"] == [s for s in kept]
     assert verify_journal(path).ok
 
 
