@@ -19,6 +19,8 @@ agent: $(STAMP)
 	$(BIN)/chaperone agent
 
 test: $(STAMP)
+	$(BIN)/ruff check agent ui tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -29,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/redact.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/review.py
+	$(BIN)/python bench/failclosed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -16,7 +16,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from agent.bundle.layout import (
     FILES,
@@ -141,7 +141,7 @@ def _lines_of(path: Path) -> Iterator[bytes]:
 class _HashingSink:
     """A text sink writing UTF-8 to a binary stream and hashing it."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
 
@@ -157,7 +157,7 @@ class _HashingSink:
 class _CopyingReader:
     """Reads lines from ``src``, writing and hashing each as it passes."""
 
-    def __init__(self, src: BinaryIO, dst: BinaryIO) -> None:
+    def __init__(self, src: BinaryIO, dst: IO[bytes]) -> None:
         self._src, self._dst = src, dst
         self._hash = hashlib.sha256()
 
@@ -191,7 +191,7 @@ class _ZipWriter:
         info.external_attr = 0o644 << 16
         return info
 
-    def create(self, name: str) -> BinaryIO:
+    def create(self, name: str) -> IO[bytes]:
         return self.zip.open(self._info(name), "w", force_zip64=True)
 
     def write(self, name: str, data: bytes) -> None:

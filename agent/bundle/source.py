@@ -75,8 +75,9 @@ class BundleSource:
             if info.filename in self._sizes:
                 raise Unexpected(f"The bundle holds {info.filename} twice.")
             if info.file_size > _SMALL_MEMBER and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                raise Unreadable(f"{info.filename} in {self.path} inflates {info.file_size // max(info.compress_size, 1)} "
-                                 "times, which no genuine bundle does; it is not read.")
+                ratio = info.file_size // max(info.compress_size, 1)
+                raise Unreadable(f"{info.filename} in {self.path} inflates {ratio} times, "
+                                 "which no genuine bundle does; it is not read.")
             self._sizes[info.filename] = info.file_size
 
     @property
@@ -90,7 +91,8 @@ class BundleSource:
         """A binary stream of the file; refuses one above its size limit."""
         limit = MAX_SIZE.get(name, 0)
         if self._sizes[name] > limit:
-            raise Unreadable(f"{name} in {self.path} is {self._sizes[name]} bytes, more than the {limit} a bundle may hold.")
+            raise Unreadable(f"{name} in {self.path} is {self._sizes[name]} bytes, "
+                             f"more than the {limit} a bundle may hold.")
         try:
             if self._zip is not None:
                 # zipfile's own readline is slow Python; a C buffer over the member reads lines 5-10x faster
@@ -117,5 +119,5 @@ class BundleSource:
     def __enter__(self) -> BundleSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

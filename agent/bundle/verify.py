@@ -83,7 +83,8 @@ class Verdict:
 
 
 class _Fail(Exception):
-    def __init__(self, reason: str, *, readable: bool = True, file: str | None = None, check: JournalCheck | None = None):
+    def __init__(self, reason: str, *, readable: bool = True, file: str | None = None,
+                 check: JournalCheck | None = None):
         super().__init__(reason)
         self.reason, self.readable, self.file, self.check = reason, readable, file, check
 
@@ -126,9 +127,9 @@ def verify_bundle(path: str | os.PathLike, fingerprint: str | None = None, *, wi
     except Unexpected as exc:
         return Verdict(False, True, str(exc), **facts)
     except _Fail as fail:
-        check = fail.check
-        extra = {"session": check.session, "records": check.records, "unsealed": check.unsealed,
-                 "line": check.line, "seq": check.seq} if check else {}
+        failed = fail.check
+        extra: dict = {"session": failed.session, "records": failed.records, "unsealed": failed.unsealed,
+                       "line": failed.line, "seq": failed.seq} if failed else {}
         return Verdict(False, fail.readable, fail.reason, file=fail.file, **facts, **extra)
     return Verdict(True, True, f"Genuine: session {check.session}, {check.records} records, sealed, "
                                f"signed by {facts['principal']} with key {facts['fingerprint']}.",

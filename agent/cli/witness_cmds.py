@@ -95,7 +95,7 @@ def run_status(args) -> int:
     if not logs:
         print("It trusts no ledger yet ('chaperone witness trust ORIGIN VKEY').")
     for log in logs:
-        seen = f"{log['size']} entries cosigned, {log['updated']}" if log["size"] is not None else "nothing cosigned yet"
+        seen = "nothing cosigned yet" if log["size"] is None else f"{log['size']} entries cosigned, {log['updated']}"
         refused = f"; {log['refusals']} refused (forks or bad proofs)" if log["refusals"] else ""
         print(f"  {log['origin']}: {seen}{refused}")
     return 0

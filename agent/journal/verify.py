@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from agent import sshsig
 from agent.errors import BadLine
@@ -67,6 +67,12 @@ class JournalCheck:
         return fingerprint(self.key_blob) if self.key_blob else None
 
 
+class LineSource(Protocol):
+    """What the verifier reads a journal from: a binary file, or a stream that copies or hashes as it goes."""
+
+    def readline(self, limit: int = -1, /) -> bytes: ...
+
+
 class _Bad(Exception):
     def __init__(self, reason: str, readable: bool = True, seq: int | None = None):
         super().__init__(reason)
@@ -75,7 +81,7 @@ class _Bad(Exception):
         self.seq = seq  # the bad line's own seq, when it differs from the expected one
 
 
-def verify_journal(source: str | os.PathLike | BinaryIO, key_blob: bytes | None = None, *,
+def verify_journal(source: str | os.PathLike | LineSource, key_blob: bytes | None = None, *,
                    name: str = "session.jsonl") -> JournalCheck:
     """Check a journal file or binary stream. ``key_blob``: the public key (SSH
     wire blob) that must have signed it, e.g. the bundle's; None accepts the
@@ -109,7 +115,7 @@ class _Verifier:
         self.chain_ok = False
         self._plain_types: set[bytes] = set()  # types seen in full-parsed lines, safe for the fast path
 
-    def run(self, stream: BinaryIO) -> JournalCheck:
+    def run(self, stream: LineSource) -> JournalCheck:
         try:
             self._walk(stream)
         except _Bad as bad:
@@ -143,7 +149,7 @@ class _Verifier:
         seq = self.records if seq is None else seq
         return f"{self.name} line {self.lineno} (seq {seq})"
 
-    def _walk(self, stream: BinaryIO) -> None:
+    def _walk(self, stream: LineSource) -> None:
         # The hot loop. A line of the usual shape is checked with one comparison:
         # its tail must start with exactly the expected prev, seq and session
         # (``expect``); ``data`` is not parsed, since the next line's prev covers

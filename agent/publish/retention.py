@@ -67,7 +67,7 @@ class Retention:
     """The home's retention policy; ``due()`` says what would go, ``prune()`` does it."""
 
     def __init__(self, home: Home, keep_days: int | None = None, publishing: bool | None = None,
-                 ledger_hook: Callable[[bytes], None] | None = None) -> None:
+                 ledger_hook: Callable[[bytes], object] | None = None) -> None:
         settings = home.settings()
         self.home = home
         self.keep_days = keep_days if keep_days is not None else settings.retention.keep_days

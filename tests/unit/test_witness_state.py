@@ -29,7 +29,10 @@ def heads(n: int) -> tuple[MemoryTree, list[Checkpoint]]:
 def test_advance_follows_the_protocol(tmp_path):
     tree, cps = heads(12)
     state = WitnessState(tmp_path / "s.sqlite3")
-    adv = lambda cp, old, proof=(): state.advance(cp, b"note", old, tuple(proof), b"body")
+
+    def adv(cp, old, proof=()):
+        return state.advance(cp, b"note", old, tuple(proof), b"body")
+
     assert adv(cps[4], 0).status == 200
     conflict = adv(cps[4], 0)
     assert (conflict.status, conflict.size) == (409, 4)  # the old size must be the witness's

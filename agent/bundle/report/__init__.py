@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 from datetime import tzinfo
-from typing import TextIO
+from typing import Protocol
 
 import orjson
 
@@ -81,7 +81,13 @@ def render_report(journal_lines: Iterable[bytes], *, check: ReportCheck | None =
     return out.getvalue()
 
 
-def write_report(out: TextIO, read_lines: Callable[[], Iterable[bytes]], *, check: ReportCheck | None = None,
+class TextSink(Protocol):
+    """Where a report is written: a text file, a string buffer, or a stream that encodes and hashes."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+def write_report(out: TextSink, read_lines: Callable[[], Iterable[bytes]], *, check: ReportCheck | None = None,
                  copy: BundleCopy | None = None, history: dict | None = None, tz: tzinfo | None = None,
                  limits: Limits = LIMITS) -> None:
     """Write the report to ``out``; ``read_lines()`` is called once and read in bounded memory.
@@ -94,7 +100,7 @@ def write_report(out: TextIO, read_lines: Callable[[], Iterable[bytes]], *, chec
     write_collected(out, collect(read_lines(), limits), check=check, copy=copy, history=history, tz=tz)
 
 
-def write_collected(out: TextIO, c: Collected, *, check: ReportCheck | None = None, copy: BundleCopy | None = None,
+def write_collected(out: TextSink, c: Collected, *, check: ReportCheck | None = None, copy: BundleCopy | None = None,
                     history: dict | None = None, tz: tzinfo | None = None) -> None:
     """Write the report of a journal already read by ``collect``."""
     history = history or {}
