@@ -109,8 +109,8 @@ def export_bundle_with_evidence(home: Home, session_id: str, out: str | os.PathL
             digests[REPORT] = report.digest()
         files = {
             VERIFY: verify_text(session_id, key.principal, key.fingerprint, target.name,
-                                witnessed_by=evidence.witnessed_by if evidence and evidence.proof else None
-                                ).encode("utf-8"),
+                                witnessed_by=evidence.witnessed_by if evidence and evidence.proof else None,
+                                mode=check.mode, key_account=check.key_account).encode("utf-8"),
             SIGNERS: (key.allowed_signers_line() + "\n").encode("ascii"),
         }
         if evidence is not None and evidence.proof is not None:

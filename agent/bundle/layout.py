@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import textwrap
 
 from agent.errors import LayoutError
 from agent.journal import NAMESPACE
@@ -114,8 +115,25 @@ reports which witnesses the bundle claims, unchecked.
 """
 
 
+def _wrap(paragraph: str) -> str:
+    return textwrap.fill(paragraph, width=76)
+
+
+def mode_sentence(mode: str | None, account: str | None) -> str:
+    """What the agent's mode (from the journal's first record) means for the trust one can place in it."""
+    if mode == "personal":
+        return (f"Personal mode: the agent ran as the account {account or '(not named)'}, which could read the "
+                "device key; whoever used that account (the technician too, if they logged in as it) could have "
+                "forged any record that no witness had cosigned yet.")
+    if mode == "system":
+        return (f"System mode: the agent ran as a system service; only {account or 'root'} could read the "
+                "device key.")
+    return "The journal does not say whether its agent ran as a system service or in personal mode."
+
+
 def verify_text(session_id: str, principal: str, fingerprint: str, bundle_name: str,
-                witnessed_by: tuple[str, ...] | None = None) -> str:
+                witnessed_by: tuple[str, ...] | None = None, mode: str | None = None,
+                key_account: str | None = None) -> str:
     """VERIFY.txt: how to check this bundle, with and without Chaperone, and what the ledger proves."""
     ssh_verify = (f"ssh-keygen -Y verify -f allowed_signers -I {principal} -n {NAMESPACE} "
                   f"-s SHA256SUMS.sig < SHA256SUMS")
@@ -126,6 +144,8 @@ How to check this Chaperone session log
 Session:         {session_id}
 Signed by:       {principal}
 Key fingerprint: {fingerprint}
+
+{_wrap(mode_sentence(mode, key_account))}
 
 First make sure the fingerprint above is the device's: on that computer,
 'chaperone init' prints it. Anyone who can make a key can make a bundle;

@@ -71,6 +71,8 @@ class Verdict:
     line: int | None = None  # the first bad record's line and seq, if any
     seq: int | None = None
     witness: dict | None = None  # the ledger evidence: WitnessReport.to_json()
+    mode: str | None = None  # the agent's mode, as the journal says: "system" or "personal"
+    key_account: str | None = None  # the account that could read the device key, as the journal says
 
     @property
     def exit_code(self) -> int:
@@ -186,6 +188,7 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
                             file=JOURNAL, check=check)
         elif _digest(source, name) != digests[name]:
             raise _Fail(f"{name} does not match {SUMS}, so it was changed after signing.", file=name)
+    facts.update(mode=check.mode, key_account=check.key_account)
     if not check.ok:
         raise _Fail(check.reason, readable=check.readable, file=JOURNAL, check=check)
     return check

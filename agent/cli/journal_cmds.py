@@ -12,7 +12,7 @@ from pathlib import Path
 from agent import text
 from agent.bundle import verify_bundle
 from agent.bundle.export import export_bundle_with_evidence, journal_of
-from agent.bundle.layout import JOURNAL, SUMS
+from agent.bundle.layout import JOURNAL, SUMS, mode_sentence
 from agent.bundle.report import ReportCheck, write_report
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
 from agent.bundle.witnessing import DEFAULT_MAX_LAG
@@ -158,6 +158,7 @@ def run_verify(args) -> int:
                   f"fingerprint ('chaperone init' on that device prints it), or pass --fingerprint.")
         # The witnesses' names come from the bundle: escaped like the reason.
         print(text.escape(_witness_sentence(verdict.witness, args.max_lag)))
+        print(text.escape(mode_sentence(verdict.mode, verdict.key_account)))  # the account name is the journal's
     elif verdict.readable:
         print(f"NOT GENUINE: {text.escape(verdict.reason)}")
     else:

@@ -61,6 +61,8 @@ class JournalCheck:
     seq: int | None = None
     key_blob: bytes | None = None
     checkpoints: int = 0
+    mode: str | None = None  # the agent's mode, as journal-start says: "system", "personal" (None: not said)
+    key_account: str | None = None  # the account that could read the device key, as journal-start says
 
     @property
     def fingerprint(self) -> str | None:
@@ -105,6 +107,8 @@ class _Verifier:
         self.key_label = "the bundle's key" if key_blob else "the device key"
         self.name = name
         self.device: str | None = None  # fingerprint named by journal-start
+        self.mode: str | None = None
+        self.key_account: str | None = None
         self.session: str | None = None
         self.lineno = 0
         self.records = 0
@@ -143,7 +147,8 @@ class _Verifier:
         return JournalCheck(ok=ok, readable=readable, reason=reason, records=self.records,
                             unsealed=self.records if self.seal_line is None else self.after_seal,
                             session=self.session, line=line, seq=seq, key_blob=self.key_blob,
-                            checkpoints=self.checkpoints, chain_ok=self.chain_ok)
+                            checkpoints=self.checkpoints, chain_ok=self.chain_ok, mode=self.mode,
+                            key_account=self.key_account)
 
     def _where(self, seq: int | None = None) -> str:
         seq = self.records if seq is None else seq
@@ -237,6 +242,9 @@ class _Verifier:
         if record["type"] != "journal-start" or type(device) is not str:
             raise _Bad(f"{self._where()} should be the journal-start record naming the device key.")
         self.device = device
+        mode, account = record["data"].get("mode"), record["data"].get("key_account")
+        self.mode = mode if type(mode) is str else None
+        self.key_account = account if type(account) is str else None
         if self.key_blob is not None and device != fingerprint(self.key_blob):
             raise _Bad(f"{self._where()} names the device key {device}, "
                        f"not the bundle's key {fingerprint(self.key_blob)}.")

@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from hashlib import sha256
 from pathlib import Path
 from typing import Protocol
@@ -114,8 +114,9 @@ def _private(name: str | os.PathLike[str], flags: int) -> int:
     return os.open(name, flags, 0o600)
 
 
-def _start_data(device_key: Signer) -> dict:
-    return {"device": device_key.fingerprint, "principal": device_key.principal, "software": f"chaperone {__version__}"}
+def _start_data(device_key: Signer, facts: Mapping[str, object] | None) -> dict:
+    return {"device": device_key.fingerprint, "principal": device_key.principal, "software": f"chaperone {__version__}",
+            **(facts or {})}
 
 
 def _write_error(path: Path, exc: OSError | str) -> str:
@@ -167,16 +168,18 @@ class Journal:
     def create(cls, path: str | os.PathLike[str], session_id: str, device_key: Signer, *,
                sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
                on_line: LineHook | None = None, ledger_types: frozenset[str] = LEDGER_TYPES,
-               heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES) -> Journal:
-        """Start a new journal: seq 0 ``journal-start``, then a checkpoint. See the module's docstring for
-        ``on_line``, ``ledger_types``, ``heartbeat`` and ``hold_bytes``."""
+               heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES,
+               facts: Mapping[str, object] | None = None) -> Journal:
+        """Start a new journal: seq 0 ``journal-start`` (the device key, plus ``facts`` such as the agent's
+        mode), then a checkpoint. See the module's docstring for ``on_line``, ``ledger_types``, ``heartbeat``
+        and ``hold_bytes``."""
         path = Path(path)
         fd = cls._open_fd(path, os.O_CREAT | os.O_EXCL)
         journal = cls(path, session_id, device_key, fd, seq=0, head=ZERO_HASH, size=0,
                       sync_interval=sync_interval, checkpoint_interval=checkpoint_interval, on_line=on_line,
                       ledger_types=ledger_types, heartbeat=heartbeat, hold_bytes=hold_bytes)
         try:
-            journal.append("journal-start", _start_data(device_key))
+            journal.append("journal-start", _start_data(device_key, facts))
             journal.checkpoint()
         except BaseException:
             journal.close()

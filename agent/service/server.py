@@ -25,7 +25,7 @@ from typing import Protocol
 
 from agent import __version__
 from agent.api import protocol
-from agent.api.peercred import Peer, home_owner, peer_of
+from agent.api.peercred import Peer, home_owner, peer_of, user_name
 from agent.api.protocol import MAX_MESSAGE
 from agent.capture import Capture, default_watch_paths
 from agent.capture.lineage import Lineage
@@ -156,7 +156,9 @@ class AgentService:
                                       capture_factory=capture, login_hooks={"ssh": ssh_lifecycle},
                                       default_watch_paths=default_watch_paths,
                                       end_technician=self.lineage.end_lineage, ledger_hook=self.ledger_link.hook,
-                                      end_access=self._end_access)
+                                      end_access=self._end_access, journal_facts={
+                                          "mode": "system" if system_socket is not None else "personal",
+                                          "key_account": user_name(os.geteuid())})
         self.watchdog = Watchdog(home, self.manager.failclosed, home.settings().guard.timeout_s)
         self.manager.failclosed.technician_processes = self._technician_processes
         self.authority = Authority(owner_uid=self.owner_uid, system=system_socket is not None,

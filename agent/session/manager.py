@@ -74,7 +74,7 @@ class SessionManager:
                  default_watch_paths: Callable[[], list[str]] = list,
                  end_technician: Callable[[str], Ended] | None = None,
                  history: History | None = None, ledger_hook: LineHook | None = None,
-                 end_access: EndAccess | None = None):
+                 end_access: EndAccess | None = None, journal_facts: Mapping[str, object] | None = None):
         self.home = home
         self.device_key = device_key
         self.consent_timeout = consent_timeout
@@ -84,6 +84,7 @@ class SessionManager:
         self.end_technician = end_technician
         self.history = history if history is not None else History(home)
         self.ledger_hook = ledger_hook  # the journals' checkpoint and seal lines go to the device ledger
+        self.journal_facts = dict(journal_facts or {})  # for each journal-start: the agent's mode
         self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -237,7 +238,8 @@ class SessionManager:
     def _create_journal(self, sid: str) -> Journal:
         path = self.home.journal_path(sid)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Journal.create(path, sid, self.device_key, on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
+        return Journal.create(path, sid, self.device_key, on_line=self.ledger_hook, heartbeat=HEARTBEAT_S,
+                              facts=self.journal_facts)
 
     # --- decisions ------------------------------------------------------------------------
     def _decidable(self, sid: str) -> Session:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -20,6 +22,14 @@ def _request(agent, *extra: str) -> str:
     done = agent.cli("request", *TECHNICIAN, *extra)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def test_the_personal_agent_states_its_mode_and_account_in_each_journal(agent, home, tmp_path):
+    """The embedded agent of `make run` (no system socket) says so in the signed record, first thing."""
+    sid = _request(agent, "--watch", str(tmp_path))
+    first = json.loads(home.journal_path(sid).read_text().splitlines()[0])
+    assert first["type"] == "journal-start"
+    assert first["data"]["mode"] == "personal" and first["data"]["key_account"] == pwd.getpwuid(os.geteuid()).pw_name
 
 
 def test_whole_lifecycle_request_approve_note_end_export_verify(agent, home, tmp_path):

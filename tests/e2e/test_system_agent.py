@@ -198,3 +198,5 @@ def test_the_customer_decides_from_a_terminal_and_a_stranger_may_only_ask(system
     assert ended.returncode == 0, ended.stderr
     end = next(r["data"] for r in records(system_agent.home, sid) if r["type"] == "session-end")
     assert end["reason"] == "customer" and end["by"]["user"] == customer.pw_name
+    start = next(r["data"] for r in records(system_agent.home, sid) if r["type"] == "journal-start")
+    assert (start["mode"], start["key_account"]) == ("system", "root")  # the signed record says who held the key

@@ -24,10 +24,10 @@ REQUEST = {
 }
 
 
-def write_session(home, device_key, session_id="s-1", *, seal=True, records=()):
+def write_session(home, device_key, session_id="s-1", *, seal=True, records=(), facts=None):
     """A journal like the session manager writes, and its History row."""
     path = home.journal_path(session_id)
-    with Journal.create(path, session_id, device_key) as j:
+    with Journal.create(path, session_id, device_key, facts=facts) as j:
         j.append("request", REQUEST)
         j.append("decision", {"decision": "allow", "how": "click", "by": {"uid": 1000, "user": "alice"},
                               "granted": {"capabilities": ["shell"], "watch": ["/etc"],

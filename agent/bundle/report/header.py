@@ -7,6 +7,7 @@ import html
 import shlex
 from dataclasses import dataclass
 
+from agent.bundle.layout import mode_sentence
 from agent.bundle.report.markup import esc, plural
 from agent.bundle.report.model import Collected, _obj, _str
 from agent.bundle.report.times import Times, length, seconds_between
@@ -130,6 +131,8 @@ def summary(c: Collected, history: dict, times: Times) -> str:
     device = c.device or _str(history.get("key_fingerprint"))
     rows.append(("Device", f"{esc(c.principal or '?')}, key <code>{esc(device or 'unknown')}</code>"
                            + ("" if c.sealed else " — <span class=flag>NOT SEALED</span>")))
+    mode = esc(mode_sentence(c.mode, c.key_account), 400)
+    rows.append(("Agent", f"<span class=flag>{mode}</span>" if c.mode == "personal" else mode))
     facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return f"<dl class=facts>{facts}</dl>\n{tiles(c)}{notes(c, times)}"
 

@@ -165,6 +165,8 @@ class Collected:
         self.bad_line_count = 0
         self.last_seal_index = -1
         self.session = self.device = self.principal = self.software = ""
+        self.mode: str | None = None  # the agent's mode and the account that could read the key (journal-start)
+        self.key_account: str | None = None
         self.request: dict = {}
         self.requested = ""
         self.decisions: list[tuple[str, dict]] = []
@@ -230,6 +232,8 @@ class Collected:
         self.device = self.device or _str(data.get("device"))
         self.principal = self.principal or _str(data.get("principal"))
         self.software = self.software or _str(data.get("software"))
+        self.mode = self.mode or _str(data.get("mode")) or None
+        self.key_account = self.key_account or _str(data.get("key_account")) or None
 
     def _request(self, ts: str, seq: int, data: dict) -> None:
         self.request, self.requested = data, ts
