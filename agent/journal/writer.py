@@ -114,7 +114,7 @@ def _private(name: str | os.PathLike[str], flags: int) -> int:
     return os.open(name, flags, 0o600)
 
 
-def _start_data(device_key: Signer, facts: Mapping[str, object] | None) -> dict:
+def _start_data(device_key: Signer, facts: Mapping[str, object] | None = None) -> dict:
     return {"device": device_key.fingerprint, "principal": device_key.principal, "software": f"chaperone {__version__}",
             **(facts or {})}
 
@@ -191,8 +191,9 @@ class Journal:
              recovery: dict | None = None, mark_restart: bool = True,
              sync_interval: float = SYNC_INTERVAL, checkpoint_interval: float = CHECKPOINT_INTERVAL,
              on_line: LineHook | None = None, ledger_types: frozenset[str] = LEDGER_TYPES,
-             heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES) -> Journal:
-        """Reopen a journal after a stop or a crash.
+             heartbeat: float | None = None, hold_bytes: int = HOLD_BYTES,
+             facts: Mapping[str, object] | None = None) -> Journal:
+        """Reopen a journal after a stop or a crash (``facts``: as ``create``'s, if the chain must start again).
 
         A torn or unchained tail is moved aside to ``session.jsonl.torn-<n>``
         (kept), the file is cut to its last good record, and a ``recovery``
@@ -218,7 +219,7 @@ class Journal:
                       ledger_types=ledger_types, heartbeat=heartbeat, hold_bytes=hold_bytes)
         try:
             if scan.next_seq == 0:  # nothing good was left: start the chain again
-                journal.append("journal-start", _start_data(device_key))
+                journal.append("journal-start", _start_data(device_key, facts))
             if mark_restart or set_aside is not None or scan.next_seq == 0:
                 recovered = {**(recovery or {}), "set_aside": set_aside, "last_seq": scan.last_seq,
                              "last_ts": scan.last_ts}

@@ -538,7 +538,7 @@ class SessionManager:
             # Journal.open writes the one `recovery` record: what was set aside, the gap, and whether we go on.
             journal = Journal.open(path, sid, self.device_key,
                                    recovery={"gap_s": plan.gap_s, "resumed": plan.resumed},
-                                   on_line=self.ledger_hook, heartbeat=HEARTBEAT_S)
+                                   on_line=self.ledger_hook, heartbeat=HEARTBEAT_S, facts=self.journal_facts)
         except (JournalError, FileNotFoundError) as exc:
             # Sealed before the crash (the history lagged behind), or the journal is gone.
             self.history.upsert(sid, state="sealed" if facts.get("sealed") else row["state"],

@@ -270,4 +270,4 @@ def test_exit_codes_from_a_real_process(bundle, tmp_path, chaperone_cmd):
     unreadable = subprocess.run([*chaperone_cmd, "verify", str(junk)], capture_output=True, text=True, timeout=60)
     assert (genuine.returncode, tampered.returncode, unreadable.returncode) == (0, 1, 2)
     for done in (genuine, tampered, unreadable):
-        assert "Traceback" not in done.stderr and (done.stdout + done.stderr).count("\n") <= 3  # verdict, key, witnesses
+        assert "Traceback" not in done.stderr and (done.stdout + done.stderr).count("\n") <= 4  # verdict, key, witnesses, mode
