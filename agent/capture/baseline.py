@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.atomic import replacing, write_all
 from agent.capture.bursts import Op
 
 Signature = int  # one int per path keeps the index small: 300,000 paths in about 30 MB
@@ -256,43 +257,31 @@ def save_baseline(path: Path, index: TreeIndex, contents: ContentBaseline) -> di
     cannot be written (a full disk).
     """
     digest = hashlib.sha256()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     size = folders = paths = 0
     buf = bytearray(_MAGIC + _hash_tag())
 
-    def flush(final: bool = False) -> None:
+    def flush(fd: int, final: bool = False) -> None:
         nonlocal size
         if len(buf) >= (1 << 20) or (final and buf):
             digest.update(buf)
-            view = memoryview(bytes(buf))
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, bytes(buf))
             size += len(buf)
             buf.clear()
 
-    try:
-        os.fchmod(fd, 0o600)
+    with replacing(path) as fd:
         for folder, inode, entries in index.dump():
             folders += 1
             paths += len(entries)
             buf += b"D" + _U32.pack(len(folder)) + folder + _U64.pack(inode) + _U32.pack(len(entries))
             for name, sig in entries.items():
                 buf += _U16.pack(len(name)) + name + sig.to_bytes(_SIG_BYTES, "little", signed=True)
-            flush()
+            flush(fd)
         hashes = contents.start_hashes()
         for file, sha in hashes.items():
             buf += b"H" + _U32.pack(len(file)) + file + bytes.fromhex(sha)
-            flush()
+            flush(fd)
         buf += b"E"
-        flush(final=True)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+        flush(fd, final=True)
     return {"file": path.name, "sha256": digest.hexdigest(), "bytes": size, "folders": folders, "paths": paths,
             "hashes": len(hashes)}
 

@@ -24,6 +24,8 @@ import pwd
 import stat
 import struct
 
+from agent.capture.hashing import kind_of
+
 ACL_XATTR = "system.posix_acl_access"
 CAPS_XATTR = "security.capability"
 _ACL_TAGS = {0x01: "user", 0x02: "user", 0x04: "group", 0x08: "group", 0x10: "mask", 0x20: "other"}
@@ -59,7 +61,7 @@ def metadata_of(st: os.stat_result, acl: list[str] | None = None, capabilities: 
     """What a record keeps of a file's metadata."""
     return {
         "mode": format(stat.S_IMODE(st.st_mode), "04o"),
-        "kind": _kind(st.st_mode),
+        "kind": kind_of(st.st_mode),
         "uid": st.st_uid,
         "gid": st.st_gid,
         "user": _name(pwd.getpwuid, st.st_uid),
@@ -67,16 +69,6 @@ def metadata_of(st: os.stat_result, acl: list[str] | None = None, capabilities: 
         "acl": acl,
         "capabilities": capabilities,
     }
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "special"
 
 
 def read_metadata(path: bytes) -> dict | None:

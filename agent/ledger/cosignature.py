@@ -19,21 +19,19 @@ import struct
 import time
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from agent.ledger.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
     Ed25519Verifier,
+    NamedKey,
     NoteError,
     Signature,
     Verifier,
+    ed25519_valid,
     key_id,
     make_vkey,
     raw_public,
     split_vkey,
-    valid_name,
 )
 
 MAX_TIMESTAMP = (1 << 63) - 1
@@ -78,36 +76,16 @@ class CosignatureVerifier:
             return False
         if self.max_skew is not None and timestamp > time.time() + self.max_skew:
             return False
-        try:
-            ed25519.Ed25519PublicKey.from_public_bytes(self.public).verify(
-                signature[8:], cosigned_message(text, timestamp))
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return ed25519_valid(self.public, signature[8:], cosigned_message(text, timestamp))
 
 
 @dataclass(frozen=True)
-class CosignatureSigner:
+class CosignatureSigner(NamedKey):
     """A witness's key: makes v1 cosignatures on checkpoint texts."""
-
-    name: str
-    private_key: ed25519.Ed25519PrivateKey
-
-    def __post_init__(self) -> None:
-        if not valid_name(self.name):
-            raise NoteError(f"{self.name!r} cannot name a key (no spaces, no '+', not empty)")
 
     @property
     def verifier(self) -> CosignatureVerifier:
         return CosignatureVerifier(self.name, raw_public(self.private_key.public_key()))
-
-    @property
-    def key_id(self) -> int:
-        return self.verifier.key_id
-
-    @property
-    def vkey(self) -> str:
-        return self.verifier.vkey
 
     def cosign(self, text: bytes, timestamp: int | None = None) -> Signature:
         """The cosignature line's content for a checkpoint text, stamped now unless told."""

@@ -67,18 +67,3 @@ def load_or_make_key(path: Path, what: str, error: type[ChaperoneError]) -> tupl
         path.unlink(missing_ok=True)
         raise error(f"Cannot write the {what} {path}: {exc.strerror}.") from None
     return key, True
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb", opener=lambda name, flags: os.open(name, flags, 0o600)) as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from agent.atomic import replace_file
 from agent.canonical import canonical_bytes
 from agent.clock import rfc3339, utc_now
 from agent.devicekey import DeviceKey
@@ -41,7 +42,7 @@ from agent.errors import LedgerError
 from agent.home import Home
 from agent.ledger import merkle
 from agent.ledger.checkpoint import Checkpoint, TlogProof
-from agent.ledger.keyfile import load_or_make_key, write_atomic
+from agent.ledger.keyfile import load_or_make_key
 from agent.ledger.note import (
     Ed25519Signer,
     Ed25519Verifier,
@@ -195,7 +196,7 @@ class Ledger:
             checkpoint = Checkpoint(self.origin, size, root)
             note = sign_note(checkpoint.text(), self.signer)
             try:
-                write_atomic(self.folder / CHECKPOINT, note)
+                replace_file(self.folder / CHECKPOINT, note)
             except OSError as exc:
                 raise LedgerError(f"Cannot save the ledger's signed head in {self.folder}: {exc.strerror}.") from None
             self._last_signed = SignedHead(checkpoint, note)

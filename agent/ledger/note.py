@@ -139,18 +139,21 @@ class Ed25519Verifier:
         return make_vkey(self.name, ALG_ED25519, self.public)
 
     def verify(self, text: bytes, signature: bytes) -> bool:
-        if len(signature) != 64:
-            return False
-        try:
-            ed25519.Ed25519PublicKey.from_public_bytes(self.public).verify(signature, text)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return len(signature) == 64 and ed25519_valid(self.public, signature, text)
+
+
+def ed25519_valid(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is the Ed25519 signature of ``message`` by the raw public key ``public``."""
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
-class Ed25519Signer:
-    """Makes type 0x01 signatures with an Ed25519 private key under a key name."""
+class NamedKey:
+    """An Ed25519 private key under a key name; each kind of signer says which verifier it makes."""
 
     name: str
     private_key: ed25519.Ed25519PrivateKey
@@ -160,8 +163,8 @@ class Ed25519Signer:
             raise NoteError(f"{self.name!r} cannot name a key (no spaces, no '+', not empty)")
 
     @property
-    def verifier(self) -> Ed25519Verifier:
-        return Ed25519Verifier(self.name, raw_public(self.private_key.public_key()))
+    def verifier(self) -> Verifier:
+        raise NotImplementedError
 
     @property
     def key_id(self) -> int:
@@ -170,6 +173,15 @@ class Ed25519Signer:
     @property
     def vkey(self) -> str:
         return self.verifier.vkey
+
+
+@dataclass(frozen=True)
+class Ed25519Signer(NamedKey):
+    """Makes type 0x01 signatures with an Ed25519 private key under a key name."""
+
+    @property
+    def verifier(self) -> Ed25519Verifier:
+        return Ed25519Verifier(self.name, raw_public(self.private_key.public_key()))
 
     def sign(self, text: bytes) -> bytes:
         return self.private_key.sign(text)

@@ -22,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+from agent.atomic import replace_file
+
 ACCESS_FILE = "access.json"
 REPORT_PREFIX = "guard-"
 MAX_FILE_BYTES = 1 << 20
@@ -29,18 +31,7 @@ MAX_REPORTS = 64
 
 
 def _write_private(path: Path, body: dict) -> None:
-    data = json.dumps(body, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode("ascii")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(body, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode("ascii"))
 
 
 def _read(path: Path) -> dict | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from agent.atomic import replace_file
 from agent.home import Home
 
 KEEP_PENDING_S = 24 * 3600  # a forgotten pending record is dropped after this
@@ -166,12 +167,4 @@ class LoginState:
             return []
 
     def _save(self, records: list[LoginRecord]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        body = json.dumps({"records": [r.to_json() for r in records]}, indent=1)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, body.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        replace_file(self.path, json.dumps({"records": [r.to_json() for r in records]}, indent=1).encode("utf-8"))

@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from agent.atomic import replace_file
 from agent.capture.inventory.snapshot import category_sha256
 from agent.capture.inventory.types import Snapshot
 from agent.errors import InventoryFileError
@@ -35,29 +36,7 @@ def save_snapshot(path: str | os.PathLike, snapshot: Snapshot) -> None:
     path = Path(path)
     # pairs, not objects: item keys are any text, and the order is kept as taken
     body = {"format": FORMAT, "snapshot": [[c, [[k, v] for k, v in items.items()]] for c, items in snapshot.items()]}
-    data = json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_file(path, json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
 
 
 def _parse(data: bytes) -> Snapshot:
