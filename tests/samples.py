@@ -48,7 +48,7 @@ class SyntheticJournal:
         self.lines: list[bytes] = []
         self.head = "0" * 64
         self.add("journal-start", {"device": key.fingerprint, "principal": key.principal,
-                                   "software": "chaperone 0.1.0"})
+                                   "software": "chaperone 0.1.0", "mode": "system", "key_account": "root"})
         self.checkpoint()
 
     def at(self, seconds: float) -> SyntheticJournal:
