@@ -7,7 +7,6 @@ import json
 
 from agent.cli import home_of
 from agent.errors import UsageError
-from agent.witness.server import parse_listen, serve
 from agent.witness.state import WitnessState, init_witness, load_witness
 
 
@@ -46,6 +45,8 @@ def run_init(args) -> int:
 
 
 def run_serve(args) -> int:
+    # aiohttp's server costs every `chaperone` command (the agent too) ~20 MB: only `witness serve` loads it
+    from agent.witness.server import parse_listen, serve
     try:
         host, port = parse_listen(args.listen)
     except ValueError:

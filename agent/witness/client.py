@@ -26,8 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from agent.ledger.checkpoint import Checkpoint
 from agent.ledger.cosignature import CosignatureVerifier, vkey_verifier
@@ -46,6 +45,9 @@ MAX_ANSWER = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
 
 Prover = Callable[[int, int], Sequence[bytes]]
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class WitnessClient:
 
     async def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # aiohttp costs the agent ~20 MB: it is loaded only once a witness is actually asked
+            import aiohttp
             self._session = aiohttp.ClientSession()
             self._own_session = True
         return self._session
@@ -105,6 +109,7 @@ class WitnessClient:
     async def add_checkpoint(self, note: bytes, old_size: int, proof: Sequence[bytes]) -> AddResult:
         """One ``add-checkpoint`` request; a 409 comes back as ``Conflict`` (no retry here)."""
         session = await self._get_session()
+        import aiohttp  # loaded by _get_session already (see there): only its ClientError is needed here
         body = format_request(old_size, proof, note)
         try:
             async with asyncio.timeout(self.timeout):
