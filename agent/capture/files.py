@@ -2,14 +2,14 @@
 
 The pipeline, each stage on its own thread:
 
-1. ``agent.capture.inotify.EventSource`` (everything that knows watchdog)
+1. ``agent.capture.inotify.EventSource`` (our inotify reader; everything that knows watchdog)
    queues operations: created, deleted, moved, closed after writing.
 2. The recorder turns events into :class:`~agent.capture.bursts.Op` objects,
    lets :class:`~agent.capture.bursts.BurstCoalescer` decide which stay
    individual, and writes ``file`` and ``file-burst`` records: size, SHA-256
    before and after, a redacted diff for text configuration files, and who
    wrote the file when known. Large files are hashed on a worker pool.
-3. Overflows of the kernel queue (watchdog logs them) and folders that could
+3. Overflows of the kernel queue (``Overflow`` items on the queue) and folders that could
    not be watched (``max_user_watches``) are answered by rescanning against the
    :class:`~agent.capture.baseline.TreeIndex`: an ``overflow`` or
    ``watch-limit`` record says so, and the changes found become records.
@@ -42,7 +42,7 @@ from agent.capture.baseline import ContentBaseline, Known, TreeIndex
 from agent.capture.bursts import Burst, BurstCoalescer, Op
 from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text, is_config_text, is_secret
 from agent.capture.hashing import Hasher, HashResult
-from agent.capture.inotify import EventSource, Overflow, OverflowLogHandler, hear_overflows
+from agent.capture.inotify import EventSource, Overflow
 from agent.capture.paths import path_fields
 from agent.errors import error_detail
 from agent.records import RecordType
@@ -94,8 +94,6 @@ class FileWatcher:
         self._coalescer = coalescer or BurstCoalescer()
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._source: EventSource | None = None
-        self._log_handler = OverflowLogHandler(set(roots), self._events)
-        self._hearing: contextlib.ExitStack | None = None
         self._recorder: threading.Thread | None = None
         self._unwatched: set[bytes] = set()
         self._reported_unwatched: set[bytes] = set()
@@ -110,8 +108,6 @@ class FileWatcher:
     # -- life cycle ---------------------------------------------------------
 
     def start(self) -> None:
-        self._hearing = contextlib.ExitStack()
-        self._hearing.enter_context(hear_overflows(self._log_handler))
         try:
             self._source = EventSource(self._events)
         except OSError as exc:  # no inotify instance for us (max_user_instances): rescan instead
@@ -151,8 +147,6 @@ class FileWatcher:
         self._stopping = True
         if self._source is not None:
             self._source.stop()
-        if self._hearing is not None:
-            self._hearing.close()
         if self._recorder is not None:
             self._events.put(_STOP)
             self._recorder.join()
@@ -439,7 +433,7 @@ class FileWatcher:
         self._report_unwatched({root}, str(exc.strerror or exc))
 
     def _audit_watches(self) -> None:
-        """Find indexed folders that have no inotify watch (watchdog skips them silently)."""
+        """Find indexed folders that have no inotify watch (the reader skips them when it cannot add one)."""
         self._dirs_created = False
         if self._source is None:
             return  # everything is rescanned already

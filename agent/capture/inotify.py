@@ -3,12 +3,16 @@
 :class:`EventSource` turns the kernel's inotify events below the watched roots
 into :class:`~agent.capture.bursts.Op` objects on a queue, limited to created,
 deleted, moved and closed-after-write events (DESIGN.md: the unfiltered 4-6
-events per write overflow the kernel queue under a burst). On Linux it drives
-watchdog's inotify emitters directly (its ``InotifyFD``, ``InotifyFullEmitter``
-and ``PathedInotifyEvent``, and the private ``_inotify_fd``): their observer
-thread would add a hop and a lock per event. watchdog reports a kernel queue
-overflow only in its log: :class:`OverflowLogHandler` turns that line into an
-:class:`Overflow` item on the same queue. Elsewhere, the platform's observer.
+events per write overflow the kernel queue under a burst). On Linux it reads
+the inotify descriptor itself: one thread, a subclass of watchdog's
+``InotifyFD`` (its descriptor, its stop pipe and its poller, and its
+``inotify_add_watch``/``inotify_rm_watch`` bindings and their errors), that
+reads up to 1 MiB of events at a time, parses them in one pass
+(:mod:`agent.capture.inotify_events`) and queues an ``Op`` per operation, with
+no event object in between: watchdog's own reader, move grouper and emitter
+cost about 30 µs an event, three quarters of the capture's CPU in a burst.
+A kernel queue overflow (``IN_Q_OVERFLOW``) becomes an :class:`Overflow` item
+on the same queue. Elsewhere, the platform's observer.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import logging
 import os
 import queue
+import select
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from agent.capture import inotify_events as ev
 from agent.capture.bursts import Op
 
 EVENT_FILTER = [
@@ -48,7 +54,11 @@ EVENT_FILTER = [
 ]
 KERNEL_QUEUE_EVENTS = 524_288  # our inotify instance's queue, when we may set it (root on Linux); 0: leave it
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
-WATCHDOG_LOGGERS = ("watchdog.observers.inotify", "watchdog.observers.inotify_c")
+WATCH_MASK = (ev.IN_CREATE | ev.IN_DELETE | ev.IN_MOVED_FROM | ev.IN_MOVED_TO | ev.IN_CLOSE_WRITE
+              | ev.IN_DELETE_SELF | ev.IN_DONT_FOLLOW)
+READ_BYTES = 1 << 20  # one read: up to about 30,000 events
+MOVE_WAIT_S = 0.5  # how long a move's first half waits for its second (watchdog's figure) before it is a move out
+DRAIN_READS = 64  # at stop, at most this many last reads of what the kernel queued
 _sysctl_lock = threading.Lock()
 
 
@@ -95,77 +105,73 @@ def deep_kernel_queue():
 
 
 class EventSource:
-    """watchdog emitters feeding one queue with :class:`Op` objects.
+    """The kernel's file events below the scheduled roots, as :class:`Op` objects on one queue.
 
-    On Linux the inotify emitters put their operations straight into our queue:
-    watchdog's observer thread and its de-duplicating queue would add a thread
-    hop and a lock per event, which a burst of 100,000 operations feels. Unpaired
-    moves are reported as moves (in or out of the tree). Elsewhere, the
+    On Linux, one reader thread of our own (see the module's docstring); a
+    kernel queue overflow is an :class:`Overflow` item per root. Elsewhere, the
     platform's observer with a handler that queues.
     """
 
     def __init__(self, events: queue.SimpleQueue):
         self._events = events
-        self._emitters: list = []
+        self._watches: dict[bytes, object] = {}
         try:
-            from watchdog.observers.inotify_c import InotifyFD
+            reader_class = _reader_class()
         except ImportError:  # not Linux
             from watchdog.observers import Observer
 
-            self._inotify = None
+            self._reader = None
             self._observer = Observer()
             self._handler = _QueueingHandler(events)
         else:
             with deep_kernel_queue():
-                self._inotify = InotifyFD()
-            self._inotify.start()
+                self._reader = reader_class(events)
 
     def schedule(self, root: bytes) -> None:
         """Watch ``root`` recursively; raises OSError when the root itself cannot be watched."""
-        if self._inotify is None:
+        if self._reader is None:
             # watchdog takes a bytes path (and then reports bytes paths); its annotation says str
-            self._observer.schedule(self._handler, root, recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]
+            self._watches[root] = self._observer.schedule(
+                self._handler, root, recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]
             return
-        from watchdog.observers.api import ObservedWatch
+        self._reader.watch_root(root)
 
-        watch = ObservedWatch(root, recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]  # bytes, as above
-        emitter = _op_emitter_class()(self._events, watch, event_filter=EVENT_FILTER, inotify_fd=self._inotify)
-        emitter.start()
-        self._emitters.append(emitter)
+    def unschedule(self, root: bytes) -> None:
+        """Stop watching ``root`` and everything below it."""
+        if self._reader is None:
+            watch = self._watches.pop(root, None)
+            if watch is not None:
+                self._observer.unschedule(watch)  # type: ignore[arg-type]
+            return
+        self._reader.unwatch(root)
 
     def start(self) -> None:
-        if self._inotify is None:
+        if self._reader is None:
             self._observer.start()
+        else:
+            self._reader.start()
 
     def stop(self) -> None:
-        """Stop every emitter; once this returns, every event read is in the queue."""
-        if self._inotify is None:
+        """Stop reading; once this returns, every event read is in the queue."""
+        if self._reader is None:
             self._observer.stop()
             self._observer.join()
             return
-        for emitter in self._emitters:
-            emitter.stop()
-        for emitter in self._emitters:
-            emitter.join()
-        self._inotify.stop()
-        self._inotify.join()
+        self._reader.stop()
+        if self._reader.ident is not None:
+            self._reader.join()
 
     def dead_threads(self) -> list[str]:
         """The reader threads that were started and have died (a dead one means lost events)."""
-        if self._inotify is None:
+        if self._reader is None:
             alive = self._observer.is_alive() if self._observer.ident is not None else True
             return [] if alive else ["file observer"]
-        dead = [] if self._inotify.is_alive() else ["inotify reader"]
-        dead += [f"file emitter {emitter.watch.path!r}" for emitter in self._emitters if not emitter.is_alive()]
-        return dead
+        alive = self._reader.is_alive() if self._reader.ident is not None else True
+        return [] if alive else ["inotify reader"]
 
     def watched_inodes(self) -> set[int] | None:
-        """Inode numbers of the folders inotify watches, from /proc/self/fdinfo.
-
-        watchdog keeps the descriptor private (``InotifyFD._inotify_fd``); None
-        when that layout or /proc is not there, or not on Linux.
-        """
-        fd = getattr(self._inotify, "_inotify_fd", None)
+        """Inode numbers of the folders inotify watches, from /proc/self/fdinfo (None when not known)."""
+        fd = getattr(self._reader, "_inotify_fd", None)
         if not isinstance(fd, int):
             return None
         try:
@@ -199,73 +205,247 @@ class _QueueingHandler(FileSystemEventHandler):
 
 
 @functools.cache
-def _op_emitter_class():
-    """watchdog's inotify emitter (unpaired moves reported as moves) that queues :class:`Op` objects.
+def _reader_class():
+    """Our inotify reader: watchdog's ``InotifyFD`` with its ``run`` replaced. Linux only (ImportError elsewhere)."""
+    from watchdog.observers.inotify_c import InotifyFD, inotify_add_watch, inotify_rm_watch
 
-    The common events (a file or folder created or deleted, a file closed after
-    writing) become an ``Op`` at once, without watchdog's event objects and the
-    parent folder's "modified" event that the filter would then drop: half of
-    the emitter's work per event in a burst. Moves and everything else go
-    through watchdog's own translation, then :func:`to_op`. Linux only.
-    """
-    from watchdog.observers.inotify import InotifyFullEmitter
-    from watchdog.observers.inotify_c import InotifyConstants as C
-    from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
+    class Reader(InotifyFD):
+        """Reads the descriptor in large batches and queues an ``Op`` per operation, in the kernel's order.
 
-    class OpEmitter(InotifyFullEmitter):
-        def build_and_queue_event(self, event, *, full_events: bool = True) -> None:
-            if type(event) is PathedInotifyEvent:
-                mask = event.ev.mask
-                is_dir = bool(mask & C.IN_ISDIR)
-                if mask & C.IN_CREATE:
-                    self._event_queue.put(Op("created", event.path, is_dir))
+        It maps each watch descriptor to its folder (as ``folder + b"/"``) and
+        keeps that map true: a new folder is watched at once, with everything
+        below it, and what the listing found there is reported as created (a
+        creation the kernel reports as well, because the watch came first, is
+        reported once); a folder moved within the tree keeps its watches under
+        the new name; a folder moved out loses them. A move's two halves share
+        a cookie: the first waits up to ``MOVE_WAIT_S`` for the second (then it
+        is a move out), and the operations after it wait with it, so the queue
+        keeps the kernel's order.
+        """
+
+        def __init__(self, events: queue.SimpleQueue):
+            super().__init__()
+            self.name = "chaperone-inotify"
+            self._events = events
+            self._roots: dict[bytes, bytes] = {}  # folder (no trailing slash) -> the root as scheduled
+            self._prefix: dict[int, bytes] = {}  # wd -> its folder + b"/"
+            self._wds: dict[bytes, int] = {}  # folder -> wd
+            self._maps_lock = threading.Lock()
+            self._held: list[Op] = []  # operations behind a move that waits for its second half
+            self._waiting: dict[int, tuple[Op, float]] = {}  # cookie -> the move's first half, its deadline
+            self._fresh: set[bytes] = set()  # paths a listing reported as created, before their own event
+
+        # -- watches (the reader thread, or before it starts) -------------------
+
+        def watch_root(self, root: bytes) -> None:
+            folder = _folder(root)
+            with self._maps_lock:
+                self._watch_tree(folder, None, root_must=True)
+                self._roots[folder] = root
+
+        def unwatch(self, top: bytes) -> None:
+            with self._maps_lock:
+                self._forget_tree(_folder(top), remove=True)
+
+        def _add_watch(self, folder: bytes) -> int | None:
+            wd = inotify_add_watch(self._inotify_fd, folder, WATCH_MASK)
+            if wd == -1:
+                InotifyFD._raise_error()  # OSError, except for EACCES: not watched, the audit says so
+                return None
+            old = self._prefix.get(wd)
+            if old is not None and old != _prefix(folder):  # the same folder under another name: a move
+                self._wds.pop(_folder(old), None)
+            self._prefix[wd] = _prefix(folder)
+            self._wds[folder] = wd
+            return wd
+
+        def _watch_tree(self, top: bytes, found: list[Op] | None, *, root_must: bool = False) -> None:
+            """Watch ``top`` and every folder below it, each before it is listed; ``found`` gets what the
+            listings hold, as created."""
+            stack = [top]
+            while stack:
+                folder = stack.pop()
+                try:
+                    self._add_watch(folder)
+                except OSError:
+                    if root_must and folder == top:
+                        raise
+                    continue  # gone meanwhile, or the watch limit: the audit finds unwatched folders
+                try:
+                    with os.scandir(folder) as entries:
+                        for entry in entries:
+                            is_dir = entry.is_dir(follow_symlinks=False)
+                            path = entry.path
+                            if found is not None:
+                                found.append(Op("created", path, is_dir))
+                                self._fresh.add(path)
+                            if is_dir:
+                                stack.append(path)
+                except OSError:
+                    continue
+
+        def _forget_tree(self, top: bytes, *, remove: bool) -> None:
+            below = top + b"/"
+            for folder in [f for f in self._wds if f == top or f.startswith(below)]:
+                wd = self._wds.pop(folder)
+                self._prefix.pop(wd, None)
+                if remove:
+                    inotify_rm_watch(self._inotify_fd, wd)  # type: ignore[arg-type]  # a WatchDescriptor is an int
+
+        def _move_tree(self, src: bytes, dest: bytes) -> bool:
+            """Rename the watches of ``src`` and below to ``dest``; whether ``src`` was watched."""
+            if src not in self._wds:
+                return False
+            below = src + b"/"
+            for folder in [f for f in self._wds if f == src or f.startswith(below)]:
+                wd = self._wds.pop(folder)
+                moved = dest + folder[len(src):]
+                self._wds[moved] = wd
+                self._prefix[wd] = _prefix(moved)
+            return True
+
+        # -- reading ------------------------------------------------------------
+
+        def run(self) -> None:
+            poller = select.poll()
+            poller.register(self._inotify_fd, select.POLLIN)
+            poller.register(self._kill_r, select.POLLIN)
+            rest = b""
+            try:
+                while not self._closed:
+                    timeout = None
+                    if self._waiting:
+                        timeout = max(0.0, min(d for _, d in self._waiting.values()) - time.monotonic()) * 1000
+                    if any(fd == self._inotify_fd for fd, _ in poller.poll(timeout)) and not self._closed:
+                        rest = self._take(rest + os.read(self._inotify_fd, READ_BYTES))
+                        if self._fresh and not poller.poll(0):
+                            self._fresh.clear()  # every event queued before the listings is read
+                    self._release(time.monotonic())
+                for _ in range(DRAIN_READS):  # stopping: what the kernel queued until now
+                    if not any(fd == self._inotify_fd for fd, _ in poller.poll(0)):
+                        break
+                    rest = self._take(rest + os.read(self._inotify_fd, READ_BYTES))
+                self._release(float("inf"))
+            finally:
+                self._close_resources()
+
+        def on_thread_stop(self) -> None:
+            self.close()  # watchdog's: sets _closed and wakes run() through the stop pipe
+            if self.ident is None:  # never started: nobody else will close them
+                self._close_resources()
+
+        def _take(self, buf: bytes) -> bytes:
+            """Queue the operations of the events in ``buf``; the incomplete rest of ``buf``."""
+            events, end = ev.parse_events(buf)
+            out = self._held
+            fresh = self._fresh
+            with self._maps_lock:
+                prefixes = self._prefix
+                for wd, mask, cookie, name in events:
+                    prefix = prefixes.get(wd)
+                    if prefix is None:
+                        if mask & ev.IN_Q_OVERFLOW:
+                            self._overflowed(out)
+                        continue  # a watch removed meanwhile, or an event without a watch
+                    if mask & ev.IN_CLOSE_WRITE:
+                        if not mask & ev.IN_ISDIR:
+                            out.append(Op("modified", prefix + name))
+                    elif mask & ev.IN_CREATE:
+                        path = prefix + name
+                        if fresh and path in fresh:
+                            fresh.discard(path)  # a listing reported it already
+                            continue
+                        is_dir = bool(mask & ev.IN_ISDIR)
+                        out.append(Op("created", path, is_dir))
+                        if is_dir:
+                            self._watch_tree(path, out)
+                    elif mask & ev.IN_DELETE:
+                        path = prefix + name
+                        if fresh:
+                            fresh.discard(path)
+                        out.append(Op("deleted", path, bool(mask & ev.IN_ISDIR)))
+                    elif mask & ev.IN_MOVED_FROM:
+                        path = prefix + name
+                        if fresh:
+                            fresh.discard(path)
+                        op = Op("deleted", path, bool(mask & ev.IN_ISDIR), via="move-out")
+                        self._waiting[cookie] = (op, time.monotonic() + MOVE_WAIT_S)
+                        out.append(op)
+                    elif mask & ev.IN_MOVED_TO:
+                        self._moved_in(prefix + name, bool(mask & ev.IN_ISDIR), cookie, out)
+                    elif mask & ev.IN_IGNORED:
+                        folder = _folder(prefixes.pop(wd))
+                        if self._wds.get(folder) == wd:
+                            del self._wds[folder]
+                    elif mask & ev.IN_DELETE_SELF:
+                        root = self._roots.get(_folder(prefix))
+                        if root is not None:  # below a root, the parent's IN_DELETE says it
+                            out.append(Op("deleted", root, True))
+            if not self._waiting:
+                put = self._events.put
+                for op in out:
+                    put(op)
+                out.clear()
+            return buf[end:]
+
+        def _moved_in(self, path: bytes, is_dir: bool, cookie: int, out: list[Op]) -> None:
+            waited = self._waiting.pop(cookie, None)
+            if waited is None:
+                if self._fresh and path in self._fresh:
+                    self._fresh.discard(path)
                     return
-                if mask & C.IN_DELETE:
-                    self._event_queue.put(Op("deleted", event.path, is_dir))
+                out.append(Op("created", path, is_dir, via="move-in"))
+                if is_dir:
+                    self._watch_tree(path, out)
+                return
+            first = waited[0]
+            src = first.path
+            first.op, first.via, first.dest = "moved", None, path  # at the place of its first half
+            if not is_dir:
+                return
+            if self._move_tree(src, path):
+                for folder, dirs, names in os.walk(path):
+                    for name in dirs + names:
+                        sub = os.path.join(folder, name)
+                        out.append(Op("moved", src + sub[len(path):], name in dirs, dest=sub))
+            else:  # its creation was not read yet when it moved: watch it now
+                self._watch_tree(path, out)
+
+        def _overflowed(self, out: list[Op]) -> None:
+            """Events were lost: watch the folders that appeared meanwhile, then have every root rescanned."""
+            for folder, root in self._roots.items():
+                if folder in self._wds:
+                    self._watch_tree(folder, None)
+                out.append(Overflow(root))  # type: ignore[arg-type]  # the queue carries both
+
+        def _release(self, now: float) -> None:
+            """Queue the held operations up to the first move still waiting for its second half."""
+            for cookie, (op, deadline) in list(self._waiting.items()):
+                if deadline <= now:
+                    del self._waiting[cookie]
+                    if op.is_dir:
+                        with self._maps_lock:
+                            self._forget_tree(op.path, remove=True)
+            if not self._held:
+                return
+            waiting = {id(op) for op, _ in self._waiting.values()}
+            put = self._events.put
+            for n, op in enumerate(self._held):
+                if id(op) in waiting:
+                    del self._held[:n]
                     return
-                if mask & C.IN_CLOSE_WRITE and not is_dir:
-                    self._event_queue.put(Op("modified", event.path))
-                    return
-            super().build_and_queue_event(event, full_events=full_events)
+                put(op)
+            self._held.clear()
 
-        def queue_event(self, event: FileSystemEvent) -> None:
-            if type(event) in _OPS:
-                op = to_op(event)
-                if op is not None:
-                    self._event_queue.put(op)
-
-    return OpEmitter
+    return Reader
 
 
-class OverflowLogHandler(logging.Handler):
-    """watchdog reports an inotify overflow only in its log: turn that line into a rescan request."""
-
-    def __init__(self, roots: set[bytes], events: queue.SimpleQueue):
-        super().__init__(logging.WARNING)
-        self._roots = roots
-        self._events = events
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" not in str(record.msg).lower():
-            return
-        root = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        if root in self._roots:
-            self._events.put(Overflow(root))
+def _prefix(folder: bytes) -> bytes:
+    return folder if folder.endswith(b"/") else folder + b"/"
 
 
-@contextlib.contextmanager
-def hear_overflows(handler: OverflowLogHandler):
-    """Listen to watchdog's loggers for overflow lines while the block runs."""
-    for name in WATCHDOG_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        if logger.getEffectiveLevel() > logging.WARNING:  # an overflow is only ever said there
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for name in WATCHDOG_LOGGERS:
-            logging.getLogger(name).removeHandler(handler)
+def _folder(path: bytes) -> bytes:
+    return path.rstrip(b"/") or b"/"
 
 
 _OPS = {

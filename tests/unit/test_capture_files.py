@@ -367,7 +367,7 @@ def test_folders_without_a_watch_are_rescanned_periodically(watched, monkeypatch
         limit = sink.of("watch-limit")
         assert [r["root"] for r in limit] == [str(watched / "sub")]
         assert "max_user_watches" in limit[0]["detail"]
-        cap._watcher._source._emitters[0].stop()  # now truly unwatched: only the rescan can see it
+        cap._watcher._source.unschedule(os.fsencode(watched))  # now truly unwatched: only the rescan can see it
         (watched / "sub" / "late.txt").write_text("x")
         assert wait_for(lambda: sink.files("created", watched / "sub" / "late.txt"))
     finally:
