@@ -58,6 +58,7 @@ WATCH_MASK = (ev.IN_CREATE | ev.IN_DELETE | ev.IN_MOVED_FROM | ev.IN_MOVED_TO | 
               | ev.IN_DELETE_SELF | ev.IN_DONT_FOLLOW)
 READ_BYTES = 1 << 20  # one read: up to about 30,000 events
 MOVE_WAIT_S = 0.5  # how long a move's first half waits for its second (watchdog's figure) before it is a move out
+READ_PAUSE_S = 0.01  # after a read, let the next events gather: a burst is read in hundreds, not threes
 DRAIN_READS = 64  # at stop, at most this many last reads of what the kernel queued
 _sysctl_lock = threading.Lock()
 
@@ -310,6 +311,8 @@ def _reader_class():
             poller = select.poll()
             poller.register(self._inotify_fd, select.POLLIN)
             poller.register(self._kill_r, select.POLLIN)
+            pause = select.poll()  # only the stop pipe: a pause that a stop ends at once
+            pause.register(self._kill_r, select.POLLIN)
             rest = b""
             try:
                 while not self._closed:
@@ -320,7 +323,10 @@ def _reader_class():
                         rest = self._take(rest + os.read(self._inotify_fd, READ_BYTES))
                         if self._fresh and not poller.poll(0):
                             self._fresh.clear()  # every event queued before the listings is read
-                    self._release(time.monotonic())
+                        self._release(time.monotonic())
+                        pause.poll(READ_PAUSE_S * 1000)
+                    else:
+                        self._release(time.monotonic())
                 for _ in range(DRAIN_READS):  # stopping: what the kernel queued until now
                     if not any(fd == self._inotify_fd for fd, _ in poller.poll(0)):
                         break
