@@ -155,10 +155,11 @@ def parse_fid_events(buf: bytes | bytearray | memoryview) -> list[FidEvent]:
     return events
 
 
-def event_spans(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
-    """``(start, end, mask, pid, key)`` of each event in a file-identifier buffer, where ``key`` is the
-    fsid and ``struct file_handle`` of its first record (the folder, for ``DFID_NAME``), as
-    :meth:`HandleResolver.folder_raw` takes it (b"" if none): the cheap first look of a hot path.
+def event_spans(data: bytes) -> list[tuple[int, int, int, int, bytes, bytes | None]]:
+    """``(start, end, mask, pid, key, name)`` of each event in a file-identifier buffer, where ``key``
+    is the fsid and ``struct file_handle`` of its first record (the folder, for ``DFID_NAME``), as
+    :meth:`HandleResolver.folder_raw` takes it (b"" if none), and ``name`` the name that record
+    carries (None for a record without one): the cheap first look of a hot path.
     ``data[start:end]`` is the whole event, for :func:`parse_fid_events`. Never raises."""
     out = []
     size = len(data)
@@ -169,6 +170,7 @@ def event_spans(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
         if event_len < _METADATA.size or meta_len < _METADATA.size or end > size:
             break
         key = b""
+        name = None
         at = offset + meta_len
         if at + _INFO_HEADER.size + 8 + _HANDLE_HEADER.size <= end:
             kind, _pad, length = _INFO_HEADER.unpack_from(data, at)
@@ -176,7 +178,9 @@ def event_spans(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
                 key_end = at + _INFO_HEADER.size + 8 + _HANDLE_HEADER.size + _U32.unpack_from(data, at + 12)[0]
                 if key_end <= at + length:
                     key = data[at + _INFO_HEADER.size:key_end]
-        out.append((offset, end, mask, pid, key))
+                    if kind in _NAMED_INFO:
+                        name = data[key_end:at + length].split(b"\0", 1)[0]
+        out.append((offset, end, mask, pid, key, name))
         offset = end
     return out
 

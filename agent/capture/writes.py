@@ -59,6 +59,7 @@ from agent.capture.fanotify import (
     FidEvent,
     HandleResolver,
     event_spans,
+    join_name,
     parse_fid_events,
 )
 from agent.capture.filemeta import changed, read_metadata, way_back_in
@@ -252,22 +253,33 @@ class WriteRecorder:
         writer (the lineage's table, without waiting) and its folder (cached per handle). Anyone
         else's event in a folder outside the watch paths is dropped there; the rest are parsed in
         full and handled."""
-        assert self._group is not None
+        assert self._group is not None and self._resolver is not None
         count = 0
         peek = self._lineage.peek
+        folder_of = self._resolver.folder_raw
         while True:
             data = self._group.read()
             if not data:
                 return count
             self._synced = False
-            for start, end, mask, pid, key in event_spans(data):
+            for start, end, mask, pid, key, name in event_spans(data):
                 count += 1
                 if pid == self._own_pid and not mask & FAN_Q_OVERFLOW:
                     continue
                 if not mask & (FAN_Q_OVERFLOW | FAN_RENAME | FAN_MOVED_FROM | FAN_MOVED_TO) and key:
                     known, label = peek(pid)
-                    if known and label is None and not self._folder_may_hold_watched(key):
-                        continue
+                    if known and label is None:
+                        if not self._folder_may_hold_watched(key):
+                            continue
+                        if not mask & (FAN_CLOSE_WRITE | FAN_ATTRIB):
+                            continue  # anyone else's creation or deletion: the file watcher's alone
+                        if mask & (FAN_ATTRIB | FAN_ONDIR) == 0 and name is not None:
+                            # anyone else's close after writing: only who wrote it, as _handle does
+                            folder = folder_of(key)
+                            path = join_name(folder, name) if folder is not None else None
+                            if path is not None and self._inside(path):
+                                self._wrote(path, pid, None)
+                                continue
                 for event in parse_fid_events(data[start:end]):
                     self._handle(event)
             self.events += count
@@ -329,10 +341,7 @@ class WriteRecorder:
             return
         if inside:
             if mask & FAN_CLOSE_WRITE and not is_dir:
-                self._writers[path] = (pid, label)
-                self._writers.move_to_end(path)
-                if len(self._writers) > MAX_WRITERS:
-                    self._writers.popitem(last=False)
+                self._wrote(path, pid, label)
             if mask & FAN_ATTRIB:
                 self._metadata(path, pid, label)
             return
@@ -359,6 +368,12 @@ class WriteRecorder:
                 entry.meta = seen
         if len(self._pending) > MAX_PENDING:
             self._flush(everything=True)
+
+    def _wrote(self, path: bytes, pid: int, label: str | None) -> None:
+        self._writers[path] = (pid, label)
+        self._writers.move_to_end(path)
+        if len(self._writers) > MAX_WRITERS:
+            self._writers.popitem(last=False)
 
     # --- records ---------------------------------------------------------------------------------
 
