@@ -23,7 +23,7 @@ import stat
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +127,25 @@ class TreeIndex:
         entries[name] = sig = signature(st)
         if is_dir_sig(sig) and path not in self._dirs:
             self.scan(path)
+
+    def update_names(self, folder: bytes, names: Iterable[bytes]) -> None:
+        """:meth:`update` for each name in ``folder`` as it is now (``lstat``): one folder lookup for all."""
+        entries = self._dirs.get(folder)
+        if entries is None:
+            return
+        prefix = folder if folder.endswith(b"/") else folder + b"/"
+        for name in names:
+            path = prefix + name
+            try:
+                st = os.lstat(path)
+            except OSError:
+                gone = entries.pop(name, None)
+                if gone is not None and is_dir_sig(gone):
+                    self.forget(path)
+                continue
+            entries[name] = sig = signature(st)
+            if is_dir_sig(sig) and path not in self._dirs:
+                self.scan(path)
 
     def dump(self) -> Iterator[tuple[bytes, int, dict[bytes, Signature]]]:
         """Each folder, its inode and its entries (for :func:`save_baseline`)."""

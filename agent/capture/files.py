@@ -478,13 +478,7 @@ class FileWatcher:
         """
         while self._stale:
             folder, names = self._stale.popitem()
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    st = None
-                self._index.update(path, st)
+            self._index.update_names(folder, names)
 
     def _rescan_unwatched(self, now: float) -> None:
         for top in _topmost(self._unwatched):

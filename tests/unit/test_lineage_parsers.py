@@ -20,6 +20,7 @@ from agent.capture.fanotify import (
     FAN_OPEN_EXEC,
     FAN_Q_OVERFLOW,
     FAN_RENAME,
+    event_spans,
     join_name,
     mount_events,
     parse_fid_events,
@@ -243,6 +244,12 @@ def test_fid_events_read_back(specs):
     want = [(e.pid, e.infos[0].fsid + struct.pack("=Ii", len(e.infos[0].handle), e.infos[0].handle_type)
              + e.infos[0].handle, e.infos[0].name) for e in events if e.mask == FAN_OPEN_EXEC]
     assert exec_opens(buf) == want
+    # the write recorder's first look (its short way for a close after writing) agrees with the full parse
+    spans = event_spans(buf)
+    assert [(mask, pid, key, name) for _s, _e, mask, pid, key, name in spans] == [
+        (e.mask, e.pid, e.infos[0].fsid + struct.pack("=Ii", len(e.infos[0].handle), e.infos[0].handle_type)
+         + e.infos[0].handle, e.infos[0].name) for e in events]
+    assert all(parse_fid_events(buf[s:e]) == [event] for (s, e, *_), event in zip(spans, events, strict=True))
 
 
 @given(st.binary(max_size=300))
@@ -250,6 +257,7 @@ def test_fid_events_read_back(specs):
 def test_any_fid_buffer_parses_without_raising(data):
     assert isinstance(parse_fid_events(data), list)
     assert isinstance(exec_opens(data), list)
+    assert isinstance(event_spans(data), list)
 
 
 def test_an_overflow_and_a_folder_event_without_a_name():
@@ -259,6 +267,7 @@ def test_an_overflow_and_a_folder_event_without_a_name():
     assert overflow.mask == FAN_Q_OVERFLOW and overflow.infos == ()
     assert folder.info(FAN_EVENT_INFO_TYPE_DFID).name is None
     assert exec_opens(buf) == [(-1, b"", b"")]
+    assert [span[4:] for span in event_spans(buf)] == [(b"", None), (b"f" * 8 + struct.pack("=Ii", 8, 1) + b"h" * 8, None)]
 
 
 def test_join_name():
