@@ -129,12 +129,23 @@ def _disguised_positions(text: str) -> set[int]:
     return positions
 
 
+# ASCII's only characters to hide are its controls; a backslash is doubled so that no text can pass for a code.
+_ASCII_SHOWN = {**{cp: _code(chr(cp)) for cp in [*range(0x20), 0x7F]}, ord("\\"): "\\\\"}
+
+# Printable ASCII and punctuation that is no letter, no control and its own NFKC form (not "…": it is "...").
+_PLAIN = frozenset(map(chr, range(0x20, 0x7F))) | frozenset("—–·‘’“”«»°×")
+
+
 def show(text: str) -> Shown:
     """The escaped, display-safe form of ``text`` and the reasons it is unusual."""
-    if text.isascii() and text.isprintable():
-        # Nothing to hide in printable ASCII: one script, no controls, no
-        # lookalikes; only backslashes are doubled. This matters for bursts of
-        # paths (a test checks that it gives what _show_any gives).
+    if text.isascii():
+        # One script, no lookalikes, no combining marks: only controls to hide and backslashes to
+        # double. This matters for bursts of paths and for reports (a test checks that it gives
+        # what _show_any gives).
+        if text.isprintable():
+            return Shown(text.replace("\\", "\\\\"), ())
+        return Shown(text.translate(_ASCII_SHOWN), ("control characters",))
+    if _PLAIN.issuperset(text):  # printable ASCII and the punctuation our own sentences use: nothing to hide
         return Shown(text.replace("\\", "\\\\"), ())
     return _show_any(text)
 

@@ -73,6 +73,10 @@ from agent.redact import is_secret_file
 
 BASE_MASK = FAN_CREATE | FAN_DELETE | FAN_CLOSE_WRITE | FAN_ATTRIB | FAN_ONDIR
 QUIET_S = 1.0
+# A file created and not closed yet is still being written (cp, a download, a slow machine): its record
+# waits for the close (every open for writing ends in one), up to this long; then it is recorded as it is,
+# and the close, when it comes, is a "modified" record of its own.
+OPEN_WAIT_S = 30.0
 MAX_PENDING = 10_000
 MAX_HASH_BYTES = 64 << 20
 MAX_WRITERS = 65_536
@@ -98,6 +102,11 @@ class Pending:
     reasons: list[str] = field(default_factory=list)  # ways back in seen at any of its metadata changes
     first: float = field(default_factory=time.monotonic)
     last: float = field(default_factory=time.monotonic)
+
+
+def _still_open(entry: Pending) -> bool:
+    """Created, not a folder, and not closed after writing yet: most likely still being written."""
+    return entry.created and not entry.written and not entry.dir
 
 
 class WriteRecorder:
@@ -378,8 +387,10 @@ class WriteRecorder:
     # --- records ---------------------------------------------------------------------------------
 
     def _flush(self, *, everything: bool = False) -> None:
-        cutoff = time.monotonic() - self.quiet_s
-        for path in [p for p, e in self._pending.items() if everything or e.last <= cutoff]:
+        now = time.monotonic()
+        cutoff, open_cutoff = now - self.quiet_s, now - OPEN_WAIT_S
+        for path in [p for p, e in self._pending.items()
+                     if everything or e.last <= (open_cutoff if _still_open(e) else cutoff)]:
             self._record(self._pending.pop(path))
 
     def _record(self, entry: Pending, read_from: bytes | None = None) -> None:

@@ -7,6 +7,7 @@ a bind mount over a watched folder, a flood of events.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,18 @@ def test_a_program_copied_into_usr_local_bin_is_recorded_with_its_attribution(li
     assert record["attribution"]["exe"].endswith("/cp") and record["attribution"]["how"] == "fanotify"
     writes.stop()
     assert not [d for t, d in writes.sink.records if ".customer" in str(d.get("path"))]  # not the customer's
+
+
+def test_a_file_written_slowly_after_its_creation_is_recorded_once_with_what_was_written(lineage, writes,
+                                                                                          usr_local_name):
+    """A pause between create and close longer than the quiet time (a slow copy, a loaded machine): the
+    record waits for the close, so it holds the content, not the empty file the create made."""
+    as_technician(lineage, f"exec 3>{usr_local_name}; sleep 1; cat /bin/true >&3; exec 3>&-")
+    found = wait_for(lambda: writes.sink.of("file", path=str(usr_local_name)))
+    time.sleep(0.5)  # a second record, if one were made, would be made by now (quiet_s is 0.2 s)
+    found = writes.sink.of("file", path=str(usr_local_name))
+    assert len(found) == 1 and found[0]["op"] == "created"
+    assert found[0]["sha256_after"] == hashlib.sha256(Path("/bin/true").read_bytes()).hexdigest()
 
 
 def test_setsid_chown_and_setuid_by_the_technician_are_metadata_records(lineage, writes, tmp_path):

@@ -110,3 +110,11 @@ def test_the_ascii_fast_path_agrees_with_the_full_check(text):
     from agent.text import _show_any
 
     assert show(text) == _show_any(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*map(chr, range(0x20, 0x7F)), *"—–·‘’“”«»°×…"])))
+def test_the_plain_punctuation_fast_path_agrees_with_the_full_check(text):
+    from agent.text import _show_any
+
+    assert show(text) == _show_any(text)
