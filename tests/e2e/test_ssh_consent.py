@@ -165,7 +165,9 @@ def run_session(home, pki, ssh_keys, agent_factory, sshd_factory, target, *, cer
     server = sshd_factory(home)
     agent.decide_when_pending("allow")
     live = server.popen_ssh("root", pki.alice, "echo connected; sleep 300", cert=cert)
-    assert live.stdout.readline().strip() == "connected"
+    if live.stdout.readline().strip() != "connected":
+        _, err = live.communicate(timeout=30)
+        pytest.fail(f"the live login failed: {err}\nsshd: {server.log()[-3000:]}\nagent: {agent.output()[-3000:]}")
     session_id = agent.call("status")["session"]
     script = TECHNICIAN_SCRIPT.format(new_secret=NEW_SECRET, conf=target["conf"], cron=target["cron"],
                                       home=target["home"], backdoor=ssh_keys.line(f"{pki.backdoor}.pub"))
