@@ -9,6 +9,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.capture.inotify_events import IN_CREATE, IN_ISDIR
 from agent.capture.inventory.accounts import parse_shadow
 from agent.capture.inventory.dpkgdb import (
     parse_dpkg_search,
@@ -18,7 +19,7 @@ from agent.capture.inventory.dpkgdb import (
     parse_rpm_verify,
     parse_status_conffiles,
 )
-from agent.capture.inventory.inotify import IN_CREATE, IN_ISDIR, Event, parse_events
+from agent.capture.inventory.inotify import Event, parse_events
 from agent.capture.inventory.procfs import (
     listening_by_netlink,
     listening_fingerprint,

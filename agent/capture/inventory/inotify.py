@@ -12,23 +12,23 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import struct
 import sys
 from typing import NamedTuple
 
+from agent.capture.inotify_events import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+)
+from agent.capture.inotify_events import parse_events as raw_events
+
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
-IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = 0o2000000
 
@@ -38,7 +38,6 @@ FOLDER_MASK = (IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CRE
                | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 # A file watched by itself (its inode): any write, however it was reached, and its end.
 FILE_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
-_HEADER = struct.Struct("iIII")
 
 
 class Event(NamedTuple):
@@ -48,15 +47,9 @@ class Event(NamedTuple):
 
 
 def parse_events(buf: bytes) -> list[Event]:
-    """The events in a buffer read from an inotify descriptor (names decoded with surrogateescape)."""
-    events, offset = [], 0
-    while offset + _HEADER.size <= len(buf):
-        wd, mask, _cookie, length = _HEADER.unpack_from(buf, offset)
-        start = offset + _HEADER.size
-        raw = buf[start:start + length].split(b"\0", 1)[0]
-        events.append(Event(wd, mask, os.fsdecode(raw)))
-        offset = start + length
-    return events
+    """The whole events in a buffer read from an inotify descriptor (names decoded with surrogateescape);
+    the structs are read by the file capture's parser (``agent.capture.inotify_events``)."""
+    return [Event(wd, mask, os.fsdecode(name)) for wd, mask, _cookie, name in raw_events(buf)[0]]
 
 
 def _libc():

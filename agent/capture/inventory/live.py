@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from agent.capture.inotify_events import IN_Q_OVERFLOW
 from agent.capture.inventory import inotify
 from agent.capture.inventory.diff import diff_category, diff_snapshots
 from agent.capture.inventory.machine import Machine
@@ -221,7 +222,7 @@ class LiveInventory:
     def _route(self, events: Iterable[inotify.Event], now: float) -> None:
         touched: set[str] = set()
         for event in events:
-            if event.mask & inotify.IN_Q_OVERFLOW:
+            if event.mask & IN_Q_OVERFLOW:
                 touched |= {n for n, c in self._categories.items() if c.watches is not None}
                 continue
             touched |= self._plan.categories_for(event.wd, event.name, event.mask)

@@ -23,6 +23,7 @@ import errno
 import os
 from collections.abc import Iterable, Mapping
 
+from agent.capture.inotify_events import IN_IGNORED
 from agent.capture.inventory import inotify
 from agent.capture.inventory.types import Watch
 
@@ -140,7 +141,7 @@ class WatchPlan:
             for category, names in self.interests.get(path, {}).items():
                 if names is ANY or not name or name in names:
                     found.add(category)
-        if mask & inotify.IN_IGNORED:  # the kernel dropped the watch (the path is gone)
+        if mask & IN_IGNORED:  # the kernel dropped the watch (the path is gone)
             for path in self._paths_of.pop(wd, set()):
                 self._wd_of.pop(path, None)
         return found
