@@ -32,7 +32,7 @@ _CALL_ARGUMENT = re.compile(r"[ \t]*,[ \t]*(?=[\"'])")
 _TRAILER = re.compile(r"[ \t]*[,;]?[ \t]*(?:(?:#|//).*)?$")
 _DIRECTIVE_TAIL = re.compile(r"[ \t]*(?:#.*)?$")
 _NON_SPACE = re.compile(r"\S+")
-_SECTION = re.compile(r"""[ \t]*\[[\w .-]+(?:[ \t]+"[^"]*")?\][ \t]*(?:[#;].*)?$""")
+_SECTION = re.compile(r"""[ \t]*\[[\w .-]+(?:[ \t]+"[^"]*")?\][ \t]*(?:[#;](?P<comment>.*))?$""")
 _COMMENT = re.compile(r"[ \t]*(?:[#;]|//)")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _TWO_CHAR_SEPARATORS = ("=>", ":=", "?=", "||", "+=")
@@ -62,8 +62,13 @@ def kv_spans(line: str) -> tuple[list[Span], Open | None]:
     """Values of secret-named keys: ``k=v``, ``k: v``, ``"k": "v"``, ``k v``, ``--k v``."""
     spans: list[Span] = []
     opened: Open | None = None
-    if _SECTION.match(line):
-        return [], None  # [credential "https://host"]: an INI section names, it holds nothing
+    section = _SECTION.match(line)
+    if section:  # [credential "https://host"]: an INI section names, it holds nothing; its comment may
+        at = section.start("comment")
+        if at < 0:
+            return [], None
+        inner, _ = kv_spans(line[at:])
+        return [(at + s, at + e) for s, e in inner], None
     stmt = _STMT.match(line)
     stmt_end = stmt.end() if stmt else 0
     comment = _COMMENT.match(line) is not None

@@ -110,6 +110,9 @@ CORPUS = [
     ("Anthropic key", 'headers = {{"x-api-key": "{S}"}}', "sk-ant-api03-abcdefghijklmnopqrstuvwxyz"),
     ("private key in an env var", 'SSH_KEY="{S}"', PEM_ONE_LINE),
     ("DigitalOcean token", "DIGITALOCEAN_ACCESS_TOKEN={S}", "dop_v1_" + "a1" * 32),
+    # found by hypothesis: an INI section's trailing comment hid the assignment after it from the rules
+    ("after an INI section header", "[0]; 'password' => '{S}',", "22222222"),
+    ("in a section header's comment", "[db] # password = {S}", "22222222"),
     ("Vault token", "VAULT_TOKEN={S}", "hvs.CAESIJ3vW0xQp1kFzq6rA8Y2nB5mT"),
     ("Databricks token", "token = {S}", "dapi0123456789abcdef0123456789abcdef"),
     ("Telegram bot token in a URL", "https://api.telegram.org/bot{S}/sendMessage", "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"),
