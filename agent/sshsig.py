@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -101,9 +102,15 @@ def sign(private_key: ed25519.Ed25519PrivateKey, namespace: str, message: bytes)
     return armor(sign_binary(private_key, namespace, message))
 
 
+@lru_cache(maxsize=256)
+def _public_key(key_blob: bytes) -> object:
+    """The key object of a blob, parsed once: a journal's checkpoints are all signed by one key."""
+    return public_key_from_blob(key_blob)
+
+
 def _verify_raw(key_blob: bytes, sig_blob: bytes, data: bytes) -> None:
     """Check a raw SSH signature over ``data`` with the key (or certificate's key)."""
-    key = public_key_from_blob(key_blob)
+    key = _public_key(key_blob)
     r = WireReader(sig_blob)
     sig_type = r.string().decode("ascii", "replace")
     sig = r.string()

@@ -34,12 +34,18 @@ def _check_name(name: str) -> None:
 
 
 class BundleSource:
-    """The files of a bundle: ``names``, ``size(name)``, ``open(name)``, ``read(name)``."""
+    """The files of a bundle: ``names``, ``size(name)``, ``open(name)``, ``read(name)``, ``load(name)``.
 
-    def __init__(self, path: Path) -> None:
+    ``keep``: files up to this size that are ``load``-ed are kept in memory, and every later ``open`` of
+    them reads that copy (a review reads the journal three times: to verify it, to check its ledger
+    evidence and to summarise it; a zip member is then inflated once)."""
+
+    def __init__(self, path: Path, *, keep: int = 0) -> None:
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
         self._sizes: dict[str, int] = {}
+        self._keep = keep
+        self._kept: dict[str, bytes] = {}
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -93,6 +99,8 @@ class BundleSource:
         if self._sizes[name] > limit:
             raise Unreadable(f"{name} in {self.path} is {self._sizes[name]} bytes, "
                              f"more than the {limit} a bundle may hold.")
+        if name in self._kept:
+            return io.BytesIO(self._kept[name])
         try:
             if self._zip is not None:
                 # zipfile's own readline is slow Python; a C buffer over the member reads lines 5-10x faster
@@ -112,7 +120,24 @@ class BundleSource:
             raise Unreadable(f"{name} in {self.path} is larger than a bundle's {name} may be.")
         return data
 
+    def load(self, name: str) -> bytes | None:
+        """The whole file, kept for later ``open``-s, if it is no larger than ``keep``; else None (stream it)."""
+        if name in self._kept:
+            return self._kept[name]
+        if self._sizes[name] > self._keep:
+            return None
+        with self.open(name) as stream:
+            try:
+                data = stream.read(self._keep + 1)
+            except Exception as exc:  # noqa: BLE001 - damaged data: BadZipFile, zlib.error, EOFError…
+                raise Unreadable(f"A file of the bundle cannot be read to its end ({exc}).") from None
+        if len(data) > self._keep:  # a folder's file grew since it was listed: stream it instead
+            return None
+        self._kept[name] = data
+        return data
+
     def close(self) -> None:
+        self._kept.clear()
         if self._zip is not None:
             self._zip.close()
 

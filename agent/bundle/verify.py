@@ -13,14 +13,17 @@ In order, stopping at the first failure:
    in heads each named witness cosigned in time (``agent.bundle.witnessing``),
    else the bundle is not genuine; without, what it claims is reported.
 
-The journal is read once, streaming, for steps 5 and 6, and once more for 7.
+The journal is read once, streaming, for steps 5 and 6, and once more for 7;
+when it is small enough to keep in memory (``KEEP``), a zip member is inflated once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +54,8 @@ from agent.sshkeys import fingerprint as fingerprint_of
 from agent.sshkeys import line_to_blob
 
 EXIT_GENUINE, EXIT_NOT_GENUINE, EXIT_UNREADABLE = 0, 1, 2
+#: A journal up to this size is read into memory once and checked from there (see ``BundleSource.load``).
+KEEP = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -108,16 +113,20 @@ def witness_verifiers(vkeys: Sequence[str]) -> list[CosignatureVerifier]:
     return out
 
 
-def verify_bundle(path: str | os.PathLike, fingerprint: str | None = None, *, witnesses: Sequence[str] = (),
-                  origin: str | None = None, max_lag: float = DEFAULT_MAX_LAG) -> Verdict:
-    """Check a bundle (zip or folder). Never raises for bad content (a malformed ``witnesses`` key raises
-    ``NoteError``: that is the caller's input). With ``witnesses``, the bundle is genuine only if each of
-    them witnessed its every checkpoint and its seal in time (see ``agent.bundle.witnessing``)."""
+def verify_bundle(path: str | os.PathLike | BundleSource, fingerprint: str | None = None, *,
+                  witnesses: Sequence[str] = (), origin: str | None = None,
+                  max_lag: float = DEFAULT_MAX_LAG) -> Verdict:
+    """Check a bundle (zip or folder, or one already open, which is left open). Never raises for bad
+    content (a malformed ``witnesses`` key raises ``NoteError``: that is the caller's input). With
+    ``witnesses``, the bundle is genuine only if each of them witnessed its every checkpoint and its seal
+    in time (see ``agent.bundle.witnessing``)."""
     pin = normalize_fingerprint(fingerprint) if fingerprint else None
     verifiers = witness_verifiers(witnesses)
     facts: dict = {}
     try:
-        with BundleSource(Path(path)) as source:
+        with ExitStack() as stack:
+            source = (path if isinstance(path, BundleSource)
+                      else stack.enter_context(BundleSource(Path(path), keep=KEEP)))
             check = _verify(source, pin, facts)
             report = _witnessing(source, facts["fingerprint"], verifiers, origin, max_lag)
             facts["witness"] = report.to_json()
@@ -178,10 +187,15 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
                         f"{'does not list' if name in names else 'lists'}.", file=name)
     for name in [*SUMMED, *(n for n in OPTIONAL if n in names)]:
         if name == JOURNAL:
-            with source.open(JOURNAL) as stream:
-                tee = _HashingReader(stream)
-                check = verify_journal(tee, key_blob, name=JOURNAL)
-                digest = tee.finish()
+            data = source.load(JOURNAL)
+            if data is not None:
+                check = verify_journal(io.BytesIO(data), key_blob, name=JOURNAL)
+                digest = hashlib.sha256(data).hexdigest()
+            else:
+                with source.open(JOURNAL) as stream:
+                    tee = _HashingReader(stream)
+                    check = verify_journal(tee, key_blob, name=JOURNAL)
+                    digest = tee.finish()
             if digest != digests[JOURNAL]:
                 why = f": {check.reason}" if not check.ok else ""
                 raise _Fail(f"{JOURNAL} does not match {SUMS}, so it was changed after signing{_clause(why)}",

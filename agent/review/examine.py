@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 from agent.bundle.layout import JOURNAL
@@ -19,7 +20,7 @@ from agent.bundle.report import ReportCheck, collect, write_collected
 from agent.bundle.report.header import gap_count
 from agent.bundle.report.model import Collected
 from agent.bundle.source import BundleSource, Unexpected, Unreadable
-from agent.bundle.verify import verify_bundle
+from agent.bundle.verify import KEEP, verify_bundle
 from agent.journal.reader import LineTooLong, iter_lines
 
 #: How many ways back in and alarms of one bundle the review lists (all are counted).
@@ -83,24 +84,27 @@ def examine(path: str, report: str | None = None, known_devices: frozenset[str] 
     ``witnesses``, ``witnessed`` says whether each of them cosigned every checkpoint and the seal in time (a
     bundle that is genuine but not witnessed so stays genuine here; the review calls it unwitnessed)."""
     bundle = Path(path)
-    verdict = verify_bundle(bundle, witnesses=witnesses)
-    witness = verdict.witness
-    # verify_bundle checks the witnesses only once the bundle itself is genuine: a report means it passed
-    genuine = verdict.genuine or (bool(witnesses) and witness is not None and not witness.get("complete"))
-    entry: dict = {"genuine": genuine, "readable": verdict.readable,
-                   "reason": verdict.reason if genuine == verdict.genuine else "Genuine, but not witnessed as "
-                   f"required: {verdict.reason}",
-                   "device": verdict.fingerprint, "principal": verdict.principal, "records": verdict.records,
-                   "unsealed": verdict.unsealed, "session": verdict.session,
-                   "witnessed": bool(witness and witness.get("complete")) if witnesses else None,
-                   "witness_problem": (witness or {}).get("problem") if witnesses else None,
-                   "ledger_evidence": bool(witness and witness.get("present"))}
-    if not verdict.readable:
-        return entry
     try:
-        with BundleSource(bundle) as source:
-            if JOURNAL not in source.names:
-                return entry
+        source = BundleSource(bundle, keep=KEEP)
+    except (Unreadable, Unexpected):
+        source = None
+    with source or nullcontext():
+        # the same open bundle for the verdict and the summary: its journal is inflated once
+        verdict = verify_bundle(source or bundle, witnesses=witnesses)
+        witness = verdict.witness
+        # verify_bundle checks the witnesses only once the bundle itself is genuine: a report means it passed
+        genuine = verdict.genuine or (bool(witnesses) and witness is not None and not witness.get("complete"))
+        entry: dict = {"genuine": genuine, "readable": verdict.readable,
+                       "reason": verdict.reason if genuine == verdict.genuine else "Genuine, but not witnessed as "
+                       f"required: {verdict.reason}",
+                       "device": verdict.fingerprint, "principal": verdict.principal, "records": verdict.records,
+                       "unsealed": verdict.unsealed, "session": verdict.session,
+                       "witnessed": bool(witness and witness.get("complete")) if witnesses else None,
+                       "witness_problem": (witness or {}).get("problem") if witnesses else None,
+                       "ledger_evidence": bool(witness and witness.get("present"))}
+        if not verdict.readable or source is None or JOURNAL not in source.names:
+            return entry
+        try:
             collected = collect(_journal_lines(source))
             entry.update({k: v for k, v in _summary(collected).items() if v is not None or k not in entry})
             if report is not None:
@@ -108,8 +112,8 @@ def examine(path: str, report: str | None = None, known_devices: frozenset[str] 
                                     pinned=verdict.fingerprint in known_devices,
                                     witnesses=_witness_sentence(witness, witnesses))
                 write_session_report(collected, Path(report), check)
-    except (Unreadable, Unexpected, LineTooLong, OSError) as exc:
-        entry["summary_error"] = str(exc)
+        except (Unreadable, Unexpected, LineTooLong, OSError) as exc:
+            entry["summary_error"] = str(exc)
     return entry
 
 

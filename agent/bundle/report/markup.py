@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import html
+import re
 
 from agent import text as display
+
+# Printable ASCII with nothing to escape for display (a backslash is doubled) or for HTML: shown as it is.
+_AS_IS = re.compile(r"[ !#-%(-;=?-\[\]-~]*")
 
 
 def esc(value: object, limit: int | None = None) -> str:
     """Display-safe, HTML-escaped text of ``value``, clipped to ``limit`` characters (saying how many more)."""
     if value is None:
         return ""
+    if type(value) is str and (limit is None or len(value) <= limit) and _AS_IS.fullmatch(value):
+        return value
     shown = display.escape(value if isinstance(value, str) else str(value))
     if limit is not None and len(shown) > limit:
         more = len(shown) - limit

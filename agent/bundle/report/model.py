@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,20 +206,26 @@ class Collected:
             self.bad_lines.append((number, why[: self.limits.text]))
 
     def see(self, record: dict) -> None:
-        kind, ts, seq = _str(record.get("type")), _str(record.get("ts")), _int(record.get("seq")) or 0
-        data = _obj(record.get("data"))
+        # The hot path of every report and review: a few hundred records a session, each read once.
+        kind, ts, seq, data = record.get("type"), record.get("ts"), record.get("seq"), record.get("data")
+        kind = kind if type(kind) is str else _str(kind)
+        ts = ts if type(ts) is str else _str(ts)
+        seq = seq if type(seq) is int else 0
+        data = data if type(data) is dict else _obj(data)
         self.records += 1
-        self.session = self.session or _str(record.get("session"))
-        handler = _HANDLERS.get(kind)
+        if not self.session:
+            self.session = _str(record.get("session"))
+        route = _ROUTES.get(kind) or _route(kind)
+        handler = route[0]
         if handler is not None:
             handler(self, ts, seq, data)
         elif data.get("way_back_in") is True:
             self._way_back(ts, seq, data, kind)
         elif kind not in QUIET_TYPES:
             self.others[kind] += 1
-        if kind in TIMELINE_TYPES:
+        if route[1]:
             self._timeline(kind, ts, seq, data)
-        if kind in GAP_TYPES or kind.endswith(("-error", "-lost")):
+        if route[2]:
             self._gap(kind, ts, seq, data)
 
     @property
@@ -395,11 +401,13 @@ class Collected:
         return (p for p in reversed(list(self.processes.values())) if p.pid == pid and not p.ended)
 
     def _customer(self, data: dict, pid: int | None) -> None:
-        if data.get("op") == "ended" and pid is not None and pid in self._seen_pids:
-            return
-        if pid is not None and len(self._seen_pids) < 200_000:
-            self._seen_pids.add(pid)
-        name = posixpath.basename(_str(data.get("exe"))) or _str(data.get("name")) or "unknown"
+        if pid is not None:
+            if pid in self._seen_pids and data.get("op") == "ended":
+                return
+            if len(self._seen_pids) < 200_000:
+                self._seen_pids.add(pid)
+        exe = data.get("exe")
+        name = (exe if type(exe) is str else _str(exe)).rpartition("/")[2] or _str(data.get("name")) or "unknown"
         self._program(name[:80], 1)
 
     def _program(self, name: str, count: int) -> None:
@@ -472,6 +480,17 @@ def _gap_text(kind: str, data: dict) -> str:
     return _str(data)
 
 
+Route = tuple[Callable[["Collected", str, int, dict], None] | None, bool, bool]
+
+
+def _route(kind: str) -> Route:
+    """What to do with a record of type ``kind``: its handler, whether it is on the timeline, whether a gap."""
+    route = (_HANDLERS.get(kind), kind in TIMELINE_TYPES, kind in GAP_TYPES or kind.endswith(("-error", "-lost")))
+    if len(_ROUTES) < 1024:  # a hostile journal's made-up types are routed, not remembered
+        _ROUTES[kind] = route
+    return route
+
+
 _HANDLERS = {
     "journal-start": Collected._journal_start,
     "request": Collected._request,
@@ -489,3 +508,4 @@ _HANDLERS = {
     "process-summary": Collected._process_summary,
     "alarm": Collected._alarm,
 }
+_ROUTES: dict[str, Route] = {}
