@@ -37,6 +37,7 @@ from agent.sshkeys import fingerprint
 _SIGNED_TYPES_BYTES = frozenset(t.encode() for t in SIGNED_TYPES)
 _TAIL_PREFIX = b',"prev":"'
 _PLAIN_TYPE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+_PLAIN_TYPE_BYTES = re.compile(_PLAIN_TYPE.pattern.encode("ascii"))
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,9 @@ class _Verifier:
                 if start > 9 and line.startswith(expect, start):
                     at = start + len(expect) + 27  # 27: the length of a ts
                     type_ = line[at + 10:-9]
-                    if not (type_ in plain_types and line[at:at + 10] == b'","type":"' and line[start - 1] == 0x7D
-                            and line.endswith(b'","v":1}\n') and line.startswith(b'{"data":{')):
+                    if not ((type_ in plain_types or self._plain(type_)) and line[at:at + 10] == b'","type":"'
+                            and line[start - 1] == 0x7D and line.endswith(b'","v":1}\n')
+                            and line.startswith(b'{"data":{')):
                         type_ = None
             if type_ is None or type_ in _SIGNED_TYPES_BYTES:
                 self.lineno, self.records = lineno, expected
@@ -199,6 +201,13 @@ class _Verifier:
             expected += 1
             expect = b',"prev":"%s","seq":%d,"session":%s,"ts":"' % (head, expected, session_json)
         self.lineno, self.records = lineno, expected
+
+    def _plain(self, type_: bytes) -> bool:
+        """Whether a type not seen yet is a plain name (then its line can take the fast path too)."""
+        if len(self._plain_types) >= 256 or not _PLAIN_TYPE_BYTES.fullmatch(type_):
+            return False
+        self._plain_types.add(type_)
+        return True
 
     def _check_raw(self, line: bytes) -> None:
         """Raise unless the line has a sane length, an end, and is UTF-8."""

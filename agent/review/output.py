@@ -19,8 +19,7 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def write_json(out: TextIO, review: Review) -> None:
-    json.dump(review.public(), out, ensure_ascii=True)
-    out.write("\n")
+    out.write(json.dumps(review.public(), ensure_ascii=True) + "\n")  # one C encoding, not a write per token
 
 
 def _cell(value: object) -> str:
