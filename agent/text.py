@@ -189,6 +189,12 @@ def _show_any(text: str) -> Shown:
     return Shown("".join(out), tuple(reasons))
 
 
+# For the text alone, "…" is shown as it is (``show`` only adds a reason for it): a report's labels use it.
+_PLAIN_TEXT = _PLAIN | frozenset("…")
+
+
 def escape(text: str) -> str:
     """Only the display-safe form of ``text``."""
+    if not text.isascii() and _PLAIN_TEXT.issuperset(text):
+        return text.replace("\\", "\\\\")
     return show(text).text

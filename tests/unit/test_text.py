@@ -118,3 +118,12 @@ def test_the_plain_punctuation_fast_path_agrees_with_the_full_check(text):
     from agent.text import _show_any
 
     assert show(text) == _show_any(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*map(chr, range(0x20, 0x7F)), *"—–·‘’“”«»°×…\\"])) | st.text())
+def test_escape_fast_path_gives_the_text_the_full_check_gives(text):
+    """``escape`` shows "…" as it is without the full check: the full check only adds a reason for it."""
+    from agent.text import _show_any
+
+    assert escape(text) == _show_any(text).text
