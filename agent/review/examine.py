@@ -3,7 +3,8 @@
 ``examine(path)`` verifies the bundle (``verify_bundle``) and reads its
 journal once more for what the review shows (who, when, ways back in,
 alarms, gaps), and, when asked, writes the session's own report with the
-verdict it computed. It never raises for bad content: an unreadable or
+verdict it computed. The bundle is opened once for both, and a journal up to
+``KEEP`` bytes is inflated once and read from memory after that. It never raises for bad content: an unreadable or
 hostile bundle is an entry that says so.
 """
 
