@@ -68,6 +68,31 @@ def test_missing_path_not_a_zip_and_truncated_zip_exit_2(tmp_path, bundle, capsy
     assert run(capsys, whole)[0] == 0
 
 
+def test_damaged_compressed_journal_cannot_be_read_and_the_review_says_so(tmp_path, bundle, capsys):
+    """A zip whose journal's deflated bytes are damaged: exit 2 with one sentence, from ``verify`` and in a
+    review's entry (the journal is inflated once into memory and read from there; nothing half-read passes)."""
+    from agent.review.examine import examine
+
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(bundle.iterdir()):
+            zf.write(p, p.name)
+    with zipfile.ZipFile(whole) as zf:
+        info = zf.getinfo("session.jsonl")
+    data = bytearray(whole.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for at in range(start + 8, start + info.compress_size - 4, 7):  # flip bits all through the deflate stream
+        data[at] ^= 0x5A
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(data))
+    code, out, err = run(capsys, damaged)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "cannot be read to its end" in err
+    entry = examine(str(damaged))
+    assert entry["genuine"] is False and entry["readable"] is False and "cannot be read" in entry["reason"]
+    assert "summary_error" not in entry and "technician" not in entry
+
+
 def test_enormous_line_and_invalid_utf8_cannot_be_read(bundle, device_key, capsys):
     lines = journal_lines(bundle)
     (bundle / "session.jsonl").write_bytes(b"".join(lines[:3]) + b'{"data":"' + b"x" * (4 << 20) + b'"}\n')
