@@ -19,10 +19,18 @@ INLINE_SECRET_BLOCK = re.compile(
 )
 
 
+_NAME = re.compile(r"[A-Za-z][\w. -]{0,63}")
+_DIGIT_INSIDE_A_WORD = re.compile(r"\d[a-z]")  # "2h" in hunter2hunter2; not "2P" in Db2Password
+
+
 def is_identifier(text: str) -> bool:
-    return re.fullmatch(r"[A-Za-z][\w. -]{0,63}", text) is not None and (
-        not re.search(r"\d", text) or len(text) <= 20
-    )
+    """Whether ``text`` reads as a name (``CFBundleIdentifier``, ``DbPassword``, ``IPv4``, ``Item 2``):
+    what a plist's ``<key>`` or a ``key="…"`` attribute holds. A name's digits are few and end its words;
+    ``hunter2hunter2`` or ``A0000000`` is not a name, so it stays a value to judge (and hide)."""
+    if _NAME.fullmatch(text) is None:
+        return False
+    digits = sum(c.isdigit() for c in text)
+    return not digits or (len(text) <= 20 and digits * 4 <= len(text) and not _DIGIT_INSIDE_A_WORD.search(text))
 
 
 def _value_attr_spans(element: re.Match[str]) -> list[Span]:

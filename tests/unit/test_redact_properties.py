@@ -6,6 +6,7 @@ import json
 import re
 from xml.sax.saxutils import escape as xml_escape
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from agent.redact import (
     redact_line,
     redact_text,
 )
+from agent.redact.markup import is_identifier
 
 SECRET_KEYS = [
     "password", "passwd", "pwd", "secret", "token", "api_key", "apiKey", "ACCESS_TOKEN", "client_secret",
@@ -88,10 +90,26 @@ def test_planted_secret_never_appears_in_quoted_toml_and_shell(key, secret, quot
 def test_planted_secret_never_appears_in_xml(key, secret):
     tag = re.sub(r"^[^A-Za-z_]+", "", key)
     assume(secret not in f'<add key="{key}" value=""/>')
+    # A plist's <key> holds a name (<key>CFBundleIdentifier</key>), shown on purpose; a value that reads
+    # as one (letters; digits few and ending a word) is that case. test_passwords_in_a_key_element_are_hidden
+    # holds the line where a name ends and a password begins.
+    assume(tag.lower() != "key" or not is_identifier(secret))
     escaped = xml_escape(secret)
     for line in (f"<{tag}>{escaped}</{tag}>", f'<add key="{key}" value="{xml_escape(secret, {chr(34): "&quot;"})}"/>'):
         out = redact_line(line)
         assert secret not in out and escaped not in out
+
+
+@pytest.mark.parametrize("secret", ["A0000000", "hunter2hunter2", "P4ssw0rd", "x86_64abc9", "Summer2024", "abc123def"])
+def test_passwords_in_a_key_element_are_hidden(secret):
+    """Found by hypothesis in CI: ``<key>A0000000</key>`` was shown, taken for a plist key's name."""
+    assert secret not in redact_line(f"<key>{secret}</key>")
+
+
+@pytest.mark.parametrize("name", ["CFBundleIdentifier", "IPv4Address", "Item 2", "NSAppTransportSecurity",
+                                  "CFBundleVersion2", "com.apple.security.app-sandbox"])
+def test_plist_key_names_are_shown(name):
+    assert redact_line(f"<key>{name}</key>") == f"<key>{name}</key>"
 
 
 @settings(max_examples=200, deadline=None)
