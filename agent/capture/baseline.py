@@ -117,16 +117,8 @@ class TreeIndex:
         """Record what an individual event showed (``None``: the path is gone)."""
         folder, name = os.path.split(path)
         entries = self._dirs.get(folder)
-        if entries is None:
-            return
-        if st is None:
-            gone = entries.pop(name, None)
-            if gone is not None and is_dir_sig(gone):
-                self.forget(path)
-            return
-        entries[name] = sig = signature(st)
-        if is_dir_sig(sig) and path not in self._dirs:
-            self.scan(path)
+        if entries is not None:
+            self._put(entries, path, name, st)
 
     def update_names(self, folder: bytes, names: Iterable[bytes]) -> None:
         """:meth:`update` for each name in ``folder`` as it is now (``lstat``): one folder lookup for all."""
@@ -137,15 +129,21 @@ class TreeIndex:
         for name in names:
             path = prefix + name
             try:
-                st = os.lstat(path)
+                st: os.stat_result | None = os.lstat(path)
             except OSError:
-                gone = entries.pop(name, None)
-                if gone is not None and is_dir_sig(gone):
-                    self.forget(path)
-                continue
-            entries[name] = sig = signature(st)
-            if is_dir_sig(sig) and path not in self._dirs:
-                self.scan(path)
+                st = None
+            self._put(entries, path, name, st)
+
+    def _put(self, entries: dict[bytes, Signature], path: bytes, name: bytes, st: os.stat_result | None) -> None:
+        """One entry of a folder as ``st`` shows it (``None``: gone), its subtree indexed or forgotten."""
+        if st is None:
+            gone = entries.pop(name, None)
+            if gone is not None and is_dir_sig(gone):
+                self.forget(path)
+            return
+        entries[name] = sig = signature(st)
+        if is_dir_sig(sig) and path not in self._dirs:
+            self.scan(path)
 
     def dump(self) -> Iterator[tuple[bytes, int, dict[bytes, Signature]]]:
         """Each folder, its inode and its entries (for :func:`save_baseline`)."""
