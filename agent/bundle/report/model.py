@@ -485,10 +485,7 @@ Route = tuple[Callable[["Collected", str, int, dict], None] | None, bool, bool]
 
 def _route(kind: str) -> Route:
     """What to do with a record of type ``kind``: its handler, whether it is on the timeline, whether a gap."""
-    route = (_HANDLERS.get(kind), kind in TIMELINE_TYPES, kind in GAP_TYPES or kind.endswith(("-error", "-lost")))
-    if len(_ROUTES) < 1024:  # a hostile journal's made-up types are routed, not remembered
-        _ROUTES[kind] = route
-    return route
+    return _HANDLERS.get(kind), kind in TIMELINE_TYPES, kind in GAP_TYPES or kind.endswith(("-error", "-lost"))
 
 
 _HANDLERS = {
@@ -508,4 +505,5 @@ _HANDLERS = {
     "process-summary": Collected._process_summary,
     "alarm": Collected._alarm,
 }
-_ROUTES: dict[str, Route] = {}
+#: The routes of the known types, worked out once (another type's is worked out at each record).
+_ROUTES: dict[str, Route] = {kind: _route(kind) for kind in (*_HANDLERS, *TIMELINE_TYPES, *GAP_TYPES)}
