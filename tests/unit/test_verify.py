@@ -128,6 +128,24 @@ def test_zip_bomb_is_not_inflated(tmp_path, capsys):
 
 # --- not genuine: exit 1 ---------------------------------------------------------------------
 
+def test_a_record_turned_into_a_new_type_and_rechained_is_caught(bundle, device_key, capsys):
+    """The technician rewrites a note into a record of a type the journal never had (a line the verifier
+    reads on its fast path the first time it sees that type), fixes every later line's prev so the chain
+    holds, and re-signs the bundle's manifest even with the device key: the checkpoints and the seal
+    signed the old heads, so the journal is still refused."""
+    lines = journal_lines(bundle)
+    at = next(i for i, line in enumerate(lines) if b'"type":"note"' in line)
+    lines[at] = lines[at].replace(b'"type":"note"', b'"type":"note-x"').replace(b'"n0"', b'"ok"')
+    for i in range(at + 1, len(lines)):
+        old_prev = lines[i].split(b'"prev":"', 1)[1][:64]
+        lines[i] = lines[i].replace(b'"prev":"' + old_prev, b'"prev":"' + line_hash(lines[i - 1]).encode(), 1)
+    (bundle / "session.jsonl").write_bytes(b"".join(lines))
+    resign(bundle, device_key)
+    code, out, _ = run(capsys, bundle)
+    assert code == 1 and "NOT GENUINE" in out.upper()
+    assert "does not commit to the chain" in out or "bad signature" in out, out
+
+
 def test_a_changed_journal_byte_names_the_line_and_seq(bundle, capsys):
     data = bytearray((bundle / "session.jsonl").read_bytes())
     at = data.index(b'"n2"') + 2
