@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agent import sigcheck
 from agent.errors import NoteError
 
 ALG_ED25519 = 0x01
@@ -144,11 +144,7 @@ class Ed25519Verifier:
 
 def ed25519_valid(public: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` is the Ed25519 signature of ``message`` by the raw public key ``public``."""
-    try:
-        ed25519.Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return sigcheck.valid(public, signature, message)
 
 
 @dataclass(frozen=True)

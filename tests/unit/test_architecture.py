@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # "agent" is the package's own __init__ (the version); "__main__" is `python -m agent`.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent", "errors"),
-    ("canonical", "text", "sshwire", "atomic"),
+    ("canonical", "text", "sshwire", "atomic", "sigcheck"),
     ("clock",),
     ("sshkeys",),
     ("sshsig",),
