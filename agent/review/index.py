@@ -15,6 +15,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import orjson
+
 from agent.errors import ChaperoneError
 
 _SCHEMA = """
@@ -24,6 +26,15 @@ CREATE TABLE IF NOT EXISTS files (place TEXT PRIMARY KEY, stamp TEXT NOT NULL, d
 """
 #: Bumped when what ``examine`` records changes, so older entries are examined again.
 ENTRY_VERSION = 2
+
+
+def _dumps(entry: dict) -> str:
+    """An entry as JSON text: orjson (a first review stores 10,000 in one go, while every core waits), or the
+    standard library for what orjson refuses (a lone surrogate from an undecodable name, a huge integer)."""
+    try:
+        return orjson.dumps(entry).decode("utf-8")
+    except (orjson.JSONEncodeError, UnicodeDecodeError):
+        return json.dumps(entry, ensure_ascii=True)
 
 
 class ReviewIndexError(ChaperoneError):
@@ -59,8 +70,14 @@ class ReviewIndex:
             rows = self._db.execute(
                 f"SELECT digest, entry FROM entries WHERE version=? AND variant=? AND digest IN "
                 f"({','.join('?' * len(chunk))})", (ENTRY_VERSION, variant, *chunk))
+            # json, not orjson: orjson reads an integer beyond 64 bits as a float
             found.update((digest, json.loads(entry)) for digest, entry in rows)
         return found
+
+    def digests(self, variant: str = "") -> frozenset[str]:
+        """Every digest the index holds a current entry for, checked the same way (``variant``)."""
+        return frozenset(row[0] for row in self._db.execute(
+            "SELECT digest FROM entries WHERE version=? AND variant=?", (ENTRY_VERSION, variant)))
 
     def remember(self, places: list[tuple[str, str, str]], entries: dict[str, dict], variant: str = "") -> None:
         try:
@@ -68,8 +85,7 @@ class ReviewIndex:
                 self._db.execute("BEGIN")
                 self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", places)
                 self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
-                                     [(d, variant, json.dumps(e, ensure_ascii=True), ENTRY_VERSION)
-                                      for d, e in entries.items()])
+                                     [(d, variant, _dumps(e), ENTRY_VERSION) for d, e in entries.items()])
         except sqlite3.Error as exc:
             raise ReviewIndexError(f"Cannot write the review index {self.path} ({exc}).") from None
 

@@ -1,11 +1,13 @@
 """``review``: verify and index many bundles at once, on every core, and find what is wrong across them.
 
 1. Find the bundles under each source (folders, zips, ``s3://bucket/prefix``).
-2. Recognise the ones the index has seen (same place and stamp: not even
-   hashed again; same digest elsewhere: not verified again).
-3. Examine the rest in worker processes (one per core): verify, summarise,
-   and write each session's own report when an output folder is given.
-4. Judge them together: not genuine, unreadable, from an unknown device,
+2. Recognise the ones the index has seen: an S3 object with the same ETag
+   is not even read again; any other bundle is hashed by a worker process
+   (one per core), which examines it only if the index does not hold its
+   digest: verify, summarise, and write the session's own report when an
+   output folder is given. One pass over the files, so a first review reads
+   each bundle once.
+3. Judge them together: not genuine, unreadable, from an unknown device,
    unwitnessed, with gaps; and what the devices' ledgers say is missing.
 """
 
@@ -65,14 +67,21 @@ class Review:
 RemoteSource = Callable[[str, list[str], list[DeviceLedger]], Iterable[Found]]
 
 
-def _digest(path: str) -> str:
-    try:
-        return bundle_digest(Path(path))
-    except OSError:
-        return ""  # examined next, which says why it cannot be read
+#: The digests the index holds entries for (this review's variant), set in each worker before it starts: a
+#: worker that hashes a bundle it finds there does not examine it again.
+_KNOWN: frozenset[str] = frozenset()
 
 
-def _work(job: tuple[str, str | None, str | None, frozenset[str], tuple[str, ...]]) -> tuple[str, dict]:
+def _know(digests: frozenset[str]) -> None:
+    global _KNOWN
+    _KNOWN = digests
+
+
+Job = tuple[str, str | None, str | None, frozenset[str], tuple[str, ...]]  # path, digest, reports, devices, witnesses
+
+
+def _work(job: Job) -> tuple[str, dict | None]:
+    """``(digest, entry)`` of one bundle; the entry is None when the index already holds it (and its report)."""
     path, digest, reports, known, witnesses = job
     bundle = Path(path)
     try:
@@ -80,6 +89,8 @@ def _work(job: tuple[str, str | None, str | None, frozenset[str], tuple[str, ...
     except OSError as exc:
         return "", {"genuine": False, "readable": False, "reason": f"Cannot read {escape(path)}: {exc.strerror}."}
     report = str(Path(reports) / f"{digest[:24]}.html") if reports else None
+    if digest in _KNOWN and (report is None or os.path.exists(report)):
+        return digest, None
     return digest, examine(path, report, known, witnesses)
 
 
@@ -102,47 +113,46 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
             result.unreadable_sources.append(str(exc))
     if reports is not None:
         reports.mkdir(parents=True, exist_ok=True)
-    known = frozenset(result.devices)
+    variant = "witnesses:" + ",".join(sorted(witnesses)) if witnesses else ""
+    # A bundle whose place and stamp the index trusts (an S3 object's ETag) is not even read; any other is
+    # hashed by the worker that would examine it, which skips it if the index knows its digest.
     digests: dict[int, str] = {}
-    unknown: list[int] = []
     known_places = index.places()
     for i, item in enumerate(found):
         stamp, digest = known_places.get(item.place, ("", ""))
         if digest and stamp == item.stamp and item.trust_stamp:
             digests[i] = digest
-        else:
-            unknown.append(i)
+    cached = index.entries(sorted(set(digests.values())), variant)
+    todo: dict[str, int] = {}  # one job per distinct bundle, as far as is known before it is hashed
+    for i, item in enumerate(found):
+        at = digests.get(i)
+        report_missing = reports is not None and at is not None and not (reports / f"{at[:24]}.html").exists()
+        if at is None or at not in cached or report_missing:
+            todo.setdefault(at or f"path:{item.path}", i)
+    jobs_list: list[Job] = [(str(found[i].path), digests.get(i), str(reports) if reports else None,
+                             frozenset(result.devices), tuple(witnesses)) for i in todo.values()]
+    known = index.digests(variant) if any(job[1] is None for job in jobs_list) else frozenset()
+    workers = max(1, jobs or os.cpu_count() or 1)
+    fresh: dict[str, dict] = {}
+    recognised: list[str] = []
     with ExitStack() as stack:
-        pool: ProcessPoolExecutor | None = None
-        workers = max(1, jobs or os.cpu_count() or 1)
-
-        def run_all(function, items: list) -> Iterable:
-            nonlocal pool
-            if workers == 1 or len(items) < 4:
-                return map(function, items)
-            if pool is None:
-                pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
-            return pool.map(function, items, chunksize=max(1, min(64, len(items) // (workers * 8))))
-
-        for i, digest in zip(unknown, run_all(_digest, [str(found[i].path) for i in unknown]), strict=True):
-            if digest:
-                digests[i] = digest
-        variant = "witnesses:" + ",".join(sorted(witnesses)) if witnesses else ""
-        cached = index.entries(sorted(set(digests.values())), variant)
-        todo: dict[str, int] = {}  # one job per distinct bundle
-        for i, item in enumerate(found):
-            known_digest = digests.get(i)
-            report_missing = (reports is not None and known_digest is not None
-                              and not (reports / f"{known_digest[:24]}.html").exists())
-            if known_digest is None or known_digest not in cached or report_missing:
-                todo.setdefault(known_digest or f"path:{item.path}", i)
-        jobs_list = [(str(found[i].path), digests.get(i), str(reports) if reports else None, known,
-                      tuple(witnesses)) for i in todo.values()]
-        fresh: dict[str, dict] = {}
-        for job, (digest, entry) in zip(jobs_list, run_all(_work, jobs_list), strict=True):
+        if workers == 1 or len(jobs_list) < 4:
+            _know(known)
+            stack.callback(_know, frozenset())
+            results: Iterable[tuple[str, dict | None]] = map(_work, jobs_list)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, initializer=_know,
+                                                           initargs=(known,)))
+            results = pool.map(_work, jobs_list, chunksize=max(1, min(64, len(jobs_list) // (workers * 8))))
+        for job, (digest, entry) in zip(jobs_list, results, strict=True):
             i = todo[job[1] or f"path:{job[0]}"]
-            _keep(i, digest, entry, digests, fresh)
-    result.examined = len(jobs_list)
+            if entry is None:
+                digests[i] = digest
+                recognised.append(digest)
+            else:
+                _keep(i, digest, entry, digests, fresh)
+    cached.update(index.entries(sorted(set(recognised) - cached.keys()), variant))
+    result.examined = len(fresh)
     index.remember([(found[i].place, found[i].stamp, d) for i, d in digests.items() if d],
                    {d: e for d, e in fresh.items() if d}, variant)
     entries = {**cached, **fresh}

@@ -10,6 +10,8 @@ import zipfile
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.cli import main
 from agent.devicekey import DeviceKey
@@ -105,6 +107,29 @@ def test_a_second_review_only_verifies_what_is_new(fleet, capsys, monkeypatch):
     (copy / "same.zip").write_bytes((fleet["bundles"] / "INC-0.zip").read_bytes())
     third = review([str(copy)], devices=devices, index=index, jobs=1)
     assert third.examined == 0 and len(calls) == 1  # hashed, recognised by its digest, not verified again
+    index.close()
+
+
+def test_worker_processes_recognise_known_bundles_by_their_digest(fleet, tmp_path):
+    """Two workers: each hashes the bundles it is given and skips those the index knows, also under a new
+    name, unless their report is missing."""
+    index = ReviewIndex(fleet["index"])
+    devices = load_devices(fleet["devices"])
+    reports = tmp_path / "reports"
+    first = review([str(fleet["bundles"])], devices=devices, index=index, jobs=2, reports=reports)
+    assert first.examined == 6 and len(list(reports.iterdir())) == 6
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for n, bundle in enumerate(sorted(fleet["bundles"].rglob("*.zip"))):
+        (moved / f"renamed-{n}.zip").write_bytes(bundle.read_bytes())
+    second = review([str(moved)], devices=devices, index=index, jobs=2, reports=reports)
+    assert second.examined == 0
+    assert [b["genuine"] for b in second.bundles] == [b["genuine"] for b in first.bundles]
+    assert sorted(b["digest"] for b in second.bundles) == sorted(b["digest"] for b in first.bundles)
+    lost = sorted(reports.iterdir())[0]
+    lost.unlink()
+    third = review([str(moved)], devices=devices, index=index, jobs=2, reports=reports)
+    assert third.examined == 1 and lost.exists()
     index.close()
 
 
@@ -239,3 +264,20 @@ def test_a_bundle_changed_in_place_with_its_size_and_times_put_back_is_caught(fl
     assert run(fleet, "--json") == 1
     problems = json.loads(capsys.readouterr().out)["problems"]
     assert [p["kind"] for p in problems if p["file"] == str(target)] in (["not-genuine"], ["unreadable"])
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2 ** 80), max_value=2 ** 80)
+                     | st.text(alphabet=st.characters(codec=None, exclude_categories=())),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry=st.dictionaries(st.text(max_size=12), _JSON, max_size=6))
+def test_the_index_gives_back_every_entry_it_stores(tmp_path_factory, entry):
+    """Entries go in through orjson or, for what it refuses (lone surrogates, huge integers), the standard
+    library; either way what comes back is what went in."""
+    with ReviewIndex(tmp_path_factory.mktemp("index") / "i.sqlite3") as index:
+        index.remember([("place", "stamp", "d" * 64)], {"d" * 64: entry})
+        assert index.entries(["d" * 64]) == {"d" * 64: entry}
+        assert index.digests() == frozenset({"d" * 64})

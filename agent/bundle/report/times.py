@@ -72,9 +72,10 @@ class Times:
         local = self.local(when)
         if self.day is None:
             self.day = local
+        clock = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"  # a report has hundreds: no strftime
         if local.date() != self.day.date():
-            return f"{local:%d %b} {local:%H:%M:%S}"
-        return f"{local:%H:%M:%S}"
+            return f"{local:%d %b} {clock}"
+        return clock
 
     def span(self, start: object, end: object) -> str:
         """``10:02:13 – 10:03:24 CET`` (dates when the days differ)."""
