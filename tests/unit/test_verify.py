@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import warnings
 import zipfile
 
@@ -13,10 +14,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent import sshsig
 from agent.bundle import export_bundle, verify_bundle
+from agent.bundle.layout import NAMESPACE
 from agent.canonical import canonical_bytes
 from agent.cli import main
 from agent.devicekey import DeviceKey
 from agent.journal import Journal, line_hash, verify_journal
+from agent.sshkeys import blob_to_line, fingerprint
+from agent.sshwire import ssh_string
+from tests.conftest import require_program
+from tests.samples import SyntheticJournal, realistic_session, write_bundle
 from tests.unit.test_bundle import write_session
 
 SUMMED = ("session.jsonl", "report.html", "VERIFY.txt", "allowed_signers")
@@ -314,3 +320,48 @@ def test_exit_codes_from_a_real_process(bundle, tmp_path, chaperone_cmd):
     assert (genuine.returncode, tampered.returncode, unreadable.returncode) == (0, 1, 2)
     for done in (genuine, tampered, unreadable):
         assert "Traceback" not in done.stderr and (done.stdout + done.stderr).count("\n") <= 4  # verdict, key, witnesses, mode
+
+
+class _NeutralPointKey:
+    """A forger's "key": the neutral point of Ed25519, with the signature R = neutral point, S = 0, which
+    OpenSSL (and ssh-keygen) accept for every message. Nobody holds a private key for it."""
+
+    principal = "chaperone@pc-forged"
+    public = bytes([1]) + bytes(31)
+    signature = public + bytes(32)
+
+    @property
+    def public_blob(self) -> bytes:
+        return sshsig.ed25519_public_blob(ed25519.Ed25519PublicKey.from_public_bytes(self.public))
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.public_blob)
+
+    def allowed_signers_line(self) -> str:
+        return f'{self.principal} namespaces="{NAMESPACE}" {blob_to_line(self.public_blob)}'
+
+    def sign(self, message: bytes) -> str:
+        return sshsig.armor(sshsig.MAGIC + sshsig.VERSION.to_bytes(4, "big") + ssh_string(self.public_blob)
+                            + ssh_string(NAMESPACE.encode()) + ssh_string(b"") + ssh_string(b"sha512")
+                            + ssh_string(ssh_string(b"ssh-ed25519") + ssh_string(self.signature)))
+
+
+def test_a_bundle_signed_throughout_by_a_key_of_small_order_is_refused(tmp_path, capsys):
+    """The forger writes any journal they like and "signs" every checkpoint, the seal and SHA256SUMS with
+    the one signature that verifies for every message under the neutral point. ssh-keygen accepts the bundle
+    (the fingerprint is what tells an auditor it is not the device's); Chaperone refuses it outright."""
+    forger = _NeutralPointKey()
+    journal = SyntheticJournal("s-forged", forger)
+    realistic_session(journal, customer_processes=5)
+    folder = write_bundle(tmp_path / "forged", forger, journal.bytes(), as_folder=True)
+    verdict = verify_bundle(folder)
+    assert not verdict.genuine and verdict.file == "SHA256SUMS.sig", verdict.reason
+    assert main(["verify", str(folder)]) == 1
+    assert "is not a valid signature" in capsys.readouterr().out
+    require_program("ssh-keygen", "sha256sum")
+    keygen = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", "allowed_signers", "-I", forger.principal, "-n",
+                             NAMESPACE, "-s", "SHA256SUMS.sig"], cwd=folder,
+                            input=(folder / "SHA256SUMS").read_bytes(), capture_output=True)
+    assert keygen.returncode == 0 and b"Good" in keygen.stdout  # why the fingerprint must always be checked
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=folder).returncode == 0
