@@ -48,13 +48,17 @@ class BundleSource:
     them reads that copy (a review reads the journal three times: to verify it, to check its ledger
     evidence and to summarise it; a zip member is then inflated once)."""
 
-    def __init__(self, path: Path, *, keep: int = 0) -> None:
+    def __init__(self, path: Path, *, keep: int = 0, data: bytes | None = None) -> None:
+        """``data``: the zip's bytes, already read (the review hashes and verifies the same bytes)."""
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
         self._bytes: bytes | None = None  # a small zip's bytes (``_FAST_ZIP``)
         self._sizes: dict[str, int] = {}
         self._keep = keep
         self._kept: dict[str, bytes] = {}
+        if data is not None:
+            self._scan_zip(data)
+            return
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -77,11 +81,14 @@ class BundleSource:
                 raise Unexpected(f"The bundle holds {entry.name!r}, which is not a plain file.")
             self._sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
 
-    def _scan_zip(self) -> None:
+    def _scan_zip(self, data: bytes | None = None) -> None:
         try:
-            with open(self.path, "rb") as stream:
-                head = stream.read(_FAST_ZIP + 1)
-            if len(head) <= _FAST_ZIP:
+            if data is None:
+                with open(self.path, "rb") as stream:
+                    head = stream.read(_FAST_ZIP + 1)
+            else:
+                head = data
+            if len(head) <= _FAST_ZIP or data is not None:
                 self._bytes = head
             self._zip = zipfile.ZipFile(io.BytesIO(head) if self._bytes is not None else self.path)
             infos = self._zip.infolist()

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.review.examine import bundle_digest, examine
+from agent.review.examine import examine, snapshot
 from agent.review.index import ReviewIndex
 from agent.review.ledgers import DeviceLedger, read_export
 from agent.review.ledgers import check as ledger_check
@@ -81,17 +81,23 @@ Job = tuple[str, str | None, str | None, frozenset[str], tuple[str, ...]]  # pat
 
 
 def _work(job: Job) -> tuple[str, dict | None]:
-    """``(digest, entry)`` of one bundle; the entry is None when the index already holds it (and its report)."""
-    path, digest, reports, known, witnesses = job
-    bundle = Path(path)
+    """``(digest, entry)`` of one bundle, read once (``snapshot``); the entry is None when the index already
+    holds it (and its report)."""
+    path, _, reports, known, witnesses = job
     try:
-        digest = digest or bundle_digest(bundle)
+        with snapshot(Path(path)) as bundle:
+            report = str(Path(reports) / f"{bundle.digest[:24]}.html") if reports else None
+            if bundle.digest in _KNOWN and (report is None or os.path.exists(report)):
+                return bundle.digest, None
+            entry = examine(str(bundle.path), report, known, witnesses, data=bundle.data)
+            if bundle.path != Path(path):  # a private copy was examined: its sentences name the bundle
+                for key in ("reason", "summary_error"):
+                    if isinstance(entry.get(key), str):
+                        entry[key] = entry[key].replace(str(bundle.path), escape(path))
+            return bundle.digest, entry
     except OSError as exc:
-        return "", {"genuine": False, "readable": False, "reason": f"Cannot read {escape(path)}: {exc.strerror}."}
-    report = str(Path(reports) / f"{digest[:24]}.html") if reports else None
-    if digest in _KNOWN and (report is None or os.path.exists(report)):
-        return digest, None
-    return digest, examine(path, report, known, witnesses)
+        why = exc.strerror or str(exc)
+        return "", {"genuine": False, "readable": False, "reason": f"Cannot read {escape(path)}: {why}."}
 
 
 def review(sources: list[str], *, devices: dict[str, str] | None = None, witnesses: tuple[str, ...] = (),

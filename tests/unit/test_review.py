@@ -7,6 +7,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -281,3 +282,61 @@ def test_the_index_gives_back_every_entry_it_stores(tmp_path_factory, entry):
         index.remember([("place", "stamp", "d" * 64)], {"d" * 64: entry})
         assert index.entries(["d" * 64]) == {"d" * 64: entry}
         assert index.digests() == frozenset({"d" * 64})
+
+
+def _tampered(genuine: bytes) -> bytes:
+    """The same zip with one journal record changed (what a technician would hide)."""
+    with zipfile.ZipFile(io.BytesIO(genuine)) as zf:
+        files = {name: zf.read(name) for name in zf.namelist()}
+    files["session.jsonl"] = files["session.jsonl"].replace(b"Driver reinstalled", b"Nothing was changed", 1)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("size", ["small zip", "large zip", "folder"])
+def test_a_bundle_swapped_while_it_is_reviewed_cannot_poison_the_index(tmp_path, monkeypatch, size):
+    """As the technician who can write the folder under review: put a tampered bundle there, and swap the
+    genuine one in right after the review has hashed it, so that the index would remember the tampered
+    bundle's digest as genuine; then put the tampered one back for every later review. The review reads a
+    bundle once (in memory, or a private copy for a large zip or a folder) and verifies what it hashed."""
+    import agent.review.examine as examine_module
+    import agent.review.run as run_module
+
+    key = make_key("pc")
+    folder = tmp_path / "share"
+    folder.mkdir()
+    genuine_zip = make_bundle(tmp_path, key, 1)
+    genuine, tampered = genuine_zip.read_bytes(), _tampered(genuine_zip.read_bytes())
+    if size == "large zip":
+        monkeypatch.setattr(examine_module, "SMALL", 100)
+
+    def put(which: bytes) -> Path:
+        if size != "folder":
+            (folder / "INC-1.zip").write_bytes(which)
+            return folder / "INC-1.zip"
+        target = folder / "INC-1"
+        target.mkdir(exist_ok=True)
+        with zipfile.ZipFile(io.BytesIO(which)) as zf:
+            for name in zf.namelist():
+                (target / name).write_bytes(zf.read(name))
+        return target
+
+    put(tampered)
+    real = run_module.examine
+
+    def swap_then_examine(*args, **kwargs):
+        put(genuine)  # the swap, after hashing and before verifying
+        return real(*args, **kwargs)
+
+    index = ReviewIndex(tmp_path / "index.sqlite3")
+    monkeypatch.setattr(run_module, "examine", swap_then_examine)
+    first = review([str(folder)], index=index, jobs=1)
+    monkeypatch.setattr(run_module, "examine", real)
+    put(tampered)
+    later = review([str(folder)], index=index, jobs=1)
+    index.close()
+    assert [b["genuine"] for b in first.bundles] == [False]
+    assert [b["genuine"] for b in later.bundles] == [False]
