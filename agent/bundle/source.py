@@ -8,12 +8,17 @@ the disk: nothing is ever extracted.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
 import struct
+import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,6 +46,95 @@ def _check_name(name: str) -> None:
         raise Unexpected(f"The bundle holds an entry named {name!r}, which no genuine bundle has.")
 
 
+#: A zip up to this size is read into memory once: hashed and checked from the same bytes.
+SMALL = _FAST_ZIP
+_FOLDER_PREFIX = b"chaperone-bundle-folder\n"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A bundle as it was read once: ``path`` to read it from (the original, or a private copy), ``data`` (a
+    small zip's bytes), ``digest`` (its identity: the SHA-256 of a zip's bytes, or of a folder's files' names
+    and digests) and ``shown`` (its name as given)."""
+
+    path: Path
+    data: bytes | None
+    digest: str
+    shown: Path
+
+    def open(self, keep: int = 0) -> BundleSource:
+        return BundleSource(self.path, keep=keep, data=self.data, shown=self.shown)
+
+
+@contextmanager
+def snapshot(path: Path) -> Iterator[Snapshot]:
+    """Read the bundle at ``path`` once, so that what is checked is what is hashed and shown.
+
+    Whoever can write where a bundle lies could otherwise swap it between two reads: between hashing and
+    verifying (and have a review's index remember a tampered bundle's digest as genuine), or between
+    verifying and writing the report (and have a genuine verdict printed over tampered records). A small zip
+    is read into memory; a larger zip, or a bundle folder, is copied into a private temporary folder as it is
+    hashed. ``Unreadable`` when it cannot be read at all."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            raise Unreadable(f"{path} is neither a file nor a folder, so it is no bundle.")
+        small = _read_small(path) if stat.S_ISREG(st.st_mode) else None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if small is not None:
+        yield Snapshot(path, small, hashlib.sha256(small).hexdigest(), path)
+        return
+    with tempfile.TemporaryDirectory(prefix="chaperone-bundle-") as private:
+        try:
+            taken = _copy_folder(path, Path(private)) if stat.S_ISDIR(st.st_mode) else _copy_zip(path, Path(private))
+        except OSError as exc:
+            raise _unreadable(path, exc) from None
+        yield taken
+
+
+def _unreadable(path: Path, exc: OSError) -> Unreadable:
+    if isinstance(exc, FileNotFoundError):
+        return Unreadable(f"There is no bundle at {path}.")
+    return Unreadable(f"Cannot read {path}: {exc.strerror or exc}.")
+
+
+def _read_small(path: Path) -> bytes | None:
+    with open(path, "rb") as stream:
+        data = stream.read(SMALL + 1)
+    return data if len(data) <= SMALL else None
+
+
+def _copy_zip(path: Path, private: Path) -> Snapshot:
+    copy = private / "bundle.zip"
+    return Snapshot(copy, None, _copy(path, copy), path)
+
+
+def _copy_folder(path: Path, private: Path) -> Snapshot:
+    copy = private / "bundle"
+    copy.mkdir()
+    outer = hashlib.sha256(_FOLDER_PREFIX)
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_file(follow_symlinks=False):
+            digest = _copy(Path(entry.path), copy / entry.name)
+            outer.update(f"{entry.name}\0{digest}\n".encode("utf-8", "surrogateescape"))
+        else:  # a link, folder or device: the copy holds a folder there, which no bundle may hold either
+            (copy / entry.name).mkdir()
+            outer.update(f"{entry.name}\0not a file\n".encode("utf-8", "surrogateescape"))
+    return Snapshot(copy, None, outer.hexdigest(), path)
+
+
+def _copy(source: Path, target: Path) -> str:
+    """Copy a file, hashing what is copied; its SHA-256."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as reading, open(target, "xb") as writing:
+        while chunk := reading.read(1 << 20):
+            digest.update(chunk)
+            writing.write(chunk)
+    return digest.hexdigest()
+
+
 class BundleSource:
     """The files of a bundle: ``names``, ``size(name)``, ``open(name)``, ``read(name)``, ``load(name)``.
 
@@ -48,9 +142,11 @@ class BundleSource:
     them reads that copy (a review reads the journal three times: to verify it, to check its ledger
     evidence and to summarise it; a zip member is then inflated once)."""
 
-    def __init__(self, path: Path, *, keep: int = 0, data: bytes | None = None) -> None:
-        """``data``: the zip's bytes, already read (the review hashes and verifies the same bytes)."""
+    def __init__(self, path: Path, *, keep: int = 0, data: bytes | None = None, shown: Path | None = None) -> None:
+        """``data``: the zip's bytes, already read; ``shown``: the bundle's name in sentences, when ``path`` is
+        a private copy (see ``snapshot``)."""
         self.path = Path(path)
+        self.shown = shown or self.path
         self._zip: zipfile.ZipFile | None = None
         self._bytes: bytes | None = None  # a small zip's bytes (``_FAST_ZIP``)
         self._sizes: dict[str, int] = {}
@@ -62,9 +158,9 @@ class BundleSource:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            raise Unreadable(f"There is no bundle at {self.path}.") from None
+            raise Unreadable(f"There is no bundle at {self.shown}.") from None
         except OSError as exc:
-            raise Unreadable(f"Cannot read {self.path}: {exc.strerror}.") from None
+            raise Unreadable(f"Cannot read {self.shown}: {exc.strerror}.") from None
         if stat.S_ISDIR(st.st_mode):
             self._scan_folder()
         else:
@@ -74,7 +170,7 @@ class BundleSource:
         try:
             entries = list(os.scandir(self.path))
         except OSError as exc:
-            raise Unreadable(f"Cannot read the folder {self.path}: {exc.strerror}.") from None
+            raise Unreadable(f"Cannot read the folder {self.shown}: {exc.strerror}.") from None
         for entry in sorted(entries, key=lambda e: e.name):
             _check_name(entry.name)
             if not entry.is_file(follow_symlinks=False):
@@ -93,16 +189,16 @@ class BundleSource:
             self._zip = zipfile.ZipFile(io.BytesIO(head) if self._bytes is not None else self.path)
             infos = self._zip.infolist()
         except OSError as exc:
-            raise Unreadable(f"Cannot read {self.path}: {exc.strerror or exc}.") from None
+            raise Unreadable(f"Cannot read {self.shown}: {exc.strerror or exc}.") from None
         except Exception:  # noqa: BLE001 - zipfile raises many kinds of errors for hostile bytes
-            raise Unreadable(f"{self.path} is not a zip file, or it is truncated or damaged.") from None
+            raise Unreadable(f"{self.shown} is not a zip file, or it is truncated or damaged.") from None
         for info in infos:
             _check_name(info.filename)
             if info.filename in self._sizes:
                 raise Unexpected(f"The bundle holds {info.filename} twice.")
             if info.file_size > _SMALL_MEMBER and info.file_size > MAX_RATIO * max(info.compress_size, 1):
                 ratio = info.file_size // max(info.compress_size, 1)
-                raise Unreadable(f"{info.filename} in {self.path} inflates {ratio} times, "
+                raise Unreadable(f"{info.filename} in {self.shown} inflates {ratio} times, "
                                  "which no genuine bundle does; it is not read.")
             self._sizes[info.filename] = info.file_size
 
@@ -117,7 +213,7 @@ class BundleSource:
         """A binary stream of the file; refuses one above its size limit."""
         limit = MAX_SIZE.get(name, 0)
         if self._sizes[name] > limit:
-            raise Unreadable(f"{name} in {self.path} is {self._sizes[name]} bytes, "
+            raise Unreadable(f"{name} in {self.shown} is {self._sizes[name]} bytes, "
                              f"more than the {limit} a bundle may hold.")
         if name in self._kept:
             return io.BytesIO(self._kept[name])
@@ -129,7 +225,7 @@ class BundleSource:
                 return io.BufferedReader(self._zip.open(name), buffer_size=1 << 16)  # type: ignore[type-var]
             return open(self.path / name, "rb")
         except Exception as exc:  # noqa: BLE001 - encrypted, unknown compression, damaged header…
-            raise Unreadable(f"Cannot read {name} in {self.path}: {exc}.") from None
+            raise Unreadable(f"Cannot read {name} in {self.shown}: {exc}.") from None
 
     def _inflate(self, name: str) -> bytes:
         """A small zip's member, from its bytes in memory, in one call. It is read only when all its data is
@@ -140,18 +236,18 @@ class BundleSource:
         info = self._zip.getinfo(name)
         if info.flag_bits & 0x61 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             # 0x1 encrypted, 0x20 patch data, 0x40 strong encryption: zipfile refuses these too
-            raise Unreadable(f"Cannot read {name} in {self.path}: it is encrypted or compressed in a way no "
+            raise Unreadable(f"Cannot read {name} in {self.shown}: it is encrypted or compressed in a way no "
                              "bundle is.")
         data = self._bytes
         at = info.header_offset
         header = data[at:at + _LOCAL_HEADER.size]
         if len(header) < _LOCAL_HEADER.size or header[:4] != _LOCAL_SIGNATURE:
-            raise Unreadable(f"Cannot read {name} in {self.path}: its header is damaged.")
+            raise Unreadable(f"Cannot read {name} in {self.shown}: its header is damaged.")
         name_length, extra_length = _LOCAL_HEADER.unpack(header)[-2:]
         start = at + _LOCAL_HEADER.size
         local_name = data[start:start + name_length]
         if local_name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace") != info.orig_filename:
-            raise Unreadable(f"Cannot read {name} in {self.path}: its name differs in the zip's header and "
+            raise Unreadable(f"Cannot read {name} in {self.shown}: its name differs in the zip's header and "
                              "directory.")
         start += name_length + extra_length
         packed = data[start:start + info.compress_size]
@@ -176,9 +272,9 @@ class BundleSource:
             try:
                 data = stream.read(MAX_SIZE.get(name, 0) + 1)
             except Exception as exc:  # noqa: BLE001 - damaged data: BadZipFile, zlib.error, EOFError…
-                raise Unreadable(f"Cannot read {name} in {self.path}: {exc}.") from None
+                raise Unreadable(f"Cannot read {name} in {self.shown}: {exc}.") from None
         if len(data) > MAX_SIZE.get(name, 0):
-            raise Unreadable(f"{name} in {self.path} is larger than a bundle's {name} may be.")
+            raise Unreadable(f"{name} in {self.shown} is larger than a bundle's {name} may be.")
         return data
 
     def load(self, name: str) -> bytes | None:

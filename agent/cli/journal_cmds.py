@@ -14,7 +14,8 @@ from agent.bundle import verify_bundle
 from agent.bundle.export import export_bundle_with_evidence, journal_of
 from agent.bundle.layout import JOURNAL, SUMS, mode_sentence
 from agent.bundle.report import ReportCheck, write_report
-from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.bundle.source import Unexpected, Unreadable, snapshot
+from agent.bundle.verify import KEEP
 from agent.bundle.witnessing import DEFAULT_MAX_LAG
 from agent.cli import home_of
 from agent.cli.ledger_cmds import DEFAULT_WAIT_S, WAIT_WITNESS_S, witness_seal
@@ -184,13 +185,15 @@ def _witness_sentence(report: dict | None, max_lag: float) -> str:
 
 def run_report(args) -> int:
     _check_fingerprint(args.fingerprint)
-    verdict = verify_bundle(args.bundle, args.fingerprint)
-    if not verdict.readable:
-        raise ChaperoneError(verdict.reason)
     out = Path(args.output)
     temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with BundleSource(Path(args.bundle)) as source:
+        # one read of the bundle for the verdict and the report: a bundle swapped between the two would
+        # otherwise get the verdict of the genuine one printed over its own records
+        with snapshot(Path(args.bundle)) as bundle, bundle.open(KEEP) as source:
+            verdict = verify_bundle(source, args.fingerprint)
+            if not verdict.readable:
+                raise ChaperoneError(verdict.reason)
             if JOURNAL not in source.names:
                 raise ChaperoneError(f"The bundle {args.bundle} has no {JOURNAL} to report on.")
 
@@ -203,7 +206,10 @@ def run_report(args) -> int:
                                                                     verdict.fingerprint, verdict.pinned,
                                                                     witnesses=witness_sentence(verdict.witness)))
         os.replace(temp, out)
-    except (Unreadable, Unexpected, LineTooLong) as exc:
+    except Unreadable as exc:
+        temp.unlink(missing_ok=True)
+        raise ChaperoneError(str(exc)) from None
+    except (Unexpected, LineTooLong) as exc:
         temp.unlink(missing_ok=True)
         raise ChaperoneError(f"Cannot read the journal of {args.bundle}: {exc}.") from None
     except OSError as exc:

@@ -10,87 +10,21 @@ hostile bundle is an entry that says so.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
-import stat
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 
 from agent.bundle.layout import JOURNAL
 from agent.bundle.report import ReportCheck, collect, write_collected
 from agent.bundle.report.header import gap_count
 from agent.bundle.report.model import Collected
-from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.bundle.source import BundleSource, Snapshot, Unexpected, Unreadable
 from agent.bundle.verify import KEEP, Verdict, verify_bundle
 from agent.journal.reader import LineTooLong, iter_lines
 
 #: How many ways back in and alarms of one bundle the review lists (all are counted).
 ITEMS_PER_BUNDLE = 20
-
-
-#: A zip up to this size is read into memory once: hashed and verified from the same bytes.
-SMALL = 16 << 20
-_FOLDER_PREFIX = b"chaperone-bundle-folder\n"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A bundle as it was read once: ``path`` to examine (the original or a private copy), ``data`` (a small
-    zip's bytes) and ``digest`` (its identity in the index: the SHA-256 of a zip's bytes, or of a folder's
-    files' names and digests)."""
-
-    path: Path
-    data: bytes | None
-    digest: str
-
-
-@contextmanager
-def snapshot(path: Path) -> Iterator[Snapshot]:
-    """Read the bundle at ``path`` once, so that what is verified is exactly what the digest names.
-
-    Whoever can write the folder under review could otherwise swap a file between hashing and verifying, and
-    have the index remember a tampered bundle's digest as genuine. A small zip is read into memory; a larger
-    zip, or a bundle folder, is copied into a private temporary folder while it is hashed, and the copy is
-    examined."""
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-        raise OSError(errno.EINVAL, "it is neither a file nor a folder")
-    if stat.S_ISREG(st.st_mode) and st.st_size <= SMALL:
-        with open(path, "rb") as stream:
-            data = stream.read(SMALL + 1)
-        if len(data) <= SMALL:
-            yield Snapshot(path, data, hashlib.sha256(data).hexdigest())
-            return
-    with tempfile.TemporaryDirectory(prefix="chaperone-review-") as private:
-        if stat.S_ISDIR(st.st_mode):
-            copy = Path(private) / "bundle"
-            copy.mkdir()
-            outer = hashlib.sha256(_FOLDER_PREFIX)
-            for entry in sorted(os.scandir(path), key=lambda e: e.name):
-                if entry.is_file(follow_symlinks=False):
-                    digest = _copy(Path(entry.path), copy / entry.name)
-                    outer.update(f"{entry.name}\0{digest}\n".encode("utf-8", "surrogateescape"))
-                else:  # a link, folder or device: the copy holds a folder there, which no bundle may hold either
-                    (copy / entry.name).mkdir()
-                    outer.update(f"{entry.name}\0not a file\n".encode("utf-8", "surrogateescape"))
-            yield Snapshot(copy, None, outer.hexdigest())
-        else:
-            copy = Path(private) / "bundle.zip"
-            yield Snapshot(copy, None, _copy(path, copy))
-
-
-def _copy(source: Path, target: Path) -> str:
-    """Copy a file, hashing what is copied; its SHA-256."""
-    digest = hashlib.sha256()
-    with open(source, "rb") as reading, open(target, "xb") as writing:
-        while chunk := reading.read(1 << 20):
-            digest.update(chunk)
-            writing.write(chunk)
-    return digest.hexdigest()
 
 
 def _journal_lines(source: BundleSource) -> Iterator[bytes]:
@@ -128,15 +62,15 @@ def _summary(c: Collected) -> dict:
     }
 
 
-def examine(path: str, report: str | None = None, known_devices: frozenset[str] = frozenset(),
-            witnesses: tuple[str, ...] = (), data: bytes | None = None) -> dict:
+def examine(path: str | Snapshot, report: str | None = None, known_devices: frozenset[str] = frozenset(),
+            witnesses: tuple[str, ...] = ()) -> dict:
     """Verify and summarise the bundle at ``path``; write its report to ``report`` when given. With
     ``witnesses``, ``witnessed`` says whether each of them cosigned every checkpoint and the seal in time (a
-    bundle that is genuine but not witnessed so stays genuine here; the review calls it unwitnessed). ``data``:
-    the zip's bytes, when already read (``snapshot``)."""
+    bundle that is genuine but not witnessed so stays genuine here; the review calls it unwitnessed). ``path``
+    may be a ``snapshot`` of the bundle, read once (the review's way)."""
     source: BundleSource | None = None
     try:
-        source = BundleSource(Path(path), keep=KEEP, data=data)
+        source = path.open(KEEP) if isinstance(path, Snapshot) else BundleSource(Path(path), keep=KEEP)
     except Unreadable as exc:  # the verdict of these bytes: the file is not opened again
         failed = Verdict(False, False, str(exc))
     except Unexpected as exc:

@@ -20,7 +20,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.review.examine import examine, snapshot
+from agent.bundle.source import Unreadable, snapshot
+from agent.review.examine import examine
 from agent.review.index import ReviewIndex
 from agent.review.ledgers import DeviceLedger, read_export
 from agent.review.ledgers import check as ledger_check
@@ -89,15 +90,9 @@ def _work(job: Job) -> tuple[str, dict | None]:
             report = str(Path(reports) / f"{bundle.digest[:24]}.html") if reports else None
             if bundle.digest in _KNOWN and (report is None or os.path.exists(report)):
                 return bundle.digest, None
-            entry = examine(str(bundle.path), report, known, witnesses, data=bundle.data)
-            if bundle.path != Path(path):  # a private copy was examined: its sentences name the bundle
-                for key in ("reason", "summary_error"):
-                    if isinstance(entry.get(key), str):
-                        entry[key] = entry[key].replace(str(bundle.path), escape(path))
-            return bundle.digest, entry
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        return "", {"genuine": False, "readable": False, "reason": f"Cannot read {escape(path)}: {why}."}
+            return bundle.digest, examine(bundle, report, known, witnesses)
+    except Unreadable as exc:
+        return "", {"genuine": False, "readable": False, "reason": escape(str(exc))}
 
 
 def review(sources: list[str], *, devices: dict[str, str] | None = None, witnesses: tuple[str, ...] = (),

@@ -101,7 +101,7 @@ def test_a_second_review_only_verifies_what_is_new(fleet, capsys, monkeypatch):
     real = run_module.examine
     monkeypatch.setattr(run_module, "examine", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     second = review([str(fleet["bundles"])], devices=devices, index=index, jobs=1)
-    assert second.examined == 1 and [os.path.basename(c) for c in calls] == ["INC-6.zip"]
+    assert second.examined == 1 and [os.path.basename(getattr(c, "shown", c)) for c in calls] == ["INC-6.zip"]
     assert [b["file"] for b in second.bundles if b["file"].endswith("INC-0.zip")] and len(second.bundles) == 7
     copy = fleet["tmp"] / "elsewhere"
     copy.mkdir()
@@ -302,7 +302,7 @@ def test_a_bundle_swapped_while_it_is_reviewed_cannot_poison_the_index(tmp_path,
     genuine one in right after the review has hashed it, so that the index would remember the tampered
     bundle's digest as genuine; then put the tampered one back for every later review. The review reads a
     bundle once (in memory, or a private copy for a large zip or a folder) and verifies what it hashed."""
-    import agent.review.examine as examine_module
+    import agent.bundle.source as source_module
     import agent.review.run as run_module
 
     key = make_key("pc")
@@ -311,7 +311,7 @@ def test_a_bundle_swapped_while_it_is_reviewed_cannot_poison_the_index(tmp_path,
     genuine_zip = make_bundle(tmp_path, key, 1)
     genuine, tampered = genuine_zip.read_bytes(), _tampered(genuine_zip.read_bytes())
     if size == "large zip":
-        monkeypatch.setattr(examine_module, "SMALL", 100)
+        monkeypatch.setattr(source_module, "SMALL", 100)
 
     def put(which: bytes) -> Path:
         if size != "folder":

@@ -365,3 +365,34 @@ def test_a_bundle_signed_throughout_by_a_key_of_small_order_is_refused(tmp_path,
                             input=(folder / "SHA256SUMS").read_bytes(), capture_output=True)
     assert keygen.returncode == 0 and b"Good" in keygen.stdout  # why the fingerprint must always be checked
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=folder).returncode == 0
+
+
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_a_bundle_swapped_after_its_verdict_cannot_borrow_it_for_its_report(tmp_path, monkeypatch, as_folder):
+    """As the technician who can write where the client keeps the bundle: let ``chaperone report`` verify
+    the genuine bundle, then swap in one whose journal says something else before the report is written.
+    The report is written from the same read of the bundle as the verdict."""
+    import agent.cli.journal_cmds as journal_cmds
+
+    key = DeviceKey(ed25519.Ed25519PrivateKey.generate(), "chaperone@pc")
+    journal = SyntheticJournal("s-swap", key)
+    realistic_session(journal, customer_processes=5)
+    genuine = journal.bytes()
+    forged = genuine.replace(b"Driver reinstalled", b"Nothing was changed", 1)
+    path = write_bundle(tmp_path / ("b" if as_folder else "b.zip"), key, genuine, as_folder=as_folder)
+    tampered = write_bundle(tmp_path / ("t" if as_folder else "t.zip"), key, forged, as_folder=as_folder)
+    real = journal_cmds.verify_bundle
+
+    def verify_then_swap(*args, **kwargs):
+        verdict = real(*args, **kwargs)
+        if as_folder:
+            (path / "session.jsonl").write_bytes((tampered / "session.jsonl").read_bytes())
+        else:
+            path.write_bytes(tampered.read_bytes())
+        return verdict
+
+    monkeypatch.setattr(journal_cmds, "verify_bundle", verify_then_swap)
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "-o", str(out)]) == 0
+    html = out.read_text()
+    assert "Driver reinstalled" in html and "Nothing was changed" not in html
