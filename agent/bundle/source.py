@@ -25,9 +25,10 @@ from typing import BinaryIO
 from agent.bundle.layout import MAX_RATIO, MAX_SIZE
 
 _SMALL_MEMBER = 1 << 20
-#: A zip up to this size is read into memory in one call, and its members up to ``_FAST_MEMBER`` are inflated
-#: in one call each (zipfile's reader is Python, chunk by chunk: it was a tenth of a review's time).
-_FAST_ZIP = 16 << 20
+#: A zip up to this size is read into memory in one call (``snapshot``: hashed and checked from the same
+#: bytes), and its members up to ``_FAST_MEMBER`` are inflated in one call each (zipfile's reader is Python,
+#: chunk by chunk: it was a tenth of a review's time).
+SMALL = 16 << 20
 _FAST_MEMBER = 16 << 20
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # PKZIP APPNOTE 4.3.7, as zipfile reads it
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -46,8 +47,6 @@ def _check_name(name: str) -> None:
         raise Unexpected(f"The bundle holds an entry named {name!r}, which no genuine bundle has.")
 
 
-#: A zip up to this size is read into memory once: hashed and checked from the same bytes.
-SMALL = _FAST_ZIP
 _FOLDER_PREFIX = b"chaperone-bundle-folder\n"
 
 
@@ -74,13 +73,14 @@ def snapshot(path: Path) -> Iterator[Snapshot]:
     verifying (and have a review's index remember a tampered bundle's digest as genuine), or between
     verifying and writing the report (and have a genuine verdict printed over tampered records). A small zip
     is read into memory; a larger zip, or a bundle folder, is copied into a private temporary folder as it is
-    hashed. ``Unreadable`` when it cannot be read at all."""
+    hashed (which takes its size on that disk for as long as it is read). ``Unreadable`` when it cannot be
+    read at all."""
     path = Path(path)
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
             raise Unreadable(f"{path} is neither a file nor a folder, so it is no bundle.")
-        small = _read_small(path) if stat.S_ISREG(st.st_mode) else None
+        small = _read_small(path) if stat.S_ISREG(st.st_mode) and st.st_size <= SMALL else None
     except OSError as exc:
         raise _unreadable(path, exc) from None
     if small is not None:
@@ -148,7 +148,7 @@ class BundleSource:
         self.path = Path(path)
         self.shown = shown or self.path
         self._zip: zipfile.ZipFile | None = None
-        self._bytes: bytes | None = None  # a small zip's bytes (``_FAST_ZIP``)
+        self._bytes: bytes | None = None  # a small zip's bytes (``SMALL``)
         self._sizes: dict[str, int] = {}
         self._keep = keep
         self._kept: dict[str, bytes] = {}
@@ -181,10 +181,10 @@ class BundleSource:
         try:
             if data is None:
                 with open(self.path, "rb") as stream:
-                    head = stream.read(_FAST_ZIP + 1)
+                    head = stream.read(SMALL + 1)
             else:
                 head = data
-            if len(head) <= _FAST_ZIP or data is not None:
+            if len(head) <= SMALL or data is not None:
                 self._bytes = head
             self._zip = zipfile.ZipFile(io.BytesIO(head) if self._bytes is not None else self.path)
             infos = self._zip.infolist()

@@ -46,7 +46,7 @@ def _read_all(path: Path, fast: bool, monkeypatch: pytest.MonkeyPatch) -> dict[s
     """Every member's bytes, or the kind of error; ``fast``: from memory, else through zipfile's reader."""
     with monkeypatch.context() as m:
         if not fast:
-            m.setattr(source_module, "_FAST_ZIP", -1)
+            m.setattr(source_module, "SMALL", -1)
         try:
             with BundleSource(path) as bundle:
                 assert (bundle._bytes is not None) == fast
@@ -91,6 +91,6 @@ def test_a_zip_larger_than_the_fast_limit_is_read_by_zipfile(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "b.zip"
     path.write_bytes(_zip({"session.jsonl": b"x" * 5000}, False, 6))
-    monkeypatch.setattr(source_module, "_FAST_ZIP", 100)
+    monkeypatch.setattr(source_module, "SMALL", 100)
     with BundleSource(path) as bundle:
         assert bundle._bytes is None and bundle.read("session.jsonl") == b"x" * 5000
