@@ -19,6 +19,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from agent import sigcheck
 from agent.ledger.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -27,7 +28,6 @@ from agent.ledger.note import (
     NoteError,
     Signature,
     Verifier,
-    ed25519_valid,
     key_id,
     make_vkey,
     raw_public,
@@ -76,7 +76,7 @@ class CosignatureVerifier:
             return False
         if self.max_skew is not None and timestamp > time.time() + self.max_skew:
             return False
-        return ed25519_valid(self.public, signature[8:], cosigned_message(text, timestamp))
+        return sigcheck.valid(self.public, signature[8:], cosigned_message(text, timestamp))
 
 
 @dataclass(frozen=True)

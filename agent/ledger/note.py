@@ -139,12 +139,7 @@ class Ed25519Verifier:
         return make_vkey(self.name, ALG_ED25519, self.public)
 
     def verify(self, text: bytes, signature: bytes) -> bool:
-        return len(signature) == 64 and ed25519_valid(self.public, signature, text)
-
-
-def ed25519_valid(public: bytes, signature: bytes, message: bytes) -> bool:
-    """Whether ``signature`` is the Ed25519 signature of ``message`` by the raw public key ``public``."""
-    return sigcheck.valid(public, signature, message)
+        return sigcheck.valid(self.public, signature, text)
 
 
 @dataclass(frozen=True)

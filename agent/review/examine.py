@@ -1,8 +1,8 @@
 """One bundle, checked and summarised: what the review keeps of it (run in a worker process).
 
-``examine(path)`` verifies the bundle (``verify_bundle``) and reads its
-journal once more for what the review shows (who, when, ways back in,
-alarms, gaps), and, when asked, writes the session's own report with the
+``examine(snapshot)`` verifies a bundle read once (``verify_bundle``) and
+reads its journal once more for what the review shows (who, when, ways back
+in, alarms, gaps), and, when asked, writes the session's own report with the
 verdict it computed. The bundle is opened once for both, and a journal up to
 ``KEEP`` bytes is inflated once and read from memory after that. It never raises for bad content: an unreadable or
 hostile bundle is an entry that says so.
@@ -62,15 +62,14 @@ def _summary(c: Collected) -> dict:
     }
 
 
-def examine(path: str | Snapshot, report: str | None = None, known_devices: frozenset[str] = frozenset(),
+def examine(bundle: Snapshot, report: str | None = None, known_devices: frozenset[str] = frozenset(),
             witnesses: tuple[str, ...] = ()) -> dict:
-    """Verify and summarise the bundle at ``path``; write its report to ``report`` when given. With
+    """Verify and summarise a bundle read once (``snapshot``); write its report to ``report`` when given. With
     ``witnesses``, ``witnessed`` says whether each of them cosigned every checkpoint and the seal in time (a
-    bundle that is genuine but not witnessed so stays genuine here; the review calls it unwitnessed). ``path``
-    may be a ``snapshot`` of the bundle, read once (the review's way)."""
+    bundle that is genuine but not witnessed so stays genuine here; the review calls it unwitnessed)."""
     source: BundleSource | None = None
     try:
-        source = path.open(KEEP) if isinstance(path, Snapshot) else BundleSource(Path(path), keep=KEEP)
+        source = bundle.open(KEEP)
     except Unreadable as exc:  # the verdict of these bytes: the file is not opened again
         failed = Verdict(False, False, str(exc))
     except Unexpected as exc:

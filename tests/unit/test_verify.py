@@ -15,10 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent import sshsig
 from agent.bundle import export_bundle, verify_bundle
 from agent.bundle.layout import NAMESPACE
+from agent.bundle.source import snapshot
 from agent.canonical import canonical_bytes
 from agent.cli import main
 from agent.devicekey import DeviceKey
 from agent.journal import Journal, line_hash, verify_journal
+from agent.review.examine import examine
 from agent.sshkeys import blob_to_line, fingerprint
 from agent.sshwire import ssh_string
 from tests.conftest import require_program
@@ -77,8 +79,6 @@ def test_missing_path_not_a_zip_and_truncated_zip_exit_2(tmp_path, bundle, capsy
 def test_damaged_compressed_journal_cannot_be_read_and_the_review_says_so(tmp_path, bundle, capsys):
     """A zip whose journal's deflated bytes are damaged: exit 2 with one sentence, from ``verify`` and in a
     review's entry (the journal is inflated once into memory and read from there; nothing half-read passes)."""
-    from agent.review.examine import examine
-
     whole = tmp_path / "whole.zip"
     with zipfile.ZipFile(whole, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(bundle.iterdir()):
@@ -94,7 +94,8 @@ def test_damaged_compressed_journal_cannot_be_read_and_the_review_says_so(tmp_pa
     code, out, err = run(capsys, damaged)
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert "cannot be read to its end" in err
-    entry = examine(str(damaged))
+    with snapshot(damaged) as bundle:
+        entry = examine(bundle)
     assert entry["genuine"] is False and entry["readable"] is False and "cannot be read" in entry["reason"]
     assert "summary_error" not in entry and "technician" not in entry
 
