@@ -78,13 +78,13 @@ def _know(digests: frozenset[str]) -> None:
     _KNOWN = digests
 
 
-Job = tuple[str, str | None, str | None, frozenset[str], tuple[str, ...]]  # path, digest, reports, devices, witnesses
+Job = tuple[str, str | None, frozenset[str], tuple[str, ...]]  # path, reports, devices, witnesses
 
 
 def _work(job: Job) -> tuple[str, dict | None]:
     """``(digest, entry)`` of one bundle, read once (``snapshot``); the entry is None when the index already
     holds it (and its report)."""
-    path, _, reports, known, witnesses = job
+    path, reports, known, witnesses = job
     try:
         with snapshot(Path(path)) as bundle:
             report = str(Path(reports) / f"{bundle.digest[:24]}.html") if reports else None
@@ -130,9 +130,10 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
         report_missing = reports is not None and at is not None and not (reports / f"{at[:24]}.html").exists()
         if at is None or at not in cached or report_missing:
             todo.setdefault(at or f"path:{item.path}", i)
-    jobs_list: list[Job] = [(str(found[i].path), digests.get(i), str(reports) if reports else None,
-                             frozenset(result.devices), tuple(witnesses)) for i in todo.values()]
-    known = index.digests(variant) if any(job[1] is None for job in jobs_list) else frozenset()
+    places = list(todo.values())
+    jobs_list: list[Job] = [(str(found[i].path), str(reports) if reports else None, frozenset(result.devices),
+                             tuple(witnesses)) for i in places]
+    known = index.digests(variant) if any(i not in digests for i in places) else frozenset()
     workers = max(1, jobs or os.cpu_count() or 1)
     fresh: dict[str, dict] = {}
     recognised: list[str] = []
@@ -145,8 +146,7 @@ def review(sources: list[str], *, devices: dict[str, str] | None = None, witness
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, initializer=_know,
                                                            initargs=(known,)))
             results = pool.map(_work, jobs_list, chunksize=max(1, min(64, len(jobs_list) // (workers * 8))))
-        for job, (digest, entry) in zip(jobs_list, results, strict=True):
-            i = todo[job[1] or f"path:{job[0]}"]
+        for i, (digest, entry) in zip(places, results, strict=True):
             if entry is None:
                 digests[i] = digest
                 recognised.append(digest)
