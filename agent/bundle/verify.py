@@ -43,7 +43,7 @@ from agent.bundle.layout import (
     parse_signers,
     parse_sums,
 )
-from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.bundle.source import BundleSource, Unexpected, Unreadable, snapshot
 from agent.bundle.witnessing import DEFAULT_MAX_LAG, WitnessReport, check_evidence
 from agent.errors import KeyFormatError, LayoutError, NoteError
 from agent.journal.format import strict_dearmor
@@ -125,8 +125,10 @@ def verify_bundle(path: str | os.PathLike | BundleSource, fingerprint: str | Non
     facts: dict = {}
     try:
         with ExitStack() as stack:
+            # a path is read once (``snapshot``): a large journal is read twice (to verify it, then to check its
+            # ledger evidence), and a bundle swapped in between must not be the one the evidence is about
             source = (path if isinstance(path, BundleSource)
-                      else stack.enter_context(BundleSource(Path(path), keep=KEEP)))
+                      else stack.enter_context(stack.enter_context(snapshot(Path(path))).open(KEEP)))
             check = _verify(source, pin, facts)
             report = _witnessing(source, facts["fingerprint"], verifiers, origin, max_lag)
             facts["witness"] = report.to_json()

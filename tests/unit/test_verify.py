@@ -397,3 +397,33 @@ def test_a_bundle_swapped_after_its_verdict_cannot_borrow_it_for_its_report(tmp_
     assert main(["report", str(path), "-o", str(out)]) == 0
     html = out.read_text()
     assert "Driver reinstalled" in html and "Nothing was changed" not in html
+
+
+def test_a_journal_swapped_between_its_check_and_its_ledger_evidence_is_not_read(tmp_path, monkeypatch):
+    """As whoever can write the folder a large bundle lies in: a journal larger than what is kept in memory is
+    read twice by ``verify`` (its chain, then its ledger evidence). Swap another journal in after the chain
+    was checked: the evidence must still be read from the journal that was checked."""
+    import agent.bundle.verify as verify_module
+
+    key = DeviceKey(ed25519.Ed25519PrivateKey.generate(), "chaperone@pc")
+    journal = SyntheticJournal("s-large", key)
+    realistic_session(journal, customer_processes=5)
+    checked = journal.bytes()
+    folder = write_bundle(tmp_path / "b", key, checked, as_folder=True)
+    monkeypatch.setattr(verify_module, "KEEP", 0)  # stream the journal, as for one above 64 MiB
+    real_verify, real_evidence = verify_module.verify_journal, verify_module.check_evidence
+    seen: list[bytes] = []
+
+    def verify_then_swap(*args, **kwargs):
+        result = real_verify(*args, **kwargs)
+        (folder / "session.jsonl").write_bytes(checked.replace(b"Driver reinstalled", b"Nothing was changed", 1))
+        return result
+
+    def evidence(lines, *args, **kwargs):
+        seen.append(b"".join(lines))
+        return real_evidence(iter(seen[-1].splitlines(keepends=True)), *args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "verify_journal", verify_then_swap)
+    monkeypatch.setattr(verify_module, "check_evidence", evidence)
+    assert verify_bundle(folder).genuine
+    assert seen == [checked]
