@@ -147,7 +147,11 @@ def verify(armored: str | bytes, namespace: str, message: bytes) -> VerifiedSign
     SignatureError if it is malformed, for another namespace, or does not match.
     Whether the signer is trusted is the caller's decision.
     """
-    blob = dearmor(armored)
+    return verify_blob(dearmor(armored), namespace, message)
+
+
+def verify_blob(blob: bytes, namespace: str, message: bytes) -> VerifiedSignature:
+    """``verify`` for a signature already taken out of its armor (``dearmor``)."""
     try:
         r = WireReader(blob)
         if r.raw(6) != MAGIC:
@@ -180,6 +184,7 @@ __all__ = [
     "sign",
     "sign_binary",
     "verify",
+    "verify_blob",
     "armor",
     "dearmor",
     "ed25519_public_blob",

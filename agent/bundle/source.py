@@ -80,7 +80,7 @@ def snapshot(path: Path) -> Iterator[Snapshot]:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
             raise Unreadable(f"{path} is neither a file nor a folder, so it is no bundle.")
-        small = _read_small(path) if stat.S_ISREG(st.st_mode) and st.st_size <= SMALL else None
+        small = _read_small(path, st.st_size) if stat.S_ISREG(st.st_mode) and st.st_size <= SMALL else None
     except OSError as exc:
         raise _unreadable(path, exc) from None
     if small is not None:
@@ -100,9 +100,13 @@ def _unreadable(path: Path, exc: OSError) -> Unreadable:
     return Unreadable(f"Cannot read {path}: {exc.strerror or exc}.")
 
 
-def _read_small(path: Path) -> bytes | None:
-    with open(path, "rb") as stream:
-        data = stream.read(SMALL + 1)
+def _read_small(path: Path, size: int) -> bytes | None:
+    """The file's bytes if it holds at most ``SMALL`` (``size``: what it held when it was looked at; it may
+    have changed since)."""
+    with open(path, "rb", buffering=1 << 16) as stream:  # reads until it has them (or the end)
+        data = stream.read(size + 1)  # not SMALL + 1: that would be a 16 MiB buffer for a 25 KB file
+        if len(data) > size:
+            data += stream.read(SMALL + 1 - len(data))
     return data if len(data) <= SMALL else None
 
 

@@ -170,9 +170,7 @@ def _verify(source: BundleSource, pin: str | None, facts: dict) -> JournalCheck:
 
     sums = source.read(SUMS)
     try:
-        armored = source.read(SIG).decode("ascii")
-        strict_dearmor(armored)
-        signed = sshsig.verify(armored, NAMESPACE, sums)
+        signed = sshsig.verify_blob(strict_dearmor(source.read(SIG).decode("ascii")), NAMESPACE, sums)
     except Exception as exc:  # noqa: BLE001 - hostile bytes: any failure to parse or check is a bad signature
         raise _Fail(f"{SIG} is not a valid signature of {SUMS} ({exc}).", file=SIG) from None
     if signed.public_key_blob != key_blob:

@@ -119,6 +119,7 @@ class _Verifier:
         self.first_after_seal: tuple[int, int] | None = None
         self.chain_ok = False
         self._plain_types: set[bytes] = set()  # types seen in full-parsed lines, safe for the fast path
+        self._signer: tuple[bytes, str] = (b"", "")  # the last signer's key blob and fingerprint
 
     def run(self, stream: LineSource) -> JournalCheck:
         try:
@@ -246,6 +247,12 @@ class _Verifier:
             self._check_signature(record)
         return type_.encode("utf-8")
 
+    def _fingerprint(self, blob: bytes) -> str:
+        """A signer's fingerprint (a journal's checkpoints are all signed by one key: worked out once)."""
+        if blob != self._signer[0]:
+            self._signer = (blob, fingerprint(blob))
+        return self._signer[1]
+
     def _check_start(self, record: dict) -> None:
         device = record["data"].get("device")
         if record["type"] != "journal-start" or type(device) is not str:
@@ -266,11 +273,10 @@ class _Verifier:
         if type(sig) is not str or type(key) is not str:
             raise _Bad(f"{what} lacks its signature or key.")
         try:
-            strict_dearmor(sig)
-            signed = sshsig.verify(sig, NAMESPACE, checkpoint_message(record))
+            signed = sshsig.verify_blob(strict_dearmor(sig), NAMESPACE, checkpoint_message(record))
         except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure to parse or check is a bad signature
             raise _Bad(f"{what} has a bad signature: {exc}.") from None
-        signer = fingerprint(signed.public_key_blob)
+        signer = self._fingerprint(signed.public_key_blob)
         if key != signer:
             raise _Bad(f"{what} names the key {key} but was signed by {signer}.")
         if self.key_blob is None:

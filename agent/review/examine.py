@@ -10,8 +10,9 @@ hostile bundle is an entry that says so.
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -27,7 +28,15 @@ from agent.journal.reader import LineTooLong, iter_lines
 ITEMS_PER_BUNDLE = 20
 
 
-def _journal_lines(source: BundleSource) -> Iterator[bytes]:
+def _journal_lines(source: BundleSource) -> Iterable[bytes]:
+    """The journal's lines: split at once when verification kept it in memory, else streamed."""
+    kept = source.load(JOURNAL)
+    if kept is not None:  # verified already, so no line is longer than MAX_LINE
+        return kept.splitlines(keepends=True)
+    return _streamed(source)
+
+
+def _streamed(source: BundleSource) -> Iterator[bytes]:
     with source.open(JOURNAL) as stream:
         yield from iter_lines(stream)
 
@@ -115,11 +124,18 @@ def _witness_sentence(witness: dict | None, required: tuple[str, ...]) -> str | 
 
 
 def write_session_report(collected: Collected, out: Path, check: ReportCheck) -> None:
-    """The session's report with the verdict the review computed, written atomically."""
+    """The session's report with the verdict the review computed, written atomically (a review stopped
+    half-way leaves no report that a later one would take as written)."""
+    page = io.StringIO()
+    write_collected(page, collected, check=check)
+    data = page.getvalue().encode("utf-8")
     temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    # not through a link someone left at the temporary name; a buffer size given, so no terminal is asked for
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        with open(temp, "w", encoding="utf-8") as stream:
-            write_collected(stream, collected, check=check)
+        with open(fd, "wb", buffering=1 << 16) as stream:
+            stream.write(data)
         os.replace(temp, out)
-    finally:
+    except BaseException:
         temp.unlink(missing_ok=True)
+        raise

@@ -215,6 +215,9 @@ class Collected:
         self.records += 1
         if not self.session:
             self.session = _str(record.get("session"))
+        if kind == "process" and data.get("technician") is not True:  # most records of many sessions: inline
+            self._customer(data)
+            return
         route = _ROUTES.get(kind) or _route(kind)
         handler = route[0]
         if handler is not None:
@@ -377,10 +380,10 @@ class Collected:
                 self._folder(root, n, str(op))
 
     def _process(self, ts: str, seq: int, data: dict) -> None:
-        pid = _int(data.get("pid"))
         if data.get("technician") is not True:
-            self._customer(data, pid)
+            self._customer(data)
             return
+        pid = _int(data.get("pid"))
         key = (pid, _str(data.get("started")))
         node = self.processes.get(key)
         if node is None:
@@ -400,15 +403,22 @@ class Collected:
     def _by_pid(self, pid: int | None) -> Iterator[Process]:
         return (p for p in reversed(list(self.processes.values())) if p.pid == pid and not p.ended)
 
-    def _customer(self, data: dict, pid: int | None) -> None:
-        if pid is not None:
+    def _customer(self, data: dict) -> None:
+        pid = data.get("pid")
+        if type(pid) is int:
             if pid in self._seen_pids and data.get("op") == "ended":
                 return
             if len(self._seen_pids) < 200_000:
                 self._seen_pids.add(pid)
         exe = data.get("exe")
         name = (exe if type(exe) is str else _str(exe)).rpartition("/")[2] or _str(data.get("name")) or "unknown"
-        self._program(name[:80], 1)
+        name = name[:80]
+        self.customer_total += 1
+        programs = self.programs
+        if name in programs or len(programs) < 5_000:
+            programs[name] += 1
+        else:
+            programs["(other programs)"] += 1
 
     def _program(self, name: str, count: int) -> None:
         self.customer_total += count
