@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from agent.errors import NotCanonical
 
 MAX_SAFE_INT = 2**53 - 1
@@ -42,7 +44,23 @@ def check_canonical(value: Any) -> None:
 
 
 def canonical_bytes(value: Any) -> bytes:
-    """The canonical encoding of ``value`` (validated)."""
+    """The canonical encoding of ``value`` (validated).
+
+    Written by orjson with sorted keys, which gives exactly ``reference_bytes`` for every value
+    ``check_canonical`` lets through (a hypothesis test holds it to that), several times faster: a
+    verifier re-encodes every signed line of every journal it checks."""
+    check_canonical(value)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:  # a lone surrogate, or nesting deeper than a journal's writer writes
+        if "surrogate" in str(exc):
+            raise NotCanonical("text is not valid Unicode (lone surrogate)") from exc
+        raise NotCanonical(f"it cannot be written as canonical JSON ({exc})") from exc
+
+
+def reference_bytes(value: Any) -> bytes:
+    """The definition of the canonical encoding: the standard library's encoder with sorted keys and no
+    spaces (what RFC 8785 gives for the values ``check_canonical`` lets through)."""
     check_canonical(value)
     try:
         return _encoder.encode(value).encode("utf-8")

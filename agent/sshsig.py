@@ -150,8 +150,22 @@ def verify(armored: str | bytes, namespace: str, message: bytes) -> VerifiedSign
     return verify_blob(dearmor(armored), namespace, message)
 
 
+#: Ed25519 SSHSIGs already parsed and found well formed, by all their bytes but the signature's last 64: the
+#: signer's key blob, namespace and hash. A journal's checkpoints differ only there (same key, namespace and
+#: hash), so each is parsed once; the signature itself is always checked.
+_PARSED: dict[bytes, tuple[bytes, str, str, bytes]] = {}
+
+
 def verify_blob(blob: bytes, namespace: str, message: bytes) -> VerifiedSignature:
     """``verify`` for a signature already taken out of its armor (``dearmor``)."""
+    known = _PARSED.get(blob[:-64]) if len(blob) > 64 else None
+    if known is not None:  # the same bytes as a well-formed Ed25519 SSHSIG, up to its 64 signature bytes
+        key_blob, ns, hash_alg, raw = known
+        if ns != namespace:
+            raise SignatureError(f"the signature is for namespace {ns!r}, not {namespace!r}")
+        if not sigcheck.valid(raw, blob[-64:], _signed_data(namespace, message, hash_alg)):
+            raise SignatureError("the signature does not match the data")
+        return VerifiedSignature(public_key_blob=key_blob, namespace=ns)
     try:
         r = WireReader(blob)
         if r.raw(6) != MAGIC:
@@ -175,7 +189,16 @@ def verify_blob(blob: bytes, namespace: str, message: bytes) -> VerifiedSignatur
         _verify_raw(key_blob, sig_blob, _signed_data(namespace, message, hash_alg))
     except WireError as exc:
         raise SignatureError("the signature is truncated or malformed") from exc
+    raw = _public_key(key_blob)[1]
+    if raw is not None and blob.endswith(sig_blob) and sig_blob == _ed25519_sig_blob(sig_blob[-64:]):
+        if len(_PARSED) >= 256:
+            _PARSED.clear()
+        _PARSED[blob[:-64]] = (key_blob, ns, hash_alg, raw)
     return VerifiedSignature(public_key_blob=key_blob, namespace=ns)
+
+
+def _ed25519_sig_blob(signature: bytes) -> bytes:
+    return ssh_string(b"ssh-ed25519") + ssh_string(signature)
 
 
 __all__ = [

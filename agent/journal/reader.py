@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+import orjson
+
 from agent.canonical import canonical_bytes
 from agent.errors import BadLine, JournalError, LineTooLong, NotCanonical
 from agent.journal.format import MAX_LINE, TAIL, TAIL_START, TS_PATTERN, VERSION, ZERO_HASH, line_hash
@@ -76,17 +78,34 @@ def parse_line(line: bytes) -> Envelope:
 def parse_record(line: bytes, canonical: bool = True) -> dict:
     """Parse and validate one line as a record, in canonical form unless
     ``canonical=False`` (for display, where re-encoding would only cost time).
-    Raises BadLine."""
+    Raises BadLine.
+
+    orjson reads the line (about five times faster than the standard library: a verifier parses every
+    signed line); what it refuses is read again by the standard library, for the same reason as before.
+    Either way the line is accepted only if it is the canonical encoding of what was read, so the two
+    parsers cannot disagree on a line that passes (they differ only on lines that are refused anyway, such
+    as integers beyond 64 bits, which orjson reads as floats)."""
     try:
-        record = json.loads(line)
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = _loads(line)
+    if type(record) is not dict:
+        raise BadLine("it is not a JSON object")
+    return _checked(record, line, canonical)
+
+
+def _loads(line: bytes) -> object:
+    try:
+        return json.loads(line)
     except UnicodeDecodeError:
         raise BadLine("it is not valid UTF-8") from None
     except ValueError:
         raise BadLine("it is not valid JSON") from None
     except RecursionError:
         raise BadLine("it is nested too deeply") from None
-    if type(record) is not dict:
-        raise BadLine("it is not a JSON object")
+
+
+def _checked(record: dict, line: bytes, canonical: bool) -> dict:
     missing = _KEYS.difference(record)
     if missing:
         raise BadLine(f"it lacks {', '.join(sorted(missing))}")

@@ -93,8 +93,10 @@ def _encode_data(data: dict) -> bytes:
         check_canonical(value)
     try:
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        raise ValueError("a record's text is not valid Unicode (it holds a lone surrogate)") from None
+    except orjson.JSONEncodeError as exc:
+        if "surrogate" in str(exc):
+            raise ValueError("a record's text is not valid Unicode (it holds a lone surrogate)") from None
+        raise ValueError(f"a record's data cannot be written as canonical JSON ({exc})") from None
 
 
 def _why(exc: OSError) -> str:

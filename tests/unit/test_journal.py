@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.canonical import canonical_bytes
-from agent.errors import BadLine, JournalError
+from agent.canonical import canonical_bytes, reference_bytes
+from agent.errors import BadLine, JournalError, NotCanonical
 from agent.journal import Journal, checkpoint_message, line_hash, verify_journal
 from agent.journal.format import ZERO_HASH
 from agent.journal.writer import _encode_data
@@ -462,7 +462,31 @@ _json_values = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(data=st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=10), _json_values, max_size=8))
 def test_the_hot_path_encoding_is_exactly_canonical(data):
-    assert _encode_data(data) == canonical_bytes(data)
+    assert _encode_data(data) == canonical_bytes(data) == reference_bytes(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json_values | st.lists(_json_values, max_size=3) | st.text())
+def test_canonical_bytes_is_the_reference_encoding_or_refuses_as_it_does(value):
+    """canonical_bytes (orjson) and the definition (the standard library) agree on every value, and refuse
+    the same ones (lone surrogates among any text) with NotCanonical."""
+    try:
+        expected = reference_bytes(value)
+    except NotCanonical:
+        with pytest.raises(NotCanonical):
+            canonical_bytes(value)
+        return
+    assert canonical_bytes(value) == expected
+
+
+def test_nesting_deeper_than_the_writer_writes_is_not_canonical():
+    deep: list = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(ValueError):
+        _encode_data({"x": deep})  # what the journal's writer refuses, a verifier does not take as canonical
+    with pytest.raises(NotCanonical, match="canonical JSON"):
+        canonical_bytes({"x": deep})
 
 
 @settings(max_examples=15, deadline=None)
