@@ -189,11 +189,11 @@ def verify_blob(blob: bytes, namespace: str, message: bytes) -> VerifiedSignatur
         _verify_raw(key_blob, sig_blob, _signed_data(namespace, message, hash_alg))
     except WireError as exc:
         raise SignatureError("the signature is truncated or malformed") from exc
-    raw = _public_key(key_blob)[1]
-    if raw is not None and blob.endswith(sig_blob) and sig_blob == _ed25519_sig_blob(sig_blob[-64:]):
+    ed25519_raw = _public_key(key_blob)[1]
+    if ed25519_raw is not None and blob.endswith(sig_blob) and sig_blob == _ed25519_sig_blob(sig_blob[-64:]):
         if len(_PARSED) >= 256:
             _PARSED.clear()
-        _PARSED[blob[:-64]] = (key_blob, ns, hash_alg, raw)
+        _PARSED[blob[:-64]] = (key_blob, ns, hash_alg, ed25519_raw)
     return VerifiedSignature(public_key_blob=key_blob, namespace=ns)
 
 
