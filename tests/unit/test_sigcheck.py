@@ -67,3 +67,35 @@ def test_inputs_of_the_wrong_length_are_invalid_not_errors() -> None:
     assert not sigcheck.valid(public, signature[:63], b"m")
     assert not sigcheck.valid(public, signature + b"\0", b"m")
     assert not sigcheck.valid(b"", b"", b"")
+
+
+def test_an_sshsig_shaped_like_one_already_checked_is_still_checked() -> None:
+    """verify_blob parses an Ed25519 SSHSIG once per shape (key, namespace, hash): one that differs only in
+    its 64 signature bytes is not parsed again, but its signature always is checked, and its namespace."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    good = sshsig.dearmor(sshsig.sign(key, "chaperone-session", b"checkpoint 1"))
+    assert sshsig.verify_blob(good, "chaperone-session", b"checkpoint 1").public_key_blob  # now its shape is known
+    other = sshsig.dearmor(sshsig.sign(key, "chaperone-session", b"checkpoint 2"))
+    assert other[:-64] == good[:-64] and other != good
+    assert sshsig.verify_blob(other, "chaperone-session", b"checkpoint 2")
+    for forged, message in ((other, b"checkpoint 1"), (good[:-64] + bytes(64), b"checkpoint 1"),
+                            (good[:-64] + FORGERY, b"checkpoint 1"), (good[:-1] + bytes([good[-1] ^ 1]), b"checkpoint 1")):
+        try:
+            sshsig.verify_blob(forged, "chaperone-session", message)
+        except SignatureError as exc:
+            assert "does not match" in str(exc)
+        else:
+            raise AssertionError("a signature that does not match was accepted")
+    try:
+        sshsig.verify_blob(good, "file", b"checkpoint 1")
+    except SignatureError as exc:
+        assert "namespace" in str(exc)
+    else:
+        raise AssertionError("a signature for another namespace was accepted")
+    # a blob one byte longer is another shape: parsed in full, and refused for its trailing byte
+    try:
+        sshsig.verify_blob(good + b"\0", "chaperone-session", b"checkpoint 1")
+    except SignatureError as exc:
+        assert "malformed" in str(exc) or "trailing" in str(exc)
+    else:
+        raise AssertionError("a signature with a trailing byte was accepted")
