@@ -19,10 +19,15 @@ Prints one JSON line:
 - ``html_open_s``: the review page of every session opening in headless Chromium (until its load event),
   ``first_paint_ms`` and ``filter_ms`` (typing a technician's name into the filter until the rows show).
 
-Bundles are made in-process (``tests.samples``): realistic sessions of 20 to 250 of the machine's
-processes, a few configuration diffs, other files and ways back in, signed with each device's key as
-``export_bundle`` signs them; 12 to 60 KB zips. Their ``report.html`` is one of 50 pre-rendered copies
-(the bundle's copy is not read by the review, only hashed).
+Bundles are made in-process (``tests.samples.agent_session``): support sessions over SSH of 40 s to an
+hour, as the agent writes them today: the technician's programs in full, the customer's 20 to 250
+programs counted by name once a minute, a few configuration diffs, other files and ways back in, and
+checkpoints at the journal writer's cadence (within 5 s of records, and after every 30 s of quiet: about
+120 signed lines in an hour's session, each of which the review checks). Signed with each device's key as
+``export_bundle`` signs them. Their ``report.html`` is one of 50 pre-rendered copies (the bundle's copy is
+not read by the review, only hashed). ``--legacy`` makes the bundles of the earlier runs instead
+(``realistic_session``: every program of the machine in full, but only 8 signed lines per session,
+whatever its length), so figures can be compared with those.
 
     python bench/review.py [--bundles N] [--loop-sample N] [--keep DIR]
 """
@@ -53,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from agent.bundle.layout import JOURNAL, REPORT, SIG, SIGNERS, SUMS, VERIFY, sums_text, verify_text  # noqa: E402
 from agent.bundle.report import BundleCopy, render_report  # noqa: E402
 from agent.devicekey import DeviceKey  # noqa: E402
-from tests.samples import START, SyntheticJournal, realistic_session  # noqa: E402
+from tests.samples import START, SyntheticJournal, agent_session, realistic_session  # noqa: E402
 
 DEVICES = 10
 TECHNICIANS = ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra", "Barbara Liskov",
@@ -67,6 +72,7 @@ def _keys() -> list[DeviceKey]:
 
 
 _REPORTS: list[bytes] = []
+LEGACY = False  # --legacy: the earlier runs' bundles (see the docstring)
 
 
 def _make(job: tuple[Path, int]) -> int:
@@ -77,9 +83,9 @@ def _make(job: tuple[Path, int]) -> int:
     from datetime import timedelta
 
     journal = SyntheticJournal(f"s-{n:06d}", key, START + timedelta(hours=n * 3))
-    realistic_session(journal, customer_processes=rnd.randint(20, 250), seed=n,
-                      technician=TECHNICIANS[n % len(TECHNICIANS)], ticket=f"INC-{20000 + n}",
-                      length_s=rnd.randint(40, 3600))
+    (realistic_session if LEGACY else agent_session)(
+        journal, customer_processes=rnd.randint(20, 250), seed=n, technician=TECHNICIANS[n % len(TECHNICIANS)],
+        ticket=f"INC-{20000 + n}", length_s=rnd.randint(40, 3600))
     data = journal.bytes()
     name = f"INC-{20000 + n}.zip"
     files = {JOURNAL: data, REPORT: _REPORTS[n % len(_REPORTS)],
@@ -91,23 +97,25 @@ def _make(job: tuple[Path, int]) -> int:
     with zipfile.ZipFile(folder / f"pc-{n % DEVICES:02d}" / name, "w", zipfile.ZIP_DEFLATED) as zf:
         for member, content in files.items():
             zf.writestr(member, content)
-    return len(data)
+    return sum(1 for line in journal.lines if b'"type":"checkpoint"' in line or b'"type":"seal"' in line)
 
 
 def _init_reports() -> None:
     keys = _keys()
     for n in range(50):
         journal = SyntheticJournal(f"s-template-{n}", keys[0])
-        realistic_session(journal, customer_processes=20 + n * 4, seed=n)
+        (realistic_session if LEGACY else agent_session)(journal, customer_processes=20 + n * 4, seed=n,
+                                                         length_s=40 + n * 70)
         _REPORTS.append(render_report(journal.bytes().splitlines(keepends=True),
                                       copy=BundleCopy("bundle.zip", keys[0].fingerprint)).encode())
 
 
-def make_bundles(folder: Path, first: int, count: int) -> None:
+def make_bundles(folder: Path, first: int, count: int) -> list[int]:
+    """Make the bundles; how many signed lines (checkpoints and seal) each journal has."""
     for i in range(DEVICES):
         (folder / f"pc-{i:02d}").mkdir(parents=True, exist_ok=True)
     with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1, initializer=_init_reports) as pool:
-        list(pool.imap_unordered(_make, [(folder, n) for n in range(first, first + count)], chunksize=50))
+        return list(pool.imap_unordered(_make, [(folder, n) for n in range(first, first + count)], chunksize=50))
 
 
 def devices_file(path: Path) -> None:
@@ -198,13 +206,16 @@ def main() -> int:
     parser.add_argument("--bundles", type=int, default=10_000)
     parser.add_argument("--loop-sample", type=int, default=300)
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
+    parser.add_argument("--legacy", action="store_true", help="the earlier runs' bundles: 8 signed lines each")
     args = parser.parse_args()
+    global LEGACY
+    LEGACY = args.legacy
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-review-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         bundles = work / "bundles"
         started = time.perf_counter()
-        make_bundles(bundles, 0, args.bundles)
+        signed = make_bundles(bundles, 0, args.bundles)
         made_s = time.perf_counter() - started
         zips = sorted(bundles.rglob("*.zip"))
         sizes = [z.stat().st_size for z in zips]
@@ -237,6 +248,7 @@ def main() -> int:
             "first_cpu_s": round(first_cpu, 1), "first_json_cpu_s": round(json_cpu, 1),
             "loop_cpu_s": round(loop_cpu, 1), "second_cpu_s": round(second_cpu, 2),
             "speedup_idle_estimate": round(loop_cpu / (first_cpu / (os.cpu_count() or 1)), 1),
+            "signed_lines_mean": round(sum(signed) / len(signed), 1), "legacy_bundles": LEGACY,
             "bundle_kb_median": round(sorted(sizes)[len(sizes) // 2] / 1024), "bundle_kb_max":
                 round(max(sizes) / 1024), "cores": os.cpu_count(), "load_before": round(load_before, 2),
             "made_s": round(made_s, 1)}))

@@ -266,7 +266,7 @@ def agent_session(journal: SyntheticJournal, *, customer_processes: int = 248, s
     counts: list[dict[str, int]] = [{} for _ in range(minutes)]
     for _ in range(customer_processes):
         bucket = counts[rnd.randrange(minutes)]
-        name = rnd.choice(_CUSTOMER_PROGRAMS)
+        name = rnd.choice(_PROGRAM_NAMES)
         bucket[name] = bucket.get(name, 0) + 1
     for m, programs in enumerate(counts):
         until = min(started + (m + 1) * SUMMARY_S, length_s)
@@ -283,6 +283,8 @@ def agent_session(journal: SyntheticJournal, *, customer_processes: int = 248, s
     journal.seal("technician")
 
 
+#: The customer's programs as capture names them (an executable's base name: a kernel thread execs nothing).
+_PROGRAM_NAMES = [name for name in _CUSTOMER_PROGRAMS if "/" not in name]
 _TECHNICIAN_COMMANDS = [
     ("/usr/sbin/sshd", ["sshd: ada [priv]"], 811), ("/usr/bin/bash", ["-bash"], 0),
     ("/usr/bin/sudo", ["sudo", "-i"], 0), ("/usr/bin/bash", ["-bash"], 0),
