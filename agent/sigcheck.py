@@ -1,7 +1,9 @@
 """Checking Ed25519 signatures, through libsodium (PyNaCl).
 
 Every Ed25519 signature Chaperone checks comes here: the SSHSIGs of bundles,
-checkpoints and seals, request files, and the ledger's and witnesses' notes.
+checkpoints and seals, request files, the ledger's and witnesses' notes, and
+the CA signatures of certificates (which ``cryptography`` parses and checks
+first).
 
 Why libsodium and not the ``cryptography`` package that signs them: on this
 project's machines it checks a signature in half the time (55 µs against 102

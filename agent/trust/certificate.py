@@ -12,10 +12,16 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
+from agent import sigcheck
 from agent.errors import CertificateError, KeyFormatError
 from agent.sshkeys import CERT_SUFFIX, SSHPublicKeyTypes, blob_type, fingerprint, line_to_blob, load_identity
+from agent.sshwire import ssh_string
+
+#: How an Ed25519 CA's signature ends a certificate: its length, then the type and the 64 signature bytes.
+_ED25519_SIGNATURE_HEAD = (4 + 11 + 4 + 64).to_bytes(4, "big") + ssh_string(b"ssh-ed25519") + (64).to_bytes(4, "big")
 
 FOREVER = 2**64 - 1
 
@@ -27,6 +33,17 @@ def _blob_of(public_key: SSHPublicKeyTypes) -> bytes:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
+
+
+def _check_ed25519_ca(blob: bytes, ca_key: ed25519.Ed25519PublicKey) -> None:
+    """An Ed25519 CA's signature checked again through libsodium (``agent.sigcheck``), as every other Ed25519
+    signature is: OpenSSL, which checked it first, accepts a CA key of small order whose one "signature"
+    verifies for every certificate (a CA is trusted only when the customer pins it, but pinning a key made
+    to look harmless must not let it sign anything)."""
+    if len(blob) < 88 or blob[-87:-64] != _ED25519_SIGNATURE_HEAD:
+        raise CertificateError("the certificate is malformed")
+    if not sigcheck.valid(ca_key.public_bytes_raw(), blob[-64:], blob[:-87]):
+        raise CertificateError("the certificate's CA signature does not match")
 
 
 def is_certificate_blob(blob: bytes) -> bool:
@@ -66,6 +83,8 @@ class Certificate:
                 raise CertificateError("the key is not a certificate")
             ca_key = cert.signature_key()
             cert.verify_cert_signature()
+            if isinstance(ca_key, ed25519.Ed25519PublicKey):
+                _check_ed25519_ca(blob, ca_key)
             cert_type = cert.type
             key_blob = _blob_of(cert.public_key())
             ca_blob = _blob_of(ca_key)

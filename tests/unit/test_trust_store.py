@@ -258,6 +258,26 @@ def test_a_tampered_certificate_is_refused(pki, login_store):
     assert login_store.lookup_key(b"", "support") is None
 
 
+def test_a_pinned_ca_key_of_small_order_certifies_nothing(pki):
+    """The neutral point of Ed25519 is a valid encoding of a key, and with it one "signature" (R = the neutral
+    point, S = 0) verifies for every message in OpenSSL. A customer tricked into pinning that key as a CA
+    must not thereby let anyone in: Chaperone checks CA signatures through libsodium, which refuses it."""
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_identity
+
+    from agent.sshwire import ssh_string
+
+    weak_ca = ssh_string(b"ssh-ed25519") + ssh_string(bytes([1]) + bytes(31))
+    real = _blob(pki.cert)
+    body = real[: -(4 + 83) - (4 + 51)]  # the certificate without its CA key and signature (both Ed25519)
+    forged = body + ssh_string(weak_ca) + ssh_string(ssh_string(b"ssh-ed25519") + ssh_string(bytes([1]) + bytes(63)))
+    line = f"ssh-ed25519-cert-v01@openssh.com {base64.b64encode(forged).decode()}"
+    load_ssh_public_identity(line.encode()).verify_cert_signature()  # OpenSSL alone accepts it
+    store = TrustStore.parse(f"*@acme.example cert-authority ssh-ed25519 {base64.b64encode(weak_ca).decode()}\n")
+    with pytest.raises(TrustError, match="CA signature does not match"):
+        store.identify_key(forged, "support")
+    assert store.lookup_key(forged, "support") is None
+
+
 # --- hostile input never escapes as anything but TrustError ---------------------------------------
 
 def _mutations(blob: bytes):
