@@ -18,6 +18,7 @@ from agent.canonical import canonical_bytes, reference_bytes
 from agent.errors import BadLine, JournalError, NotCanonical
 from agent.journal import Journal, checkpoint_message, line_hash, verify_journal
 from agent.journal.format import ZERO_HASH
+from agent.journal.reader import parse_record
 from agent.journal.writer import _encode_data
 from tests.conftest import require_program, wait_for
 
@@ -524,3 +525,51 @@ def test_read_records_yields_records_and_says_which_lines_are_not(jpath, device_
     assert [r["type"] for r in items[:3]] == ["journal-start", "checkpoint", "note"]
     assert isinstance(items[3], BadLine) and "not valid JSON" in str(items[3])
     assert isinstance(items[4], BadLine) and "cut short" in str(items[4])
+
+
+def _reference_parse(line: bytes) -> dict:
+    """parse_record as it was: the standard library reads every line (the definition orjson is held to)."""
+    from agent.journal import reader
+
+    record = reader._loads(line)
+    if type(record) is not dict:
+        raise BadLine("it is not a JSON object")
+    return reader._checked(record, line, True)
+
+
+_GOOD_LINE = canonical_bytes({"data": {"count": 3, "head": "a" * 64, "key": "SHA256:k", "n": -5, "s": "é\u2028\\\""},
+                              "prev": "b" * 64, "seq": 3, "session": "s-1", "ts": "2026-11-22T03:04:05.123456Z",
+                              "type": "checkpoint", "v": 1}) + b"\n"
+_NUMBERS = [b"0", b"-0", b"1.0", b"1e2", b"9007199254740993", b"9223372036854775808", b"-9223372036854775809",
+            b"18446744073709551616", b"NaN", b"Infinity", b"01", b'"\\ud800"', b'"\\u00e9"', b'"\xc3\xa9"', b'"\xff"',
+            b"[]", b"{}", b'{"a":1,"a":2}', b"true", b"null", b'"\\/"', b" 1"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_parse_record_accepts_and_refuses_exactly_what_the_standard_library_path_does(data):
+    """orjson reads lines now; on any line, canonical or mutated, the result is the one the standard library
+    path gives: the same record, or a refusal."""
+    line = bytearray(_GOOD_LINE)
+    for _ in range(data.draw(st.integers(0, 3))):
+        how = data.draw(st.sampled_from(["byte", "cut", "number", "insert"]))
+        at = data.draw(st.integers(0, len(line) - 1))
+        if how == "byte":
+            line[at] = data.draw(st.integers(0, 255))
+        elif how == "cut":
+            del line[at:at + data.draw(st.integers(1, 8))]
+        elif how == "number":
+            start = line.find(b'"n":')
+            if start >= 0:
+                end = line.find(b",", start)
+                line[start + 4:end] = data.draw(st.sampled_from(_NUMBERS))
+        else:
+            line[at:at] = data.draw(st.sampled_from([b" ", b'"x":1,', b"\\", b'"', b"}", b"\n"]))
+    line_bytes = bytes(line)
+    try:
+        expected = _reference_parse(line_bytes)
+    except BadLine:
+        with pytest.raises(BadLine):
+            parse_record(line_bytes)
+        return
+    assert parse_record(line_bytes) == expected
