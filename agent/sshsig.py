@@ -46,13 +46,12 @@ class VerifiedSignature:
 
 def _signed_data(namespace: str, message: bytes, hash_alg: str = "sha512") -> bytes:
     digest = _HASHES[hash_alg](message).digest()
-    return (
-        MAGIC
-        + ssh_string(namespace.encode())
-        + ssh_string(b"")
-        + ssh_string(hash_alg.encode())
-        + ssh_string(digest)
-    )
+    return _signed_prefix(namespace, hash_alg) + ssh_string(digest)
+
+
+@lru_cache(maxsize=64)
+def _signed_prefix(namespace: str, hash_alg: str) -> bytes:
+    return MAGIC + ssh_string(namespace.encode()) + ssh_string(b"") + ssh_string(hash_alg.encode())
 
 
 def ed25519_public_blob(public_key: ed25519.Ed25519PublicKey) -> bytes:
