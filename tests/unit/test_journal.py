@@ -471,13 +471,18 @@ def test_the_hot_path_encoding_is_exactly_canonical(data):
 def test_canonical_bytes_is_the_reference_encoding_or_refuses_as_it_does(value):
     """canonical_bytes (orjson) and the definition (the standard library) agree on every value, and refuse
     the same ones (lone surrogates among any text) with NotCanonical."""
+    _same_outcome(reference_bytes, canonical_bytes, value, NotCanonical)
+
+
+def _same_outcome(reference, actual, value, error) -> None:
+    """``actual(value)`` gives what ``reference(value)`` gives, and refuses (``error``) where it does."""
     try:
-        expected = reference_bytes(value)
-    except NotCanonical:
-        with pytest.raises(NotCanonical):
-            canonical_bytes(value)
+        expected = reference(value)
+    except error:
+        with pytest.raises(error):
+            actual(value)
         return
-    assert canonical_bytes(value) == expected
+    assert actual(value) == expected
 
 
 def test_nesting_deeper_than_the_writer_writes_is_not_canonical():
@@ -565,11 +570,4 @@ def test_parse_record_accepts_and_refuses_exactly_what_the_standard_library_path
                 line[start + 4:end] = data.draw(st.sampled_from(_NUMBERS))
         else:
             line[at:at] = data.draw(st.sampled_from([b" ", b'"x":1,', b"\\", b'"', b"}", b"\n"]))
-    line_bytes = bytes(line)
-    try:
-        expected = _reference_parse(line_bytes)
-    except BadLine:
-        with pytest.raises(BadLine):
-            parse_record(line_bytes)
-        return
-    assert parse_record(line_bytes) == expected
+    _same_outcome(_reference_parse, parse_record, bytes(line), BadLine)
