@@ -182,15 +182,11 @@ class BundleSource:
             self._sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
 
     def _scan_zip(self, data: bytes | None = None) -> None:
+        """``data``: a small zip's bytes, read by ``snapshot``; without them the zip is read from ``path`` (a
+        large one, which ``snapshot`` copied privately)."""
+        self._bytes = data
         try:
-            if data is None:
-                with open(self.path, "rb") as stream:
-                    head = stream.read(SMALL + 1)
-            else:
-                head = data
-            if len(head) <= SMALL or data is not None:
-                self._bytes = head
-            self._zip = zipfile.ZipFile(io.BytesIO(head) if self._bytes is not None else self.path)
+            self._zip = zipfile.ZipFile(io.BytesIO(data) if data is not None else self.path)
             infos = self._zip.infolist()
         except OSError as exc:
             raise Unreadable(f"Cannot read {self.shown}: {exc.strerror or exc}.") from None

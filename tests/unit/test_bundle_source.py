@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agent.bundle import source as source_module
 from agent.bundle.layout import FILES
-from agent.bundle.source import BundleSource, Unexpected, Unreadable
+from agent.bundle.source import Unexpected, Unreadable, snapshot
 
 MEMBERS = st.dictionaries(st.sampled_from(FILES), st.binary(max_size=3000) | st.text(max_size=3000).map(str.encode),
                           min_size=1, max_size=len(FILES))
@@ -48,7 +48,7 @@ def _read_all(path: Path, fast: bool, monkeypatch: pytest.MonkeyPatch) -> dict[s
         if not fast:
             m.setattr(source_module, "SMALL", -1)
         try:
-            with BundleSource(path) as bundle:
+            with snapshot(path) as taken, taken.open() as bundle:
                 assert (bundle._bytes is not None) == fast
                 return {name: bundle.read(name) for name in bundle.names}
         except (Unreadable, Unexpected) as exc:
@@ -92,5 +92,5 @@ def test_a_zip_larger_than_the_fast_limit_is_read_by_zipfile(tmp_path: Path,
     path = tmp_path / "b.zip"
     path.write_bytes(_zip({"session.jsonl": b"x" * 5000}, False, 6))
     monkeypatch.setattr(source_module, "SMALL", 100)
-    with BundleSource(path) as bundle:
+    with snapshot(path) as taken, taken.open() as bundle:
         assert bundle._bytes is None and bundle.read("session.jsonl") == b"x" * 5000

@@ -63,19 +63,13 @@ _ENVELOPE = frozenset({"v", "seq", "ts", "session", "type", "data", "prev"})
 def collect(lines: Iterable[bytes], limits: Limits = LIMITS) -> Collected:
     """Read a journal's lines (bytes, with or without ``\\n``) into what a report shows."""
     collected = Collected(limits)
-    see, loads, envelope = collected.see, orjson.loads, _ENVELOPE
     for number, line in enumerate(lines, 1):
-        try:  # the usual line, inline: a JSON object with the envelope's fields (``_record`` otherwise)
-            record = loads(line)
-            if type(record) is not dict or not envelope.issubset(record) or type(record["type"]) is not str:
-                record = _record(line)
-        except (orjson.JSONDecodeError, BadLine):
-            try:
-                record = _record(line)
-            except BadLine as exc:
-                collected.bad_line(number, str(exc))
-                continue
-        see(record)
+        try:
+            record = _record(line)
+        except BadLine as exc:
+            collected.bad_line(number, str(exc))
+            continue
+        collected.see(record)
     return collected
 
 

@@ -412,13 +412,7 @@ class Collected:
                 self._seen_pids.add(pid)
         exe = data.get("exe")
         name = (exe if type(exe) is str else _str(exe)).rpartition("/")[2] or _str(data.get("name")) or "unknown"
-        name = name[:80]
-        self.customer_total += 1
-        programs = self.programs
-        if name in programs or len(programs) < 5_000:
-            programs[name] += 1
-        else:
-            programs["(other programs)"] += 1
+        self._program(name[:80], 1)
 
     def _program(self, name: str, count: int) -> None:
         self.customer_total += count
