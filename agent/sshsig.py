@@ -71,8 +71,13 @@ def sign_binary(private_key: ed25519.Ed25519PrivateKey, namespace: str, message:
         + ssh_string(namespace.encode())
         + ssh_string(b"")
         + ssh_string(b"sha512")
-        + ssh_string(ssh_string(b"ssh-ed25519") + ssh_string(sig))
+        + ssh_string(ed25519_signature_blob(sig))
     )
+
+
+def ed25519_signature_blob(signature: bytes) -> bytes:
+    """An Ed25519 signature as SSH writes it: its type, then its 64 bytes."""
+    return ssh_string(b"ssh-ed25519") + ssh_string(signature)
 
 
 def armor(blob: bytes) -> str:
@@ -189,15 +194,11 @@ def verify_blob(blob: bytes, namespace: str, message: bytes) -> VerifiedSignatur
     except WireError as exc:
         raise SignatureError("the signature is truncated or malformed") from exc
     ed25519_raw = _public_key(key_blob)[1]
-    if ed25519_raw is not None and blob.endswith(sig_blob) and sig_blob == _ed25519_sig_blob(sig_blob[-64:]):
+    if ed25519_raw is not None and sig_blob == ed25519_signature_blob(sig_blob[-64:]):
         if len(_PARSED) >= 256:
             _PARSED.clear()
         _PARSED[blob[:-64]] = (key_blob, ns, hash_alg, ed25519_raw)
     return VerifiedSignature(public_key_blob=key_blob, namespace=ns)
-
-
-def _ed25519_sig_blob(signature: bytes) -> bytes:
-    return ssh_string(b"ssh-ed25519") + ssh_string(signature)
 
 
 __all__ = [
@@ -210,5 +211,6 @@ __all__ = [
     "armor",
     "dearmor",
     "ed25519_public_blob",
+    "ed25519_signature_blob",
     "ssh_mpint",
 ]

@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCert
 from agent import sigcheck
 from agent.errors import CertificateError, KeyFormatError
 from agent.sshkeys import CERT_SUFFIX, SSHPublicKeyTypes, blob_type, fingerprint, line_to_blob, load_identity
+from agent.sshsig import ed25519_signature_blob
 from agent.sshwire import ssh_string
 
-#: How an Ed25519 CA's signature ends a certificate: its length, then the type and the 64 signature bytes.
-_ED25519_SIGNATURE_HEAD = (4 + 11 + 4 + 64).to_bytes(4, "big") + ssh_string(b"ssh-ed25519") + (64).to_bytes(4, "big")
+#: An Ed25519 CA's signature ends a certificate as a string of this many bytes: its type, then 64 bytes.
+_SIGNATURE_FIELD = len(ssh_string(ed25519_signature_blob(bytes(64))))
 
 FOREVER = 2**64 - 1
 
@@ -40,9 +41,10 @@ def _check_ed25519_ca(blob: bytes, ca_key: ed25519.Ed25519PublicKey) -> None:
     signature is: OpenSSL, which checked it first, accepts a CA key of small order whose one "signature"
     verifies for every certificate (a CA is trusted only when the customer pins it, but pinning a key made
     to look harmless must not let it sign anything)."""
-    if len(blob) < 88 or blob[-87:-64] != _ED25519_SIGNATURE_HEAD:
+    signed, field = blob[:-_SIGNATURE_FIELD], blob[-_SIGNATURE_FIELD:]
+    if len(blob) <= _SIGNATURE_FIELD or field != ssh_string(ed25519_signature_blob(field[-64:])):
         raise CertificateError("the certificate is malformed")
-    if not sigcheck.valid(ca_key.public_bytes_raw(), blob[-64:], blob[:-87]):
+    if not sigcheck.valid(ca_key.public_bytes_raw(), field[-64:], signed):
         raise CertificateError("the certificate's CA signature does not match")
 
 

@@ -9,6 +9,7 @@ capture (the customer's programs are counted, never recorded one by one).
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime
 
@@ -29,14 +30,9 @@ def _records(length_s: float, customer_processes: int = 135) -> list[dict]:
     key = DeviceKey(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))), "chaperone@pc-00")
     journal = SyntheticJournal("s-cadence", key)
     agent_session(journal, customer_processes=customer_processes, seed=5, length_s=length_s)
-    check = verify_journal(_file(journal))
+    check = verify_journal(io.BytesIO(journal.bytes()))
     assert check.ok, check.reason
     return [json.loads(line) for line in journal.lines]
-
-
-def _file(journal: SyntheticJournal):
-    import io
-    return io.BytesIO(journal.bytes())
 
 
 def _seconds(record: dict) -> float:
