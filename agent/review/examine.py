@@ -130,12 +130,22 @@ def write_session_report(collected: Collected, out: Path, check: ReportCheck) ->
     write_collected(page, collected, check=check)
     data = page.getvalue().encode("utf-8")
     temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    # not through a link someone left at the temporary name; a buffer size given, so no terminal is asked for
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    fd = _create(temp)
     try:
-        with open(fd, "wb", buffering=1 << 16) as stream:
+        with open(fd, "wb", buffering=1 << 16) as stream:  # a buffer size given: no terminal is asked for
             stream.write(data)
         os.replace(temp, out)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _create(path: Path) -> int:
+    """A new file at ``path``, never written through a link or into a file someone left there (what a
+    stopped review left is removed first, once)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o644)
+    except FileExistsError:
+        path.unlink()
+        return os.open(path, flags, 0o644)

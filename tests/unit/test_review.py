@@ -340,3 +340,28 @@ def test_a_bundle_swapped_while_it_is_reviewed_cannot_poison_the_index(tmp_path,
     index.close()
     assert [b["genuine"] for b in first.bundles] == [False]
     assert [b["genuine"] for b in later.bundles] == [False]
+
+
+def test_a_report_is_never_written_through_a_link_left_at_its_temporary_name(tmp_path):
+    """Whoever can write the reports folder may leave a link where the review writes a report before renaming
+    it into place, pointing at a file of the auditor's: the review must not write into that file."""
+    from agent.bundle.report import ReportCheck, collect
+    from agent.review.examine import write_session_report
+
+    key = make_key("dev0")
+    journal = SyntheticJournal("s-link", key)
+    realistic_session(journal, customer_processes=3)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the auditor's own file\n")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    out = reports / "abc.html"
+    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    temp.symlink_to(victim)
+    write_session_report(collect(journal.lines), out, ReportCheck(True, "Genuine.", key.fingerprint))
+    assert victim.read_text() == "the auditor's own file\n"
+    assert "Genuine: checked when this report was written" in out.read_text() and not out.is_symlink()
+    assert not temp.exists() and not temp.is_symlink()
+    temp.write_text("half a report a stopped review left")  # a leftover plain file is replaced too
+    write_session_report(collect(journal.lines), out, ReportCheck(True, "Genuine.", key.fingerprint))
+    assert "Genuine: checked" in out.read_text() and not temp.exists()
