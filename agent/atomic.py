@@ -15,22 +15,30 @@ from pathlib import Path
 
 
 @contextmanager
-def replacing(path: str | os.PathLike[str], mode: int = 0o600) -> Iterator[int]:
-    """Yield the descriptor of a new file that, when the block ends without an error, replaces ``path``."""
+def replacing(path: str | os.PathLike[str], mode: int | None = 0o600, *, durable: bool = True) -> Iterator[int]:
+    """Yield the descriptor of a new file that, when the block ends without an error, replaces ``path``.
+
+    ``mode`` None: what the user's umask gives a new file (for what a command writes where the user asked).
+    ``durable=False``: no fsync of the file or its folder, for output that can be made again (a review
+    writes 10,000 reports; a crash leaves each old or new, never half)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o666 if mode is None else mode)
     try:
-        os.fchmod(fd, mode)  # whatever the umask, and a stale temporary file's mode
+        if mode is not None:
+            os.fchmod(fd, mode)  # whatever the umask, and a stale temporary file's mode
         yield fd
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
     os.replace(tmp, path)
-    sync_folder(path.parent)
+    if durable:
+        sync_folder(path.parent)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -40,9 +48,10 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def replace_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` all at once (see the module's docstring)."""
-    with replacing(path, mode) as fd:
+def replace_file(path: str | os.PathLike[str], data: bytes, mode: int | None = 0o600, *,
+                 durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` all at once (see the module's docstring and ``replacing``)."""
+    with replacing(path, mode, durable=durable) as fd:
         write_all(fd, data)
 
 

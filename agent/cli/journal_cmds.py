@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import sys
 from pathlib import Path
 
 from agent import text
+from agent.atomic import replacing
 from agent.bundle import verify_bundle
 from agent.bundle.export import export_bundle_with_evidence, journal_of
 from agent.bundle.layout import JOURNAL, SUMS, mode_sentence
@@ -186,7 +186,6 @@ def _witness_sentence(report: dict | None, max_lag: float) -> str:
 def run_report(args) -> int:
     _check_fingerprint(args.fingerprint)
     out = Path(args.output)
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         # one read of the bundle for the verdict and the report: a bundle swapped between the two would
         # otherwise get the verdict of the genuine one printed over its own records
@@ -201,23 +200,16 @@ def run_report(args) -> int:
                 with source.open(JOURNAL) as stream:
                     yield from iter_lines(stream)
 
-            with open(temp, "w", encoding="utf-8") as html:
+            with replacing(out, None) as fd, open(fd, "w", encoding="utf-8", closefd=False) as html:
                 write_report(html, journal_lines, check=ReportCheck(verdict.genuine, verdict.reason,
                                                                     verdict.fingerprint, verdict.pinned,
                                                                     witnesses=witness_sentence(verdict.witness)))
-        os.replace(temp, out)
     except Unreadable as exc:
-        temp.unlink(missing_ok=True)
         raise ChaperoneError(str(exc)) from None
     except (Unexpected, LineTooLong) as exc:
-        temp.unlink(missing_ok=True)
         raise ChaperoneError(f"Cannot read the journal of {args.bundle}: {exc}.") from None
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise ChaperoneError(f"Cannot write the report {out}: {exc.strerror or exc}.") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     if verdict.genuine:
         print(f"Wrote the report to {text.escape(str(out))}; the bundle is genuine: {text.escape(verdict.reason)}")
         return 0

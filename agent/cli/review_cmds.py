@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 
+from agent.atomic import replacing
 from agent.bundle.verify import witness_verifiers
 from agent.errors import ChaperoneError, NoteError, UsageError
 from agent.text import escape
@@ -38,15 +38,11 @@ def register(subparsers, common) -> None:
 
 
 def _atomic_text(path: Path, write) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temp, "w", encoding="utf-8", newline="") as stream:
+        with replacing(path, None) as fd, open(fd, "w", encoding="utf-8", newline="", closefd=False) as stream:
             write(stream)
-        os.replace(temp, path)
     except OSError as exc:
         raise ChaperoneError(f"Cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def run_review(args) -> int:

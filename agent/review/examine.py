@@ -11,11 +11,11 @@ hostile bundle is an entry that says so.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
+from agent.atomic import replace_file
 from agent.bundle.layout import JOURNAL
 from agent.bundle.report import ReportCheck, collect, write_collected
 from agent.bundle.report.header import gap_count
@@ -124,28 +124,8 @@ def _witness_sentence(witness: dict | None, required: tuple[str, ...]) -> str | 
 
 
 def write_session_report(collected: Collected, out: Path, check: ReportCheck) -> None:
-    """The session's report with the verdict the review computed, written atomically (a review stopped
-    half-way leaves no report that a later one would take as written)."""
+    """The session's report with the verdict the review computed, replacing ``out`` at once
+    (``agent.atomic``: a review stopped half-way leaves no report that a later one would take as written)."""
     page = io.StringIO()
     write_collected(page, collected, check=check)
-    data = page.getvalue().encode("utf-8")
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    fd = _create(temp)
-    try:
-        with open(fd, "wb", buffering=1 << 16) as stream:  # a buffer size given: no terminal is asked for
-            stream.write(data)
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _create(path: Path) -> int:
-    """A new file at ``path``, never written through a link or into a file someone left there (what a
-    stopped review left is removed first, once)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        return os.open(path, flags, 0o644)
-    except FileExistsError:
-        path.unlink()
-        return os.open(path, flags, 0o644)
+    replace_file(out, page.getvalue().encode("utf-8"), None, durable=False)

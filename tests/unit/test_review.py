@@ -344,7 +344,8 @@ def test_a_bundle_swapped_while_it_is_reviewed_cannot_poison_the_index(tmp_path,
 
 def test_a_report_is_never_written_through_a_link_left_at_its_temporary_name(tmp_path):
     """Whoever can write the reports folder may leave a link where the review writes a report before renaming
-    it into place, pointing at a file of the auditor's: the review must not write into that file."""
+    it into place, pointing at a file of the auditor's: the review must not write into that file (the report
+    is refused instead, and the review says so in the session's entry)."""
     from agent.bundle.report import ReportCheck, collect
     from agent.review.examine import write_session_report
 
@@ -356,12 +357,16 @@ def test_a_report_is_never_written_through_a_link_left_at_its_temporary_name(tmp
     reports = tmp_path / "reports"
     reports.mkdir()
     out = reports / "abc.html"
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    temp.symlink_to(victim)
-    write_session_report(collect(journal.lines), out, ReportCheck(True, "Genuine.", key.fingerprint))
-    assert victim.read_text() == "the auditor's own file\n"
-    assert "Genuine: checked when this report was written" in out.read_text() and not out.is_symlink()
-    assert not temp.exists() and not temp.is_symlink()
-    temp.write_text("half a report a stopped review left")  # a leftover plain file is replaced too
-    write_session_report(collect(journal.lines), out, ReportCheck(True, "Genuine.", key.fingerprint))
-    assert "Genuine: checked" in out.read_text() and not temp.exists()
+    out.with_name(f".{out.name}.{os.getpid()}.tmp").symlink_to(victim)
+    with pytest.raises(OSError):
+        write_session_report(collect(journal.lines), out, ReportCheck(True, "Genuine.", key.fingerprint))
+    assert victim.read_text() == "the auditor's own file\n" and not out.exists()
+    out.with_name(f".{out.name}.{os.getpid()}.tmp").unlink()
+    old = os.umask(0o077)
+    try:
+        write_session_report(collect(journal.lines), out, ReportCheck(True, "Genuine.", key.fingerprint))
+    finally:
+        os.umask(old)
+    assert "Genuine: checked when this report was written" in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600  # the user's umask, as for any file a command writes
+    assert sorted(p.name for p in reports.iterdir()) == ["abc.html"]
