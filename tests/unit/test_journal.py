@@ -467,7 +467,8 @@ def test_the_hot_path_encoding_is_exactly_canonical(data):
 
 
 @settings(max_examples=400, deadline=None)
-@given(value=_json_values | st.lists(_json_values, max_size=3) | st.text())
+@given(value=_json_values | st.lists(_json_values, max_size=3) | st.text()
+       | st.lists(st.tuples(st.text(max_size=4), _json_values), max_size=3))  # sorted items, as inventory hashes
 def test_canonical_bytes_is_the_reference_encoding_or_refuses_as_it_does(value):
     """canonical_bytes (orjson) and the definition (the standard library) agree on every value, and refuse
     the same ones (lone surrogates among any text) with NotCanonical."""
