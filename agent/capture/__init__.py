@@ -40,6 +40,7 @@ from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text
 from agent.capture.fanotify import FanotifyUnavailable, GuessAttributor
 from agent.capture.files import FileWatcher
 from agent.capture.hashing import hash_file
+from agent.capture.inotify import died
 from agent.capture.inventory.session_inventory import SessionInventory
 from agent.capture.lineage import Lineage
 from agent.capture.mountinfo import Mount
@@ -310,8 +311,7 @@ class Capture:
         parts = {"process recorder": self._processes, "write recorder": self._writes, "mount watcher": self._mounts,
                  "process lineage": self._lineage, "live inventory": getattr(self._inventory, "live", None)}
         for name, part in parts.items():
-            thread = getattr(part, "_thread", None)  # each keeps its thread there from start() until stop()
-            if thread is not None and not thread.is_alive():
+            if died(getattr(part, "_thread", None)):  # each keeps its thread there from start() until stop()
                 dead.append(name)
         return dead
 

@@ -42,7 +42,7 @@ from agent.capture.baseline import ContentBaseline, Known, TreeIndex
 from agent.capture.bursts import Burst, BurstCoalescer, Op
 from agent.capture.classify import MAX_DIFF_BYTES, ConfigPlaces, decode_text, is_config_text, is_secret
 from agent.capture.hashing import Hasher, HashResult
-from agent.capture.inotify import EventSource, Overflow
+from agent.capture.inotify import EventSource, Overflow, died
 from agent.capture.paths import path_fields
 from agent.errors import error_detail
 from agent.records import RecordType
@@ -128,7 +128,7 @@ class FileWatcher:
         """The threads of this watcher that should run and do not (empty before start and after stop)."""
         if self._recorder is None or self._stopping:
             return []
-        dead = [] if self._recorder.is_alive() else ["file recorder"]
+        dead = ["file recorder"] if died(self._recorder) else []
         if self._source is not None:
             dead += self._source.dead_threads()
         return dead

@@ -105,6 +105,12 @@ def deep_kernel_queue():
     return inotify_queue_size(KERNEL_QUEUE_EVENTS)
 
 
+def died(thread: threading.Thread | None) -> bool:
+    """Whether ``thread`` was started and has ended. One not started yet has not died: a health check that
+    runs while capture is starting must not take it for dead (and fail the session closed)."""
+    return thread is not None and thread.ident is not None and not thread.is_alive()
+
+
 class EventSource:
     """The kernel's file events below the scheduled roots, as :class:`Op` objects on one queue.
 
@@ -165,10 +171,8 @@ class EventSource:
     def dead_threads(self) -> list[str]:
         """The reader threads that were started and have died (a dead one means lost events)."""
         if self._reader is None:
-            alive = self._observer.is_alive() if self._observer.ident is not None else True
-            return [] if alive else ["file observer"]
-        alive = self._reader.is_alive() if self._reader.ident is not None else True
-        return [] if alive else ["inotify reader"]
+            return ["file observer"] if died(self._observer) else []
+        return ["inotify reader"] if died(self._reader) else []
 
     def watched_inodes(self) -> set[int] | None:
         """Inode numbers of the folders inotify watches, from /proc/self/fdinfo (None when not known)."""

@@ -440,3 +440,28 @@ def test_default_watch_paths_are_the_home_and_the_system_configuration():
     assert "/etc" in paths
     assert r"System32\drivers\etc" in " ".join(system_config_paths("win32"))
     assert "/Library/LaunchDaemons" in system_config_paths("darwin")
+
+
+def test_a_health_check_while_capture_starts_finds_nothing_dead(watched, monkeypatch):
+    """The fail-closed check (``dead_workers``) runs on the agent's loop while capture starts in a thread. A
+    thread that was made but not started yet is not dead: taking it for dead failed a session closed at its
+    start on a busy machine (the technician could not log in). Each start is checked at its worst moment."""
+    sink = ListSink()
+    cap = Capture(sink, [watched], inventory=False)
+    seen: list[list[str]] = []
+    real_start = threading.Thread.start
+
+    def start_after_a_check(thread: threading.Thread) -> None:
+        seen.append(cap.dead_workers())
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_after_a_check)
+    try:
+        cap.prepare()
+    finally:
+        monkeypatch.undo()
+    try:
+        assert seen and all(dead == [] for dead in seen), seen
+        assert cap.dead_workers() == []
+    finally:
+        cap.stop()
